@@ -1,0 +1,208 @@
+"""Find or build etcd, kube-apiserver, kube-controller-manager and kubectl (does I/O).
+
+Order of preference: ``KUBEBUILDER_ASSETS`` (the envtest convention), then a
+complete cache folder keyed by version, then a build from the official Go
+modules through the Go module proxy into that cache. Nothing is downloaded from
+release pages and nothing lands in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.5"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+COMPLETE_MARKER = ".complete"
+
+_KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
+_STAGING_REQUIRE = re.compile(r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Assets:
+    """A folder holding the four control-plane binaries."""
+
+    directory: Path
+
+    def path(self, name: str) -> str:
+        """Return the absolute path of binary ``name`` (one of ``BINARIES``)."""
+        return str(self.directory / name)
+
+
+def default_cache_root() -> Path:
+    """Return the cache root: ``$SERVICELINK_CACHE`` or ``~/.cache/servicelink``."""
+    override = os.environ.get("SERVICELINK_CACHE")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "servicelink"
+
+
+def cache_dir(root: Path | None = None) -> Path:
+    """Return the versioned folder the built binaries live in."""
+    base = root if root is not None else default_cache_root()
+    return base / "control-plane" / f"{KUBERNETES_VERSION}-etcd{ETCD_VERSION}"
+
+
+def _holds_all(directory: Path) -> bool:
+    return all(os.access(directory / name, os.X_OK) for name in BINARIES)
+
+
+def ensure_assets(*, log: bool = True) -> Assets:
+    """Return the binaries, building them into the cache when none are found.
+
+    Raises ``RuntimeError`` naming the folder when ``KUBEBUILDER_ASSETS`` is set
+    but lacks a binary, and ``subprocess.CalledProcessError`` when a build fails.
+    """
+    given = os.environ.get("KUBEBUILDER_ASSETS")
+    if given:
+        directory = Path(given)
+        if not _holds_all(directory):
+            missing = [n for n in BINARIES if not os.access(directory / n, os.X_OK)]
+            raise RuntimeError(
+                f"KUBEBUILDER_ASSETS={given} lacks {', '.join(missing)}; "
+                "point it at a folder with all of " + ", ".join(BINARIES)
+            )
+        return Assets(directory)
+    directory = cache_dir()
+    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory):
+        return Assets(directory)
+    build_assets(directory, log=log)
+    return Assets(directory)
+
+
+def _say(message: str, *, log: bool) -> None:
+    if log:
+        print(f"[control-plane build] {message}", file=sys.stderr, flush=True)
+
+
+def _go(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(["go", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+def _go_env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CGO_ENABLED="0",
+        GOTOOLCHAIN="local",
+        GOFLAGS="-mod=mod -buildvcs=false",
+        GOWORK="off",
+        GOCACHE=str(work / "gocache"),
+    )
+    return env
+
+
+def _staging_replaces(kubernetes_gomod: str) -> list[str]:
+    """Map each ``k8s.io/<staging> v0.0.0`` require to its published ``v0.<minor>.<patch>``."""
+    published = "v0." + KUBERNETES_VERSION.removeprefix("v1.")
+    modules = sorted(set(_STAGING_REQUIRE.findall(kubernetes_gomod)))
+    return [f"replace {module} => {module} {published}" for module in modules]
+
+
+def _version_ldflags() -> str:
+    major, minor, _ = KUBERNETES_VERSION.removeprefix("v").split(".")
+    values = {
+        "gitVersion": KUBERNETES_VERSION,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+    }
+    flags = ["-s", "-w"]
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {package}.{name}={value}" for name, value in values.items()]
+    return " ".join(flags)
+
+
+def _build_kubernetes(work: Path, out: Path, env: dict[str, str], *, log: bool) -> None:
+    module = work / "kubernetes"
+    module.mkdir(parents=True, exist_ok=True)
+    _say(f"resolving k8s.io/kubernetes@{KUBERNETES_VERSION}", log=log)
+    info = json.loads(_go(["mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"], cwd=module, env=env))
+    replaces = _staging_replaces(Path(info["GoMod"]).read_text())
+    (module / "go.mod").write_text(
+        "module servicelink.local/control-plane\n\ngo 1.24.0\n\n"
+        f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\n" + "\n".join(replaces) + "\n"
+    )
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in _KUBE_COMMANDS]
+    _say(f"fetching modules for {', '.join(_KUBE_COMMANDS)} ({len(replaces)} staging replaces)", log=log)
+    # The version on every path: a bare path would upgrade k8s.io/kubernetes to the latest.
+    _go(["get", "-tool", *(f"{p}@{KUBERNETES_VERSION}" for p in packages)], cwd=module, env=env)
+    for name, package in zip(_KUBE_COMMANDS, packages, strict=True):
+        started = time.monotonic()
+        _say(f"building {name}", log=log)
+        _go(
+            ["build", "-trimpath", "-ldflags", _version_ldflags(), "-o", str(out / name), package],
+            cwd=module,
+            env=env,
+        )
+        _say(f"built {name} in {time.monotonic() - started:.0f}s", log=log)
+
+
+def _build_etcd(work: Path, out: Path, env: dict[str, str], *, log: bool) -> None:
+    module = work / "etcd"
+    module.mkdir(parents=True, exist_ok=True)
+    (module / "go.mod").write_text(
+        f"module servicelink.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
+    started = time.monotonic()
+    _say(f"building etcd {ETCD_VERSION}", log=log)
+    _go(["get", "-tool", f"go.etcd.io/etcd/server/v3@{ETCD_VERSION}"], cwd=module, env=env)
+    _go(
+        ["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"],
+        cwd=module,
+        env=env,
+    )
+    _say(f"built etcd in {time.monotonic() - started:.0f}s", log=log)
+
+
+def build_assets(directory: Path, *, log: bool = True) -> None:
+    """Build all four binaries into ``directory`` and mark it complete.
+
+    Builds in a sibling work folder and only then writes the marker, so an
+    interrupted build is redone rather than trusted.
+    """
+    if shutil.which("go") is None:
+        raise RuntimeError(
+            "no control-plane binaries: set KUBEBUILDER_ASSETS to a folder holding "
+            + ", ".join(BINARIES)
+            + ", or install Go so they can be built from the official modules"
+        )
+    started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / COMPLETE_MARKER).unlink(missing_ok=True)
+    work = directory.parent / f"{directory.name}.work"
+    env = _go_env(work)
+    _say(f"building Kubernetes {KUBERNETES_VERSION} and etcd {ETCD_VERSION} into {directory}", log=log)
+    try:
+        if not os.access(directory / "etcd", os.X_OK):
+            _build_etcd(work, directory, env, log=log)
+        _build_kubernetes(work, directory, env, log=log)
+    except subprocess.CalledProcessError as error:
+        _say(f"failed: {' '.join(error.cmd)}\n{error.stderr}", log=log)
+        raise
+    (directory / COMPLETE_MARKER).write_text(f"{KUBERNETES_VERSION} {ETCD_VERSION}\n")
+    shutil.rmtree(work, ignore_errors=True)
+    _say(f"done in {time.monotonic() - started:.0f}s", log=log)
+
+
+def main() -> None:
+    """Ensure the binaries and print the folder that holds them."""
+    started = time.monotonic()
+    assets = ensure_assets()
+    print(assets.directory)
+    print(f"[control-plane build] binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
