@@ -1,0 +1,107 @@
+"""The ``servicelink`` command: ``servicelink run`` starts the operator (does I/O)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from servicelink import handlers
+from servicelink.settings import Settings
+
+
+def _parser(defaults: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servicelink", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator. Every flag also reads SERVICELINK_<FLAG> from the environment.",
+    )
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        metavar="NAMESPACE",
+        help="watch this namespace (repeatable; SERVICELINK_NAMESPACES, comma-separated); default: all namespaces",
+    )
+    run.add_argument(
+        "--cluster-domain",
+        default=defaults.cluster_domain,
+        help="the cluster's DNS domain, for cross-namespace FQDNs (default: %(default)s)",
+    )
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=defaults.resync_seconds,
+        help="reconcile every ServiceLink this often, repairing drift (default: %(default)s)",
+    )
+    run.add_argument(
+        "--coalesce-seconds",
+        type=float,
+        default=defaults.coalesce_seconds,
+        help="changes to one ServiceLink closer together than this reconcile once (default: %(default)s)",
+    )
+    run.add_argument(
+        "--workers", type=int, default=defaults.workers, help="ServiceLinks reconciled at once (default: %(default)s)"
+    )
+    run.add_argument(
+        "--log-format", choices=("text", "json"), default=defaults.log_format, help="log format (default: %(default)s)"
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=defaults.metrics_port,
+        help="serve Prometheus /metrics here; 0 turns it off (default: %(default)s)",
+    )
+    run.add_argument(
+        "--health-port",
+        type=int,
+        default=defaults.health_port,
+        help="serve the liveness endpoint /healthz here; 0 turns it off (default: %(default)s)",
+    )
+    run.add_argument(
+        "--peering",
+        default=defaults.peering,
+        help="kopf peering name: replicas with one name elect one to act (default: standalone)",
+    )
+    run.add_argument("--verbose", action="store_true", help="log at debug level")
+    commands.add_parser(
+        "demo",
+        add_help=False,
+        help="the image gallery end to end on a local control plane (servicelink demo --help)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line and run the chosen command."""
+    try:
+        defaults = Settings.from_env(os.environ)
+    except ValueError as error:
+        sys.exit(f"servicelink: {error}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from servicelink import demo  # imported here: the demo pulls in the control-plane harness
+
+        demo.main(argv[1:])
+        return
+    args = _parser(defaults).parse_args(argv)
+    settings = Settings(
+        namespaces=tuple(args.namespaces or defaults.namespaces),
+        cluster_domain=args.cluster_domain,
+        resync_seconds=args.resync_seconds,
+        coalesce_seconds=args.coalesce_seconds,
+        workers=max(1, args.workers),
+        log_format=args.log_format,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        peering=args.peering,
+    )
+    handlers.run_operator(settings, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Condition types and reasons in one place, and the rule for updating a condition list (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from servicelink.model import Condition
+
+READY = "Ready"
+RESOLVED_TYPE = "Resolved"
+SYNCED = "Synced"
+ROLLED_OUT = "RolledOut"
+
+# Ready
+RECONCILED = "Reconciled"
+INVALID_SPEC = "InvalidSpec"
+NOT_READY = "NotReady"
+# Resolved
+ALL_SERVICES_FOUND = "AllServicesFound"
+RESOLVED = "Resolved"
+SERVICE_NOT_FOUND = "ServiceNotFound"
+PORT_NOT_FOUND = "PortNotFound"
+CROSS_NAMESPACE_FORBIDDEN = "CrossNamespaceForbidden"
+# Synced
+CONFIGMAP_UP_TO_DATE = "ConfigMapUpToDate"
+KEY_CONFLICT = "KeyConflict"
+CONFIGMAP_TOO_LARGE = "ConfigMapTooLarge"
+WRITE_FAILED = "WriteFailed"
+# RolledOut
+WORKLOADS_UPDATED = "WorkloadsUpdated"
+NO_CHANGE = "NoChange"
+ROLLOUT_DISABLED = "RolloutDisabled"
+ROLLOUT_FAILED = "RolloutFailed"
+
+# Reasons that describe something wrong, which deserve a Warning Event.
+PROBLEMS = frozenset(
+    {
+        INVALID_SPEC,
+        SERVICE_NOT_FOUND,
+        PORT_NOT_FOUND,
+        CROSS_NAMESPACE_FORBIDDEN,
+        KEY_CONFLICT,
+        CONFIGMAP_TOO_LARGE,
+        WRITE_FAILED,
+        ROLLOUT_FAILED,
+    }
+)
+
+
+def merge_conditions(current: Sequence[Condition], desired: Sequence[Condition], *, now: str) -> list[Condition]:
+    """Return ``desired`` with ``lastTransitionTime`` carried over where the status did not flip.
+
+    A condition whose status is unchanged keeps its old transition time, so an
+    unchanged reconcile yields a list equal to ``current`` and writes nothing.
+    """
+    before = {c.type: c for c in current}
+    merged: list[Condition] = []
+    for condition in desired:
+        old = before.get(condition.type)
+        keep = old is not None and old.status == condition.status and old.last_transition_time
+        merged.append(
+            condition.model_copy(update={"last_transition_time": old.last_transition_time if keep and old else now})
+        )
+    return merged

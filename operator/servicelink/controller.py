@@ -1,0 +1,128 @@
+"""A work queue that coalesces triggers per ServiceLink and runs reconciles (asyncio, no API calls of its own).
+
+Like controller-runtime's workqueue: a key added while pending is not added
+twice; a key added while being reconciled is reconciled once more afterwards;
+one key is never reconciled by two workers at once. A key runs once the
+coalescing window has passed without another trigger for it (a trailing-edge
+debounce, capped at ``_MAX_WAIT_WINDOWS`` windows), so a burst of Service
+changes that touch one ServiceLink, such as one ``kubectl apply`` of five
+Services, reconciles it once and rolls each consumer once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name) of a ServiceLink
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 60.0
+_MAX_WAIT_WINDOWS = 20  # a steady stream of triggers still reconciles at least this often
+
+
+@dataclass
+class WorkQueue:
+    """Runs ``reconcile(key)`` for added keys with ``workers`` tasks."""
+
+    reconcile: Callable[[Key], Awaitable[None]]
+    window: float
+    workers: int
+    is_transient: Callable[[BaseException], bool]
+    _due: list[tuple[float, int, Key]] = field(default_factory=list)
+    _pending: dict[Key, float] = field(default_factory=dict)
+    _first_added: dict[Key, float] = field(default_factory=dict)
+    _running: set[Key] = field(default_factory=set)
+    _again: set[Key] = field(default_factory=set)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _counter: int = 0
+
+    def add(self, key: Key, *, delay: float | None = None) -> None:
+        """Schedule ``key``: after ``delay`` if given (a retry), else once the window passes with no new trigger."""
+        if key in self._running:
+            self._again.add(key)
+            return
+        now = time.monotonic()
+        if delay is not None:
+            due = now + delay
+            if key in self._pending and self._pending[key] <= due:
+                return
+        else:
+            first = self._first_added.setdefault(key, now)
+            due = min(now + self.window, first + self.window * _MAX_WAIT_WINDOWS)
+            if key in self._pending and self._pending[key] == due:
+                return
+        self._pending[key] = due
+        self._counter += 1
+        heapq.heappush(self._due, (due, self._counter, key))
+        self._wakeup.set()
+
+    def add_all(self, keys: Iterable[Key]) -> None:
+        """Schedule every key in ``keys``."""
+        for key in keys:
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._running)
+
+    def start(self) -> None:
+        """Start the worker tasks on the running loop."""
+        self._tasks = [asyncio.create_task(self._work(), name=f"servicelink-worker-{i}") for i in range(self.workers)]
+
+    async def stop(self) -> None:
+        """Cancel the workers and wait for them."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _next(self) -> Key:
+        while True:
+            while self._due and self._pending.get(self._due[0][2]) != self._due[0][0]:
+                heapq.heappop(self._due)  # superseded by an earlier entry for the same key
+            if self._due:
+                wait = self._due[0][0] - time.monotonic()
+                if wait <= 0:
+                    _, _, key = heapq.heappop(self._due)
+                    del self._pending[key]
+                    self._first_added.pop(key, None)
+                    return key
+            else:
+                wait = None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._next()
+            self._running.add(key)
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # one ServiceLink must never stop the others
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (failures - 1))
+                if self.is_transient(error):
+                    log.info("%s/%s: %s; retrying in %.1fs", *key, error, delay)
+                else:
+                    log.exception("%s/%s: reconcile failed; retrying in %.1fs", *key, delay)
+                self._running.discard(key)
+                self._again.discard(key)
+                self.add(key, delay=delay)
+                continue
+            self._failures.pop(key, None)
+            self._running.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                self.add(key)

@@ -1,0 +1,228 @@
+"""The only module that talks to the Kubernetes API through the ``kubernetes`` client (does I/O).
+
+Every call returns plain dicts as the API serves them. ``RBAC_RULES`` lists
+exactly the verbs these calls need; ``manifests/`` grants those and a test keeps
+the two in step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, WorkloadKind
+
+# Re-exported so callers handle API errors without importing the client themselves.
+ApiError = ApiException
+
+# (apiGroup, resource, verbs): what this module calls, plus what kopf's watches and
+# resource discovery need. manifests/clusterrole.yaml grants exactly these.
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (GROUP, "servicelinks", ("list", "watch", "patch")),  # watch; patch: the finalizer
+    (GROUP, "servicelinks/status", ("patch",)),
+    ("", "services", ("list", "watch")),
+    ("discovery.k8s.io", "endpointslices", ("list", "watch")),
+    ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
+    ("apps", "deployments", ("list", "watch", "patch")),
+    ("apps", "statefulsets", ("list", "watch", "patch")),
+    ("apps", "daemonsets", ("list", "watch", "patch")),
+    ("", "events", ("create",)),
+    ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
+)
+
+_WORKLOAD_PATCHERS = {
+    "Deployment": "patch_namespaced_deployment",
+    "StatefulSet": "patch_namespaced_stateful_set",
+    "DaemonSet": "patch_namespaced_daemon_set",
+}
+_WORKLOAD_API_VERSION = "apps/v1"
+
+
+class Conflict(Exception):
+    """A write lost a race (HTTP 409): the caller re-reads and tries again."""
+
+
+def is_transient(error: ApiException) -> bool:
+    """Return whether a failed call is worth retrying (conflicts, throttling, server errors)."""
+    return error.status in (409, 429) or error.status is None or error.status >= 500
+
+
+def load_client() -> kubernetes.client.ApiClient:
+    """Return an API client from the in-cluster service account, else from ``KUBECONFIG``."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        # Read KUBECONFIG now: the client reads it once, at import, which may predate it.
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    # Reconciles run in a thread pool; one connection per worker avoids
+    # urllib3's "pool is full" churn under a burst.
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
+
+
+def _raw(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    """Typed, synchronous calls on one API client; safe to use from several threads."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._apps = kubernetes.client.AppsV1Api(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        """Return the ConfigMap, or None when it does not exist (404)."""
+        try:
+            return _raw(self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def apply_configmap(self, *, body: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        """Server-side apply ``body`` as field manager ``servicelink``; return the ConfigMap as stored.
+
+        ``force`` takes over keys another manager changed since we wrote them.
+        Raises ``Conflict`` on a 409 (a foreign owner, or a lost race).
+        """
+        metadata = body["metadata"]
+        try:
+            response = self._core.patch_namespaced_config_map(
+                metadata["name"],
+                metadata["namespace"],
+                dict(body),
+                field_manager=FIELD_MANAGER,
+                force=force,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(error.body) from error
+            raise
+        return _raw(response)
+
+    def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def set_servicelink_finalizers(
+        self, *, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> None:
+        """Set ``metadata.finalizers``, guarded by ``resource_version``.
+
+        A 404 (already gone) is ignored; a 409 raises ``Conflict``.
+        """
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        try:
+            self._custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(error.body) from error
+            if error.status != 404:
+                raise
+
+    def set_workload_config_hash(
+        self, *, kind: WorkloadKind, namespace: str, name: str, annotation: str, value: str
+    ) -> bool:
+        """Set one pod-template annotation; its controller then rolls the pods.
+
+        Returns False when the workload no longer exists (404).
+        """
+        patch = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        try:
+            getattr(self._apps, _WORKLOAD_PATCHERS[kind])(
+                name,
+                namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def create_event(
+        self,
+        *,
+        involved: Mapping[str, str],
+        reason: str,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        """Record a core/v1 Event on ``involved`` (apiVersion, kind, namespace, name, uid).
+
+        Events are best effort: a refused Event is not worth failing a reconcile for.
+        """
+        now = _now()
+        body = {
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+            "involvedObject": dict(involved),
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": f"{GROUP}/operator",
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            # The client serialises plain dicts as they are; no model object needed.
+            self._core.create_namespaced_event(involved["namespace"], body)  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status not in (403, 404, 409, 422):
+                raise
+
+
+def servicelink_reference(*, namespace: str, name: str, uid: str) -> dict[str, str]:
+    """Return the ``involvedObject`` of a ServiceLink for an Event."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "namespace": namespace, "name": name, "uid": uid}
+
+
+def workload_reference(*, kind: WorkloadKind, namespace: str, name: str) -> dict[str, str]:
+    """Return the ``involvedObject`` of a workload for an Event."""
+    return {"apiVersion": _WORKLOAD_API_VERSION, "kind": kind, "namespace": namespace, "name": name}

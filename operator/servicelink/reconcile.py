@@ -1,0 +1,523 @@
+"""Reconcile one ServiceLink: read what exists, call the pure planners, write the difference (does I/O).
+
+Every trigger (a ServiceLink, Service or EndpointSlice event, a resync, a
+restart) ends here, and nothing here depends on which one fired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+
+from servicelink import conditions as c
+from servicelink.kube import ApiError, Conflict, Kube, is_transient, servicelink_reference, workload_reference
+from servicelink.model import (
+    API_VERSION,
+    CONFIG_HASH_ANNOTATION,
+    FIELD_MANAGER,
+    FINALIZER,
+    KIND,
+    Endpoints,
+    RolledOut,
+    ServiceLinkSpec,
+    parse_spec,
+)
+from servicelink.render import (
+    CONFIGMAP_DATA_LIMIT,
+    ConfigMapPlan,
+    plan_configmap,
+    render_configmap,
+    render_owner_reference,
+)
+from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
+from servicelink.rollout import Rollout, WorkloadView, plan_rollouts, select_consumers
+from servicelink.settings import Settings
+from servicelink.status import Verdict, parse_conditions, render_invalid_status, render_status
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The keys one ServiceLink writes into one ConfigMap."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    configmap: str
+    keys: frozenset[str]
+
+    def precedes(self, other: Claim) -> bool:
+        """Whether this claim came first (older, then by name): the earlier one keeps a shared key."""
+        return (self.created, self.name) < (other.created, other.name)
+
+
+class World(Protocol):
+    """What the operator's watches know about the cluster right now."""
+
+    def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The ServiceLink as last seen, or None when it is gone."""
+
+    def service(self, key: ServiceKey) -> ServiceView | None:
+        """The Service as last seen, or None when it does not exist."""
+
+    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+        """Ready and total endpoints of a Service across its EndpointSlices, or None if it has none."""
+
+    def claims(self, namespace: str, configmap: str) -> list[Claim]:
+        """Every ServiceLink's claim on one ConfigMap."""
+
+    def workloads(self, namespace: str) -> list[WorkloadView]:
+        """Deployments, StatefulSets and DaemonSets of a namespace."""
+
+
+class TransientError(Exception):
+    """The API server could not take a call now; the ServiceLink is retried with backoff."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _describe(value: str | None) -> str:
+    return "<unset>" if value is None else value
+
+
+@dataclass
+class _Written:
+    """What the ConfigMap step achieved: the values it holds for us and how that went."""
+
+    values: dict[str, str]
+    verdict: Verdict
+    plan: ConfigMapPlan | None
+    conflicts: dict[str, str]
+
+
+@dataclass
+class Reconciler:
+    """Reconciles ServiceLinks by key; safe to run for different keys at once."""
+
+    kube: Kube
+    world: World
+    settings: Settings
+    executor: Executor
+    on_values_changed: Callable[[int], None] = lambda count: None
+    on_rollout: Callable[[str], None] = lambda kind: None
+    _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, **kwargs))
+        except ApiError as error:
+            if is_transient(error):
+                raise TransientError(f"{fn.__name__}: HTTP {error.status} {error.reason}") from error
+            raise
+
+    async def _event(self, involved: Mapping[str, str], reason: str, message: str, *, warning: bool = False) -> None:
+        try:
+            await self._call(self.kube.create_event, involved=involved, reason=reason, message=message, warning=warning)
+        except (TransientError, ApiError) as error:
+            log.info("event %s on %s/%s not recorded: %s", reason, involved["namespace"], involved["name"], error)
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one ServiceLink's ConfigMap, consumers and status in step with the cluster.
+
+        Returns quietly when the ServiceLink is gone. Raises ``TransientError``
+        when the API server should be asked again later.
+        """
+        body = self.world.servicelink(namespace, name)
+        if body is None:
+            return
+        metadata = body.get("metadata") or {}
+        finalizers = list(metadata.get("finalizers") or ())
+        if metadata.get("deletionTimestamp"):
+            if FINALIZER in finalizers:
+                await self._release(body)
+                finalizers.remove(FINALIZER)
+                await self._set_finalizers(body, finalizers)
+            return
+        if FINALIZER not in finalizers:
+            await self._set_finalizers(body, [*finalizers, FINALIZER])
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except ValidationError as error:
+            await self._report_invalid(body, error)
+            return
+        await self._reconcile_valid(body, spec)
+
+    async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
+        metadata = body["metadata"]
+        try:
+            await self._call(
+                self.kube.set_servicelink_finalizers,
+                namespace=metadata["namespace"],
+                name=metadata["name"],
+                finalizers=finalizers,
+                resource_version=metadata["resourceVersion"],
+            )
+        except Conflict as error:
+            raise TransientError(
+                f"finalizers of {metadata['namespace']}/{metadata['name']} changed meanwhile"
+            ) from error
+
+    def _lock(self, namespace: str, configmap: str) -> asyncio.Lock:
+        return self._configmap_locks.setdefault((namespace, configmap), asyncio.Lock())
+
+    def _claims(self, body: Mapping[str, Any], configmap: str) -> tuple[list[Claim], frozenset[str]]:
+        """Return the earlier claims on our ConfigMap, and every key our sibling ServiceLinks claim."""
+        metadata = body["metadata"]
+        others = [cl for cl in self.world.claims(metadata["namespace"], configmap) if cl.uid != metadata.get("uid")]
+        me = Claim(
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            uid=metadata.get("uid", ""),
+            created=metadata.get("creationTimestamp", ""),
+            configmap=configmap,
+            keys=frozenset(),
+        )
+        earlier = [cl for cl in others if cl.precedes(me)]
+        siblings = frozenset(key for cl in others for key in cl.keys)
+        return earlier, siblings
+
+    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> None:
+        metadata = body["metadata"]
+        namespace = metadata["namespace"]
+        status: Mapping[str, Any] = body.get("status") or {}
+        previous: dict[str, str] = dict(status.get("values") or {})
+        refs = referenced_services(spec, namespace=namespace)
+        services = {key: svc for key in refs if (svc := self.world.service(key)) is not None}
+        endpoints = {key: eps for key in refs if (eps := self.world.endpoints(key)) is not None}
+        results = resolve_links(
+            spec,
+            namespace=namespace,
+            services=services,
+            endpoints=endpoints,
+            cluster_domain=self.settings.cluster_domain,
+        )
+        desired = self._desired_values(results, previous)
+        earlier, siblings = self._claims(body, spec.config_map_name)
+        conflicts = {
+            key: (
+                f"key {key} of ConfigMap {namespace}/{spec.config_map_name} is already written by "
+                f"ServiceLink {namespace}/{claim.name}; remove it from one of them"
+            )
+            for claim in earlier
+            for key in claim.keys
+            if key in desired
+        }
+        desired = {k: v for k, v in desired.items() if k not in conflicts}
+        rolled_out = [RolledOut.model_validate(r) for r in status.get("rolledOut") or ()]
+        async with self._lock(namespace, spec.config_map_name):
+            written = await self._write_configmap(
+                body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
+            )
+            rolled, rolled_out = await self._roll(body, spec, written, previous=previous, rolled_out=rolled_out)
+        new_status = render_status(
+            generation=int(metadata.get("generation", 0)),
+            results=results,
+            values=written.values,
+            conflicts=written.conflicts,
+            synced=written.verdict,
+            rolled=rolled,
+            rolled_out=rolled_out,
+            current_conditions=parse_conditions(status),
+            now=_now(),
+        )
+        await self._write_status(body, new_status)
+
+    @staticmethod
+    def _desired_values(results: list[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
+        desired: dict[str, str] = {}
+        for result in results:
+            if result.value is not None:
+                desired[result.key] = result.value
+            elif result.keeps_last_value and result.key in previous:
+                desired[result.key] = previous[result.key]  # running apps keep a working address
+        return desired
+
+    async def _write_configmap(
+        self,
+        body: Mapping[str, Any],
+        spec: ServiceLinkSpec,
+        *,
+        desired: dict[str, str],
+        previous: Mapping[str, str],
+        siblings: frozenset[str],
+        conflicts: dict[str, str],
+    ) -> _Written:
+        metadata = body["metadata"]
+        namespace, configmap_name = metadata["namespace"], spec.config_map_name
+        configmap = await self._call(self.kube.get_configmap, namespace=namespace, name=configmap_name)
+        plan = plan_configmap(
+            configmap,
+            desired=desired,
+            previous=previous,
+            siblings=siblings,
+            owner_uid=metadata.get("uid", ""),
+            manager=FIELD_MANAGER,
+        )
+        conflicts = conflicts | {
+            key: (
+                f"key {key} of ConfigMap {namespace}/{configmap_name} is owned by field manager {manager!r}; "
+                "remove it from that manager's manifest (or delete the key) and servicelink takes it over"
+            )
+            for key, manager in plan.foreign.items()
+        }
+        ours = {k: v for k, v in plan.apply_data.items() if k in desired}
+        where = f"ConfigMap {namespace}/{configmap_name}"
+        if plan.size > CONFIGMAP_DATA_LIMIT:
+            message = (
+                f"{where} would hold {plan.size} bytes of data, over the {CONFIGMAP_DATA_LIMIT}-byte limit; "
+                "split the links across ConfigMaps"
+            )
+            return _Written(dict(previous), Verdict(False, c.CONFIGMAP_TOO_LARGE, message), None, conflicts)
+        if plan.write:
+            owner = render_owner_reference(
+                name=metadata["name"], uid=metadata.get("uid", ""), api_version=API_VERSION, kind=KIND
+            )
+            apply_body = render_configmap(
+                name=configmap_name, namespace=namespace, data=plan.apply_data, owner=owner if plan.with_owner else None
+            )
+            try:
+                await self._call(self.kube.apply_configmap, body=apply_body, force=plan.force)
+            except Conflict as error:
+                raise TransientError(f"{where} changed while we wrote it") from error
+            except ApiError as error:
+                message = f"cannot write {where}: HTTP {error.status} {error.reason}"
+                return _Written(dict(previous), Verdict(False, c.WRITE_FAILED, message), None, conflicts)
+            await self._report_changes(body, plan, ours)
+        if conflicts:
+            return _Written(
+                ours, Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values()))), plan, conflicts
+            )
+        message = f"{where} holds the {len(ours)} keys of this ServiceLink"
+        return _Written(ours, Verdict(True, c.CONFIGMAP_UP_TO_DATE, message), plan, conflicts)
+
+    async def _report_changes(self, body: Mapping[str, Any], plan: ConfigMapPlan, ours: Mapping[str, str]) -> None:
+        metadata = body["metadata"]
+        involved = servicelink_reference(
+            namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
+        )
+        changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
+        for key, old, new in changed:
+            log.info(
+                "%s/%s: %s changed from %s to %s",
+                metadata["namespace"],
+                metadata["name"],
+                key,
+                _describe(old),
+                _describe(new),
+            )
+            await self._event(involved, "ValueChanged", f"{key}: {_describe(old)} -> {_describe(new)}")
+        for key, manager in plan.restored.items():
+            await self._event(
+                involved,
+                "DriftRepaired",
+                f"{key} was changed by field manager {manager!r}; restored to {ours.get(key)}",
+                warning=True,
+            )
+        if changed:
+            self.on_values_changed(len(changed))
+
+    async def _roll(
+        self,
+        body: Mapping[str, Any],
+        spec: ServiceLinkSpec,
+        written: _Written,
+        *,
+        previous: Mapping[str, str],
+        rolled_out: list[RolledOut],
+    ) -> tuple[Verdict, list[RolledOut]]:
+        if spec.rollout == "None":
+            return Verdict(True, c.ROLLOUT_DISABLED, "spec.rollout is None: consumers are not restarted"), rolled_out
+        if written.plan is None:
+            return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out
+        metadata = body["metadata"]
+        namespace = metadata["namespace"]
+        consumers = select_consumers(
+            self.world.workloads(namespace), spec=spec.workloads, configmap=spec.config_map_name
+        )
+        # The baseline is what the pods were last rolled to: our last status; the
+        # first time, what the ConfigMap held before we wrote it; and nothing to
+        # roll if it did not exist (pods waiting for it start with its values).
+        if (body.get("status") or {}).get("hash") is not None:
+            baseline = dict(previous)
+        elif written.plan.creates:
+            baseline = dict(written.values)
+        else:
+            baseline = dict(written.values)
+            for key, old, _ in written.plan.changes:
+                if old is None:
+                    baseline.pop(key, None)
+                else:
+                    baseline[key] = old
+        plans = plan_rollouts(consumers, managed=written.plan.apply_data, baseline=baseline, desired=written.values)
+        failures: list[str] = []
+        done: list[RolledOut] = []
+        for rollout in plans:
+            error = await self._patch_workload(body, rollout, previous=baseline, current=written.values)
+            if error:
+                failures.append(error)
+            else:
+                done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
+        if failures:
+            return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out
+        message = f"consumers of ConfigMap {namespace}/{spec.config_map_name} carry its current hash"
+        return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out
+
+    async def _patch_workload(
+        self, body: Mapping[str, Any], rollout: Rollout, *, previous: Mapping[str, str], current: Mapping[str, str]
+    ) -> str | None:
+        metadata = body["metadata"]
+        what = f"{rollout.kind} {rollout.namespace}/{rollout.name}"
+        try:
+            found = await self._call(
+                self.kube.set_workload_config_hash,
+                kind=rollout.kind,
+                namespace=rollout.namespace,
+                name=rollout.name,
+                annotation=CONFIG_HASH_ANNOTATION,
+                value=rollout.hash,
+            )
+        except ApiError as error:
+            return f"cannot patch {what}: HTTP {error.status} {error.reason}"
+        if not found:
+            return None
+        self.on_rollout(rollout.kind)
+        changes = (
+            ", ".join(f"{k}: {_describe(previous.get(k))} -> {_describe(current.get(k))}" for k in rollout.changed_keys)
+            or "config hash brought up to date"
+        )
+        log.info("%s/%s: rolled %s (%s)", metadata["namespace"], metadata["name"], what, changes)
+        involved = servicelink_reference(
+            namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
+        )
+        await self._event(involved, "RolledOut", f"{what}: {changes}")
+        await self._event(
+            workload_reference(kind=rollout.kind, namespace=rollout.namespace, name=rollout.name),
+            "ConfigChanged",
+            f"rolled by ServiceLink {metadata['name']}: {changes}",
+        )
+        return None
+
+    async def _write_status(self, body: Mapping[str, Any], new_status: dict[str, Any]) -> None:
+        metadata = body["metadata"]
+        current: Mapping[str, Any] = body.get("status") or {}
+        if dict(current) == new_status:
+            return
+        await self._call(
+            self.kube.patch_servicelink_status,
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            status=self._merge_patch(current, new_status),
+        )
+        await self._report_problems(body, current, new_status)
+
+    @staticmethod
+    def _merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a merge patch from ``current`` to ``new`` status: changed fields, and nulls for removed ones."""
+        patch: dict[str, Any] = {key: None for key in current if key not in new}
+        for key, value in new.items():
+            if current.get(key) != value:
+                # values is a map: drop removed keys with null, else merge patch keeps them.
+                if key == "values" and isinstance(current.get(key), Mapping):
+                    value = {k: None for k in current[key] if k not in value} | dict(value)
+                patch[key] = value
+        return patch
+
+    async def _report_problems(
+        self, body: Mapping[str, Any], current: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> None:
+        """Record a Warning Event for each problem that is new since the last status."""
+        metadata = body["metadata"]
+        involved = servicelink_reference(
+            namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
+        )
+        before = {(e.get("key"), e.get("reason"), e.get("message")) for e in current.get("links") or ()}
+        for entry in new.get("links") or ():
+            if entry.get("reason") and (entry["key"], entry["reason"], entry.get("message")) not in before:
+                log.warning(
+                    "%s/%s: %s: %s", metadata["namespace"], metadata["name"], entry["reason"], entry.get("message")
+                )
+                await self._event(involved, entry["reason"], entry.get("message", ""), warning=True)
+        # Link-level problems (KeyConflict included) were reported above; these are ConfigMap-wide.
+        old = {(cond.get("type"), cond.get("reason"), cond.get("message")) for cond in current.get("conditions") or ()}
+        for cond in new.get("conditions") or ():
+            fresh = (cond["type"], cond["reason"], cond.get("message")) not in old
+            if (
+                fresh
+                and cond["status"] == "False"
+                and cond["type"] in (c.SYNCED, c.ROLLED_OUT)
+                and cond["reason"] != c.KEY_CONFLICT
+            ):
+                log.warning(
+                    "%s/%s: %s: %s", metadata["namespace"], metadata["name"], cond["reason"], cond.get("message")
+                )
+                await self._event(involved, cond["reason"], cond.get("message", ""), warning=True)
+
+    async def _report_invalid(self, body: Mapping[str, Any], error: ValidationError) -> None:
+        metadata = body["metadata"]
+        status: Mapping[str, Any] = body.get("status") or {}
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
+        )
+        new_status = render_invalid_status(
+            generation=int(metadata.get("generation", 0)),
+            message=problems,
+            current=status,
+            current_conditions=parse_conditions(status),
+            now=_now(),
+        )
+        if dict(status) == new_status:
+            return
+        log.warning("%s/%s: %s: %s", metadata["namespace"], metadata["name"], c.INVALID_SPEC, problems)
+        await self._call(
+            self.kube.patch_servicelink_status,
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            status=self._merge_patch(status, new_status),
+        )
+        involved = servicelink_reference(
+            namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
+        )
+        await self._event(involved, c.INVALID_SPEC, problems, warning=True)
+
+    async def _release(self, body: Mapping[str, Any]) -> None:
+        """Withdraw our keys from a ConfigMap we co-manage; one we created goes with its owner."""
+        metadata = body["metadata"]
+        namespace = metadata["namespace"]
+        configmap_name = (body.get("spec") or {}).get("configMapName")
+        if not configmap_name:
+            return
+        async with self._lock(namespace, configmap_name):
+            configmap = await self._call(self.kube.get_configmap, namespace=namespace, name=configmap_name)
+            if configmap is None:
+                return
+            owners = configmap.get("metadata", {}).get("ownerReferences") or ()
+            if any(ref.get("uid") == metadata.get("uid") for ref in owners):
+                return
+            _, siblings = self._claims(body, configmap_name)
+            plan = plan_configmap(
+                configmap,
+                desired={},
+                previous={},
+                siblings=siblings,
+                owner_uid=metadata.get("uid", ""),
+                manager=FIELD_MANAGER,
+            )
+            if plan.write:
+                await self._call(
+                    self.kube.apply_configmap,
+                    body=render_configmap(name=configmap_name, namespace=namespace, data=plan.apply_data, owner=None),
+                    force=False,
+                )

@@ -1,0 +1,127 @@
+"""Render a ServiceLink's status from what a reconcile found and did (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from servicelink import conditions as c
+from servicelink.model import Condition, RolledOut
+from servicelink.render import render_hash
+from servicelink.resolve import LinkResult
+
+_MESSAGE_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One condition's outcome before it gets a type, generation and transition time."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+def _join(messages: Sequence[str]) -> str:
+    text = "; ".join(messages)
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def judge_resolution(results: Sequence[LinkResult]) -> Verdict:
+    """Resolved: every link found its Service and port, or the first reason it did not."""
+    problems = [r for r in results if not r.resolved]
+    if not problems:
+        return Verdict(True, c.ALL_SERVICES_FOUND, f"all {len(results)} links resolved")
+    return Verdict(False, problems[0].reason, _join([p.message for p in problems]))
+
+
+def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Return ``status.links``: one entry per link, with its reason when it did not resolve or write."""
+    entries: list[dict[str, Any]] = []
+    for result in results:
+        entry: dict[str, Any] = {"key": result.key, "service": result.service, "resolved": result.resolved}
+        if result.endpoints is not None:
+            entry["endpoints"] = result.endpoints.model_dump()
+        if not result.resolved:
+            entry["reason"], entry["message"] = result.reason, result.message
+        elif result.key in conflicts:
+            entry["reason"], entry["message"] = c.KEY_CONFLICT, conflicts[result.key]
+        entries.append(entry)
+    return entries
+
+
+def render_status(
+    *,
+    generation: int,
+    results: Sequence[LinkResult],
+    values: Mapping[str, str],
+    conflicts: Mapping[str, str],
+    synced: Verdict,
+    rolled: Verdict,
+    rolled_out: Sequence[RolledOut],
+    current_conditions: Sequence[Condition],
+    now: str,
+) -> dict[str, Any]:
+    """Return the whole status a reconcile leaves, conditions in a fixed order."""
+    resolved = judge_resolution(results)
+    failing = [v for v in (resolved, synced, rolled) if not v.ok]
+    ready = (
+        Verdict(True, c.RECONCILED, "ConfigMap written and consumers up to date")
+        if not failing
+        else Verdict(False, failing[0].reason, failing[0].message)
+    )
+    desired = [
+        Condition(
+            type=kind,
+            status="True" if verdict.ok else "False",
+            reason=verdict.reason,
+            message=verdict.message,
+            observed_generation=generation,
+        )
+        for kind, verdict in ((c.READY, ready), (c.RESOLVED_TYPE, resolved), (c.SYNCED, synced), (c.ROLLED_OUT, rolled))
+    ]
+    with_endpoints = sum(1 for r in results if r.endpoints is not None and r.endpoints.ready > 0)
+    return {
+        "observedGeneration": generation,
+        "values": dict(sorted(values.items())),
+        "links": render_link_entries(results, conflicts),
+        "hash": render_hash(values),
+        "linkSummary": f"{sum(1 for r in results if r.resolved)}/{len(results)}",
+        "endpointSummary": f"{with_endpoints}/{len(results)}",
+        "rolledOut": [r.model_dump() for r in rolled_out],
+        "conditions": [
+            cond.model_dump(by_alias=True, exclude_none=True)
+            for cond in c.merge_conditions(current_conditions, desired, now=now)
+        ],
+    }
+
+
+def render_invalid_status(
+    *, generation: int, message: str, current: Mapping[str, Any], current_conditions: Sequence[Condition], now: str
+) -> dict[str, Any]:
+    """Return the status of a ServiceLink whose spec the operator cannot use; written values stay."""
+    verdict = Condition(
+        type=c.READY, status="False", reason=c.INVALID_SPEC, message=_join([message]), observed_generation=generation
+    )
+    kept = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
+    others = [cond for cond in current_conditions if cond.type != c.READY]
+    return {
+        **kept,
+        "observedGeneration": generation,
+        "conditions": [
+            cond.model_dump(by_alias=True, exclude_none=True)
+            for cond in c.merge_conditions(current_conditions, [verdict, *others], now=now)
+        ],
+    }
+
+
+def parse_conditions(status: Mapping[str, Any]) -> list[Condition]:
+    """Read ``status.conditions`` leniently: an entry we cannot read is dropped and rewritten."""
+    parsed: list[Condition] = []
+    for raw in status.get("conditions") or ():
+        try:
+            parsed.append(Condition.model_validate(raw))
+        except ValueError:
+            continue
+    return parsed

@@ -1,0 +1,90 @@
+"""Builders of the objects the integration tests apply: plain dicts, as a user would write them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def service(
+    name: str,
+    namespace: str,
+    *ports: int | tuple[str, int],
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ClusterIP Service; a port is a number or (name, number)."""
+    spec_ports = [
+        {"name": p[0], "port": p[1], "targetPort": p[1]} if isinstance(p, tuple) else {"port": p, "targetPort": p}
+        for p in ports
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}, "labels": labels or {}},
+        "spec": {"selector": {"app": name}, "ports": spec_ports},
+    }
+
+
+def external_service(name: str, namespace: str, external_name: str) -> dict[str, Any]:
+    """A Service of type ExternalName."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": "ExternalName", "externalName": external_name},
+    }
+
+
+def servicelink(name: str, namespace: str, configmap: str, *links: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A ServiceLink writing ``links`` into ``configmap``."""
+    return {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "ServiceLink",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"configMapName": configmap, "links": list(links), **spec},
+    }
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    *,
+    env_from: str | None = None,
+    key_refs: dict[str, tuple[str, str]] | None = None,
+    labels: dict[str, str] | None = None,
+    kind: str = "Deployment",
+) -> dict[str, Any]:
+    """A Deployment (or StatefulSet, DaemonSet) whose container reads a ConfigMap.
+
+    ``env_from`` reads a whole ConfigMap; ``key_refs`` maps an env var to (configmap, key).
+    """
+    container: dict[str, Any] = {"name": "app", "image": "busybox:1.36", "command": ["sleep", "infinity"]}
+    if env_from:
+        container["envFrom"] = [{"configMapRef": {"name": env_from}}]
+    if key_refs:
+        container["env"] = [
+            {"name": var, "valueFrom": {"configMapKeyRef": {"name": cm, "key": key}}}
+            for var, (cm, key) in key_refs.items()
+        ]
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+    }
+    if kind != "DaemonSet":
+        spec["replicas"] = 1
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+        "spec": spec,
+    }
+
+
+def condition(servicelink_body: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """The condition of type ``kind`` in a ServiceLink's status, or an empty dict."""
+    for entry in ((servicelink_body or {}).get("status") or {}).get("conditions") or ():
+        if entry.get("type") == kind:
+            return dict(entry)
+    return {}

@@ -1,0 +1,303 @@
+"""ServiceLink end to end: the operator run as users run it, against the real API server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from objects import condition, deployment, external_service, service, servicelink
+
+from servicelink.testing.fixtures import Cluster, OperatorProcess, wait_for
+
+GATEWAY_LINKS = (
+    {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
+    {"key": "APP_SERVICE_URL", "service": "app-service"},
+)
+
+
+def data(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
+    configmap = cluster.get("configmap", name, "-n", namespace)
+    return None if configmap is None else dict(configmap.get("data") or {})
+
+
+def sl(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = cluster.get("servicelink", name, "-n", namespace)
+    return body
+
+
+def wait_condition(
+    cluster: Cluster, namespace: str, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 20
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        found = condition(sl(cluster, namespace, name), kind)
+        return found if found.get("status") == status and reason in (None, found.get("reason")) else None
+
+    result: dict[str, Any] = wait_for(check, timeout=timeout, what=f"{kind}={status} {reason or ''} on {name}")
+    return result
+
+
+def test_gateway_config_from_the_seed(cluster: Cluster, namespace: str, operator_process: OperatorProcess) -> None:
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            service("app-service", namespace, 3002),
+            servicelink("gateway-service", namespace, "gateway-service-config", *GATEWAY_LINKS),
+        ]
+    )
+    expected = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
+    wait_for(lambda: data(cluster, namespace, "gateway-service-config") == expected, what="gateway ConfigMap")
+    wait_condition(cluster, namespace, "gateway-service", "Ready", "True", "Reconciled")
+    table = cluster.kubectl("get", "servicelinks", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "CONFIGMAP", "READY", "LINKS", "ENDPOINTS", "AGE"]
+    assert row.split()[:4] == ["gateway-service", "gateway-service-config", "True", "2/2"]
+    status = sl(cluster, namespace, "gateway-service")["status"]
+    assert status["values"] == expected
+    assert status["observedGeneration"] == 1
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Resolved", "Synced", "RolledOut"}
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+    configmap = cluster.get("configmap", "gateway-service-config", "-n", namespace, "--show-managed-fields")
+    assert configmap["metadata"]["ownerReferences"][0]["kind"] == "ServiceLink"
+    assert any(
+        m["manager"] == "servicelink" and m["operation"] == "Apply" for m in configmap["metadata"]["managedFields"]
+    )
+
+    # A port change reaches the ConfigMap and the status within 2 seconds.
+    cluster.apply(service("auth-service", namespace, 4001))
+    started = time.monotonic()
+    wait_for(
+        lambda: (
+            data(cluster, namespace, "gateway-service-config")["AUTH_SERVICE_URL"]  # type: ignore[index]
+            == "http://auth-service:4001"
+        ),
+        timeout=2,
+        interval=0.05,
+        what="new port in ConfigMap",
+    )
+    wait_for(
+        lambda: (
+            sl(cluster, namespace, "gateway-service")["status"]["values"]["AUTH_SERVICE_URL"]
+            == "http://auth-service:4001"
+        ),
+        timeout=max(0.1, 2 - (time.monotonic() - started)),
+        interval=0.05,
+        what="new port in status",
+    )
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=gateway-service,reason=ValueChanged"
+    ).stdout
+    assert "http://auth-service:3001 -> http://auth-service:4001" in events
+
+    # Deleting the Service keeps the last value and says which Service is missing.
+    cluster.kubectl("delete", "service", "auth-service", "-n", namespace)
+    resolved = wait_condition(cluster, namespace, "gateway-service", "Resolved", "False", "ServiceNotFound")
+    assert f"{namespace}/auth-service" in resolved["message"]
+    assert data(cluster, namespace, "gateway-service-config")["AUTH_SERVICE_URL"] == "http://auth-service:4001"  # type: ignore[index]
+    warnings = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=ServiceNotFound").stdout
+    assert "auth-service" in warnings
+
+    cluster.apply(service("auth-service", namespace, 3001))
+    wait_condition(cluster, namespace, "gateway-service", "Resolved", "True", "AllServicesFound")
+    wait_for(lambda: data(cluster, namespace, "gateway-service-config") == expected, what="value back at 3001")
+
+
+def test_templates_ports_and_external_names(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    cluster.apply(
+        [
+            service("mongodb", namespace, 27017),
+            service("api", namespace, ("http", 8080), ("grpc", 9090)),
+            external_service("legacy", namespace, "legacy.example.com"),
+            servicelink(
+                "app-service",
+                namespace,
+                "app-service-config",
+                {"key": "MONGODB_HOST", "service": "mongodb", "template": "{host}"},
+                {"key": "API_URL", "service": "api", "port": "http", "path": "/v1"},
+                {"key": "API_ANY", "service": "api"},
+                {"key": "LEGACY_URL", "service": "legacy", "port": 443, "scheme": "https"},
+            ),
+        ]
+    )
+    wait_for(
+        lambda: (
+            (data(cluster, namespace, "app-service-config") or {}).get("LEGACY_URL") == "https://legacy.example.com:443"
+        ),
+        what="ExternalName value",
+    )
+    values = data(cluster, namespace, "app-service-config")
+    assert values == {
+        "MONGODB_HOST": "mongodb",
+        "API_URL": "http://api:8080/v1",
+        "LEGACY_URL": "https://legacy.example.com:443",
+    }
+    resolved = wait_condition(cluster, namespace, "app-service", "Resolved", "False", "PortNotFound")
+    assert "http:8080" in resolved["message"]
+    assert "grpc:9090" in resolved["message"]
+    table = cluster.kubectl("get", "sl", "-n", namespace).stdout
+    assert "3/4" in table
+
+    # The named port follows a renumbering.
+    cluster.apply(service("api", namespace, ("http", 8081), ("grpc", 9090)))
+    wait_for(
+        lambda: data(cluster, namespace, "app-service-config")["API_URL"] == "http://api:8081/v1",  # type: ignore[index]
+        what="renumbered named port",
+    )
+
+
+def test_cross_namespace_links_need_the_targets_consent(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    other = f"{namespace}-id"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        cluster.apply(
+            [
+                service("auth-service", other, 3001),
+                servicelink(
+                    "gateway",
+                    namespace,
+                    "gateway-config",
+                    {"key": "AUTH_SERVICE_URL", "service": "auth-service", "namespace": other},
+                ),
+            ]
+        )
+        forbidden = wait_condition(cluster, namespace, "gateway", "Resolved", "False", "CrossNamespaceForbidden")
+        assert "servicelink.dev/expose-to" in forbidden["message"]
+        body = sl(cluster, namespace, "gateway")
+        assert "3001" not in str(body["status"])
+        assert not data(cluster, namespace, "gateway-config")
+
+        cluster.kubectl("annotate", "service", "auth-service", "-n", other, f"servicelink.dev/expose-to={namespace}")
+        fqdn = f"http://auth-service.{other}.svc.cluster.local:3001"
+        wait_for(
+            lambda: (data(cluster, namespace, "gateway-config") or {}).get("AUTH_SERVICE_URL") == fqdn,
+            what="cross-namespace FQDN",
+        )
+        wait_condition(cluster, namespace, "gateway", "Ready", "True")
+
+        cluster.kubectl("annotate", "service", "auth-service", "-n", other, "servicelink.dev/expose-to-")
+        wait_condition(cluster, namespace, "gateway", "Resolved", "False", "CrossNamespaceForbidden")
+        wait_for(
+            lambda: "AUTH_SERVICE_URL" not in (data(cluster, namespace, "gateway-config") or {}),
+            what="revoked value removed",
+        )
+        assert "AUTH_SERVICE_URL" not in sl(cluster, namespace, "gateway")["status"].get("values", {})
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_existing_configmap_is_co_managed(cluster: Cluster, namespace: str, operator_process: OperatorProcess) -> None:
+    cluster.kubectl("create", "configmap", "gateway-service-config", "-n", namespace, "--from-literal=LOG_LEVEL=debug")
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            service("app-service", namespace, 3002),
+            servicelink("gateway", namespace, "gateway-service-config", GATEWAY_LINKS[0]),
+        ]
+    )
+    wait_for(
+        lambda: (
+            data(cluster, namespace, "gateway-service-config")
+            == {"LOG_LEVEL": "debug", "AUTH_SERVICE_URL": "http://auth-service:3001"}
+        ),
+        what="co-managed ConfigMap",
+    )
+    assert not cluster.get("configmap", "gateway-service-config", "-n", namespace)["metadata"].get("ownerReferences")
+
+    cluster.apply(servicelink("gateway", namespace, "gateway-service-config", GATEWAY_LINKS[1]))
+    wait_for(
+        lambda: (
+            data(cluster, namespace, "gateway-service-config")
+            == {"LOG_LEVEL": "debug", "APP_SERVICE_URL": "http://app-service:3002"}
+        ),
+        what="key swapped",
+    )
+
+    cluster.kubectl("delete", "servicelink", "gateway", "-n", namespace, "--timeout=30s")
+    assert data(cluster, namespace, "gateway-service-config") == {"LOG_LEVEL": "debug"}
+
+
+def test_created_configmap_is_collected_with_its_servicelink(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("gateway", namespace, "gateway-config", GATEWAY_LINKS[0]),
+        ]
+    )
+    wait_for(lambda: data(cluster, namespace, "gateway-config"), what="ConfigMap created")
+    cluster.kubectl("delete", "servicelink", "gateway", "-n", namespace, "--timeout=30s")
+    wait_for(lambda: cluster.get("configmap", "gateway-config", "-n", namespace) is None, what="ConfigMap collected")
+
+
+def test_two_servicelinks_claiming_one_key(cluster: Cluster, namespace: str, operator_process: OperatorProcess) -> None:
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            service("auth-v2", namespace, 4001),
+            servicelink("first", namespace, "shared", GATEWAY_LINKS[0]),
+        ]
+    )
+    wait_condition(cluster, namespace, "first", "Ready", "True")
+    cluster.apply(
+        servicelink(
+            "second",
+            namespace,
+            "shared",
+            {"key": "AUTH_SERVICE_URL", "service": "auth-v2"},
+            {"key": "OTHER_URL", "service": "auth-v2"},
+        )
+    )
+    synced = wait_condition(cluster, namespace, "second", "Synced", "False", "KeyConflict")
+    assert "first" in synced["message"]
+    wait_for(
+        lambda: (
+            data(cluster, namespace, "shared")
+            == {"AUTH_SERVICE_URL": "http://auth-service:3001", "OTHER_URL": "http://auth-v2:4001"}
+        ),
+        what="both written",
+    )
+    cluster.kubectl("delete", "servicelink", "first", "-n", namespace, "--timeout=30s")
+    wait_condition(cluster, namespace, "second", "Synced", "True")
+    wait_for(
+        lambda: (data(cluster, namespace, "shared") or {}).get("AUTH_SERVICE_URL") == "http://auth-v2:4001",
+        what="key handed over",
+    )
+
+
+def _revisions(cluster: Cluster, namespace: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for kind in ("servicelinks", "configmaps", "deployments", "events"):
+        for item in cluster.get(kind, "-n", namespace)["items"]:
+            found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+    return found
+
+
+def test_idle_and_restart_write_nothing(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess, tmp_path: Any
+) -> None:
+    from servicelink.testing.fixtures import start_operator_process
+
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            service("app-service", namespace, 3002),
+            deployment("gateway-service", namespace, env_from="gateway-service-config"),
+            servicelink("gateway-service", namespace, "gateway-service-config", *GATEWAY_LINKS),
+        ]
+    )
+    wait_condition(cluster, namespace, "gateway-service", "Ready", "True")
+    time.sleep(1)
+    before = _revisions(cluster, namespace)
+    time.sleep(7)  # more than two resyncs of 3 seconds
+    assert _revisions(cluster, namespace) == before
+    operator_process.stop()
+    restarted = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
+    try:
+        time.sleep(7)
+        assert _revisions(cluster, namespace) == before
+    finally:
+        restarted.stop()

@@ -1,0 +1,310 @@
+"""controller.py: the WorkQueue coalesces triggers, never overlaps one key, and retries failures.
+
+Runs a real asyncio loop with a plain async function as reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from servicelink.controller import Key, WorkQueue
+
+A: Key = ("gallery", "gateway-service")
+B: Key = ("gallery", "cart-service")
+WINDOW = 0.05
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]], timeout: float = 10.0) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout))
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def queue(
+    reconcile: Callable[[Key], Awaitable[None]],
+    *,
+    workers: int = 2,
+    is_transient: Callable[[BaseException], bool] = lambda error: True,
+) -> WorkQueue:
+    return WorkQueue(reconcile=reconcile, window=WINDOW, workers=workers, is_transient=is_transient)
+
+
+def test_key_added_many_times_within_the_window_reconciles_once() -> None:
+    calls: Counter[Key] = Counter()
+
+    async def reconcile(key: Key) -> None:
+        calls[key] += 1
+
+    async def scenario() -> None:
+        q = queue(reconcile)
+        q.start()
+        try:
+            for _ in range(5):
+                q.add(A)
+            q.add_all([A, A])
+            await wait_until(lambda: calls[A] >= 1)
+            await asyncio.sleep(WINDOW * 4)
+        finally:
+            await q.stop()
+        assert calls == Counter({A: 1})
+
+    run(scenario)
+
+
+def test_reconcile_waits_the_coalescing_window() -> None:
+    started: list[float] = []
+
+    async def reconcile(key: Key) -> None:
+        started.append(time.monotonic())
+
+    async def scenario() -> None:
+        q = queue(reconcile)
+        q.start()
+        try:
+            added = time.monotonic()
+            q.add(A)
+            await wait_until(lambda: bool(started))
+        finally:
+            await q.stop()
+        assert started[0] - added >= WINDOW * 0.9
+
+    run(scenario)
+
+
+def test_different_keys_each_reconcile_once() -> None:
+    calls: Counter[Key] = Counter()
+
+    async def reconcile(key: Key) -> None:
+        calls[key] += 1
+
+    async def scenario() -> None:
+        q = queue(reconcile)
+        q.start()
+        try:
+            q.add_all([A, B, A, B])
+            await wait_until(lambda: calls[A] >= 1 and calls[B] >= 1)
+            await asyncio.sleep(WINDOW * 4)
+        finally:
+            await q.stop()
+        assert calls == Counter({A: 1, B: 1})
+
+    run(scenario)
+
+
+def test_key_added_while_running_reconciles_once_more_afterwards() -> None:
+    calls: list[Key] = []
+    release = asyncio.Event()
+
+    async def reconcile(key: Key) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            await release.wait()
+
+    async def scenario() -> None:
+        q = queue(reconcile)
+        q.start()
+        try:
+            q.add(A)
+            await wait_until(lambda: len(calls) == 1)
+            for _ in range(3):
+                q.add(A)  # a burst of triggers during the run
+            await asyncio.sleep(WINDOW * 3)
+            assert len(calls) == 1  # never started again while the first run is going
+            release.set()
+            await wait_until(lambda: len(calls) == 2)
+            await asyncio.sleep(WINDOW * 4)
+        finally:
+            await q.stop()
+        assert calls == [A, A]
+
+    run(scenario)
+
+
+def test_one_key_never_runs_concurrently_while_other_keys_do() -> None:
+    active: Counter[Key] = Counter()
+    peak: Counter[Key] = Counter()
+    overall: list[int] = []
+    calls: Counter[Key] = Counter()
+
+    async def reconcile(key: Key) -> None:
+        active[key] += 1
+        peak[key] = max(peak[key], active[key])
+        overall.append(sum(active.values()))
+        calls[key] += 1
+        await asyncio.sleep(WINDOW * 4)
+        active[key] -= 1
+
+    async def scenario() -> None:
+        q = queue(reconcile, workers=4)
+        q.start()
+        try:
+            q.add_all([A, B])
+            await wait_until(lambda: active[A] == 1 and active[B] == 1)
+            for _ in range(5):  # triggers for A while A runs, with three idle workers
+                q.add(A)
+                await asyncio.sleep(WINDOW / 2)
+            await wait_until(lambda: calls[A] == 2 and len(q) == 0)
+        finally:
+            await q.stop()
+        assert peak[A] == 1
+        assert peak[B] == 1
+        assert max(overall) == 2  # A and B do run side by side
+        assert calls == Counter({A: 2, B: 1})
+
+    run(scenario)
+
+
+def test_steady_triggers_reconcile_once_after_they_stop() -> None:
+    started: list[float] = []
+
+    async def reconcile(key: Key) -> None:
+        started.append(time.monotonic())
+
+    async def scenario() -> None:
+        window = 0.2  # wide, so that a slow machine does not stretch a gap past it
+        q = WorkQueue(reconcile=reconcile, window=window, workers=2, is_transient=lambda error: True)
+        q.start()
+        try:
+            for _ in range(6):  # a burst spread over 1.5 windows, e.g. one apply of several Services
+                q.add(A)
+                await asyncio.sleep(window / 4)
+            last = time.monotonic()
+            await wait_until(lambda: bool(started))
+            await asyncio.sleep(window * 2)
+        finally:
+            await q.stop()
+        assert len(started) == 1
+        assert started[0] >= last
+
+    run(scenario)
+
+
+def test_never_ending_triggers_still_reconcile() -> None:
+    calls: list[float] = []
+
+    async def reconcile(key: Key) -> None:
+        calls.append(time.monotonic())
+
+    async def scenario() -> None:
+        window = 0.01
+        q = WorkQueue(reconcile=reconcile, window=window, workers=1, is_transient=lambda error: True)
+        q.start()
+        try:
+            deadline = time.monotonic() + window * 60
+            while time.monotonic() < deadline:  # a trigger every half window, for 60 windows
+                q.add(A)
+                await asyncio.sleep(window / 2)
+            assert calls, "a steady stream of triggers starved the ServiceLink"
+        finally:
+            await q.stop()
+
+    run(scenario)
+
+
+def test_failing_reconcile_is_retried_until_it_succeeds() -> None:
+    attempts: list[float] = []
+    seen_errors: list[BaseException] = []
+
+    async def reconcile(key: Key) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise RuntimeError("HTTP 503 Service Unavailable")
+
+    def is_transient(error: BaseException) -> bool:
+        seen_errors.append(error)
+        return True
+
+    async def scenario() -> None:
+        q = queue(reconcile, is_transient=is_transient)
+        q.start()
+        try:
+            q.add(A)
+            await wait_until(lambda: len(attempts) >= 2)
+            await asyncio.sleep(WINDOW * 4)
+        finally:
+            await q.stop()
+        assert len(attempts) == 2  # retried once, and not again after success
+        assert attempts[1] - attempts[0] >= 0.4  # with a backoff, not in a hot loop
+        assert [str(error) for error in seen_errors] == ["HTTP 503 Service Unavailable"]
+
+    run(scenario)
+
+
+def test_non_transient_failure_is_retried_too_and_does_not_stop_other_keys() -> None:
+    calls: Counter[Key] = Counter()
+
+    async def reconcile(key: Key) -> None:
+        calls[key] += 1
+        if key == A and calls[A] == 1:
+            raise ValueError("bug in one ServiceLink")
+
+    async def scenario() -> None:
+        q = queue(reconcile, workers=1, is_transient=lambda error: False)
+        q.start()
+        try:
+            q.add_all([A, B])
+            await wait_until(lambda: calls[A] >= 2 and calls[B] >= 1)
+        finally:
+            await q.stop()
+        assert calls[B] == 1
+
+    run(scenario)
+
+
+def test_len_counts_pending_and_running_keys() -> None:
+    release = asyncio.Event()
+    started: list[Key] = []
+
+    async def reconcile(key: Key) -> None:
+        started.append(key)
+        await release.wait()
+
+    async def scenario() -> None:
+        q = queue(reconcile, workers=1)
+        q.add_all([A, B, A])
+        assert len(q) == 2
+        q.start()
+        try:
+            await wait_until(lambda: len(started) == 1)
+            assert len(q) == 2  # one running, one waiting for the single worker
+            release.set()
+            await wait_until(lambda: len(q) == 0)
+        finally:
+            await q.stop()
+        assert sorted(started) == sorted([A, B])
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_stop_cancels_a_running_reconcile(workers: int) -> None:
+    cancelled: list[Key] = []
+
+    async def reconcile(key: Key) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(key)
+            raise
+
+    async def scenario() -> None:
+        q = queue(reconcile, workers=workers)
+        q.start()
+        q.add(A)
+        await asyncio.sleep(WINDOW * 3)
+        await q.stop()
+        assert cancelled == [A]
+
+    run(scenario)

@@ -1,0 +1,269 @@
+"""model.py: what a user's ServiceLink spec may and may not say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from servicelink.model import DEFAULT_TEMPLATE, MAX_LINKS, Link, ServiceLinkSpec, parse_spec
+
+
+def link(**overrides: Any) -> dict[str, Any]:
+    return {"key": "AUTH_SERVICE_URL", "service": "auth-service", **overrides}
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    return {"configMapName": "gateway-service-config", "links": [link()], **overrides}
+
+
+def error_text(raw: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as caught:
+        parse_spec(raw)
+    return str(caught.value)
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["AUTH_SERVICE_URL", "_private", "x", "MONGODB_HOST2", "camelCase"])
+def test_key_that_is_an_env_var_name_is_accepted(key: str) -> None:
+    assert Link.model_validate(link(key=key)).key == key
+
+
+@pytest.mark.parametrize("key", ["", "1AUTH", "AUTH-URL", "auth.url", "AUTH URL", "ÄUTH", "AUTH$"])
+def test_key_that_is_not_an_env_var_name_is_rejected_and_named(key: str) -> None:
+    text = error_text(spec(links=[link(key=key)]))
+    assert "links.0.key" in text
+    assert "A-Za-z_" in text
+
+
+def test_key_with_trailing_newline_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(key="AUTH\n"))
+
+
+def test_duplicate_keys_are_rejected_naming_the_key() -> None:
+    raw = spec(links=[link(), link(service="other-auth")])
+    assert "'AUTH_SERVICE_URL' appears more than once" in error_text(raw)
+
+
+def test_keys_differing_only_in_case_are_distinct() -> None:
+    parsed = parse_spec(spec(links=[link(key="url"), link(key="URL")]))
+    assert [entry.key for entry in parsed.links] == ["url", "URL"]
+
+
+# --- port ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", [1, 3001, 65535])
+def test_port_number_in_range_is_accepted(port: int) -> None:
+    assert Link.model_validate(link(port=port)).port == port
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_port_number_out_of_range_is_rejected(port: int) -> None:
+    assert "between 1 and 65535" in error_text(spec(links=[link(port=port)]))
+
+
+@pytest.mark.parametrize("port", ["http", "grpc-web", "web1", "h2c", "a" * 15])
+def test_port_name_is_accepted_as_a_name(port: str) -> None:
+    assert Link.model_validate(link(port=port)).port == port
+
+
+@pytest.mark.parametrize("port", ["HTTP", "a" * 16, "-http", "http-", "my--port", "8080", "my_port", ""])
+def test_bad_port_name_is_rejected(port: str) -> None:
+    assert "links.0.port" in error_text(spec(links=[link(port=port)]))
+
+
+def test_port_false_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(port=False))
+
+
+def test_port_true_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(port=True))
+
+
+def test_port_left_out_is_none() -> None:
+    assert Link.model_validate(link()).port is None
+
+
+# --- path, scheme, template ---------------------------------------------------------------------------------
+
+
+def test_path_without_leading_slash_is_rejected() -> None:
+    assert "must start with '/'" in error_text(spec(links=[link(path="v1")]))
+
+
+@pytest.mark.parametrize("path", ["", "/", "/v1", "/api/v1?x=1"])
+def test_path_empty_or_with_leading_slash_is_accepted(path: str) -> None:
+    assert Link.model_validate(link(path=path)).path == path
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "mongodb+srv", "grpc"])
+def test_uri_scheme_is_accepted(scheme: str) -> None:
+    assert Link.model_validate(link(scheme=scheme)).scheme == scheme
+
+
+@pytest.mark.parametrize("scheme", ["", "1http", "ht tp", "http://"])
+def test_bad_scheme_is_rejected(scheme: str) -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(scheme=scheme))
+
+
+def test_defaults_match_the_contract() -> None:
+    parsed = Link.model_validate(link())
+    assert (parsed.scheme, parsed.path, parsed.template, parsed.namespace) == ("http", "", DEFAULT_TEMPLATE, None)
+    assert DEFAULT_TEMPLATE == "{scheme}://{host}:{port}{path}"
+
+
+def test_unknown_placeholder_is_rejected_naming_it_and_the_known_ones() -> None:
+    text = error_text(spec(links=[link(template="{scheme}://{hostname}:{port}")]))
+    assert "{hostname}" in text
+    assert "{host}" in text
+    assert "{fqdn}" in text
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{host}", "{fqdn}", "{scheme}://{host}:{port}{path}", "{service}.{namespace}", "mongodb://{host}/db", "plain"],
+)
+def test_known_placeholders_are_accepted(template: str) -> None:
+    assert Link.model_validate(link(template=template)).template == template
+
+
+@pytest.mark.parametrize("template", ["{host", "host}", "{host!r}", "{host:>10}", "{}", "{0}"])
+def test_malformed_template_is_rejected(template: str) -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(template=template))
+
+
+# --- service, namespace -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["auth-service", "a", "mongodb", "a" * 63, "svc-1"])
+def test_dns1035_service_name_is_accepted(service: str) -> None:
+    assert Link.model_validate(link(service=service)).service == service
+
+
+@pytest.mark.parametrize("service", ["", "1auth", "Auth", "auth_service", "auth.service", "auth-", "a" * 64])
+def test_non_dns1035_service_name_is_rejected(service: str) -> None:
+    assert "DNS-1035" in error_text(spec(links=[link(service=service)]))
+
+
+@pytest.mark.parametrize("namespace", ["identity", "1team", "a" * 63])
+def test_dns1123_namespace_is_accepted(namespace: str) -> None:
+    assert Link.model_validate(link(namespace=namespace)).namespace == namespace
+
+
+@pytest.mark.parametrize("namespace", ["", "Identity", "team_a", "a.b", "a" * 64])
+def test_bad_namespace_is_rejected(namespace: str) -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(namespace=namespace))
+
+
+def test_service_with_trailing_newline_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Link.model_validate(link(service="auth-service\n"))
+
+
+def test_unknown_link_field_is_rejected() -> None:
+    assert "servce" in error_text(spec(links=[link(servce="auth-service")]))
+
+
+# --- the spec -----------------------------------------------------------------------------------------------
+
+
+def test_zero_links_are_rejected() -> None:
+    assert "1 to 256" in error_text(spec(links=[]))
+
+
+def test_257_links_are_rejected_and_256_accepted() -> None:
+    many = [link(key=f"KEY_{i}") for i in range(MAX_LINKS + 1)]
+    assert MAX_LINKS == 256
+    assert "not 257" in error_text(spec(links=many))
+    assert len(parse_spec(spec(links=many[:256])).links) == 256
+
+
+def test_missing_links_or_config_map_name_is_rejected() -> None:
+    assert "links" in error_text({"configMapName": "cm"})
+    assert "configMapName" in error_text({"links": [link()]})
+
+
+@pytest.mark.parametrize("name", ["gateway-service-config", "a", "app.config", "0cfg", "a" * 253])
+def test_dns_subdomain_config_map_name_is_accepted(name: str) -> None:
+    assert parse_spec(spec(configMapName=name)).config_map_name == name
+
+
+@pytest.mark.parametrize("name", ["", "Gateway", "cfg_a", "-cfg", "cfg-", "a..b", "a" * 254])
+def test_bad_config_map_name_is_rejected(name: str) -> None:
+    assert "configMapName" in error_text(spec(configMapName=name))
+
+
+def test_parse_spec_fills_defaults() -> None:
+    parsed = parse_spec(spec())
+    assert isinstance(parsed, ServiceLinkSpec)
+    assert parsed.config_map_name == "gateway-service-config"
+    assert parsed.rollout == "Rolling"
+    assert parsed.workloads.auto is True
+    assert parsed.workloads.names == []
+    assert parsed.workloads.selector is None
+
+
+def test_parse_spec_reads_the_full_contract_example() -> None:
+    parsed = parse_spec(
+        {
+            "configMapName": "gateway-service-config",
+            "links": [
+                {
+                    "key": "AUTH_SERVICE_URL",
+                    "service": "auth-service",
+                    "namespace": "identity",
+                    "port": 3001,
+                    "scheme": "http",
+                    "path": "/v1",
+                    "template": "{scheme}://{host}:{port}{path}",
+                },
+                {"key": "MONGODB_HOST", "service": "mongodb", "template": "{host}"},
+            ],
+            "workloads": {
+                "auto": True,
+                "names": [{"kind": "Deployment", "name": "gateway-service"}],
+                "selector": {
+                    "matchLabels": {"tier": "edge"},
+                    "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}],
+                },
+            },
+            "rollout": "None",
+        }
+    )
+    assert [entry.key for entry in parsed.links] == ["AUTH_SERVICE_URL", "MONGODB_HOST"]
+    assert parsed.links[0].namespace == "identity"
+    assert parsed.links[0].port == 3001
+    assert parsed.workloads.names[0].name == "gateway-service"
+    assert parsed.workloads.selector is not None
+    assert parsed.workloads.selector.match_labels == {"tier": "edge"}
+    assert parsed.workloads.selector.match_expressions[0].operator == "In"
+    assert parsed.rollout == "None"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rollout", "Recreate"),
+        ("workloads", {"names": [{"kind": "Pod", "name": "x"}]}),
+        ("workloads", {"selector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}}),
+        ("extra", 1),
+    ],
+)
+def test_bad_rollout_workload_kind_operator_or_extra_field_is_rejected(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        parse_spec(spec(**{field: value}))
+
+
+def test_parse_spec_on_a_non_mapping_raises_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        parse_spec(["not", "a", "spec"])

@@ -1,0 +1,345 @@
+"""resolve.py: links plus Services as they are now give URLs, or a named reason why not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from servicelink import conditions
+from servicelink.model import Endpoints, Link, parse_spec
+from servicelink.resolve import (
+    LinkResult,
+    ServiceKey,
+    ServicePort,
+    ServiceView,
+    referenced_services,
+    resolve_link,
+    resolve_links,
+)
+
+HERE = "gallery"
+OTHER = "identity"
+
+
+def service_body(
+    name: str = "auth-service",
+    namespace: str = HERE,
+    *,
+    ports: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+    type_: str | None = None,
+    external_name: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "ports": [{"name": "http", "port": 3001, "targetPort": 8080, "protocol": "TCP"}] if ports is None else ports
+    }
+    if type_ is not None:
+        spec["type"] = type_
+    if external_name is not None:
+        spec["externalName"] = external_name
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": "u-1"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def world(*bodies: dict[str, Any]) -> dict[ServiceKey, ServiceView]:
+    views = [ServiceView.from_body(body) for body in bodies]
+    return {(view.namespace, view.name): view for view in views}
+
+
+def resolve(
+    raw_link: dict[str, Any],
+    *bodies: dict[str, Any],
+    namespace: str = HERE,
+    endpoints: dict[ServiceKey, Endpoints] | None = None,
+    cluster_domain: str = "cluster.local",
+) -> LinkResult:
+    return resolve_link(
+        Link.model_validate(raw_link),
+        namespace=namespace,
+        services=world(*bodies),
+        endpoints=endpoints or {},
+        cluster_domain=cluster_domain,
+    )
+
+
+AUTH = {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
+
+
+# --- ServiceView.from_body ----------------------------------------------------------------------------------
+
+
+def test_from_body_reads_a_clusterip_service() -> None:
+    view = ServiceView.from_body(
+        service_body(
+            ports=[{"name": "http", "port": 80}, {"port": 9090}],
+            annotations={"servicelink.dev/expose-to": "gallery, shop  billing"},
+        )
+    )
+    assert view.namespace == HERE
+    assert view.name == "auth-service"
+    assert view.type == "ClusterIP"
+    assert view.ports == (ServicePort(name="http", port=80), ServicePort(name=None, port=9090))
+    assert view.external_name is None
+    assert view.expose_to == frozenset({"gallery", "shop", "billing"})
+
+
+def test_from_body_reads_an_external_name_service() -> None:
+    view = ServiceView.from_body(
+        service_body("mongodb", ports=[], type_="ExternalName", external_name="mongo.example.com")
+    )
+    assert (view.type, view.external_name, view.ports) == ("ExternalName", "mongo.example.com", ())
+
+
+def test_from_body_tolerates_a_bare_service() -> None:
+    view = ServiceView.from_body({"metadata": {"name": "bare", "namespace": HERE}})
+    assert view.ports == ()
+    assert view.type == "ClusterIP"
+    assert view.expose_to == frozenset()
+
+
+def test_from_body_treats_an_empty_port_name_as_unnamed() -> None:
+    view = ServiceView.from_body(service_body(ports=[{"name": "", "port": 8080}]))
+    assert view.ports == (ServicePort(name=None, port=8080),)
+    assert view.ports[0].describe() == "8080"
+
+
+def test_allows_own_namespace_listed_namespaces_and_star() -> None:
+    closed = ServiceView.from_body(service_body(namespace=OTHER))
+    listed = ServiceView.from_body(service_body(namespace=OTHER, annotations={"servicelink.dev/expose-to": "gallery"}))
+    star = ServiceView.from_body(service_body(namespace=OTHER, annotations={"servicelink.dev/expose-to": "*"}))
+    assert closed.allows(OTHER)
+    assert not closed.allows(HERE)
+    assert listed.allows(HERE)
+    assert not listed.allows("shop")
+    assert star.allows(HERE)
+    assert star.allows("shop")
+
+
+# --- same namespace -----------------------------------------------------------------------------------------
+
+
+def test_same_namespace_uses_the_short_host() -> None:
+    result = resolve(AUTH, service_body())
+    assert result.resolved
+    assert result.value == "http://auth-service:3001"
+    assert result.reason == conditions.RESOLVED
+    assert result.service == "gallery/auth-service"
+
+
+def test_namespace_spelled_out_as_own_still_uses_the_short_host() -> None:
+    assert resolve({**AUTH, "namespace": HERE}, service_body()).value == "http://auth-service:3001"
+
+
+def test_scheme_and_path_are_used() -> None:
+    result = resolve({**AUTH, "scheme": "https", "path": "/v1"}, service_body())
+    assert result.value == "https://auth-service:3001/v1"
+
+
+def test_template_host_alone_gives_the_bare_service_name() -> None:
+    mongo = service_body("mongodb", ports=[{"port": 27017}])
+    assert resolve({"key": "MONGODB_HOST", "service": "mongodb", "template": "{host}"}, mongo).value == "mongodb"
+
+
+def test_every_placeholder_is_filled() -> None:
+    template = "{scheme}|{host}|{port}|{path}|{service}|{namespace}|{fqdn}"
+    result = resolve({**AUTH, "template": template, "path": "/x"}, service_body())
+    assert result.value == "http|auth-service|3001|/x|auth-service|gallery|auth-service.gallery.svc.cluster.local"
+
+
+# --- cross namespace ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expose_to", ["gallery", "shop,gallery", "shop gallery", "*"])
+def test_cross_namespace_allowed_uses_the_fqdn(expose_to: str) -> None:
+    svc = service_body(namespace=OTHER, annotations={"servicelink.dev/expose-to": expose_to})
+    result = resolve({**AUTH, "namespace": OTHER}, svc)
+    assert result.value == "http://auth-service.identity.svc.cluster.local:3001"
+    assert result.service == "identity/auth-service"
+
+
+def test_cross_namespace_host_uses_the_cluster_domain_setting() -> None:
+    svc = service_body(namespace=OTHER, annotations={"servicelink.dev/expose-to": "*"})
+    result = resolve({**AUTH, "namespace": OTHER, "template": "{host}"}, svc, cluster_domain="corp.internal")
+    assert result.value == "auth-service.identity.svc.corp.internal"
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        None,
+        {},
+        {"servicelink.dev/expose-to": "shop"},
+        {"servicelink.dev/expose-to": ""},
+        {"servicelink.dev/expose-to": "gallery-2"},
+    ],
+)
+def test_cross_namespace_not_exposed_is_forbidden(annotations: dict[str, str] | None) -> None:
+    svc = service_body(namespace=OTHER, annotations=annotations)
+    result = resolve({**AUTH, "namespace": OTHER}, svc)
+    assert not result.resolved
+    assert result.value is None
+    assert result.reason == conditions.CROSS_NAMESPACE_FORBIDDEN
+    assert result.keeps_last_value is False
+
+
+def test_cross_namespace_forbidden_says_the_same_whether_or_not_the_service_exists() -> None:
+    closed = resolve(
+        {**AUTH, "namespace": OTHER},
+        service_body(namespace=OTHER),
+        endpoints={(OTHER, "auth-service"): Endpoints(ready=2, total=3)},
+    )
+    absent = resolve({**AUTH, "namespace": OTHER})
+    assert closed.reason == absent.reason == conditions.CROSS_NAMESPACE_FORBIDDEN
+    assert closed.message == absent.message
+    assert closed.endpoints is None
+    assert absent.endpoints is None
+    assert "3001" not in closed.message
+
+
+def test_cross_namespace_from_a_namespace_that_is_exposed_to_does_not_open_a_third() -> None:
+    svc = service_body(namespace=OTHER, annotations={"servicelink.dev/expose-to": "gallery"})
+    result = resolve({**AUTH, "namespace": OTHER}, svc, namespace="shop")
+    assert result.reason == conditions.CROSS_NAMESPACE_FORBIDDEN
+
+
+# --- not found, ports -------------------------------------------------------------------------------------
+
+
+def test_missing_service_in_own_namespace_is_service_not_found() -> None:
+    result = resolve(AUTH)
+    assert not result.resolved
+    assert result.reason == conditions.SERVICE_NOT_FOUND
+    assert "gallery/auth-service" in result.message
+    assert result.keeps_last_value is True
+
+
+def test_service_of_the_same_name_in_another_namespace_does_not_count() -> None:
+    assert resolve(AUTH, service_body(namespace=OTHER)).reason == conditions.SERVICE_NOT_FOUND
+
+
+def test_named_port_resolves_to_its_number() -> None:
+    svc = service_body(ports=[{"name": "http", "port": 3001}, {"name": "metrics", "port": 9090}])
+    assert resolve({**AUTH, "port": "metrics"}, svc).value == "http://auth-service:9090"
+
+
+def test_port_number_present_on_the_service_is_used() -> None:
+    svc = service_body(ports=[{"name": "http", "port": 3001}, {"name": "metrics", "port": 9090}])
+    assert resolve({**AUTH, "port": 3001}, svc).value == "http://auth-service:3001"
+
+
+def test_multi_port_service_without_port_is_port_not_found_listing_the_ports() -> None:
+    svc = service_body(ports=[{"name": "http", "port": 3001}, {"name": "metrics", "port": 9090}, {"port": 7000}])
+    result = resolve(AUTH, svc)
+    assert not result.resolved
+    assert result.reason == conditions.PORT_NOT_FOUND
+    for described in ("http:3001", "metrics:9090", "7000"):
+        assert described in result.message
+    assert "AUTH_SERVICE_URL" in result.message
+
+
+@pytest.mark.parametrize("port", [8080, "grpc"])
+def test_absent_port_is_port_not_found_listing_the_ports(port: int | str) -> None:
+    result = resolve({**AUTH, "port": port}, service_body())
+    assert result.reason == conditions.PORT_NOT_FOUND
+    assert "http:3001" in result.message
+    assert str(port) in result.message
+
+
+def test_service_without_ports_is_port_not_found() -> None:
+    result = resolve(AUTH, service_body(ports=[]))
+    assert result.reason == conditions.PORT_NOT_FOUND
+    assert result.value is None
+
+
+def test_single_unnamed_port_is_picked_without_port() -> None:
+    assert resolve(AUTH, service_body(ports=[{"port": 80}])).value == "http://auth-service:80"
+
+
+# --- ExternalName -------------------------------------------------------------------------------------------
+
+
+def test_external_name_resolves_to_the_external_name_as_host() -> None:
+    svc = service_body("mongodb", ports=[], type_="ExternalName", external_name="mongo.example.com")
+    result = resolve({"key": "MONGODB_HOST", "service": "mongodb", "template": "{host}"}, svc)
+    assert result.value == "mongo.example.com"
+
+
+def test_external_name_with_a_port_number_uses_it() -> None:
+    svc = service_body("mongodb", ports=[], type_="ExternalName", external_name="mongo.example.com")
+    result = resolve({"key": "MONGODB_URL", "service": "mongodb", "port": 27017, "scheme": "mongodb"}, svc)
+    assert result.value == "mongodb://mongo.example.com:27017"
+
+
+def test_external_name_without_any_port_and_a_port_template_is_port_not_found() -> None:
+    svc = service_body("mongodb", ports=[], type_="ExternalName", external_name="mongo.example.com")
+    result = resolve({"key": "MONGODB_URL", "service": "mongodb"}, svc)
+    assert result.reason == conditions.PORT_NOT_FOUND
+    assert result.value is None
+
+
+def test_cross_namespace_external_name_resolves_to_the_external_name() -> None:
+    svc = service_body(
+        "mongodb",
+        OTHER,
+        ports=[],
+        type_="ExternalName",
+        external_name="mongo.example.com",
+        annotations={"servicelink.dev/expose-to": "*"},
+    )
+    result = resolve({"key": "MONGODB_HOST", "service": "mongodb", "namespace": OTHER, "template": "{host}"}, svc)
+    assert result.value == "mongo.example.com"
+
+
+# --- endpoints, many links ----------------------------------------------------------------------------------
+
+
+def test_endpoints_are_passed_through() -> None:
+    eps = Endpoints(ready=2, total=3)
+    result = resolve(AUTH, service_body(), endpoints={(HERE, "auth-service"): eps})
+    assert result.endpoints == eps
+
+
+def test_no_endpoint_slices_gives_no_endpoints() -> None:
+    assert resolve(AUTH, service_body()).endpoints is None
+
+
+def test_resolve_links_keeps_spec_order_and_reports_each() -> None:
+    parsed = parse_spec(
+        {
+            "configMapName": "gateway-service-config",
+            "links": [
+                {"key": "MONGODB_HOST", "service": "mongodb", "template": "{host}"},
+                {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
+                {"key": "CART_URL", "service": "cart"},
+            ],
+        }
+    )
+    results = resolve_links(
+        parsed,
+        namespace=HERE,
+        services=world(service_body(), service_body("mongodb", ports=[{"port": 27017}])),
+        endpoints={},
+        cluster_domain="cluster.local",
+    )
+    assert [(r.key, r.value, r.reason) for r in results] == [
+        ("MONGODB_HOST", "mongodb", conditions.RESOLVED),
+        ("AUTH_SERVICE_URL", "http://auth-service:3001", conditions.RESOLVED),
+        ("CART_URL", None, conditions.SERVICE_NOT_FOUND),
+    ]
+
+
+def test_referenced_services_defaults_to_own_namespace() -> None:
+    parsed = parse_spec(
+        {
+            "configMapName": "cm",
+            "links": [
+                {"key": "A", "service": "auth-service"},
+                {"key": "B", "service": "auth-service", "namespace": OTHER},
+                {"key": "C", "service": "auth-service"},
+            ],
+        }
+    )
+    assert referenced_services(parsed, namespace=HERE) == {(HERE, "auth-service"), (OTHER, "auth-service")}

@@ -1,0 +1,339 @@
+"""rollout.py: which workloads read the ConfigMap, and which of them a change must roll."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from servicelink.model import Workloads
+from servicelink.render import render_hash
+from servicelink.rollout import Reads, WorkloadView, consumed, plan_rollouts, read_configmaps, select_consumers
+
+CM = "gateway-service-config"
+AUTH_OLD = "http://auth-service:3001"
+AUTH_NEW = "http://auth-service:4000"
+APP = "http://app:80"
+
+
+def container(name: str = "app", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": "example/app:1", **fields}
+
+
+def env_from(name: str = CM) -> dict[str, Any]:
+    return {"envFrom": [{"configMapRef": {"name": name}}]}
+
+
+def key_ref(key: str, name: str = CM) -> dict[str, Any]:
+    return {"name": key, "valueFrom": {"configMapKeyRef": {"name": name, "key": key}}}
+
+
+def workload_body(
+    name: str,
+    pod_spec: dict[str, Any],
+    *,
+    labels: dict[str, str] | None = None,
+    config_hash: str | None = None,
+    namespace: str = "gallery",
+) -> dict[str, Any]:
+    template_meta: dict[str, Any] = {"labels": {"app": name}}
+    if config_hash is not None:
+        template_meta["annotations"] = {"servicelink.dev/config-hash": config_hash, "other": "x"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": template_meta, "spec": pod_spec}},
+    }
+
+
+def view(name: str, pod_spec: dict[str, Any], kind: Any = "Deployment", **kw: Any) -> WorkloadView:
+    return WorkloadView.from_body(kind, workload_body(name, pod_spec, **kw))
+
+
+def workloads(**raw: Any) -> Workloads:
+    return Workloads.model_validate(raw)
+
+
+# --- read_configmaps ----------------------------------------------------------------------------------------
+
+
+def test_env_from_reads_every_key() -> None:
+    assert read_configmaps({"containers": [container(**env_from())]}) == {CM: None}
+
+
+def test_env_value_from_reads_only_that_key() -> None:
+    pod = {"containers": [container(env=[key_ref("AUTH_SERVICE_URL"), {"name": "PLAIN", "value": "x"}])]}
+    assert read_configmaps(pod) == {CM: frozenset({"AUTH_SERVICE_URL"})}
+
+
+def test_keys_from_several_containers_add_up() -> None:
+    pod = {"containers": [container("a", env=[key_ref("A")]), container("b", env=[key_ref("B")])]}
+    assert read_configmaps(pod) == {CM: frozenset({"A", "B"})}
+
+
+def test_env_from_wins_over_single_keys() -> None:
+    pod = {"containers": [container("a", env=[key_ref("A")]), container("b", **env_from())]}
+    assert read_configmaps(pod) == {CM: None}
+
+
+def test_configmap_volume_without_items_reads_every_key() -> None:
+    pod = {"containers": [container()], "volumes": [{"name": "cfg", "configMap": {"name": CM}}]}
+    assert read_configmaps(pod) == {CM: None}
+
+
+def test_configmap_volume_with_items_reads_those_keys() -> None:
+    pod = {
+        "containers": [container()],
+        "volumes": [
+            {
+                "name": "cfg",
+                "configMap": {"name": CM, "items": [{"key": "A", "path": "a.txt"}, {"key": "B", "path": "b.txt"}]},
+            }
+        ],
+    }
+    assert read_configmaps(pod) == {CM: frozenset({"A", "B"})}
+
+
+def test_projected_volume_sources_are_read() -> None:
+    pod = {
+        "containers": [container()],
+        "volumes": [
+            {
+                "name": "all",
+                "projected": {
+                    "sources": [
+                        {"configMap": {"name": CM, "items": [{"key": "A", "path": "a"}]}},
+                        {"configMap": {"name": "other"}},
+                        {"secret": {"name": "creds"}},
+                        {"serviceAccountToken": {"path": "token"}},
+                    ]
+                },
+            }
+        ],
+    }
+    assert read_configmaps(pod) == {CM: frozenset({"A"}), "other": None}
+
+
+def test_init_containers_count() -> None:
+    pod = {"initContainers": [container("migrate", env=[key_ref("DB_URL")])], "containers": [container()]}
+    assert read_configmaps(pod) == {CM: frozenset({"DB_URL"})}
+
+
+def test_secrets_and_other_sources_are_not_configmaps() -> None:
+    pod = {
+        "containers": [
+            container(
+                envFrom=[{"secretRef": {"name": CM}}],
+                env=[
+                    {"name": "S", "valueFrom": {"secretKeyRef": {"name": CM, "key": "S"}}},
+                    {"name": "F", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                ],
+            )
+        ],
+        "volumes": [{"name": "s", "secret": {"secretName": CM}}, {"name": "e", "emptyDir": {}}],
+    }
+    assert read_configmaps(pod) == {}
+
+
+def test_empty_pod_spec_reads_nothing() -> None:
+    assert read_configmaps({}) == {}
+
+
+# --- WorkloadView.from_body ---------------------------------------------------------------------------------
+
+
+def test_workload_view_reads_name_labels_reads_and_hash() -> None:
+    got = view(
+        "gateway-service",
+        {"containers": [container(**env_from())]},
+        kind="StatefulSet",
+        labels={"tier": "edge"},
+        config_hash="9f2c1e0b",
+    )
+    assert got.kind == "StatefulSet"
+    assert (got.namespace, got.name) == ("gallery", "gateway-service")
+    assert got.labels == {"tier": "edge"}
+    assert got.reads == {CM: None}
+    assert got.config_hash == "9f2c1e0b"
+
+
+def test_workload_never_rolled_has_no_hash() -> None:
+    assert view("web", {"containers": [container()]}).config_hash is None
+
+
+def test_workload_view_tolerates_a_bare_body() -> None:
+    got = WorkloadView.from_body("DaemonSet", {"metadata": {"name": "agent", "namespace": "gallery"}})
+    assert got.reads == {}
+    assert got.config_hash is None
+    assert got.labels == {}
+
+
+# --- select_consumers ---------------------------------------------------------------------------------------
+
+
+def names(chosen: list[tuple[WorkloadView, Reads]]) -> list[str]:
+    return [w.name for w, _ in chosen]
+
+
+READER = view("reader", {"containers": [container(**env_from())]}, labels={"tier": "edge"})
+KEY_READER = view("key-reader", {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]})
+BYSTANDER = view(
+    "bystander", {"containers": [container(**env_from("unrelated"))]}, labels={"tier": "edge", "env": "prod"}
+)
+PLAIN = view("plain", {"containers": [container()]}, labels={"tier": "backend", "env": "dev"})
+ALL = [READER, KEY_READER, BYSTANDER, PLAIN]
+
+
+def test_auto_selects_only_workloads_that_read_the_configmap() -> None:
+    chosen = select_consumers(ALL, spec=workloads(), configmap=CM)
+    assert names(chosen) == ["key-reader", "reader"]
+    assert dict((w.name, r) for w, r in chosen) == {"reader": None, "key-reader": frozenset({"APP_SERVICE_URL"})}
+
+
+def test_auto_off_selects_nothing_by_itself() -> None:
+    assert select_consumers(ALL, spec=workloads(auto=False), configmap=CM) == []
+
+
+def test_named_workload_that_does_not_read_the_configmap_counts_as_reading_all() -> None:
+    chosen = select_consumers(
+        ALL, spec=workloads(auto=False, names=[{"kind": "Deployment", "name": "plain"}]), configmap=CM
+    )
+    assert [(w.name, r) for w, r in chosen] == [("plain", None)]
+
+
+def test_name_needs_the_right_kind() -> None:
+    chosen = select_consumers(
+        ALL, spec=workloads(auto=False, names=[{"kind": "StatefulSet", "name": "plain"}]), configmap=CM
+    )
+    assert chosen == []
+
+
+def test_named_workload_that_reads_one_key_keeps_its_reads() -> None:
+    chosen = select_consumers(
+        ALL, spec=workloads(auto=False, names=[{"kind": "Deployment", "name": "key-reader"}]), configmap=CM
+    )
+    assert [(w.name, r) for w, r in chosen] == [("key-reader", frozenset({"APP_SERVICE_URL"}))]
+
+
+def test_selector_match_labels_adds_workloads() -> None:
+    chosen = select_consumers(ALL, spec=workloads(auto=False, selector={"matchLabels": {"tier": "edge"}}), configmap=CM)
+    assert names(chosen) == ["bystander", "reader"]
+
+
+def test_auto_and_selector_together_do_not_duplicate() -> None:
+    chosen = select_consumers(ALL, spec=workloads(selector={"matchLabels": {"tier": "edge"}}), configmap=CM)
+    assert names(chosen) == ["bystander", "key-reader", "reader"]
+
+
+@pytest.mark.parametrize(
+    ("expressions", "expected"),
+    [
+        ([{"key": "env", "operator": "In", "values": ["prod", "staging"]}], ["bystander"]),
+        ([{"key": "env", "operator": "NotIn", "values": ["prod"]}], ["key-reader", "plain", "reader"]),
+        ([{"key": "env", "operator": "Exists"}], ["bystander", "plain"]),
+        ([{"key": "env", "operator": "DoesNotExist"}], ["key-reader", "reader"]),
+        (
+            [{"key": "tier", "operator": "In", "values": ["edge"]}, {"key": "env", "operator": "DoesNotExist"}],
+            ["reader"],
+        ),
+    ],
+)
+def test_selector_match_expressions(expressions: list[dict[str, Any]], expected: list[str]) -> None:
+    chosen = select_consumers(ALL, spec=workloads(auto=False, selector={"matchExpressions": expressions}), configmap=CM)
+    assert names(chosen) == expected
+
+
+def test_empty_selector_selects_nothing() -> None:
+    assert select_consumers(ALL, spec=workloads(auto=False, selector={}), configmap=CM) == []
+
+
+# --- plan_rollouts ------------------------------------------------------------------------------------------
+
+
+def test_consumer_with_a_stale_hash_is_patched_to_the_new_hash() -> None:
+    new = {"AUTH_SERVICE_URL": AUTH_NEW}
+    w = view(
+        "gateway", {"containers": [container(**env_from())]}, config_hash=render_hash({"AUTH_SERVICE_URL": AUTH_OLD})
+    )
+    plans = plan_rollouts([(w, None)], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=new)
+    assert len(plans) == 1
+    assert plans[0].name == "gateway"
+    assert plans[0].namespace == "gallery"
+    assert plans[0].hash == render_hash(new)
+    assert plans[0].changed_keys == ("AUTH_SERVICE_URL",)
+
+
+def test_consumer_whose_hash_is_current_is_not_patched() -> None:
+    values = {"AUTH_SERVICE_URL": AUTH_NEW}
+    w = view("gateway", {"containers": [container(**env_from())]}, config_hash=render_hash(values))
+    # Even a recorded change does not roll a consumer already carrying the hash: exactly once per change.
+    assert plan_rollouts([(w, None)], managed=values, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=values) == []
+
+
+def test_consumer_without_hash_is_patched_when_a_key_it_reads_changed() -> None:
+    new = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
+    w = view("gateway", {"containers": [container(**env_from())]})
+    plans = plan_rollouts(
+        [(w, None)], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}, desired=new
+    )
+    assert [(p.name, p.hash, p.changed_keys) for p in plans] == [("gateway", render_hash(new), ("AUTH_SERVICE_URL",))]
+
+
+def test_consumer_without_hash_is_not_patched_when_nothing_changed() -> None:
+    values = {"AUTH_SERVICE_URL": AUTH_OLD}
+    w = view("late-comer", {"containers": [container(**env_from())]})
+    assert plan_rollouts([(w, None)], managed=values, baseline=values, desired=values) == []
+
+
+def test_key_ref_consumer_is_not_rolled_when_only_another_key_changes() -> None:
+    baseline = {"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}
+    desired = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
+    reads = frozenset({"APP_SERVICE_URL"})
+    fresh = view("app-reader", {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]})
+    rolled = view(
+        "app-reader-2",
+        {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]},
+        config_hash=render_hash({"APP_SERVICE_URL": APP}),
+    )
+    assert plan_rollouts([(fresh, reads), (rolled, reads)], managed=desired, baseline=baseline, desired=desired) == []
+
+
+def test_key_ref_consumer_is_rolled_when_its_key_changes() -> None:
+    baseline = {"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}
+    desired = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
+    reads = frozenset({"AUTH_SERVICE_URL"})
+    w = view("auth-reader", {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]})
+    plans = plan_rollouts([(w, reads)], managed=desired, baseline=baseline, desired=desired)
+    assert [(p.name, p.hash) for p in plans] == [("auth-reader", render_hash({"AUTH_SERVICE_URL": AUTH_NEW}))]
+
+
+def test_added_and_removed_keys_count_as_changes() -> None:
+    w = view("gateway", {"containers": [container(**env_from())]})
+    added = plan_rollouts([(w, None)], managed={"A": "1", "B": "2"}, baseline={"A": "1"}, desired={"A": "1", "B": "2"})
+    removed = plan_rollouts([(w, None)], managed={"A": "1"}, baseline={"A": "1", "B": "2"}, desired={"A": "1"})
+    assert [p.changed_keys for p in added] == [("B",)]
+    assert [p.changed_keys for p in removed] == [("B",)]
+
+
+def test_hash_covers_sibling_keys_the_consumer_reads() -> None:
+    managed = {"AUTH_SERVICE_URL": AUTH_NEW, "CART_URL": "http://cart:80"}
+    w = view("gateway", {"containers": [container(**env_from())]}, config_hash="00000000")
+    plans = plan_rollouts(
+        [(w, None)], managed=managed, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired={"AUTH_SERVICE_URL": AUTH_NEW}
+    )
+    assert [p.hash for p in plans] == [render_hash(managed)]
+
+
+def test_each_consumer_is_planned_once() -> None:
+    new = {"AUTH_SERVICE_URL": AUTH_NEW}
+    ws = [view(n, {"containers": [container(**env_from())]}) for n in ("a", "b", "c")]
+    plans = plan_rollouts([(w, None) for w in ws], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=new)
+    assert sorted(p.name for p in plans) == ["a", "b", "c"]
+    assert {p.hash for p in plans} == {render_hash(new)}
+
+
+def test_consumed_filters_by_reads() -> None:
+    values = {"A": "1", "B": "2"}
+    assert consumed(values, None) == values
+    assert consumed(values, frozenset({"B", "C"})) == {"B": "2"}

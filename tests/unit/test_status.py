@@ -1,0 +1,219 @@
+"""status.py: the status users read with kubectl, and that an unchanged reconcile leaves it unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servicelink import conditions as c
+from servicelink.model import Condition, Endpoints, RolledOut
+from servicelink.render import render_hash
+from servicelink.resolve import LinkResult
+from servicelink.status import (
+    Verdict,
+    judge_resolution,
+    parse_conditions,
+    render_invalid_status,
+    render_link_entries,
+    render_status,
+)
+
+T0 = "2026-01-01T00:00:00Z"
+T1 = "2026-01-02T00:00:00Z"
+AUTH = "http://auth-service.identity.svc.cluster.local:3001"
+
+AUTH_OK = LinkResult(
+    key="AUTH_SERVICE_URL",
+    service="identity/auth-service",
+    value=AUTH,
+    reason=c.RESOLVED,
+    message="",
+    endpoints=Endpoints(ready=2, total=3),
+)
+MONGO_OK = LinkResult(
+    key="MONGODB_HOST",
+    service="gallery/mongodb",
+    value="mongodb",
+    reason=c.RESOLVED,
+    message="",
+    endpoints=Endpoints(ready=0, total=1),
+)
+CART_MISSING = LinkResult(
+    key="CART_URL",
+    service="gallery/cart",
+    value=None,
+    reason=c.SERVICE_NOT_FOUND,
+    message="Service gallery/cart not found (links[key=CART_URL].service)",
+)
+SYNCED = Verdict(True, c.CONFIGMAP_UP_TO_DATE, "ConfigMap gallery/cm holds the 2 keys of this ServiceLink")
+ROLLED = Verdict(True, c.WORKLOADS_UPDATED, "consumers carry its current hash")
+VALUES = {"MONGODB_HOST": "mongodb", "AUTH_SERVICE_URL": AUTH}
+
+
+def status(
+    *,
+    results: list[LinkResult] | None = None,
+    values: dict[str, str] | None = None,
+    synced: Verdict = SYNCED,
+    rolled: Verdict = ROLLED,
+    conflicts: dict[str, str] | None = None,
+    current: list[Condition] | None = None,
+    generation: int = 3,
+    now: str = T0,
+) -> dict[str, Any]:
+    return render_status(
+        generation=generation,
+        results=[AUTH_OK, MONGO_OK] if results is None else results,
+        values=VALUES if values is None else values,
+        conflicts=conflicts or {},
+        synced=synced,
+        rolled=rolled,
+        rolled_out=[RolledOut(kind="Deployment", name="gateway-service", hash=render_hash(VALUES))],
+        current_conditions=current or [],
+        now=now,
+    )
+
+
+def by_type(rendered: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {cond["type"]: cond for cond in rendered["conditions"]}
+
+
+def test_healthy_status_has_the_four_conditions_true_with_generation() -> None:
+    rendered = status()
+    assert [cond["type"] for cond in rendered["conditions"]] == ["Ready", "Resolved", "Synced", "RolledOut"]
+    conds = by_type(rendered)
+    assert {t: (v["status"], v["reason"]) for t, v in conds.items()} == {
+        "Ready": ("True", "Reconciled"),
+        "Resolved": ("True", "AllServicesFound"),
+        "Synced": ("True", "ConfigMapUpToDate"),
+        "RolledOut": ("True", "WorkloadsUpdated"),
+    }
+    assert all(cond["observedGeneration"] == 3 for cond in rendered["conditions"])
+    assert all(cond["lastTransitionTime"] == T0 for cond in rendered["conditions"])
+    assert rendered["observedGeneration"] == 3
+
+
+def test_status_reports_values_hash_links_and_rollout() -> None:
+    rendered = status()
+    assert rendered["values"] == VALUES
+    assert list(rendered["values"]) == ["AUTH_SERVICE_URL", "MONGODB_HOST"]
+    assert rendered["hash"] == render_hash(VALUES)
+    assert rendered["links"] == [
+        {
+            "key": "AUTH_SERVICE_URL",
+            "service": "identity/auth-service",
+            "resolved": True,
+            "endpoints": {"ready": 2, "total": 3},
+        },
+        {"key": "MONGODB_HOST", "service": "gallery/mongodb", "resolved": True, "endpoints": {"ready": 0, "total": 1}},
+    ]
+    assert rendered["rolledOut"] == [{"kind": "Deployment", "name": "gateway-service", "hash": render_hash(VALUES)}]
+
+
+def test_link_and_endpoint_summaries() -> None:
+    rendered = status()
+    assert rendered["linkSummary"] == "2/2"
+    assert rendered["endpointSummary"] == "1/2"  # mongodb has no ready endpoint
+
+
+def test_missing_service_makes_resolved_and_ready_false_with_its_reason() -> None:
+    rendered = status(results=[AUTH_OK, MONGO_OK, CART_MISSING])
+    conds = by_type(rendered)
+    assert (conds["Resolved"]["status"], conds["Resolved"]["reason"]) == ("False", "ServiceNotFound")
+    assert "gallery/cart" in conds["Resolved"]["message"]
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "ServiceNotFound")
+    assert rendered["linkSummary"] == "2/3"
+    assert rendered["endpointSummary"] == "1/3"
+    assert rendered["links"][2] == {
+        "key": "CART_URL",
+        "service": "gallery/cart",
+        "resolved": False,
+        "reason": "ServiceNotFound",
+        "message": CART_MISSING.message,
+    }
+
+
+def test_key_conflict_shows_on_the_link_and_synced() -> None:
+    conflict = "key MONGODB_HOST is already written by ServiceLink gallery/older"
+    rendered = status(conflicts={"MONGODB_HOST": conflict}, synced=Verdict(False, c.KEY_CONFLICT, conflict))
+    conds = by_type(rendered)
+    assert (conds["Synced"]["status"], conds["Synced"]["reason"]) == ("False", "KeyConflict")
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "KeyConflict")
+    assert conds["Resolved"]["status"] == "True"
+    assert rendered["links"][1]["reason"] == "KeyConflict"
+    assert rendered["links"][1]["message"] == conflict
+
+
+def test_ready_takes_the_first_failing_reason() -> None:
+    rendered = status(results=[CART_MISSING], rolled=Verdict(False, c.ROLLOUT_FAILED, "cannot patch"))
+    assert by_type(rendered)["Ready"]["reason"] == "ServiceNotFound"
+    assert by_type(rendered)["RolledOut"]["reason"] == "RolloutFailed"
+
+
+def test_equal_inputs_give_equal_status_so_nothing_is_written() -> None:
+    first = status(now=T0)
+    again = status(current=parse_conditions(first), now=T1)
+    assert again == first
+
+
+def test_transition_time_moves_only_for_the_flipped_condition() -> None:
+    first = status(now=T0)
+    broken = status(results=[AUTH_OK, MONGO_OK, CART_MISSING], current=parse_conditions(first), now=T1)
+    times = {t: v["lastTransitionTime"] for t, v in by_type(broken).items()}
+    assert times == {"Ready": T1, "Resolved": T1, "Synced": T0, "RolledOut": T0}
+
+
+def test_new_generation_updates_observed_generation_but_not_transition_times() -> None:
+    first = status(now=T0)
+    later = status(current=parse_conditions(first), generation=4, now=T1)
+    assert all(cond["observedGeneration"] == 4 for cond in later["conditions"])
+    assert all(cond["lastTransitionTime"] == T0 for cond in later["conditions"])
+
+
+def test_long_messages_are_cut_to_a_readable_length() -> None:
+    many = [
+        LinkResult(
+            key=f"K{i}",
+            service=f"gallery/s{i}",
+            value=None,
+            reason=c.SERVICE_NOT_FOUND,
+            message=f"Service gallery/s{i} not found " + "x" * 50,
+        )
+        for i in range(100)
+    ]
+    verdict = judge_resolution(many)
+    assert not verdict.ok
+    assert len(verdict.message) <= 1000
+    assert verdict.message.endswith("...")
+
+
+def test_link_entries_without_endpoints_leave_the_field_out() -> None:
+    result = LinkResult(key="A", service="gallery/a", value="http://a:80", reason=c.RESOLVED, message="")
+    assert render_link_entries([result], {}) == [{"key": "A", "service": "gallery/a", "resolved": True}]
+
+
+def test_invalid_spec_keeps_written_values_and_sets_ready_false() -> None:
+    first = status(now=T0)
+    invalid = render_invalid_status(
+        generation=4, message="spec.links.0.key: bad", current=first, current_conditions=parse_conditions(first), now=T1
+    )
+    assert invalid["values"] == first["values"]
+    assert invalid["hash"] == first["hash"]
+    assert invalid["observedGeneration"] == 4
+    ready = by_type(invalid)["Ready"]
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "InvalidSpec", 4)
+    assert ready["lastTransitionTime"] == T1
+    assert "spec.links.0.key" in ready["message"]
+
+
+def test_parse_conditions_drops_unreadable_entries() -> None:
+    parsed = parse_conditions(
+        {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Reconciled", "lastTransitionTime": T0},
+                {"type": "Synced", "status": "Maybe", "reason": "X"},
+                {"nonsense": True},
+            ]
+        }
+    )
+    assert [cond.type for cond in parsed] == ["Ready"]
+    assert parse_conditions({}) == []
