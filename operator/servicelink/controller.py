@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import logging
 import time
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name) of a ServiceLink
+# While a reconcile runs: the monotonic time of the first trigger it serves, for latency metrics.
+TRIGGERED_AT: contextvars.ContextVar[float] = contextvars.ContextVar("servicelink_triggered_at")
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 60.0
 _MAX_WAIT_WINDOWS = 20  # a steady stream of triggers still reconciles at least this often
@@ -84,7 +87,7 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def _next(self) -> Key:
+    async def _next(self) -> tuple[Key, float]:
         while True:
             while self._due and self._pending.get(self._due[0][2]) != self._due[0][0]:
                 heapq.heappop(self._due)  # superseded by an earlier entry for the same key
@@ -93,8 +96,7 @@ class WorkQueue:
                 if wait <= 0:
                     _, _, key = heapq.heappop(self._due)
                     del self._pending[key]
-                    self._first_added.pop(key, None)
-                    return key
+                    return key, self._first_added.pop(key, time.monotonic())
             else:
                 wait = None
             self._wakeup.clear()
@@ -103,8 +105,9 @@ class WorkQueue:
 
     async def _work(self) -> None:
         while True:
-            key = await self._next()
+            key, triggered_at = await self._next()
             self._running.add(key)
+            TRIGGERED_AT.set(triggered_at)
             try:
                 await self.reconcile(key)
             except asyncio.CancelledError:

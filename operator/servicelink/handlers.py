@@ -271,8 +271,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         world=world,
         settings=config,
         executor=executor,
-        on_values_changed=metrics.VALUES_CHANGED.inc,
-        on_rollout=lambda kind: metrics.ROLLOUTS.labels(kind=kind).inc(),
+        on_values_changed=metrics.record_values_changed,
+        on_rollout=metrics.record_rollout,
     )
     queue = WorkQueue(
         reconcile=metrics.timed(reconciler.reconcile),

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from servicelink.controller import TRIGGERED_AT
+
 RECONCILES = Counter("servicelink_reconciles_total", "ServiceLink reconciles, by result", ["result"])
 RECONCILE_SECONDS = Histogram(
     "servicelink_reconcile_duration_seconds",
@@ -17,6 +19,31 @@ RECONCILE_SECONDS = Histogram(
 ERRORS = Counter("servicelink_errors_total", "Failed reconciles, by reason", ["reason"])
 VALUES_CHANGED = Counter("servicelink_values_changed_total", "ConfigMap values written with a new value")
 ROLLOUTS = Counter("servicelink_rollouts_total", "Pod templates patched to roll a workload, by kind", ["kind"])
+PROPAGATION = Histogram(
+    "servicelink_propagation_seconds",
+    "From the first Service or ServiceLink change observed to the ConfigMap written (stage=configmap) "
+    "and to each consumer's pod template patched (stage=workload)",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30),
+)
+
+
+def _observe_propagation(stage: str) -> None:
+    triggered_at = TRIGGERED_AT.get(None)
+    if triggered_at is not None:
+        PROPAGATION.labels(stage=stage).observe(time.monotonic() - triggered_at)
+
+
+def record_values_changed(count: int) -> None:
+    """Count values written with a new value, and how long they took to reach the ConfigMap."""
+    VALUES_CHANGED.inc(count)
+    _observe_propagation("configmap")
+
+
+def record_rollout(kind: str) -> None:
+    """Count one workload rolled, and how long the change took to reach its pod template."""
+    ROLLOUTS.labels(kind=kind).inc()
+    _observe_propagation("workload")
 
 
 def timed(reconcile: Callable[[str, str], Awaitable[None]]) -> Callable[[tuple[str, str]], Awaitable[None]]:

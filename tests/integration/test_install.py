@@ -1,0 +1,208 @@
+"""The install a user runs, against the real API server: `kubectl apply -k manifests/`, its RBAC, the gallery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from servicelink.kube import RBAC_RULES
+from servicelink.testing.fixtures import Cluster, start_operator_process, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "servicelink-system"
+ACCOUNT = f"system:serviceaccount:{NAMESPACE}:servicelink"
+GRANTED = [(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs]
+DENIED = [
+    ("", "secrets", "get"),
+    ("", "secrets", "list"),
+    ("", "secrets", "watch"),
+    ("", "pods", "delete"),
+    ("apps", "deployments", "delete"),
+    ("", "configmaps", "delete"),
+    ("*", "*", "*"),
+]
+# The seed's ConfigMaps, value for value.
+SEED_CONFIG = {
+    "gateway-service-config": {
+        "AUTH_SERVICE_URL": "http://auth-service:3001",
+        "APP_SERVICE_URL": "http://app-service:3002",
+    },
+    "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
+    "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
+}
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply -k manifests/` once for this module; the result of the apply."""
+    done = cluster.kubectl("apply", "-k", str(REPO / "manifests"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/servicelinks.servicelink.dev")
+    return done
+
+
+def can_i(cluster: Cluster, group: str, resource: str, verb: str, *scope: str) -> str:
+    """What `kubectl auth can-i` answers for the operator's ServiceAccount: "yes" or "no"."""
+    plural, _, subresource = resource.partition("/")
+    target = "*" if plural == "*" else f"{plural}.{group}" if group else plural
+    args = ["auth", "can-i", verb, target, *(scope or ("--all-namespaces",)), f"--as={ACCOUNT}"]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    # can-i exits 1 on "no"; any other failure prints no answer.
+    return cluster.kubectl(*args, check=False).stdout.strip()
+
+
+def test_apply_k_installs_cleanly(cluster: Cluster, installed: subprocess.CompletedProcess[str]) -> None:
+    # PodSecurity warns on a Deployment whose pods the namespace's "restricted" level would refuse.
+    assert "PodSecurity" not in installed.stderr, installed.stderr
+    assert "Warning" not in installed.stderr, installed.stderr
+    crd = cluster.get("crd", "servicelinks.servicelink.dev")
+    established = [c for c in crd["status"]["conditions"] if c["type"] == "Established"]
+    assert established[0]["status"] == "True"
+    for kind, name in [
+        ("serviceaccount", "servicelink"),
+        ("deployment", "servicelink"),
+        ("service", "servicelink-metrics"),
+    ]:
+        assert cluster.get(kind, name, "-n", NAMESPACE) is not None, f"{kind}/{name}"
+    assert cluster.get("clusterrole", "servicelink") is not None
+    assert cluster.get("clusterrolebinding", "servicelink") is not None
+    # A second apply changes nothing: the manifests are what the server keeps.
+    again = cluster.kubectl("apply", "-k", str(REPO / "manifests")).stdout
+    assert all(line.endswith(" unchanged") for line in again.splitlines()), again
+
+
+@pytest.mark.parametrize(("group", "resource", "verb"), GRANTED, ids=["/".join(t) for t in GRANTED])
+def test_service_account_may(
+    cluster: Cluster, installed: subprocess.CompletedProcess[str], group: str, resource: str, verb: str
+) -> None:
+    assert can_i(cluster, group, resource, verb) == "yes"
+
+
+@pytest.mark.parametrize(("group", "resource", "verb"), DENIED, ids=["/".join(t) for t in DENIED])
+def test_service_account_may_not(
+    cluster: Cluster, installed: subprocess.CompletedProcess[str], group: str, resource: str, verb: str
+) -> None:
+    assert can_i(cluster, group, resource, verb) == "no"
+    # Not even in its own namespace.
+    assert can_i(cluster, group, resource, verb, "-n", NAMESPACE) == "no"
+
+
+@pytest.fixture
+def service_account_kubeconfig(cluster: Cluster, installed: Any, tmp_path: Path) -> Path:
+    """A kubeconfig holding a token of the installed ServiceAccount, as the pod would have."""
+    token = cluster.kubectl("create", "token", "servicelink", "-n", NAMESPACE, "--duration=1h").stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path = tmp_path / "servicelink.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def gallery(cluster: Cluster, installed: Any) -> Iterator[str]:
+    """examples/gallery applied with `kubectl apply -k`; its namespace deleted afterwards."""
+    cluster.kubectl("apply", "-k", str(REPO / "examples" / "gallery"))
+    yield "gallery"
+    cluster.kubectl("delete", "namespace", "gallery", "--wait=false", check=False)
+
+
+def gallery_configmaps(cluster: Cluster, namespace: str) -> dict[str, dict[str, str] | None]:
+    """The data of each of the seed's ConfigMaps; None for one that does not exist."""
+    found = {}
+    for name in SEED_CONFIG:
+        body = cluster.get("configmap", name, "-n", namespace)
+        found[name] = None if body is None else body.get("data")
+    return found
+
+
+def gallery_conditions(cluster: Cluster, namespace: str) -> dict[str, dict[str, str]]:
+    """Each gallery ServiceLink's conditions, type -> status."""
+    found = {}
+    for name in ("gateway-service", "app-service", "worker-service"):
+        status = cluster.get("servicelink", name, "-n", namespace).get("status") or {}
+        found[name] = {c["type"]: c["status"] for c in status.get("conditions", ())}
+    return found
+
+
+def config_hash(cluster: Cluster, namespace: str, deployment: str) -> str | None:
+    """The pod-template annotation a rollout sets; None before any."""
+    template = cluster.get("deployment", deployment, "-n", namespace)["spec"]["template"]
+    value: str | None = (template["metadata"].get("annotations") or {}).get("servicelink.dev/config-hash")
+    return value
+
+
+def test_operator_as_its_service_account_serves_the_gallery(
+    cluster: Cluster, service_account_kubeconfig: Path, gallery: str, tmp_path: Path
+) -> None:
+    # The RBAC above is enough to run: every watch and write made as the pod would make it.
+    whoami = cluster.kubectl("--kubeconfig", str(service_account_kubeconfig), "auth", "whoami", "-o", "json").stdout
+    assert json.loads(whoami)["status"]["userInfo"]["username"] == ACCOUNT
+    process = start_operator_process(service_account_kubeconfig, tmp_path / "operator.log")
+    try:
+        wait_for(lambda: gallery_configmaps(cluster, gallery) == SEED_CONFIG, timeout=30, what="the seed's ConfigMaps")
+        wait_for(
+            lambda: all(
+                c.get("Ready") == c.get("RolledOut") == "True" for c in gallery_conditions(cluster, gallery).values()
+            ),
+            timeout=30,
+            what="Ready and RolledOut on every ServiceLink",
+        )
+        # A renumbered port changes a value: the gateway, which reads it, is rolled by a patch.
+        cluster.kubectl(
+            "patch", "service", "auth-service", "-n", gallery, "--type=json",
+            "-p", '[{"op": "replace", "path": "/spec/ports/0/port", "value": 4001}]',
+        )  # fmt: skip
+        wait_for(lambda: config_hash(cluster, gallery, "gateway-service"), timeout=30, what="the gateway's config-hash")
+        gateway = gallery_configmaps(cluster, gallery)["gateway-service-config"]
+        assert gateway == {"AUTH_SERVICE_URL": "http://auth-service:4001", "APP_SERVICE_URL": "http://app-service:3002"}
+        assert config_hash(cluster, gallery, "app-service") is None
+        # Deletion waits for the operator to lift its finalizer, a patch made as the ServiceAccount.
+        cluster.kubectl("delete", "servicelink", "worker-service", "-n", gallery, "--timeout=30s")
+        assert "forbidden" not in process.log().lower()
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- operator log (tail) ---\n{process.log()[-6000:]}") from None
+    finally:
+        process.stop()
+
+
+def test_operator_serves_metrics_and_health(cluster: Cluster, crd: Any, namespace: str, tmp_path: Path) -> None:
+    """`servicelink run`, as the manifests start it, answers on both ports after a reconcile."""
+    import urllib.request
+
+    from objects import service, servicelink
+
+    process = start_operator_process(cluster.kubeconfig, tmp_path / "operator.log")
+    try:
+        cluster.apply(
+            [
+                service("auth-service", namespace, 3001),
+                servicelink("gateway", namespace, "gateway-config", {"key": "A", "service": "auth-service"}),
+            ]
+        )
+        wait_for(lambda: cluster.get("configmap", "gateway-config", "-n", namespace), what="a reconcile")
+
+        def scrape(port: int, path: str) -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return str(response.read().decode())
+
+        assert scrape(process.health_port, "/healthz")
+        metrics = wait_for(
+            lambda: (
+                (m := scrape(process.metrics_port, "/metrics"))
+                and 'servicelink_reconciles_total{result="ok"}' in m
+                and m
+            ),
+            what="reconcile metrics",
+        )
+        assert "servicelink_reconcile_duration_seconds_bucket" in metrics
+        assert "servicelink_values_changed_total 1.0" in metrics
+        assert "servicelink_propagation_seconds_count{stage=\"configmap\"} 1.0" in metrics
+    finally:
+        process.stop()

