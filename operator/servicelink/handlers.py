@@ -72,8 +72,9 @@ class KopfWorld(World):
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
         return list(self.claims_index.get((namespace, configmap), ()))
 
-    def workloads(self, namespace: str) -> list[WorkloadView]:
-        return [w for index in self.workload_indexes for w in index.get((namespace, _ALL_WORKLOADS), ())]
+    def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
+        key = (namespace, _ALL_WORKLOADS if reading is None else reading)
+        return [w for index in self.workload_indexes for w in index.get(key, ())]
 
 
 @dataclass

@@ -77,8 +77,9 @@ class World(Protocol):
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
         """Every ServiceLink's claim on one ConfigMap."""
 
-    def workloads(self, namespace: str) -> list[WorkloadView]:
-        """Deployments, StatefulSets and DaemonSets of a namespace."""
+    def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
+        """Deployments, StatefulSets and DaemonSets of a namespace: those whose pods read the
+        ConfigMap ``reading``, or all of them when ``reading`` is None."""
 
 
 class TransientError(Exception):
@@ -344,9 +345,10 @@ class Reconciler:
             return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out
         metadata = body["metadata"]
         namespace = metadata["namespace"]
-        consumers = select_consumers(
-            self.world.workloads(namespace), spec=spec.workloads, configmap=spec.config_map_name
-        )
+        # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
+        everyone = bool(spec.workloads.names) or spec.workloads.selector is not None
+        candidates = self.world.workloads(namespace, reading=None if everyone else spec.config_map_name)
+        consumers = select_consumers(candidates, spec=spec.workloads, configmap=spec.config_map_name)
         # The baseline is what the pods were last rolled to: our last status; the
         # first time, what the ConfigMap held before we wrote it; and nothing to
         # roll if it did not exist (pods waiting for it start with its values).

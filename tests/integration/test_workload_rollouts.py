@@ -187,3 +187,27 @@ def test_rollout_none_rolls_nothing(cluster: Cluster, namespace: str, operator: 
     time.sleep(1)
     assert template_hash(cluster, "deployment", namespace, "gateway-service") is None
     assert condition(cluster.get("sl", "links", "-n", namespace), "RolledOut")["reason"] == "RolloutDisabled"
+
+
+def test_a_consumer_created_after_the_fact_is_not_rolled(cluster: Cluster, namespace: str, operator: Any) -> None:
+    gateway(cluster, namespace)
+    cluster.apply(service("auth-service", namespace, 4001))
+    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 2, what="gateway rolled")
+    cluster.apply(deployment("latecomer", namespace, env_from="gateway-service-config"))
+    wait_for(lambda: len(replicasets(cluster, namespace, "latecomer")) == 1, what="latecomer's first ReplicaSet")
+    time.sleep(4)  # more than a resync of 3 seconds
+    assert len(replicasets(cluster, namespace, "latecomer")) == 1
+    assert template_hash(cluster, "deployment", namespace, "latecomer") is None
+
+
+def test_a_paused_deployment_is_patched_not_resumed(cluster: Cluster, namespace: str, operator: Any) -> None:
+    gateway(cluster, namespace)
+    cluster.kubectl("rollout", "pause", "deployment/gateway-service", "-n", namespace)
+    cluster.apply(service("auth-service", namespace, 4001))
+    status_hash = wait_for(
+        lambda: template_hash(cluster, "deployment", namespace, "gateway-service"), what="template patched"
+    )
+    assert status_hash == cluster.get("sl", "gateway-service", "-n", namespace)["status"]["hash"]
+    assert cluster.get("deployment", "gateway-service", "-n", namespace)["spec"]["paused"] is True
+    time.sleep(1)
+    assert len(replicasets(cluster, namespace, "gateway-service")) == 1  # paused: no new ReplicaSet yet
