@@ -203,6 +203,6 @@ def test_operator_serves_metrics_and_health(cluster: Cluster, crd: Any, namespac
         )
         assert "servicelink_reconcile_duration_seconds_bucket" in metrics
         assert "servicelink_values_changed_total 1.0" in metrics
-        assert "servicelink_propagation_seconds_count{stage=\"configmap\"} 1.0" in metrics
+        assert 'servicelink_propagation_seconds_count{stage="configmap"} 1.0' in metrics
     finally:
         process.stop()
