@@ -1,0 +1,1 @@
+"""The servicelink benchmark: propagation latency, scale, writes and memory (``python -m bench``)."""
