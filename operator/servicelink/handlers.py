@@ -1,21 +1,20 @@
-"""The kopf wiring: watches, in-memory indexes, and thin handlers that queue reconciles (does I/O).
+"""The kopf wiring: watches and thin handlers that keep the cache and queue reconciles (does I/O).
 
-Only ``@kopf.on.event`` and ``@kopf.index`` are used, never create/update
-handlers: kopf then keeps no progress or diff-base annotations on anyone's
-objects, so its bookkeeping neither grows the user's ServiceLink nor churns it.
-Level-triggered reconciles need no diff base: they compare the desired state
-with the state that exists. kopf holds back every handler until all indexes
-have finished their initial listing, so a reconcile never mistakes a
-not-yet-listed Service for a missing one.
+Only ``@kopf.on.event`` handlers are used, never create/update handlers: kopf
+then keeps no progress or diff-base annotations on anyone's objects, so its
+bookkeeping neither grows the user's ServiceLink nor churns it. Level-triggered
+reconciles need no diff base: they compare the desired state with the state
+that exists. The handlers are ``async`` so the cache is only touched from the
+event loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,58 +22,16 @@ from typing import Any
 import kopf
 
 from servicelink import metrics
+from servicelink.cache import Cache
 from servicelink.controller import Key, WorkQueue
-from servicelink.kube import Kube, load_client
-from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, Endpoints, WorkloadKind
-from servicelink.reconcile import Claim, Reconciler, TransientError, World
-from servicelink.resolve import ServiceKey, ServiceView
-from servicelink.rollout import WorkloadView, read_configmaps
+from servicelink.kube import Kube, ListedKind, load_client
+from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
+from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
 
 log = logging.getLogger(__name__)
 # kopf's default registry, where the decorators below register; run_operator hands it over explicitly.
 REGISTRY = kopf.get_default_registry()
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-_ALL_WORKLOADS = ""  # index key for "every workload of the namespace"
-
-
-@dataclass(frozen=True)
-class KopfWorld(World):
-    """The ``World`` of reconcile, read from kopf's live indexes."""
-
-    servicelinks: kopf.Index[Key, Mapping[str, Any]]
-    links_by_service: kopf.Index[ServiceKey, Key]
-    services: kopf.Index[ServiceKey, ServiceView]
-    endpointslices: kopf.Index[ServiceKey, Endpoints]
-    claims_index: kopf.Index[tuple[str, str], Claim]
-    workload_indexes: tuple[kopf.Index[tuple[str, str], WorkloadView], ...]
-
-    def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return next(iter(self.servicelinks.get((namespace, name), ())), None)
-
-    def servicelink_keys(self) -> list[Key]:
-        """Every ServiceLink the operator watches."""
-        return list(self.servicelinks)
-
-    def servicelinks_of(self, service: ServiceKey) -> list[Key]:
-        """The ServiceLinks pointing at ``service``."""
-        return list(self.links_by_service.get(service, ()))
-
-    def service(self, key: ServiceKey) -> ServiceView | None:
-        return next(iter(self.services.get(key, ())), None)
-
-    def endpoints(self, key: ServiceKey) -> Endpoints | None:
-        slices = list(self.endpointslices.get(key, ()))
-        if not slices:
-            return None
-        return Endpoints(ready=sum(s.ready for s in slices), total=sum(s.total for s in slices))
-
-    def claims(self, namespace: str, configmap: str) -> list[Claim]:
-        return list(self.claims_index.get((namespace, configmap), ()))
-
-    def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
-        key = (namespace, _ALL_WORKLOADS if reading is None else reading)
-        return [w for index in self.workload_indexes for w in index.get(key, ())]
 
 
 @dataclass
@@ -83,14 +40,32 @@ class Runtime:
 
     settings: Settings
     queue: WorkQueue
-    world: KopfWorld
+    cache: Cache
+    kube: Kube
     executor: ThreadPoolExecutor
     resync: asyncio.Task[None] | None = None
-    indexed: bool = False  # kopf runs no handler before every index is listed: the first call says so
+
+    async def relist(self) -> None:
+        """Rebuild the cache from one fresh list of every watched kind."""
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+
+        async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
+            loop = asyncio.get_running_loop()
+            calls = [functools.partial(self.kube.list_objects, kind=kind, namespace=ns) for ns in namespaces]
+            pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
+            return [item for page in pages for item in page]
+
+        servicelinks, services, slices, *workloads = await asyncio.gather(
+            fetch("ServiceLink"), fetch("Service"), fetch("EndpointSlice"), *(fetch(k) for k in WORKLOAD_KINDS)
+        )
+        self.cache.replace_servicelinks(servicelinks)
+        self.cache.replace_services(services)
+        self.cache.replace_endpointslices(slices)
+        for kind, bodies in zip(WORKLOAD_KINDS, workloads, strict=True):
+            self.cache.replace_workloads(kind, bodies)
 
     def trigger(self, keys: Iterable[Key]) -> None:
         """Queue reconciles of ``keys``."""
-        self.indexed = True
         self.queue.add_all(keys)
 
 
@@ -99,129 +74,70 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-# --- indexes ---------------------------------------------------------------------------------------
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def servicelink_bodies(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Mapping[str, Any]]:
-    """Each ServiceLink as last seen, for the reconcile workers."""
-    return {(str(namespace), name): copy.deepcopy(dict(body))}
-
-
-def _linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ServiceKey]:
-    links = spec.get("links")
-    if not isinstance(links, list):
-        return set()
-    return {
-        (str(link.get("namespace") or namespace), str(link["service"]))
-        for link in links
-        if isinstance(link, Mapping) and link.get("service")
-    }
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def servicelinks_by_service(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[ServiceKey, Key]:
-    """ServiceLinks by each Service they point at: a Service event reconciles exactly these."""
-    return {service: (str(namespace), name) for service in _linked_services(str(namespace), spec)}
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def servicelink_claims(
-    *, namespace: str | None, name: str, uid: str, meta: kopf.Meta, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], Claim] | None:
-    """Each ServiceLink's keys by the ConfigMap they go in, to find shared and conflicting keys."""
-    configmap = spec.get("configMapName")
-    links = spec.get("links")
-    if not isinstance(configmap, str) or not isinstance(links, list) or meta.get("deletionTimestamp"):
-        return None
-    keys = frozenset(str(link["key"]) for link in links if isinstance(link, Mapping) and link.get("key"))
-    claim = Claim(
-        namespace=str(namespace),
-        name=name,
-        uid=uid,
-        created=str(meta.get("creationTimestamp", "")),
-        configmap=configmap,
-        keys=keys,
-    )
-    return {(str(namespace), configmap): claim}
-
-
-@kopf.index("", "v1", "services")
-def services_by_key(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[ServiceKey, ServiceView]:
-    """Every Service, reduced to what resolution reads."""
-    return {(str(namespace), name): ServiceView.from_body(body)}
-
-
-@kopf.index("discovery.k8s.io", "v1", "endpointslices")
-def endpointslices_by_service(
-    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[ServiceKey, Endpoints] | None:
-    """Ready and total endpoints of each EndpointSlice, by the Service it belongs to."""
-    service = labels.get(SERVICE_NAME_LABEL)
-    if not service:
-        return None
-    endpoints = body.get("endpoints") or []
-    # An absent "ready" means unknown, which EndpointSlice consumers must treat as ready.
-    ready = sum(1 for e in endpoints if (e.get("conditions") or {}).get("ready") is not False)
-    return {(str(namespace), service): Endpoints(ready=ready, total=len(endpoints))}
-
-
-def _workload_entries(kind: WorkloadKind, namespace: str, body: kopf.Body) -> dict[tuple[str, str], WorkloadView]:
-    view = WorkloadView.from_body(kind, body)
-    template_spec = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
-    entries = {(namespace, configmap): view for configmap in read_configmaps(template_spec)}
-    entries[(namespace, _ALL_WORKLOADS)] = view
-    return entries
-
-
-@kopf.index("apps", "v1", "deployments")
-def deployments_by_configmap(
-    *, namespace: str | None, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], WorkloadView]:
-    """Deployments by each ConfigMap their pods read, and by namespace."""
-    return _workload_entries("Deployment", str(namespace), body)
-
-
-@kopf.index("apps", "v1", "statefulsets")
-def statefulsets_by_configmap(
-    *, namespace: str | None, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], WorkloadView]:
-    """StatefulSets by each ConfigMap their pods read, and by namespace."""
-    return _workload_entries("StatefulSet", str(namespace), body)
-
-
-@kopf.index("apps", "v1", "daemonsets")
-def daemonsets_by_configmap(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], WorkloadView]:
-    """DaemonSets by each ConfigMap their pods read, and by namespace."""
-    return _workload_entries("DaemonSet", str(namespace), body)
+def _deleted(event_type: str) -> bool:
+    return event_type == "DELETED"
 
 
 # --- triggers --------------------------------------------------------------------------------------
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def servicelink_changed(*, namespace: str | None, name: str, spec: kopf.Spec, memo: Any, **_: Any) -> None:
+async def servicelink_changed(
+    *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
     """A ServiceLink changed: reconcile it, and the others sharing its ConfigMap (a freed key moves)."""
     runtime = _runtime(memo)
-    configmap = spec.get("configMapName")
-    siblings = runtime.world.claims(str(namespace), configmap) if isinstance(configmap, str) else []
-    runtime.trigger([(str(namespace), name), *((cl.namespace, cl.name) for cl in siblings)])
+    ns = str(namespace)
+    if _deleted(type):
+        runtime.cache.drop_servicelink(ns, name)
+    else:
+        runtime.cache.put_servicelink(body)
+    configmap = (body.get("spec") or {}).get("configMapName")
+    siblings = runtime.cache.claims(ns, configmap) if isinstance(configmap, str) else []
+    runtime.trigger([(ns, name), *((cl.namespace, cl.name) for cl in siblings)])
 
 
 @kopf.on.event("", "v1", "services")
-def service_changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def service_changed(*, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A Service changed: reconcile exactly the ServiceLinks that point at it."""
     runtime = _runtime(memo)
-    runtime.trigger(runtime.world.servicelinks_of((str(namespace), name)))
+    if _deleted(type):
+        runtime.cache.drop_service(str(namespace), name)
+    else:
+        runtime.cache.put_service(body)
+    runtime.trigger(runtime.cache.servicelinks_of((str(namespace), name)))
 
 
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices")
-def endpointslice_changed(*, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+async def endpointslice_changed(
+    *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
     """Endpoints changed: reconcile the ServiceLinks of that Service (their endpoint counts)."""
-    service = labels.get(SERVICE_NAME_LABEL)
-    if service:
+    runtime = _runtime(memo)
+    if _deleted(type):
+        service = runtime.cache.drop_endpointslice(str(namespace), name)
+    else:
+        service = runtime.cache.put_endpointslice(body)
+    if service is not None:
+        runtime.trigger(runtime.cache.servicelinks_of(service))
+
+
+def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
+    async def workload_changed(
+        *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    ) -> None:
         runtime = _runtime(memo)
-        runtime.trigger(runtime.world.servicelinks_of((str(namespace), service)))
+        if _deleted(type):
+            runtime.cache.drop_workload(kind, str(namespace), name)
+        else:
+            runtime.cache.put_workload(kind, body)
+
+    workload_changed.__doc__ = f"A {kind} changed: keep which ConfigMaps its pods read (no reconcile)."
+    return workload_changed
+
+
+for _kind, _plural in zip(WORKLOAD_KINDS, ("deployments", "statefulsets", "daemonsets"), strict=True):
+    kopf.on.event("apps", "v1", _plural, id=f"{_plural}_changed")(_keeps_workloads(_kind))
 
 
 # --- lifecycle -------------------------------------------------------------------------------------
@@ -246,30 +162,31 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
 
 
 async def _resync(runtime: Runtime) -> None:
-    """Reconcile every ServiceLink each period, to repair drift nobody announced."""
+    """Each period, relist and reconcile every ServiceLink, to repair drift nobody announced."""
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
-        if runtime.indexed:
-            runtime.queue.add_all(runtime.world.servicelink_keys())
+        try:
+            await runtime.relist()
+        except Exception as error:  # the API server may be away; the watches keep the cache meanwhile
+            log.warning("resync could not list the cluster: %s", error)
+        runtime.queue.add_all(runtime.cache.servicelink_keys())
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any) -> None:
-    """Build the reconciler over kopf's indexes and start the workers and the resync timer."""
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """List the cluster into the cache, then start the workers and the resync timer.
+
+    kopf starts its watches only after this returns, so no reconcile runs on a
+    half-listed cluster and mistakes a Service not yet seen for a missing one.
+    """
     config: Settings = memo.get("settings") or Settings.from_env(os.environ)
     configure_kopf(settings, config)
-    world = KopfWorld(
-        servicelinks=indexes["servicelink_bodies"],
-        links_by_service=indexes["servicelinks_by_service"],
-        services=indexes["services_by_key"],
-        endpointslices=indexes["endpointslices_by_service"],
-        claims_index=indexes["servicelink_claims"],
-        workload_indexes=tuple(indexes[f"{kind.lower()}s_by_configmap"] for kind in WORKLOAD_KINDS),
-    )
     executor = ThreadPoolExecutor(config.workers + 2, thread_name_prefix="servicelink-api")
+    kube = Kube(load_client())
+    cache = Cache()
     reconciler = Reconciler(
-        kube=Kube(load_client()),
-        world=world,
+        kube=kube,
+        world=cache,
         settings=config,
         executor=executor,
         on_values_changed=metrics.record_values_changed,
@@ -281,11 +198,26 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         workers=config.workers,
         is_transient=lambda error: isinstance(error, TransientError),
     )
-    runtime = Runtime(settings=config, queue=queue, world=world, executor=executor)
+    runtime = Runtime(settings=config, queue=queue, cache=cache, kube=kube, executor=executor)
+    await runtime.relist()
     memo["servicelink"] = runtime
     queue.start()
+    queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
-    log.info("servicelink started: %s", config)
+    log.info("servicelink started: %s; %d ServiceLinks", config, len(cache.servicelink_keys()))
+
+
+@kopf.on.probe(id="api")
+async def api_reachable(memo: Any, **_: Any) -> str:
+    """Liveness: fail while the API server does not answer, so /healthz reports an outage."""
+    runtime: Runtime | None = memo.get("servicelink")
+    if runtime is None:
+        return "starting"
+    try:
+        await asyncio.get_running_loop().run_in_executor(runtime.executor, runtime.kube.check_api)
+    except Exception as error:
+        raise kopf.PermanentError(f"API server unreachable: {error}") from error
+    return "ok"
 
 
 @kopf.on.cleanup()

@@ -8,13 +8,15 @@ the two in step.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, WorkloadKind
@@ -44,10 +46,23 @@ _WORKLOAD_PATCHERS = {
     "DaemonSet": "patch_namespaced_daemon_set",
 }
 _WORKLOAD_API_VERSION = "apps/v1"
+ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
+# kind -> (API attribute, method stem): list_<stem>_for_all_namespaces and list_namespaced_<stem>.
+_LISTERS = {
+    "Service": ("_core", "service"),
+    "EndpointSlice": ("_discovery", "endpoint_slice"),
+    "Deployment": ("_apps", "deployment"),
+    "StatefulSet": ("_apps", "stateful_set"),
+    "DaemonSet": ("_apps", "daemon_set"),
+}
 
 
 class Conflict(Exception):
     """A write lost a race (HTTP 409): the caller re-reads and tries again."""
+
+
+# The API server could not be reached at all: refused, reset, timed out.
+TransportError = (urllib3.exceptions.HTTPError, OSError)
 
 
 def is_transient(error: ApiException) -> bool:
@@ -87,7 +102,35 @@ class Kube:
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._apps = kubernetes.client.AppsV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._discovery = kubernetes.client.DiscoveryV1Api(api_client)
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    def check_api(self) -> None:
+        """Ask the API server for its version; raise when it does not answer within 3 seconds."""
+        kubernetes.client.VersionApi(self._core.api_client).get_code(_request_timeout=3)
+
+    def list_objects(self, *, kind: ListedKind, namespace: str | None) -> list[dict[str, Any]]:
+        """Return every object of ``kind`` in ``namespace`` (None: all namespaces), paging 500 at a time."""
+        if kind == "ServiceLink":
+            if namespace is None:
+                call = functools.partial(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            else:
+                call = functools.partial(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+        else:
+            api, stem = _LISTERS[kind]
+            target = getattr(self, api)
+            if namespace is None:
+                call = getattr(target, f"list_{stem}_for_all_namespaces")
+            else:
+                call = functools.partial(getattr(target, f"list_namespaced_{stem}"), namespace)
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = _raw(call(limit=500, _continue=token, _preload_content=False))
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the ConfigMap, or None when it does not exist (404)."""

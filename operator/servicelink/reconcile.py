@@ -18,7 +18,16 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.kube import ApiError, Conflict, Kube, is_transient, servicelink_reference, workload_reference
+from servicelink.cache import Claim
+from servicelink.kube import (
+    ApiError,
+    Conflict,
+    Kube,
+    TransportError,
+    is_transient,
+    servicelink_reference,
+    workload_reference,
+)
 from servicelink.model import (
     API_VERSION,
     CONFIG_HASH_ANNOTATION,
@@ -44,22 +53,6 @@ from servicelink.status import Verdict, parse_conditions, render_invalid_status,
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The keys one ServiceLink writes into one ConfigMap."""
-
-    namespace: str
-    name: str
-    uid: str
-    created: str
-    configmap: str
-    keys: frozenset[str]
-
-    def precedes(self, other: Claim) -> bool:
-        """Whether this claim came first (older, then by name): the earlier one keeps a shared key."""
-        return (self.created, self.name) < (other.created, other.name)
 
 
 class World(Protocol):
@@ -123,6 +116,8 @@ class Reconciler:
             if is_transient(error):
                 raise TransientError(f"{fn.__name__}: HTTP {error.status} {error.reason}") from error
             raise
+        except TransportError as error:
+            raise TransientError(f"{fn.__name__}: API server unreachable: {error}") from error
 
     async def _event(self, involved: Mapping[str, str], reason: str, message: str, *, warning: bool = False) -> None:
         try:

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 from servicelink import handlers
-from servicelink.kube import RBAC_RULES
+from servicelink.kube import _LISTERS, RBAC_RULES
 from servicelink.model import GROUP
 
 KUBE = Path(__file__).resolve().parents[2] / "operator" / "servicelink" / "kube.py"
@@ -21,7 +21,20 @@ CLIENT_CALLS = {
     "patch_namespaced_stateful_set": {("apps", "statefulsets", "patch")},
     "patch_namespaced_daemon_set": {("apps", "daemonsets", "patch")},
     "create_namespaced_event": {("", "events", "create")},
+    "list_cluster_custom_object": {(GROUP, "servicelinks", "list")},
+    "list_namespaced_custom_object": {(GROUP, "servicelinks", "list")},
 }
+_LIST_RESOURCES = {
+    "Service": ("", "services"),
+    "EndpointSlice": ("discovery.k8s.io", "endpointslices"),
+    "Deployment": ("apps", "deployments"),
+    "StatefulSet": ("apps", "statefulsets"),
+    "DaemonSet": ("apps", "daemonsets"),
+}
+for _kind, (_api, _stem) in _LISTERS.items():
+    _group, _resource = _LIST_RESOURCES[_kind]
+    for _name in (f"list_{_stem}_for_all_namespaces", f"list_namespaced_{_stem}"):
+        CLIENT_CALLS[_name] = {(_group, _resource, "list")}
 # kopf itself: it watches CRDs to notice ones installed later, and namespaces for --namespace patterns.
 KOPF_OWN = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
@@ -36,6 +49,9 @@ def called_methods() -> set[str]:
     tree = ast.parse(KUBE.read_text())
     names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     names |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    # list_objects builds its method names from _LISTERS.
+    names |= {f"list_{stem}_for_all_namespaces" for _, stem in _LISTERS.values()}
+    names |= {f"list_namespaced_{stem}" for _, stem in _LISTERS.values()}
     return names & CLIENT_CALLS.keys()
 
 
@@ -51,7 +67,7 @@ def watched() -> set[tuple[str, str, str]]:
 
 def test_every_client_method_used_is_mapped() -> None:
     tree = ast.parse(KUBE.read_text())
-    apis = {"_core", "_apps", "_custom"}
+    apis = {"_core", "_apps", "_custom", "_discovery"}
     used = {
         node.attr
         for node in ast.walk(tree)

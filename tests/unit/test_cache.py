@@ -1,0 +1,112 @@
+"""The cache the reconciles read: kept by watch events, rebuilt by relists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servicelink.cache import Cache, claim_of, endpoints_of, linked_services
+from servicelink.model import Endpoints
+
+
+def servicelink(
+    name: str, configmap: str, *links: dict[str, Any], namespace: str = "gallery", **metadata: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            **metadata,
+        },
+        "spec": {"configMapName": configmap, "links": list(links)},
+    }
+
+
+def service(name: str, port: int, namespace: str = "gallery") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": {"ports": [{"port": port}]}}
+
+
+def deployment(name: str, *, env_from: str, namespace: str = "gallery") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"template": {"spec": {"containers": [{"envFrom": [{"configMapRef": {"name": env_from}}]}]}}},
+    }
+
+
+def endpointslice(name: str, service_name: str, *ready: bool | None) -> dict[str, Any]:
+    endpoints = [{"conditions": {} if r is None else {"ready": r}} for r in ready]
+    return {
+        "metadata": {"name": name, "namespace": "gallery", "labels": {"kubernetes.io/service-name": service_name}},
+        "endpoints": endpoints,
+    }
+
+
+def test_a_service_event_finds_exactly_the_servicelinks_that_use_it() -> None:
+    cache = Cache()
+    cache.put_servicelink(
+        servicelink("gateway", "gw", {"key": "A", "service": "auth-service"}, {"key": "B", "service": "app-service"})
+    )
+    cache.put_servicelink(servicelink("worker", "wk", {"key": "B", "service": "app-service"}))
+    cache.put_servicelink(servicelink("x", "x", {"key": "A", "service": "auth-service", "namespace": "identity"}))
+    assert cache.servicelinks_of(("gallery", "auth-service")) == [("gallery", "gateway")]
+    assert cache.servicelinks_of(("gallery", "app-service")) == [("gallery", "gateway"), ("gallery", "worker")]
+    assert cache.servicelinks_of(("identity", "auth-service")) == [("gallery", "x")]
+    # An edit that drops a link stops the Service from triggering it.
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth-service"}))
+    assert cache.servicelinks_of(("gallery", "app-service")) == [("gallery", "worker")]
+    cache.drop_servicelink("gallery", "worker")
+    assert cache.servicelinks_of(("gallery", "app-service")) == []
+    assert cache.servicelink("gallery", "worker") is None
+
+
+def test_claims_by_configmap_leave_out_servicelinks_being_deleted() -> None:
+    cache = Cache()
+    cache.put_servicelink(servicelink("first", "shared", {"key": "A", "service": "a"}))
+    cache.put_servicelink(
+        servicelink("second", "shared", {"key": "B", "service": "b"}, deletionTimestamp="2026-01-01T00:00:01Z")
+    )
+    assert [(c.name, c.keys) for c in cache.claims("gallery", "shared")] == [("first", frozenset({"A"}))]
+
+
+def test_endpoints_add_up_over_slices_and_unknown_readiness_counts_as_ready() -> None:
+    cache = Cache()
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", True, False)) == ("gallery", "auth")
+    cache.put_endpointslice(endpointslice("a-2", "auth", None))
+    assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=2, total=3)
+    assert cache.drop_endpointslice("gallery", "a-1") == ("gallery", "auth")
+    assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=1, total=1)
+    assert cache.put_endpointslice({"metadata": {"name": "orphan", "namespace": "gallery"}}) is None
+    assert cache.endpoints(("gallery", "nothing")) is None
+
+
+def test_workloads_by_the_configmap_they_read_follow_edits() -> None:
+    cache = Cache()
+    cache.put_workload("Deployment", deployment("gateway", env_from="gw"))
+    cache.put_workload("StatefulSet", deployment("db", env_from="gw"))
+    assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["gateway", "db"]
+    cache.put_workload("Deployment", deployment("gateway", env_from="other"))
+    assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["db"]
+    assert [w.name for w in cache.workloads("gallery", reading=None)] == ["gateway", "db"]
+    cache.drop_workload("StatefulSet", "gallery", "db")
+    assert cache.workloads("gallery", reading="gw") == []
+
+
+def test_a_relist_forgets_what_was_deleted_meanwhile() -> None:
+    cache = Cache()
+    cache.put_service(service("auth", 3001))
+    cache.put_service(service("gone", 1))
+    cache.put_servicelink(servicelink("old", "o", {"key": "A", "service": "gone"}))
+    cache.replace_services([service("auth", 4001)])
+    cache.replace_servicelinks([servicelink("new", "n", {"key": "A", "service": "auth"})])
+    assert cache.service(("gallery", "gone")) is None
+    assert cache.service(("gallery", "auth")).ports[0].port == 4001  # type: ignore[union-attr]
+    assert cache.servicelink_keys() == [("gallery", "new")]
+    assert cache.servicelinks_of(("gallery", "gone")) == []
+
+
+def test_helpers_tolerate_malformed_specs() -> None:
+    assert linked_services("gallery", {"links": "not a list"}) == set()
+    assert linked_services("gallery", {"links": [{"key": "A"}, "junk", {"service": "s"}]}) == {("gallery", "s")}
+    assert claim_of({"metadata": {"name": "x"}, "spec": {"links": []}}) is None
+    assert endpoints_of({}) == Endpoints(ready=0, total=0)
