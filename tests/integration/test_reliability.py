@@ -1,0 +1,674 @@
+"""Reliability: crashes, an API server outage, drift, bad input, a confused deputy and limits (real control plane).
+
+Reduced counts by default; ``SERVICELINK_FULL=1`` runs the full ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from objects import condition, deployment, service, servicelink
+
+from servicelink.render import render_hash
+from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
+
+FULL = os.environ.get("SERVICELINK_FULL") == "1"
+HASH = "servicelink.dev/config-hash"
+SEED = int(os.environ.get("SERVICELINK_SEED", "0")) or random.randrange(1, 2**31)
+
+
+def report(line: str) -> None:
+    """Print a figure for the run's summary (shown with ``-s`` and on failure)."""
+    print(f"[reliability] {line}", file=sys.stderr)
+
+
+def data(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
+    configmap = cluster.get("configmap", name, "-n", namespace)
+    return None if configmap is None else dict(configmap.get("data") or {})
+
+
+def sl(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = cluster.get("servicelink", name, "-n", namespace)
+    return body
+
+
+def wait_condition(
+    cluster: Cluster, namespace: str, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        found = condition(sl(cluster, namespace, name), kind)
+        return found if found.get("status") == status and reason in (None, found.get("reason")) else None
+
+    result: dict[str, Any] = wait_for(
+        check, timeout=timeout, interval=0.3, what=f"{kind}={status} {reason or ''} on {name}"
+    )
+    return result
+
+
+def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
+    patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])
+    cluster.kubectl("patch", "service", name, "-n", namespace, "--type=json", "-p", patch)
+
+
+def events(cluster: Cluster, namespace: str, reason: str | None = None) -> list[dict[str, Any]]:
+    args = ["events", "-n", namespace]
+    if reason:
+        args += ["--field-selector", f"reason={reason}"]
+    items: list[dict[str, Any]] = cluster.get(*args)["items"]
+    return items
+
+
+@contextlib.contextmanager
+def operator_running(cluster: Cluster, log_path: Path, **settings: str) -> Iterator[OperatorProcess]:
+    """``servicelink run`` for one block; its log tail is printed (captured) when it ends."""
+    process = start_operator_process(cluster.kubeconfig, log_path, **settings)
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"\n[servicelink] operator log {log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
+
+
+class ConfigMapWatch:
+    """Every distinct ``data`` a ConfigMap has held, in order, from ``kubectl get -w``."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.states: list[dict[str, str]] = []
+        command = [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "get", "configmap", name]
+        self._popen = subprocess.Popen(
+            [*command, "-n", namespace, "-w", "-o", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._popen.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        for line in self._popen.stdout:
+            buffer += line
+            with contextlib.suppress(json.JSONDecodeError):
+                body, end = decoder.raw_decode(buffer.lstrip())
+                buffer = buffer.lstrip()[end:]
+                state = dict(body.get("data") or {})
+                if not self.states or self.states[-1] != state:
+                    self.states.append(state)
+
+    def stop(self) -> None:
+        self._popen.terminate()
+        self._popen.wait(10)
+        self._thread.join(10)
+
+    def transitions(self, keys: set[str] | None = None) -> int:
+        """How often the values of ``keys`` (every key: None) changed."""
+        seen = [{k: v for k, v in s.items() if keys is None or k in keys} for s in self.states]
+        return sum(1 for before, after in itertools.pairwise(seen) if before != after)
+
+
+# --- 1. crash in the middle ------------------------------------------------------------------------
+
+
+@pytest.mark.controller_manager
+def test_sigkill_during_a_stream_of_port_changes_loses_nothing_and_rolls_nothing_spuriously(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    changes, kills = (300, 10) if FULL else (60, 3)
+    rng = random.Random(SEED)
+    names = ("alpha", "beta", "gamma")
+    ports = {name: 3000 + i for i, name in enumerate(names)}
+    keys = {name: f"{name.upper()}_URL" for name in names}
+    consumers = {"reads-all": None, "reads-alpha": {keys["alpha"]}}
+    objects: list[dict[str, Any]] = [service(name, namespace, port) for name, port in ports.items()]
+    objects.append(deployment("reads-all", namespace, env_from="crash-config"))
+    objects.append(deployment("reads-alpha", namespace, key_refs={"A": ("crash-config", keys["alpha"])}))
+    for body in objects[-2:]:
+        body["spec"]["revisionHistoryLimit"] = 10_000  # every ReplicaSet stays, to be counted
+    objects.append(servicelink("crash", namespace, "crash-config", *({"key": keys[n], "service": n} for n in names)))
+    cluster.apply(objects)
+    log_path = tmp_path / "operator.log"
+    process = start_operator_process(cluster.kubeconfig, log_path)
+    watch: ConfigMapWatch | None = None
+    try:
+        wait_condition(cluster, namespace, "crash", "Ready", "True")
+        watch = ConfigMapWatch(cluster, namespace, "crash-config")
+        for name in consumers:
+            wait_for(lambda name=name: rs_count(cluster, namespace, name) == 1, timeout=60, what=f"{name}'s first RS")
+        kill_at = sorted(rng.sample(range(1, changes), kills))
+        started = time.monotonic()
+        restarts: list[float] = []
+        made = 0
+        for index in range(changes):
+            name = rng.choice(names)
+            ports[name] = rng.choice([p for p in range(3000, 3010) if p != ports[name]])
+            set_port(cluster, namespace, name, ports[name])
+            made += 1
+            if index in kill_at:
+                time.sleep(rng.uniform(0, 0.8))  # anywhere in the coalescing window, the reconcile or its writes
+                process.stop(signal.SIGKILL)
+                assert process.popen.returncode == -signal.SIGKILL
+                if rng.random() < 0.5:  # a change nobody is watching for
+                    name = rng.choice(names)
+                    ports[name] = rng.choice([p for p in range(3000, 3010) if p != ports[name]])
+                    set_port(cluster, namespace, name, ports[name])
+                    made += 1
+                begun = time.monotonic()
+                process = start_operator_process(cluster.kubeconfig, log_path)
+                restarts.append(time.monotonic() - begun)
+            else:
+                time.sleep(rng.uniform(0, 0.3))
+        stream_seconds = time.monotonic() - started
+
+        expected = {keys[n]: f"http://{n}:{p}" for n, p in ports.items()}
+        begun = time.monotonic()
+        wait_for(lambda: data(cluster, namespace, "crash-config") == expected, timeout=60, what="final values")
+        wait_for(
+            lambda: (sl(cluster, namespace, "crash").get("status") or {}).get("values") == expected,
+            timeout=60,
+            what="final status",
+        )
+        status_hash = sl(cluster, namespace, "crash")["status"]["hash"]
+        want = {
+            name: render_hash(expected if reads is None else {k: expected[k] for k in reads})
+            for name, reads in consumers.items()
+        }
+        wait_for(
+            lambda: all(template_hash(cluster, namespace, n) == h for n, h in want.items()),
+            timeout=60,
+            what="consumers at the final hash",
+        )
+        converged = time.monotonic() - begun
+        time.sleep(2)  # let the ReplicaSet of the last rollout appear
+        wait_condition(cluster, namespace, "crash", "Ready", "True")
+        watch.stop()
+
+        final = data(cluster, namespace, "crash-config") or {}
+        lost = sum(1 for k, v in expected.items() if final.get(k) != v)
+        spurious = 0
+        for name, reads in consumers.items():
+            seen = watch.transitions(reads)
+            replicasets = rs_count(cluster, namespace, name)
+            generation = cluster.get("deployment", name, "-n", namespace)["metadata"]["generation"]
+            report(f"{name}: {replicasets} ReplicaSets, generation {generation}, {seen} value changes seen")
+            spurious += max(0, replicasets - 1 - seen) + max(0, generation - 1 - seen)
+        assert template_hash(cluster, namespace, "reads-all") == status_hash
+        report(
+            f"crash: seed {SEED}, {made} changes made in {stream_seconds:.0f}s, {kills} SIGKILLs "
+            f"(restarts {', '.join(f'{s:.1f}s' for s in restarts)}), values lost {lost}, "
+            f"spurious rollouts {spurious}, converged {converged:.1f}s after the last change"
+        )
+        assert lost == 0
+        assert spurious == 0
+    finally:
+        if watch is not None:
+            watch.stop()
+        process.stop()
+        print(f"\n[servicelink] operator log {log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
+
+
+def rs_count(cluster: Cluster, namespace: str, app: str) -> int:
+    return len(cluster.get("replicasets", "-n", namespace, "-l", f"app={app}")["items"])
+
+
+def template_hash(cluster: Cluster, namespace: str, name: str) -> str | None:
+    body = cluster.get("deployment", name, "-n", namespace)
+    value: str | None = (body["spec"]["template"]["metadata"].get("annotations") or {}).get(HASH)
+    return value
+
+
+# --- 2. API server outage --------------------------------------------------------------------------
+
+
+def probe(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as error:
+        return str(error.code)
+    except (OSError, TimeoutError) as error:
+        return type(error).__name__
+
+
+def test_the_same_process_converges_after_an_api_server_outage(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    if cluster.plane is None:
+        pytest.skip("stopping the API server needs the local control plane")
+    outage = 20.0 if FULL else 8.0
+    cluster.apply(
+        [
+            service("before", namespace, 3001),
+            service("after", namespace, 4001),
+            servicelink(
+                "outage",
+                namespace,
+                "outage-config",
+                {"key": "BEFORE_URL", "service": "before"},
+                {"key": "AFTER_URL", "service": "after"},
+            ),
+        ]
+    )
+    with operator_running(cluster, tmp_path / "operator.log") as process:
+        pid = process.popen.pid
+        wait_condition(cluster, namespace, "outage", "Ready", "True")
+        probes: Counter[str] = Counter()
+        probing = threading.Event()
+
+        def watch_health() -> None:
+            while not probing.wait(0.5):
+                probes[probe(process.health_port)] += 1
+
+        prober = threading.Thread(target=watch_health, daemon=True)
+        # Frozen, the operator cannot act on the change before the API server is gone: the
+        # watch event waits in its socket, and the reconcile it queues meets the outage.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            set_port(cluster, namespace, "before", 3002)
+            begun = time.monotonic()
+            cluster.plane.stop_process("kube-apiserver")
+            stopped = time.monotonic()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        prober.start()
+        try:
+            time.sleep(outage)
+            assert process.popen.poll() is None, "the operator exited during the outage"
+        finally:
+            cluster.plane.start_process("kube-apiserver")
+            probing.set()
+            prober.join(10)
+        back = time.monotonic()
+        down = back - stopped
+        set_port(cluster, namespace, "after", 4002)  # right after the restart
+        expected = {"BEFORE_URL": "http://before:3002", "AFTER_URL": "http://after:4002"}
+        wait_for(lambda: data(cluster, namespace, "outage-config") == expected, timeout=60, what="values after outage")
+        converged = time.monotonic() - back
+        wait_condition(cluster, namespace, "outage", "Ready", "True")
+        assert process.popen.poll() is None
+        assert process.popen.pid == pid
+        after = probe(process.health_port)
+        retries = sum(1 for line in process.log().splitlines() if f"{namespace}/outage" in line and "retrying" in line)
+        report(
+            f"outage: API server stopped in {stopped - begun:.1f}s, down {down:.1f}s (planned {outage:.0f}s); "
+            f"/healthz during it {dict(probes)}, after it {after}; same process converged {converged:.1f}s "
+            "after the API server was back; "
+            f"{retries} reconciles of the queued change retried during the outage"
+        )
+        assert probes.get("500", 0) > 0, f"/healthz never reported the outage: {dict(probes)}"
+        assert after == "200"
+
+
+# --- 3. conflicts and drift ------------------------------------------------------------------------
+
+
+def test_a_foreign_edit_of_our_key_is_repaired_and_a_foreign_key_is_never_touched(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    cluster.kubectl("create", "configmap", "gateway-config", "-n", namespace, "--from-literal=LOG_LEVEL=debug")
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("gateway", namespace, "gateway-config", {"key": "AUTH_SERVICE_URL", "service": "auth-service"}),
+        ]
+    )
+    right = {"LOG_LEVEL": "debug", "AUTH_SERVICE_URL": "http://auth-service:3001"}
+    with operator_running(cluster, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="2"):
+        wait_for(lambda: data(cluster, namespace, "gateway-config") == right, timeout=60, what="first write")
+        rounds = 3 if FULL else 2
+        for attempt in range(rounds):
+            cluster.kubectl(
+                "patch", "configmap", "gateway-config", "-n", namespace, "--type", "merge",
+                "-p", json.dumps({"data": {"AUTH_SERVICE_URL": f"http://wrong-{attempt}"}}),
+            )  # fmt: skip
+            edited = time.monotonic()
+            seen: list[dict[str, str] | None] = []
+
+            def repaired(seen: list[dict[str, str] | None] = seen) -> bool:
+                seen.append(data(cluster, namespace, "gateway-config"))
+                return seen[-1] == right
+
+            wait_for(repaired, timeout=60, interval=0.2, what="the key restored")
+            restored_in = time.monotonic() - edited
+            assert all(state is not None and state.get("LOG_LEVEL") == "debug" for state in seen)
+            drift = wait_for(
+                lambda attempt=attempt: events(cluster, namespace, "DriftRepaired")[attempt:],
+                timeout=60,
+                what="a DriftRepaired Event",
+            )
+            assert drift[0]["involvedObject"]["name"] == "gateway"
+            assert "AUTH_SERVICE_URL" in drift[0]["message"]
+            assert "http://auth-service:3001" in drift[0]["message"]
+            report(f"drift: round {attempt + 1} restored {restored_in:.1f}s after the edit: {drift[0]['message']}")
+        assert len(events(cluster, namespace, "DriftRepaired")) == rounds
+        configmap = cluster.get("configmap", "gateway-config", "-n", namespace, "--show-managed-fields")
+        owners = {
+            entry["manager"]: set((entry.get("fieldsV1") or {}).get("f:data") or {})
+            for entry in configmap["metadata"]["managedFields"]
+        }
+        assert "f:LOG_LEVEL" not in owners.get("servicelink", set())
+        assert "f:AUTH_SERVICE_URL" in owners["servicelink"]
+        assert configmap["data"] == right
+
+
+# --- 4. bad input at scale -------------------------------------------------------------------------
+
+VALID_LINK = {"key": "AUTH_SERVICE_URL", "service": "auth-service", "port": 3001}
+
+
+def invalid_spec(rng: random.Random) -> tuple[str, dict[str, Any], str]:
+    """A random invalid spec: (what is wrong, the spec, the field the refusal must name)."""
+    links = [{**VALID_LINK, "key": f"KEY_{i}"} for i in range(rng.randint(1, 4))]
+    i = rng.randrange(len(links))
+    spec: dict[str, Any] = {"configMapName": "cfg", "links": links}
+    at = f"spec.links[{i}]"
+    word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 8)))
+    cases: list[tuple[str, str, Any]] = [
+        ("key with a dash", "key", f"{word}-{word}".upper()),
+        ("key starting with a digit", "key", f"{rng.randint(0, 9)}{word}".upper()),
+        ("key with a space or dot", "key", f"{word} {word}" if rng.random() < 0.5 else f"{word}.{word}"),
+        ("port too small", "port", rng.randint(-70000, 0)),
+        ("port too large", "port", rng.randint(65536, 10**9)),
+        ("port name with capitals", "port", word.upper()),
+        ("port name too long", "port", (word * 16)[: 16 + rng.randint(0, 10)]),
+        ("path without a slash", "path", word),
+        ("unknown placeholder", "template", f"{{scheme}}://{{{word}x}}"),
+        ("stray brace", "template", rng.choice(["{host", "host}", "{{host}}", "{}", "{port:d}"])),
+        ("template too long", "template", "x" * rng.randint(513, 4000)),
+        ("service not a DNS-1035 label", "service", rng.choice([word.upper(), f"{rng.randint(0, 9)}{word}", "a_b"])),
+        ("service too long", "service", "s" * rng.randint(64, 300)),
+        ("namespace not a DNS label", "namespace", rng.choice([word.upper(), "a_b", "-a", "n" * 64])),
+        ("scheme with a space", "scheme", f"{word} {word}"),
+        ("scheme starting with a digit", "scheme", f"{rng.randint(0, 9)}{word}"),
+    ]
+    spec_cases: list[tuple[str, dict[str, Any], str]] = [
+        ("configMapName invalid", {"configMapName": rng.choice(["Bad_Name", "-x", "a" * 254])}, "spec.configMapName"),
+        ("configMapName missing", {"configMapName": None}, "spec.configMapName"),
+        ("no links", {"links": []}, "spec.links"),
+        ("257 links", {"links": [{**VALID_LINK, "key": f"K{n}"} for n in range(257)]}, "spec.links"),
+        ("unknown rollout", {"rollout": word}, "spec.rollout"),
+        ("unknown workload kind", {"workloads": {"names": [{"kind": "Pod", "name": word}]}}, "spec.workloads"),
+        ("duplicate key", {"links": [VALID_LINK, {**VALID_LINK, "port": 80}]}, "spec.links[1]"),
+        ("link without a service", {"links": [{"key": "A"}]}, "spec.links[0].service"),
+    ]
+    if rng.random() < len(spec_cases) / (len(spec_cases) + len(cases)):
+        what, changes, field = rng.choice(spec_cases)
+        spec.update(changes)
+        return what, {k: v for k, v in spec.items() if v is not None}, field
+    what, name, value = rng.choice(cases)
+    links[i][name] = value
+    return what, spec, f"{at}.{name}"
+
+
+def test_invalid_servicelinks_are_refused_while_a_valid_one_is_served(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    count = 200 if FULL else 40
+    rng = random.Random(SEED)
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("good", namespace, "good-config", {"key": "AUTH_SERVICE_URL", "service": "auth-service"}),
+        ]
+    )
+    cases = [invalid_spec(rng) for _ in range(count)]
+
+    def apply(index: int) -> tuple[int, subprocess.CompletedProcess[str]]:
+        _, spec, _ = cases[index]
+        body = {
+            "apiVersion": "servicelink.dev/v1alpha1",
+            "kind": "ServiceLink",
+            "metadata": {"name": f"bad-{index}", "namespace": namespace},
+            "spec": spec,
+        }
+        return index, cluster.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+
+    with operator_running(cluster, tmp_path / "operator.log") as process:
+        wait_for(lambda: data(cluster, namespace, "good-config"), timeout=60, what="the valid ServiceLink served")
+        started = time.monotonic()
+        port = 3001
+        failures: list[str] = []
+        kinds: Counter[str] = Counter()
+        with ThreadPoolExecutor(4) as pool:
+            for batch in range(0, count, 10):
+                for index, refused in pool.map(apply, range(batch, min(count, batch + 10))):
+                    what, _, field = cases[index]
+                    kinds[what] += 1
+                    if refused.returncode == 0 or field not in refused.stderr or "spec." not in refused.stderr:
+                        failures.append(
+                            f"bad-{index} ({what}, expected {field}): rc {refused.returncode} {refused.stderr}"
+                        )
+                port += 1
+                set_port(cluster, namespace, "auth-service", port)
+                wait_for(
+                    lambda port=port: (
+                        (data(cluster, namespace, "good-config") or {}).get("AUTH_SERVICE_URL")
+                        == f"http://auth-service:{port}"
+                    ),
+                    timeout=60,
+                    what=f"the valid ServiceLink following port {port}",
+                )
+        elapsed = time.monotonic() - started
+        stored = [item["metadata"]["name"] for item in cluster.get("servicelinks", "-n", namespace)["items"]]
+        report(
+            f"bad input: seed {SEED}, {count} invalid ServiceLinks refused in {elapsed:.0f}s "
+            f"({len(kinds)} kinds), {len(failures)} not refused by field; stored: {stored}; "
+            f"the valid one followed {port - 3001} port changes"
+        )
+        assert not failures, "\n".join(failures)
+        assert stored == ["good"]
+        assert process.popen.poll() is None
+        wait_condition(cluster, namespace, "good", "Ready", "True")
+        assert "Traceback" not in process.log()
+
+
+# --- 5. confused deputy ----------------------------------------------------------------------------
+
+
+def limited_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig for ServiceAccount ``account`` with the cluster's server and CA."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    server = dict(next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"])
+    if "certificate-authority" in server:
+        ca = Path(server.pop("certificate-authority")).read_bytes()
+        server["certificate-authority-data"] = base64.b64encode(ca).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": server}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "limited", "context": {"cluster": "c", "user": account, "namespace": namespace}}],
+        "current-context": "limited",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_a_limited_user_cannot_use_the_operator_to_reach_another_namespace(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    other = f"{namespace}-b"
+    secret_port = 54321
+    cluster.kubectl("create", "namespace", other)
+    try:
+        cluster.apply(
+            [
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "limited", "namespace": namespace}},
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": "servicelinks-only", "namespace": namespace},
+                    "rules": [
+                        {
+                            "apiGroups": ["servicelink.dev"],
+                            "resources": ["servicelinks"],
+                            "verbs": ["create", "get", "list"],
+                        }
+                    ],
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": "limited", "namespace": namespace},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "servicelinks-only"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}],
+                },
+                service("local", namespace, 3001),
+                service("secret-db", other, secret_port),
+                deployment("victim", namespace, env_from="victim-config"),
+                deployment("victim", other, env_from="victim-config"),
+            ]
+        )
+        user = limited_kubeconfig(cluster, namespace, "limited", tmp_path / "limited.kubeconfig")
+
+        def as_user(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [cluster.kubectl_path, "--kubeconfig", str(user), *args], input=input, capture_output=True, text=True
+            )
+
+        for verb in ("get", "list", "create", "patch"):
+            can = as_user("auth", "can-i", verb, "configmaps", "-n", other)
+            assert can.stdout.strip() == "no", f"{verb} configmaps in {other}: {can.stdout} {can.stderr}"
+        assert as_user("get", "configmaps", "-n", other).returncode != 0
+        assert (
+            as_user("auth", "can-i", "create", "servicelinks.servicelink.dev", "-n", namespace).stdout.strip() == "yes"
+        )
+
+        with operator_running(cluster, tmp_path / "operator.log") as process:
+            deputy = servicelink(
+                "deputy",
+                namespace,
+                "victim-config",
+                {"key": "LOCAL_URL", "service": "local"},
+                {"key": "SECRET_URL", "service": "secret-db", "namespace": other},
+                workloads={"names": [{"kind": "Deployment", "name": "victim"}]},
+            )
+            created = as_user("create", "-f", "-", input=json.dumps(deputy))
+            assert created.returncode == 0, created.stderr
+            wait_for(
+                lambda: data(cluster, namespace, "victim-config") == {"LOCAL_URL": "http://local:3001"},
+                timeout=60,
+                what="the user's own ConfigMap, without the closed Service",
+            )
+            closed = wait_condition(cluster, namespace, "deputy", "Resolved", "False", "CrossNamespaceForbidden")
+            set_port(cluster, namespace, "local", 3002)
+            wait_for(lambda: template_hash(cluster, namespace, "victim"), timeout=60, what="the local consumer rolled")
+
+            cluster.kubectl("delete", "service", "secret-db", "-n", other)
+            set_port(cluster, namespace, "local", 3003)  # a reconcile that surely comes after the deletion
+            wait_for(
+                lambda: data(cluster, namespace, "victim-config") == {"LOCAL_URL": "http://local:3003"},
+                timeout=60,
+                what="a reconcile after the deletion",
+            )
+            absent = wait_condition(cluster, namespace, "deputy", "Resolved", "False", "CrossNamespaceForbidden")
+            body = sl(cluster, namespace, "deputy")
+            own_events = json.dumps(events(cluster, namespace))
+            log = process.log()
+
+        in_other = {item["metadata"]["name"] for item in cluster.get("configmaps", "-n", other)["items"]}
+        assert in_other <= {"kube-root-ca.crt"}, in_other
+        assert template_hash(cluster, other, "victim") is None
+        assert cluster.get("deployment", "victim", "-n", other)["metadata"]["generation"] == 1
+        leaks = {
+            "status": str(secret_port) in json.dumps(body["status"]),
+            "events": str(secret_port) in own_events,
+            "log": str(secret_port) in log,
+        }
+        assert (closed["reason"], closed["message"]) == (absent["reason"], absent["message"])
+        report(
+            f"deputy: ConfigMaps in {other}: {sorted(in_other)}; victim there rolled: no; "
+            f"port {secret_port} leaked: {leaks}; closed == absent message: {closed['message']!r}"
+        )
+        assert not any(leaks.values())
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+# --- 6. limits -------------------------------------------------------------------------------------
+
+
+# The longest name Kubernetes takes: a DNS-1123 subdomain of 253 characters, labels of at most 63.
+NAME_253 = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+
+
+def test_limits_256_links_253_character_names_and_a_configmap_too_large(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    prefix = "x" * 490  # with "{host}:{port}", 503 of the 512 characters a template may have
+    links = [{"key": f"K{i:03d}", "service": "auth-service", "template": prefix + "{host}:{port}"} for i in range(256)]
+    wide = {f"K{i:03d}": f"{prefix}auth-service:3001" for i in range(256)}
+    name = NAME_253
+    assert len(name) == 253
+    big = tmp_path / "FOREIGN_BLOB"
+    big.write_text("y" * 1_000_000)
+    cluster.kubectl("create", "configmap", "full-config", "-n", namespace, f"--from-file={big}")
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("wide", namespace, "wide-config", *links),
+            servicelink(name, namespace, name, {"key": "AUTH_SERVICE_URL", "service": "auth-service"}),
+        ]
+    )
+    with operator_running(cluster, tmp_path / "operator.log") as process:
+        started = time.monotonic()
+        wait_for(lambda: data(cluster, namespace, "wide-config") == wide, timeout=60, what="256 keys written")
+        wait_condition(cluster, namespace, "wide", "Ready", "True")
+        wide_seconds = time.monotonic() - started
+        table = cluster.kubectl("get", "servicelink", "wide", "-n", namespace).stdout
+        assert "256/256" in table
+        wait_for(
+            lambda: data(cluster, namespace, name) == {"AUTH_SERVICE_URL": "http://auth-service:3001"},
+            timeout=60,
+            what="the 253-character ServiceLink's ConfigMap",
+        )
+        wait_condition(cluster, namespace, name, "Ready", "True")
+
+        cluster.apply(servicelink("too-large", namespace, "full-config", *links))
+        synced = wait_condition(cluster, namespace, "too-large", "Synced", "False", "ConfigMapTooLarge")
+        full = cluster.get("configmap", "full-config", "-n", namespace)
+        assert set(full["data"]) == {"FOREIGN_BLOB"}
+        assert not sl(cluster, namespace, "too-large")["status"].get("values")
+        wait_for(lambda: events(cluster, namespace, "ConfigMapTooLarge"), timeout=60, what="a ConfigMapTooLarge Event")
+
+        set_port(cluster, namespace, "auth-service", 3002)  # the others are still served
+        wait_for(
+            lambda: (data(cluster, namespace, "wide-config") or {}).get("K255") == f"{prefix}auth-service:3002",
+            timeout=60,
+            what="the 256 links following a port change",
+        )
+        wait_for(
+            lambda: (data(cluster, namespace, name) or {}).get("AUTH_SERVICE_URL") == "http://auth-service:3002",
+            timeout=60,
+            what="the 253-character ServiceLink following a port change",
+        )
+        assert set(cluster.get("configmap", "full-config", "-n", namespace)["data"]) == {"FOREIGN_BLOB"}
+        assert process.popen.poll() is None
+        assert "Traceback" not in process.log()
+        size = sum(len(k) + len(v) for k, v in wide.items())
+        report(
+            f"limits: 256 links ({size} bytes) written in {wide_seconds:.1f}s; "
+            f"253-character names served; too large: {synced['message']}"
+        )
