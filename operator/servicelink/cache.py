@@ -47,6 +47,32 @@ def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
     return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
+def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A private copy of a ServiceLink without what reconciles never read (managedFields, last-applied)."""
+    kept = copy.deepcopy(dict(body))
+    metadata = kept.get("metadata") or {}
+    metadata.pop("managedFields", None)
+    (metadata.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    return kept
+
+
+def needs_reconcile(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
+    """Whether a ServiceLink event changed anything a reconcile acts on.
+
+    A change of only its status or resourceVersion is the operator's own write
+    coming back; reconciling on it would cost a read per write and change nothing.
+    """
+    if before is None:
+        return True
+    old_meta, new_meta = before.get("metadata") or {}, after.get("metadata") or {}
+    return (
+        before.get("spec") != after.get("spec")
+        or old_meta.get("deletionTimestamp") != new_meta.get("deletionTimestamp")
+        or old_meta.get("finalizers") != new_meta.get("finalizers")
+        or old_meta.get("uid") != new_meta.get("uid")
+    )
+
+
 def linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ServiceKey]:
     """The (namespace, name) of the Services a ServiceLink's raw spec points at; tolerant of bad input."""
     links = spec.get("links")
@@ -107,7 +133,7 @@ class Cache:
         """Record a ServiceLink as last seen."""
         key = _meta(body)
         self.drop_servicelink(*key)
-        self._servicelinks[key] = copy.deepcopy(dict(body))
+        self._servicelinks[key] = _slim(body)
         targets = linked_services(key[0], body.get("spec") or {})
         self._links_to[key] = targets
         for service in targets:

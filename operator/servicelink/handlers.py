@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from servicelink import metrics
-from servicelink.cache import Cache
+from servicelink.cache import Cache, needs_reconcile
 from servicelink.controller import Key, WorkQueue
 from servicelink.kube import Kube, ListedKind, load_client
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
@@ -88,10 +88,13 @@ async def servicelink_changed(
     """A ServiceLink changed: reconcile it, and the others sharing its ConfigMap (a freed key moves)."""
     runtime = _runtime(memo)
     ns = str(namespace)
+    before = runtime.cache.servicelink(ns, name)
     if _deleted(type):
         runtime.cache.drop_servicelink(ns, name)
     else:
         runtime.cache.put_servicelink(body)
+        if not needs_reconcile(before, body):
+            return
     configmap = (body.get("spec") or {}).get("configMapName")
     siblings = runtime.cache.claims(ns, configmap) if isinstance(configmap, str) else []
     runtime.trigger([(ns, name), *((cl.namespace, cl.name) for cl in siblings)])

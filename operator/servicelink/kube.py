@@ -103,11 +103,12 @@ class Kube:
         self._apps = kubernetes.client.AppsV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._discovery = kubernetes.client.DiscoveryV1Api(api_client)
+        self._version = kubernetes.client.VersionApi(api_client)
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     def check_api(self) -> None:
         """Ask the API server for its version; raise when it does not answer within 3 seconds."""
-        kubernetes.client.VersionApi(self._core.api_client).get_code(_request_timeout=3)
+        self._version.get_code(_request_timeout=3)
 
     def list_objects(self, *, kind: ListedKind, namespace: str | None) -> list[dict[str, Any]]:
         """Return every object of ``kind`` in ``namespace`` (None: all namespaces), paging 500 at a time."""

@@ -314,7 +314,10 @@ class Reconciler:
                 _describe(old),
                 _describe(new),
             )
-            await self._event(involved, "ValueChanged", f"{key}: {_describe(old)} -> {_describe(new)}")
+        if changed:
+            # One Event per write, naming every key: a new ServiceLink of 256 links is one API call, not 256.
+            message = "; ".join(f"{key}: {_describe(old)} -> {_describe(new)}" for key, old, new in changed)
+            await self._event(involved, "ValueChanged", message)
         for key, manager in plan.restored.items():
             await self._event(
                 involved,

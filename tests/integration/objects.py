@@ -1,8 +1,10 @@
-"""Builders of the objects the integration tests apply: plain dicts, as a user would write them."""
+"""Builders of the objects the integration tests apply (plain dicts, as a user writes them), and readers."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from servicelink.testing.fixtures import Cluster, wait_for
 
 
 def service(
@@ -88,3 +90,30 @@ def condition(servicelink_body: dict[str, Any] | None, kind: str) -> dict[str, A
         if entry.get("type") == kind:
             return dict(entry)
     return {}
+
+
+def data(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
+    """A ConfigMap's data, or None when it does not exist."""
+    configmap = cluster.get("configmap", name, "-n", namespace)
+    return None if configmap is None else dict(configmap.get("data") or {})
+
+
+def sl(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """A ServiceLink as the API server holds it."""
+    body: dict[str, Any] = cluster.get("servicelink", name, "-n", namespace)
+    return body
+
+
+def wait_condition(
+    cluster: Cluster, namespace: str, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """Wait until a ServiceLink's condition ``kind`` has ``status`` (and ``reason``); return it."""
+
+    def check() -> dict[str, Any] | None:
+        found = condition(sl(cluster, namespace, name), kind)
+        return found if found.get("status") == status and reason in (None, found.get("reason")) else None
+
+    result: dict[str, Any] = wait_for(
+        check, timeout=timeout, interval=0.2, what=f"{kind}={status} {reason or ''} on {name}"
+    )
+    return result

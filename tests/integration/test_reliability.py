@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from objects import condition, deployment, service, servicelink
+from objects import data, deployment, service, servicelink, sl, wait_condition
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
@@ -39,29 +39,6 @@ SEED = int(os.environ.get("SERVICELINK_SEED", "0")) or random.randrange(1, 2**31
 def report(line: str) -> None:
     """Print a figure for the run's summary (shown with ``-s`` and on failure)."""
     print(f"[reliability] {line}", file=sys.stderr)
-
-
-def data(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
-    configmap = cluster.get("configmap", name, "-n", namespace)
-    return None if configmap is None else dict(configmap.get("data") or {})
-
-
-def sl(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = cluster.get("servicelink", name, "-n", namespace)
-    return body
-
-
-def wait_condition(
-    cluster: Cluster, namespace: str, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 60
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        found = condition(sl(cluster, namespace, name), kind)
-        return found if found.get("status") == status and reason in (None, found.get("reason")) else None
-
-    result: dict[str, Any] = wait_for(
-        check, timeout=timeout, interval=0.3, what=f"{kind}={status} {reason or ''} on {name}"
-    )
-    return result
 
 
 def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:

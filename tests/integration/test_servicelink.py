@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from objects import condition, deployment, external_service, service, servicelink
+from objects import data, deployment, external_service, service, servicelink, sl, wait_condition
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, wait_for
 
@@ -13,27 +13,6 @@ GATEWAY_LINKS = (
     {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
     {"key": "APP_SERVICE_URL", "service": "app-service"},
 )
-
-
-def data(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
-    configmap = cluster.get("configmap", name, "-n", namespace)
-    return None if configmap is None else dict(configmap.get("data") or {})
-
-
-def sl(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = cluster.get("servicelink", name, "-n", namespace)
-    return body
-
-
-def wait_condition(
-    cluster: Cluster, namespace: str, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 20
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        found = condition(sl(cluster, namespace, name), kind)
-        return found if found.get("status") == status and reason in (None, found.get("reason")) else None
-
-    result: dict[str, Any] = wait_for(check, timeout=timeout, what=f"{kind}={status} {reason or ''} on {name}")
-    return result
 
 
 def test_gateway_config_from_the_seed(cluster: Cluster, namespace: str, operator_process: OperatorProcess) -> None:

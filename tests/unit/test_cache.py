@@ -110,3 +110,15 @@ def test_helpers_tolerate_malformed_specs() -> None:
     assert linked_services("gallery", {"links": [{"key": "A"}, "junk", {"service": "s"}]}) == {("gallery", "s")}
     assert claim_of({"metadata": {"name": "x"}, "spec": {"links": []}}) is None
     assert endpoints_of({}) == Endpoints(ready=0, total=0)
+
+
+def test_only_the_operators_own_status_write_needs_no_reconcile() -> None:
+    from servicelink.cache import needs_reconcile
+
+    before = servicelink("gateway", "gw", {"key": "A", "service": "auth"}, resourceVersion="1")
+    status_only = {**before, "metadata": {**before["metadata"], "resourceVersion": "2"}, "status": {"hash": "x"}}
+    assert not needs_reconcile(before, status_only)
+    assert needs_reconcile(None, before)
+    assert needs_reconcile(before, servicelink("gateway", "gw", {"key": "B", "service": "auth"}))
+    deleting = {**before, "metadata": {**before["metadata"], "deletionTimestamp": "2026-01-01T00:00:09Z"}}
+    assert needs_reconcile(before, deleting)
