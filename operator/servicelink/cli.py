@@ -63,9 +63,15 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
         help="serve the liveness endpoint /healthz here; 0 turns it off (default: %(default)s)",
     )
     run.add_argument(
-        "--peering",
-        default=defaults.peering,
-        help="kopf peering name: replicas with one name elect one to act (default: standalone)",
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.leader_elect,
+        help="run several replicas: they share a Lease and only its holder reconciles (default: %(default)s)",
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=defaults.lease_namespace,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else %(default)s)",
     )
     run.add_argument("--verbose", action="store_true", help="log at debug level")
     commands.add_parser(
@@ -98,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_format=args.log_format,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
-        peering=args.peering,
+        leader_elect=args.leader_elect,
+        lease_namespace=args.lease_namespace,
     )
     handlers.run_operator(settings, verbose=args.verbose)
 

@@ -46,6 +46,8 @@ class WorkQueue:
     _failures: dict[Key, int] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Cleared while another replica leads: keys still queue up, none runs.
+    active: asyncio.Event = field(default_factory=asyncio.Event)
     _counter: int = 0
 
     def add(self, key: Key, *, delay: float | None = None) -> None:
@@ -76,8 +78,10 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._pending) + len(self._running)
 
-    def start(self) -> None:
-        """Start the worker tasks on the running loop."""
+    def start(self, *, active: bool = True) -> None:
+        """Start the worker tasks on the running loop; with ``active`` False they wait for ``active``."""
+        if active:
+            self.active.set()
         self._tasks = [asyncio.create_task(self._work(), name=f"servicelink-worker-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
@@ -105,6 +109,7 @@ class WorkQueue:
 
     async def _work(self) -> None:
         while True:
+            await self.active.wait()
             key, triggered_at = await self._next()
             self._running.add(key)
             TRIGGERED_AT.set(triggered_at)

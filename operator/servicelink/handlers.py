@@ -11,9 +11,11 @@ event loop's thread.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +26,8 @@ import kopf
 from servicelink import metrics
 from servicelink.cache import Cache, needs_reconcile
 from servicelink.controller import Key, WorkQueue
-from servicelink.kube import Kube, ListedKind, load_client
+from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportError, load_client
+from servicelink.leader import LEASE_NAME, decide
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
@@ -44,6 +47,7 @@ class Runtime:
     kube: Kube
     executor: ThreadPoolExecutor
     resync: asyncio.Task[None] | None = None
+    election: asyncio.Task[None] | None = None
 
     async def relist(self) -> None:
         """Rebuild the cache from one fresh list of every watched kind."""
@@ -150,12 +154,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     """Tune kopf for a level-triggered operator; each setting says why."""
     # Our own Events carry what users need; kopf's per-handler log Events would be noise.
     settings.posting.level = logging.WARNING
-    # One replica acts at a time when peering is named; standalone otherwise.
-    settings.peering.standalone = config.peering is None
-    if config.peering is not None:
-        settings.peering.name = config.peering
-        settings.peering.clusterwide = not config.namespaces
-        settings.peering.mandatory = True
+    # Replicas coordinate through servicelink's own Lease (--leader-elect), not kopf's
+    # peering, which needs CRDs of its own; every replica keeps watching either way.
+    settings.peering.standalone = True
     # A watch that stays open but goes silent is restarted: kopf waits this long for any
     # event or bookmark. The API server sends bookmarks about every minute.
     settings.watching.inactivity_timeout = 70.0
@@ -173,6 +174,55 @@ async def _resync(runtime: Runtime) -> None:
         except Exception as error:  # the API server may be away; the watches keep the cache meanwhile
             log.warning("resync could not list the cluster: %s", error)
         runtime.queue.add_all(runtime.cache.servicelink_keys())
+
+
+LEASE_SECONDS = 15  # a Lease not renewed for this long may be taken over
+RENEW_SECONDS = 5  # the holder renews this often; others retry this often
+
+
+async def _elect(runtime: Runtime, identity: str) -> None:
+    """Hold the Lease while we can; reconcile only while holding it.
+
+    A replica stops acting the moment a renewal fails, well before its Lease
+    lapses and another replica may take over, so two never act at once. On
+    taking over, it relists and reconciles everything: a change made while no
+    one led is found by comparing, not replayed.
+    """
+    loop = asyncio.get_running_loop()
+    leading = False
+    namespace = runtime.settings.lease_namespace
+    while True:
+        try:
+            lease = await loop.run_in_executor(
+                runtime.executor, functools.partial(runtime.kube.get_lease, namespace=namespace, name=LEASE_NAME)
+            )
+            decision = decide(
+                lease,
+                identity=identity,
+                namespace=namespace,
+                now=datetime.datetime.now(datetime.UTC),
+                duration=LEASE_SECONDS,
+            )
+            if decision.body is not None:
+                write = functools.partial(
+                    runtime.kube.write_lease, body=decision.body, create=decision.action == "create"
+                )
+                await loop.run_in_executor(runtime.executor, write)
+            now_leading = decision.leading
+        except (Conflict, ApiError, *TransportError) as error:
+            if leading:
+                log.warning("could not renew the Lease %s/%s: %s", namespace, LEASE_NAME, error)
+            now_leading = False
+        if now_leading and not leading:
+            log.info("leading as %s (Lease %s/%s)", identity, namespace, LEASE_NAME)
+            await runtime.relist()
+            runtime.queue.active.set()
+            runtime.queue.add_all(runtime.cache.servicelink_keys())
+        elif leading and not now_leading:
+            log.warning("no longer leading: another replica may act")
+            runtime.queue.active.clear()
+        leading = now_leading
+        await asyncio.sleep(RENEW_SECONDS)
 
 
 @kopf.on.startup()
@@ -204,9 +254,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     runtime = Runtime(settings=config, queue=queue, cache=cache, kube=kube, executor=executor)
     await runtime.relist()
     memo["servicelink"] = runtime
-    queue.start()
+    queue.start(active=not config.leader_elect)
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
+    if config.leader_elect:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        runtime.election = asyncio.create_task(_elect(runtime, identity), name="servicelink-election")
     log.info("servicelink started: %s; %d ServiceLinks", config, len(cache.servicelink_keys()))
 
 
@@ -229,8 +282,9 @@ async def stop(memo: Any, **_: Any) -> None:
     runtime: Runtime | None = memo.get("servicelink")
     if runtime is None:
         return
-    if runtime.resync is not None:
-        runtime.resync.cancel()
+    for task in (runtime.resync, runtime.election):
+        if task is not None:
+            task.cancel()
     await runtime.queue.stop()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -249,8 +303,7 @@ def run_operator(settings: Settings, *, verbose: bool = False) -> None:
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
+        standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
         memo=kopf.Memo(settings=settings),
         registry=REGISTRY,

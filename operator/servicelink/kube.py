@@ -38,6 +38,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "events", ("create",)),
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
+    ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
 )
 
 _WORKLOAD_PATCHERS = {
@@ -104,7 +105,32 @@ class Kube:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._discovery = kubernetes.client.DiscoveryV1Api(api_client)
         self._version = kubernetes.client.VersionApi(api_client)
+        self._coordination = kubernetes.client.CoordinationV1Api(api_client)
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    def get_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        """Return the Lease, or None when it does not exist (404)."""
+        try:
+            return _raw(self._coordination.read_namespaced_lease(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def write_lease(self, *, body: Mapping[str, Any], create: bool) -> None:
+        """Create the Lease, or replace it guarded by its resourceVersion; a lost race raises ``Conflict``."""
+        metadata = body["metadata"]
+        try:
+            # The client serialises plain dicts as they are; no model object needed.
+            if create:
+                self._coordination.create_namespaced_lease(metadata["namespace"], dict(body))  # type: ignore[arg-type]
+            else:
+                name, namespace = metadata["name"], metadata["namespace"]
+                self._coordination.replace_namespaced_lease(name, namespace, dict(body))  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(error.body) from error
+            raise
 
     def check_api(self) -> None:
         """Ask the API server for its version; raise when it does not answer within 3 seconds."""

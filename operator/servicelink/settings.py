@@ -22,7 +22,8 @@ class Settings:
     log_format: LogFormat = "text"
     metrics_port: int = 9090  # 0 turns the Prometheus endpoint off
     health_port: int = 8080  # 0 turns the liveness endpoint off
-    peering: str | None = None  # kopf peering name; None runs standalone
+    leader_elect: bool = False  # replicas share a Lease; only its holder reconciles
+    lease_namespace: str = "default"  # where the Lease lives (the operator's own namespace)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -64,5 +65,6 @@ class Settings:
             log_format="json" if log_format == "json" else "text",
             metrics_port=port("SERVICELINK_METRICS_PORT", defaults.metrics_port),
             health_port=port("SERVICELINK_HEALTH_PORT", defaults.health_port),
-            peering=environ.get("SERVICELINK_PEERING") or None,
+            leader_elect=environ.get("SERVICELINK_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+            lease_namespace=environ.get("SERVICELINK_LEASE_NAMESPACE") or environ.get("POD_NAMESPACE") or "default",
         )

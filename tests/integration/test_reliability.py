@@ -296,6 +296,54 @@ def test_the_same_process_converges_after_an_api_server_outage(
         assert after == "200"
 
 
+# --- 2b. two replicas ------------------------------------------------------------------------------
+
+
+def test_two_replicas_one_acts_and_the_other_takes_over_without_losing_a_change(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    election = {"SERVICELINK_LEADER_ELECT": "1", "SERVICELINK_LEASE_NAMESPACE": namespace}
+    first = start_operator_process(cluster.kubeconfig, tmp_path / "first.log", **election)
+    second = start_operator_process(cluster.kubeconfig, tmp_path / "second.log", **election)
+    try:
+        cluster.apply(
+            [
+                service("auth-service", namespace, 3001),
+                servicelink("gateway", namespace, "gateway-config", {"key": "A", "service": "auth-service"}),
+            ]
+        )
+        wait_for(
+            lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:3001"},
+            timeout=60,
+            what="the first value",
+        )
+        holder = cluster.get("lease", "servicelink", "-n", namespace)["spec"]["holderIdentity"]
+        leader, follower = (first, second) if holder.endswith(f"-{first.popen.pid}") else (second, first)
+        assert holder.endswith(f"-{leader.popen.pid}")
+        assert "changed from" in leader.log()
+        assert "changed from" not in follower.log()  # exactly one acts
+
+        leader.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        set_port(cluster, namespace, "auth-service", 4001)  # a change while no one leads
+        wait_for(
+            lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:4001"},
+            timeout=60,
+            interval=0.5,
+            what="the change made in the gap",
+        )
+        takeover = time.monotonic() - killed
+        report(
+            f"two replicas: the follower took over and wrote the change made in the gap {takeover:.1f}s "
+            "after the leader was killed"
+        )
+        assert takeover < 30
+        assert "leading as" in follower.log()
+    finally:
+        first.stop()
+        second.stop()
+
+
 # --- 3. conflicts and drift ------------------------------------------------------------------------
 
 

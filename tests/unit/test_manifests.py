@@ -105,9 +105,9 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_deployment_runs_one_standalone_replica(deployment: dict[str, Any], container: dict[str, Any]) -> None:
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    # Two pods at once (a RollingUpdate surge) would both reconcile without --peering.
+    # Two pods at once (a RollingUpdate surge) would both reconcile without --leader-elect.
     assert spec["strategy"] == {"type": "Recreate"}
-    assert not any("peering" in arg for arg in container["args"])
+    assert not any("leader-elect" in arg for arg in container["args"])
     assert container["image"] == IMAGE
     assert container["args"] == ["run"]
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()

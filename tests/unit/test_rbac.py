@@ -24,6 +24,9 @@ CLIENT_CALLS = {
     "list_cluster_custom_object": {(GROUP, "servicelinks", "list")},
     # GET /version: a non-resource URL every authenticated identity may read (system:discovery).
     "get_code": set(),
+    "read_namespaced_lease": {("coordination.k8s.io", "leases", "get")},
+    "create_namespaced_lease": {("coordination.k8s.io", "leases", "create")},
+    "replace_namespaced_lease": {("coordination.k8s.io", "leases", "update")},
     "list_namespaced_custom_object": {(GROUP, "servicelinks", "list")},
 }
 _LIST_RESOURCES = {
@@ -69,7 +72,7 @@ def watched() -> set[tuple[str, str, str]]:
 
 def test_every_client_method_used_is_mapped() -> None:
     tree = ast.parse(KUBE.read_text())
-    apis = {"_core", "_apps", "_custom", "_discovery", "_version"}
+    apis = {"_core", "_apps", "_custom", "_discovery", "_version", "_coordination"}
     used = {
         node.attr
         for node in ast.walk(tree)

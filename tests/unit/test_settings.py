@@ -29,7 +29,8 @@ def test_every_variable_is_read() -> None:
             "SERVICELINK_LOG_FORMAT": "json",
             "SERVICELINK_METRICS_PORT": "0",
             "SERVICELINK_HEALTH_PORT": "8081",
-            "SERVICELINK_PEERING": "servicelink",
+            "SERVICELINK_LEADER_ELECT": "true",
+            "SERVICELINK_LEASE_NAMESPACE": "servicelink-system",
         }
     )
     assert settings == Settings(
@@ -41,7 +42,8 @@ def test_every_variable_is_read() -> None:
         log_format="json",
         metrics_port=0,
         health_port=8081,
-        peering="servicelink",
+        leader_elect=True,
+        lease_namespace="servicelink-system",
     )
 
 
@@ -49,8 +51,9 @@ def test_empty_number_keeps_the_default() -> None:
     assert Settings.from_env({"SERVICELINK_WORKERS": "", "SERVICELINK_RESYNC_SECONDS": ""}) == Settings()
 
 
-def test_empty_peering_runs_standalone() -> None:
-    assert Settings.from_env({"SERVICELINK_PEERING": ""}).peering is None
+def test_leader_election_is_off_by_default_and_the_lease_follows_the_pod_namespace() -> None:
+    assert Settings.from_env({}).leader_elect is False
+    assert Settings.from_env({"POD_NAMESPACE": "servicelink-system"}).lease_namespace == "servicelink-system"
 
 
 def test_zero_workers_become_one() -> None:
