@@ -63,6 +63,12 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
         help="serve the liveness endpoint /healthz here; 0 turns it off (default: %(default)s)",
     )
     run.add_argument(
+        "--watch-inactivity-seconds",
+        type=float,
+        default=defaults.watch_inactivity_seconds,
+        help="reopen a watch that delivered nothing, not even a bookmark, for this long (default: %(default)s)",
+    )
+    run.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
         default=defaults.leader_elect,
@@ -101,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         resync_seconds=args.resync_seconds,
         coalesce_seconds=args.coalesce_seconds,
         workers=max(1, args.workers),
+        watch_inactivity_seconds=args.watch_inactivity_seconds,
         log_format=args.log_format,
         metrics_port=args.metrics_port,
         health_port=args.health_port,

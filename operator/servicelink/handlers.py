@@ -159,7 +159,7 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.peering.standalone = True
     # A watch that stays open but goes silent is restarted: kopf waits this long for any
     # event or bookmark. The API server sends bookmarks about every minute.
-    settings.watching.inactivity_timeout = 70.0
+    settings.watching.inactivity_timeout = config.watch_inactivity_seconds
     settings.watching.server_timeout = 300  # an integer: the API server refuses "300.0"
     settings.watching.connect_timeout = 10.0
     settings.networking.request_timeout = 60.0

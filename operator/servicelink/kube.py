@@ -47,6 +47,10 @@ _WORKLOAD_PATCHERS = {
     "DaemonSet": "patch_namespaced_daemon_set",
 }
 _WORKLOAD_API_VERSION = "apps/v1"
+# (connect, read) seconds for every call: a connection that goes silent must fail and be
+# retried, not hold a worker forever. Lists of thousands of objects read within this too.
+_TIMEOUT = (5.0, 15.0)
+_LIST_TIMEOUT = (5.0, 120.0)
 ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
 # kind -> (API attribute, method stem): list_<stem>_for_all_namespaces and list_namespaced_<stem>.
 _LISTERS = {
@@ -111,7 +115,11 @@ class Kube:
     def get_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the Lease, or None when it does not exist (404)."""
         try:
-            return _raw(self._coordination.read_namespaced_lease(name, namespace, _preload_content=False))
+            return _raw(
+                self._coordination.read_namespaced_lease(
+                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -123,10 +131,10 @@ class Kube:
         try:
             # The client serialises plain dicts as they are; no model object needed.
             if create:
-                self._coordination.create_namespaced_lease(metadata["namespace"], dict(body))  # type: ignore[arg-type]
+                self._coordination.create_namespaced_lease(metadata["namespace"], dict(body), _request_timeout=_TIMEOUT)  # type: ignore[arg-type]
             else:
                 name, namespace = metadata["name"], metadata["namespace"]
-                self._coordination.replace_namespaced_lease(name, namespace, dict(body))  # type: ignore[arg-type]
+                self._coordination.replace_namespaced_lease(name, namespace, dict(body), _request_timeout=_TIMEOUT)  # type: ignore[arg-type]
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(error.body) from error
@@ -153,7 +161,7 @@ class Kube:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = _raw(call(limit=500, _continue=token, _preload_content=False))
+            page = _raw(call(limit=500, _continue=token, _preload_content=False, _request_timeout=_LIST_TIMEOUT))
             items.extend(page.get("items") or ())
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -162,7 +170,11 @@ class Kube:
     def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the ConfigMap, or None when it does not exist (404)."""
         try:
-            return _raw(self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
+            return _raw(
+                self._core.read_namespaced_config_map(
+                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -184,6 +196,7 @@ class Kube:
                 force=force,
                 _content_type="application/apply-patch+yaml",
                 _preload_content=False,
+                _request_timeout=_TIMEOUT,
             )
         except ApiException as error:
             if error.status == 409:
@@ -202,6 +215,7 @@ class Kube:
                 name,
                 {"status": dict(status)},
                 _content_type="application/merge-patch+json",
+                _request_timeout=_TIMEOUT,
             )
         except ApiException as error:
             if error.status != 404:
@@ -224,6 +238,7 @@ class Kube:
                 name,
                 patch,
                 _content_type="application/merge-patch+json",
+                _request_timeout=_TIMEOUT,
             )
         except ApiException as error:
             if error.status == 409:
@@ -247,6 +262,7 @@ class Kube:
                 field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json",
                 _preload_content=False,
+                _request_timeout=_TIMEOUT,
             )
         except ApiException as error:
             if error.status == 404:
@@ -282,7 +298,7 @@ class Kube:
         }
         try:
             # The client serialises plain dicts as they are; no model object needed.
-            self._core.create_namespaced_event(involved["namespace"], body)  # type: ignore[arg-type]
+            self._core.create_namespaced_event(involved["namespace"], body, _request_timeout=_TIMEOUT)  # type: ignore[arg-type]
         except ApiException as error:
             if error.status not in (403, 404, 409, 422):
                 raise

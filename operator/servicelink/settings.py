@@ -19,6 +19,7 @@ class Settings:
     resync_seconds: float = 300.0  # repairs drift such as a hand-edited key
     coalesce_seconds: float = 0.3  # triggers closer together than this reconcile once (one kubectl apply)
     workers: int = 8  # ServiceLinks reconciled at once
+    watch_inactivity_seconds: float = 70.0  # a watch silent this long is reopened (bookmarks come every minute)
     log_format: LogFormat = "text"
     metrics_port: int = 9090  # 0 turns the Prometheus endpoint off
     health_port: int = 8080  # 0 turns the liveness endpoint off
@@ -62,6 +63,7 @@ class Settings:
             resync_seconds=number("SERVICELINK_RESYNC_SECONDS", defaults.resync_seconds),
             coalesce_seconds=number("SERVICELINK_COALESCE_SECONDS", defaults.coalesce_seconds),
             workers=max(1, int(number("SERVICELINK_WORKERS", defaults.workers))),
+            watch_inactivity_seconds=number("SERVICELINK_WATCH_INACTIVITY_SECONDS", defaults.watch_inactivity_seconds),
             log_format="json" if log_format == "json" else "text",
             metrics_port=port("SERVICELINK_METRICS_PORT", defaults.metrics_port),
             health_port=port("SERVICELINK_HEALTH_PORT", defaults.health_port),

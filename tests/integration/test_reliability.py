@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -294,6 +295,97 @@ def test_the_same_process_converges_after_an_api_server_outage(
         )
         assert probes.get("500", 0) > 0, f"/healthz never reported the outage: {dict(probes)}"
         assert after == "200"
+
+
+# --- 2a. watches that go silent ----------------------------------------------------------------------
+
+
+class FreezableProxy:
+    """A TCP proxy to the API server whose open connections can be made to go silent, not closed.
+
+    That is kopf's known failure mode: a watch that stays open and delivers nothing. Connections
+    opened after ``freeze()`` pass normally.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = self.server.getsockname()[1]
+        self.generation = 0
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.target)
+                self.open += [client, upstream]
+                born = self.generation
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(source, sink, born), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, born: int) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                if born == self.generation:  # frozen connections swallow what they read
+                    sink.sendall(chunk)
+
+    def freeze(self) -> None:
+        """Make every connection open now go silent in both directions, without closing it."""
+        self.generation += 1
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.open:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_silent_watches_are_reopened(cluster: Cluster, crd: Path, namespace: str, tmp_path: Path) -> None:
+    if cluster.plane is None:
+        pytest.skip("needs the local control plane's address to put a proxy in front of it")
+    host, port = cluster.plane.server.removeprefix("https://").rsplit(":", 1)
+    proxy = FreezableProxy((host, int(port)))
+    kubeconfig = tmp_path / "via-proxy.kubeconfig"
+    kubeconfig.write_text(cluster.kubeconfig.read_text().replace(cluster.plane.server, f"https://{host}:{proxy.port}"))
+    process = start_operator_process(
+        kubeconfig,
+        tmp_path / "operator.log",
+        SERVICELINK_WATCH_INACTIVITY_SECONDS="5",
+        SERVICELINK_RESYNC_SECONDS="600",
+    )
+    try:
+        cluster.apply(
+            [
+                service("auth-service", namespace, 3001),
+                servicelink("gateway", namespace, "gateway-config", {"key": "A", "service": "auth-service"}),
+            ]
+        )
+        wait_for(
+            lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:3001"},
+            timeout=60,
+            what="the first value",
+        )
+        proxy.freeze()
+        frozen = time.monotonic()
+        set_port(cluster, namespace, "auth-service", 4001)
+        wait_for(
+            lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:4001"},
+            timeout=60,
+            interval=0.5,
+            what="the change seen through a reopened watch",
+        )
+        report(
+            f"silent watches: every connection frozen, the change arrived {time.monotonic() - frozen:.1f}s "
+            "later through reopened watches (inactivity timeout 5 s; resync out of reach at 600 s)"
+        )
+        assert process.popen.poll() is None
+    finally:
+        process.stop()
+        proxy.close()
 
 
 # --- 2b. two replicas ------------------------------------------------------------------------------
