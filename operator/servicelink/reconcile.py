@@ -142,8 +142,6 @@ class Reconciler:
                 finalizers.remove(FINALIZER)
                 await self._set_finalizers(body, finalizers)
             return
-        if FINALIZER not in finalizers:
-            await self._set_finalizers(body, [*finalizers, FINALIZER])
         try:
             spec = parse_spec(body.get("spec") or {})
         except ValidationError as error:
@@ -277,6 +275,11 @@ class Reconciler:
                 "split the links across ConfigMaps"
             )
             return _Written(dict(previous), Verdict(False, c.CONFIGMAP_TOO_LARGE, message), None, conflicts)
+        finalizers = list(metadata.get("finalizers") or ())
+        if plan.write and not plan.with_owner and FINALIZER not in finalizers:
+            # A ConfigMap we co-manage outlives us: hold the ServiceLink's deletion until our
+            # keys are out of it. One we own goes with us through its ownerReference instead.
+            await self._set_finalizers(body, [*finalizers, FINALIZER])
         if plan.write:
             owner = render_owner_reference(
                 name=metadata["name"], uid=metadata.get("uid", ""), api_version=API_VERSION, kind=KIND
