@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,37 @@ class Cache:
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
     _readers: defaultdict[Key, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     _by_namespace: defaultdict[str, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
+    # Event order: each put or drop gets the next tick, so a relist can tell which objects
+    # changed after its list began (the event is newer than the list) and leave those alone.
+    _tick: int = 0
+    _seen: dict[tuple[str, Key], int] = field(default_factory=dict)
+
+    def mark(self) -> int:
+        """The current tick: take it before a relist's list, hand it to the ``replace_*`` calls."""
+        return self._tick
+
+    def _touch(self, kind: str, key: Key) -> None:
+        self._tick += 1
+        self._seen[(kind, key)] = self._tick
+
+    def _replace(
+        self,
+        kind: str,
+        current: Iterable[Key],
+        fresh: Mapping[Key, Mapping[str, Any]],
+        since: int,
+        put: Callable[[Mapping[str, Any]], object],
+        drop: Callable[[Key], object],
+    ) -> None:
+        for key in set(current) | fresh.keys():
+            if self._seen.get((kind, key), 0) > since:
+                continue  # an event newer than the list
+            if key in fresh:
+                put(fresh[key])
+            else:
+                drop(key)
+        for seen in [s for s, tick in self._seen.items() if s[0] == kind and tick <= since]:
+            del self._seen[seen]  # superseded by the list
 
     # --- ServiceLinks --------------------------------------------------------------------------
 
@@ -133,6 +164,7 @@ class Cache:
         """Record a ServiceLink as last seen."""
         key = _meta(body)
         self.drop_servicelink(*key)
+        self._touch("ServiceLink", key)
         self._servicelinks[key] = _slim(body)
         targets = linked_services(key[0], body.get("spec") or {})
         self._links_to[key] = targets
@@ -146,6 +178,7 @@ class Cache:
     def drop_servicelink(self, namespace: str, name: str) -> None:
         """Forget a deleted ServiceLink."""
         key = (namespace, name)
+        self._touch("ServiceLink", key)
         self._servicelinks.pop(key, None)
         for service in self._links_to.pop(key, ()):
             self._links_by_service[service].discard(key)
@@ -173,10 +206,12 @@ class Cache:
 
     def put_service(self, body: Mapping[str, Any]) -> None:
         """Record a Service as last seen."""
+        self._touch("Service", _meta(body))
         self._services[_meta(body)] = ServiceView.from_body(body)
 
     def drop_service(self, namespace: str, name: str) -> None:
         """Forget a deleted Service."""
+        self._touch("Service", (namespace, name))
         self._services.pop((namespace, name), None)
 
     def service(self, key: ServiceKey) -> ServiceView | None:
@@ -186,6 +221,7 @@ class Cache:
         """Record an EndpointSlice; return the Service it belongs to (None if it belongs to none)."""
         key = _meta(body)
         self.drop_endpointslice(*key)
+        self._touch("EndpointSlice", key)
         service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
         if not service:
             return None
@@ -196,6 +232,7 @@ class Cache:
 
     def drop_endpointslice(self, namespace: str, name: str) -> ServiceKey | None:
         """Forget an EndpointSlice; return the Service it belonged to."""
+        self._touch("EndpointSlice", (namespace, name))
         entry = self._slices.pop((namespace, name), None)
         if entry is None:
             return None
@@ -214,6 +251,7 @@ class Cache:
         """Record a Deployment, StatefulSet or DaemonSet, by the ConfigMaps its pods read."""
         namespace, name = _meta(body)
         self.drop_workload(kind, namespace, name)
+        self._touch(kind, (namespace, name))
         view = WorkloadView.from_body(kind, body)
         key: WorkloadKey = (kind, namespace, name)
         self._workloads[key] = view
@@ -224,6 +262,7 @@ class Cache:
     def drop_workload(self, kind: WorkloadKind, namespace: str, name: str) -> None:
         """Forget a deleted workload."""
         key: WorkloadKey = (kind, namespace, name)
+        self._touch(kind, (namespace, name))
         view = self._workloads.pop(key, None)
         if view is None:
             return
@@ -241,28 +280,46 @@ class Cache:
 
     # --- relists --------------------------------------------------------------------------------
 
-    def replace_servicelinks(self, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """Make the ServiceLinks exactly ``bodies`` (a fresh list)."""
+    def replace_servicelinks(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+        """Make the ServiceLinks those of a list begun at tick ``since``, but for newer events."""
         fresh = {_meta(b): b for b in bodies}
-        for key in set(self._servicelinks) - fresh.keys():
-            self.drop_servicelink(*key)
-        for body in fresh.values():
-            self.put_servicelink(body)
+        self._replace(
+            "ServiceLink",
+            list(self._servicelinks),
+            fresh,
+            since,
+            self.put_servicelink,
+            lambda key: self.drop_servicelink(*key),
+        )
 
-    def replace_services(self, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """Make the Services exactly ``bodies``."""
-        self._services = {_meta(b): ServiceView.from_body(b) for b in bodies}
+    def replace_services(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+        """Make the Services those of a list begun at tick ``since``, but for newer events."""
+        fresh = {_meta(b): b for b in bodies}
+        self._replace(
+            "Service", list(self._services), fresh, since, self.put_service, lambda key: self.drop_service(*key)
+        )
 
-    def replace_endpointslices(self, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """Make the EndpointSlices exactly ``bodies``."""
-        self._slices.clear()
-        self._slices_by_service.clear()
-        for body in bodies:
-            self.put_endpointslice(body)
+    def replace_endpointslices(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+        """Make the EndpointSlices those of a list begun at tick ``since``, but for newer events."""
+        fresh = {_meta(b): b for b in bodies}
+        self._replace(
+            "EndpointSlice",
+            list(self._slices),
+            fresh,
+            since,
+            self.put_endpointslice,
+            lambda key: self.drop_endpointslice(*key),
+        )
 
-    def replace_workloads(self, kind: WorkloadKind, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """Make the workloads of ``kind`` exactly ``bodies``."""
-        for key in [k for k in self._workloads if k[0] == kind]:
-            self.drop_workload(*key)
-        for body in bodies:
-            self.put_workload(kind, body)
+    def replace_workloads(self, kind: WorkloadKind, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+        """Make the workloads of ``kind`` those of a list begun at tick ``since``, but for newer events."""
+        fresh = {_meta(b): b for b in bodies}
+        current = [(ns, name) for k, ns, name in self._workloads if k == kind]
+        self._replace(
+            kind,
+            current,
+            fresh,
+            since,
+            lambda body: self.put_workload(kind, body),
+            lambda key: self.drop_workload(kind, *key),
+        )

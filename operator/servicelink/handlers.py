@@ -59,14 +59,15 @@ class Runtime:
             pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
             return [item for page in pages for item in page]
 
+        since = self.cache.mark()
         servicelinks, services, slices, *workloads = await asyncio.gather(
             fetch("ServiceLink"), fetch("Service"), fetch("EndpointSlice"), *(fetch(k) for k in WORKLOAD_KINDS)
         )
-        self.cache.replace_servicelinks(servicelinks)
-        self.cache.replace_services(services)
-        self.cache.replace_endpointslices(slices)
+        self.cache.replace_servicelinks(servicelinks, since=since)
+        self.cache.replace_services(services, since=since)
+        self.cache.replace_endpointslices(slices, since=since)
         for kind, bodies in zip(WORKLOAD_KINDS, workloads, strict=True):
-            self.cache.replace_workloads(kind, bodies)
+            self.cache.replace_workloads(kind, bodies, since=since)
 
     def trigger(self, keys: Iterable[Key]) -> None:
         """Queue reconciles of ``keys``."""

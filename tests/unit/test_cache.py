@@ -97,8 +97,9 @@ def test_a_relist_forgets_what_was_deleted_meanwhile() -> None:
     cache.put_service(service("auth", 3001))
     cache.put_service(service("gone", 1))
     cache.put_servicelink(servicelink("old", "o", {"key": "A", "service": "gone"}))
-    cache.replace_services([service("auth", 4001)])
-    cache.replace_servicelinks([servicelink("new", "n", {"key": "A", "service": "auth"})])
+    since = cache.mark()
+    cache.replace_services([service("auth", 4001)], since=since)
+    cache.replace_servicelinks([servicelink("new", "n", {"key": "A", "service": "auth"})], since=since)
     assert cache.service(("gallery", "gone")) is None
     assert cache.service(("gallery", "auth")).ports[0].port == 4001  # type: ignore[union-attr]
     assert cache.servicelink_keys() == [("gallery", "new")]
@@ -122,3 +123,35 @@ def test_only_the_operators_own_status_write_needs_no_reconcile() -> None:
     assert needs_reconcile(before, servicelink("gateway", "gw", {"key": "B", "service": "auth"}))
     deleting = {**before, "metadata": {**before["metadata"], "deletionTimestamp": "2026-01-01T00:00:09Z"}}
     assert needs_reconcile(before, deleting)
+
+
+def test_a_relist_never_undoes_an_event_newer_than_its_list() -> None:
+    cache = Cache()
+    cache.put_service(service("auth", 3001))
+    cache.put_service(service("doomed", 1))
+    since = cache.mark()  # the relist's list begins: it will see auth at 3001, doomed alive
+    cache.put_service(service("auth", 4001))  # events that arrive while the list is in flight
+    cache.drop_service("gallery", "doomed")
+    cache.put_service(service("born", 80))
+    cache.replace_services([service("auth", 3001), service("doomed", 1)], since=since)
+    assert cache.service(("gallery", "auth")).ports[0].port == 4001  # type: ignore[union-attr]
+    assert cache.service(("gallery", "doomed")) is None
+    assert cache.service(("gallery", "born")) is not None
+    # The next relist, begun after those events, is the truth again.
+    cache.replace_services([service("auth", 5001)], since=cache.mark())
+    assert cache.service(("gallery", "auth")).ports[0].port == 5001  # type: ignore[union-attr]
+    assert cache.service(("gallery", "born")) is None
+
+
+def test_relisting_workloads_and_slices_keeps_their_indexes() -> None:
+    cache = Cache()
+    since = cache.mark()
+    cache.replace_workloads("Deployment", [deployment("gateway", env_from="gw")], since=since)
+    cache.replace_endpointslices([endpointslice("a-1", "auth", True)], since=since)
+    assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["gateway"]
+    assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=1, total=1)
+    since = cache.mark()
+    cache.replace_workloads("Deployment", [], since=since)
+    cache.replace_endpointslices([], since=since)
+    assert cache.workloads("gallery", reading="gw") == []
+    assert cache.endpoints(("gallery", "auth")) is None
