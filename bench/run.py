@@ -26,7 +26,7 @@ from typing import Any
 
 import kubernetes
 
-from servicelink.testing.controlplane import ControlPlane, _free_port, start_control_plane
+from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
 
 HASH = "servicelink.dev/config-hash"
 PREFIX = "bench-"
@@ -273,7 +273,7 @@ class Operator:
 
 
 def start_operator(kubeconfig: Path, workdir: Path) -> Operator:
-    metrics = _free_port()
+    metrics = free_port()
     env = dict(
         os.environ, KUBECONFIG=str(kubeconfig), SERVICELINK_METRICS_PORT=str(metrics), SERVICELINK_HEALTH_PORT="0"
     )

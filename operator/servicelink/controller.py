@@ -76,6 +76,7 @@ class WorkQueue:
             self.add(key)
 
     def __len__(self) -> int:
+        """Keys waiting or being reconciled."""
         return len(self._pending) + len(self._running)
 
     def start(self, *, active: bool = True) -> None:

@@ -23,10 +23,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from servicelink.testing.assets import Assets, ensure_assets
 
@@ -45,7 +45,8 @@ _CONTROLLERS = (
 _live: list[ControlPlane] = []
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -128,9 +129,6 @@ class _Process:
             preexec_fn=_die_with_parent,
         )
 
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is not None and self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -164,20 +162,6 @@ class ControlPlane:
     def ca_file(self) -> Path:
         """The CA that signed the apiserver's serving certificate."""
         return self.workdir / "pki" / "ca.crt"
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the real ``kubectl`` against this control plane and return its result."""
-        return subprocess.run(
-            [self.assets.path("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=check,
-        )
-
-    def kubectl_json(self, *args: str) -> Any:
-        """Run ``kubectl <args> -o json`` and return the parsed output."""
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
     def stop_process(self, name: str) -> None:
         """Stop one component (for outage tests); ``start_process`` brings it back."""
@@ -263,7 +247,7 @@ def start_control_plane(
     _write_certificates(pki)
     token = secrets.token_hex(16)
     (pki / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
-    etcd_port, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = root / "kubeconfig"
     kubeconfig.write_text(_kubeconfig(server, pki / "ca.crt", token))
@@ -344,16 +328,6 @@ def start_control_plane(
         raise
     plane.startup_seconds = time.monotonic() - started
     return plane
-
-
-@contextlib.contextmanager
-def running_control_plane(**kwargs: Any) -> Iterator[ControlPlane]:
-    """Yield a started control plane and stop it however the block ends."""
-    plane = start_control_plane(**kwargs)
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def _stop_all() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from servicelink.testing.assets import ensure_assets
-from servicelink.testing.controlplane import ControlPlane, _free_port, start_control_plane
+from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "crds" / "servicelink.yaml"
@@ -171,7 +171,7 @@ class OperatorProcess:
 
 def start_operator_process(kubeconfig: Path, log_path: Path, **settings: str) -> OperatorProcess:
     """Start ``servicelink run`` and wait until its health endpoint answers."""
-    health, metrics = _free_port(), _free_port()
+    health, metrics = free_port(), free_port()
     env = operator_env(
         kubeconfig, SERVICELINK_HEALTH_PORT=str(health), SERVICELINK_METRICS_PORT=str(metrics), **settings
     )
