@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -101,18 +102,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.main(argv[1:])
         return
     args = _parser(defaults).parse_args(argv)
-    settings = Settings(
+    # Every flag's dest is the name of its setting, and its default already read the environment.
+    settings = dataclasses.replace(
+        defaults,
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(Settings)
+            if f.name not in ("namespaces", "workers")
+        },
         namespaces=tuple(args.namespaces or defaults.namespaces),
-        cluster_domain=args.cluster_domain,
-        resync_seconds=args.resync_seconds,
-        coalesce_seconds=args.coalesce_seconds,
         workers=max(1, args.workers),
-        watch_inactivity_seconds=args.watch_inactivity_seconds,
-        log_format=args.log_format,
-        metrics_port=args.metrics_port,
-        health_port=args.health_port,
-        leader_elect=args.leader_elect,
-        lease_namespace=args.lease_namespace,
     )
     handlers.run_operator(settings, verbose=args.verbose)
 

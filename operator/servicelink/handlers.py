@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,7 @@ import kopf
 
 from servicelink import metrics
 from servicelink.cache import Cache, needs_reconcile
-from servicelink.controller import Key, WorkQueue
+from servicelink.controller import WorkQueue
 from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportError, load_client
 from servicelink.leader import LEASE_NAME, decide
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
@@ -69,18 +69,10 @@ class Runtime:
         for kind, bodies in zip(WORKLOAD_KINDS, workloads, strict=True):
             self.cache.replace_workloads(kind, bodies, since=since)
 
-    def trigger(self, keys: Iterable[Key]) -> None:
-        """Queue reconciles of ``keys``."""
-        self.queue.add_all(keys)
-
 
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo["servicelink"]
     return runtime
-
-
-def _deleted(event_type: str) -> bool:
-    return event_type == "DELETED"
 
 
 # --- triggers --------------------------------------------------------------------------------------
@@ -94,7 +86,7 @@ async def servicelink_changed(
     runtime = _runtime(memo)
     ns = str(namespace)
     before = runtime.cache.servicelink(ns, name)
-    if _deleted(type):
+    if type == "DELETED":
         runtime.cache.drop_servicelink(ns, name)
     else:
         runtime.cache.put_servicelink(body)
@@ -102,18 +94,18 @@ async def servicelink_changed(
             return
     configmap = (body.get("spec") or {}).get("configMapName")
     siblings = runtime.cache.claims(ns, configmap) if isinstance(configmap, str) else []
-    runtime.trigger([(ns, name), *((cl.namespace, cl.name) for cl in siblings)])
+    runtime.queue.add_all([(ns, name), *((cl.namespace, cl.name) for cl in siblings)])
 
 
 @kopf.on.event("", "v1", "services")
 async def service_changed(*, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A Service changed: reconcile exactly the ServiceLinks that point at it."""
     runtime = _runtime(memo)
-    if _deleted(type):
+    if type == "DELETED":
         runtime.cache.drop_service(str(namespace), name)
     else:
         runtime.cache.put_service(body)
-    runtime.trigger(runtime.cache.servicelinks_of((str(namespace), name)))
+    runtime.queue.add_all(runtime.cache.servicelinks_of((str(namespace), name)))
 
 
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices")
@@ -122,12 +114,12 @@ async def endpointslice_changed(
 ) -> None:
     """Endpoints changed: reconcile the ServiceLinks of that Service (their endpoint counts)."""
     runtime = _runtime(memo)
-    if _deleted(type):
+    if type == "DELETED":
         service = runtime.cache.drop_endpointslice(str(namespace), name)
     else:
         service = runtime.cache.put_endpointslice(body)
     if service is not None:
-        runtime.trigger(runtime.cache.servicelinks_of(service))
+        runtime.queue.add_all(runtime.cache.servicelinks_of(service))
 
 
 def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
@@ -135,7 +127,7 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
         *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
     ) -> None:
         runtime = _runtime(memo)
-        if _deleted(type):
+        if type == "DELETED":
             runtime.cache.drop_workload(kind, str(namespace), name)
         else:
             runtime.cache.put_workload(kind, body)

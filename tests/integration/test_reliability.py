@@ -297,6 +297,21 @@ def test_the_same_process_converges_after_an_api_server_outage(
         assert after == "200"
 
 
+def serve_one_link(cluster: Cluster, namespace: str) -> None:
+    """auth-service:3001 and a ServiceLink writing it to gateway-config as A; wait for the value."""
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("gateway", namespace, "gateway-config", {"key": "A", "service": "auth-service"}),
+        ]
+    )
+    wait_for(
+        lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:3001"},
+        timeout=60,
+        what="the first value",
+    )
+
+
 # --- 2a. watches that go silent ----------------------------------------------------------------------
 
 
@@ -358,17 +373,7 @@ def test_silent_watches_are_reopened(cluster: Cluster, crd: Path, namespace: str
         SERVICELINK_RESYNC_SECONDS="600",
     )
     try:
-        cluster.apply(
-            [
-                service("auth-service", namespace, 3001),
-                servicelink("gateway", namespace, "gateway-config", {"key": "A", "service": "auth-service"}),
-            ]
-        )
-        wait_for(
-            lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:3001"},
-            timeout=60,
-            what="the first value",
-        )
+        serve_one_link(cluster, namespace)
         proxy.freeze()
         frozen = time.monotonic()
         set_port(cluster, namespace, "auth-service", 4001)
@@ -398,17 +403,7 @@ def test_two_replicas_one_acts_and_the_other_takes_over_without_losing_a_change(
     first = start_operator_process(cluster.kubeconfig, tmp_path / "first.log", **election)
     second = start_operator_process(cluster.kubeconfig, tmp_path / "second.log", **election)
     try:
-        cluster.apply(
-            [
-                service("auth-service", namespace, 3001),
-                servicelink("gateway", namespace, "gateway-config", {"key": "A", "service": "auth-service"}),
-            ]
-        )
-        wait_for(
-            lambda: data(cluster, namespace, "gateway-config") == {"A": "http://auth-service:3001"},
-            timeout=60,
-            what="the first value",
-        )
+        serve_one_link(cluster, namespace)
         holder = cluster.get("lease", "servicelink", "-n", namespace)["spec"]["holderIdentity"]
         leader, follower = (first, second) if holder.endswith(f"-{first.popen.pid}") else (second, first)
         assert holder.endswith(f"-{leader.popen.pid}")
