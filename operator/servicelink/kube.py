@@ -1,6 +1,8 @@
 """The only module that talks to the Kubernetes API through the ``kubernetes`` client (does I/O).
 
-Every call returns plain dicts as the API serves them. ``RBAC_RULES`` lists
+Every call returns plain dicts as the API serves them, or nothing: no call
+builds the client's model objects, whose deserialisation costs more CPU than
+the request itself. ``RBAC_RULES`` lists
 exactly the verbs these calls need; ``manifests/`` grants those and a test keeps
 the two in step.
 """
@@ -51,6 +53,7 @@ _WORKLOAD_API_VERSION = "apps/v1"
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
 _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
 # kind -> (API attribute, method stem): list_<stem>_for_all_namespaces and list_namespaced_<stem>.
 _LISTERS = {
@@ -96,6 +99,12 @@ def _raw(response: Any) -> dict[str, Any]:
     return data
 
 
+def _release(response: Any) -> None:
+    """Discard a response's body and hand its connection back to the pool (else the next call opens a new one)."""
+    response.drain_conn()
+    response.release_conn()
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -131,10 +140,25 @@ class Kube:
         try:
             # The client serialises plain dicts as they are; no model object needed.
             if create:
-                self._coordination.create_namespaced_lease(metadata["namespace"], dict(body), _request_timeout=_TIMEOUT)  # type: ignore[arg-type]
+                _release(
+                    self._coordination.create_namespaced_lease(
+                        metadata["namespace"],
+                        dict(body),  # type: ignore[arg-type]
+                        _preload_content=False,
+                        _request_timeout=_TIMEOUT,
+                    )
+                )
             else:
                 name, namespace = metadata["name"], metadata["namespace"]
-                self._coordination.replace_namespaced_lease(name, namespace, dict(body), _request_timeout=_TIMEOUT)  # type: ignore[arg-type]
+                _release(
+                    self._coordination.replace_namespaced_lease(
+                        name,
+                        namespace,
+                        dict(body),  # type: ignore[arg-type]
+                        _preload_content=False,
+                        _request_timeout=_TIMEOUT,
+                    )
+                )
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(error.body) from error
@@ -162,7 +186,12 @@ class Kube:
         token: str | None = None
         while True:
             page = _raw(call(limit=500, _continue=token, _preload_content=False, _request_timeout=_LIST_TIMEOUT))
-            items.extend(page.get("items") or ())
+            for item in page.get("items") or ():
+                # What the cache never reads, and a good part of each object's size.
+                metadata = item.get("metadata") or {}
+                metadata.pop("managedFields", None)
+                (metadata.get("annotations") or {}).pop(_LAST_APPLIED, None)
+                items.append(item)
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
@@ -207,15 +236,18 @@ class Kube:
     def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""
         try:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"status": dict(status)},
-                _content_type="application/merge-patch+json",
-                _request_timeout=_TIMEOUT,
+            _release(
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": dict(status)},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
             )
         except ApiException as error:
             if error.status != 404:
@@ -230,15 +262,18 @@ class Kube:
         """
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            self._custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                patch,
-                _content_type="application/merge-patch+json",
-                _request_timeout=_TIMEOUT,
+            _release(
+                self._custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
             )
         except ApiException as error:
             if error.status == 409:
@@ -255,14 +290,16 @@ class Kube:
         """
         patch = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
         try:
-            getattr(self._apps, _WORKLOAD_PATCHERS[kind])(
-                name,
-                namespace,
-                patch,
-                field_manager=FIELD_MANAGER,
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
-                _request_timeout=_TIMEOUT,
+            _release(
+                getattr(self._apps, _WORKLOAD_PATCHERS[kind])(
+                    name,
+                    namespace,
+                    patch,
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
             )
         except ApiException as error:
             if error.status == 404:
@@ -298,7 +335,14 @@ class Kube:
         }
         try:
             # The client serialises plain dicts as they are; no model object needed.
-            self._core.create_namespaced_event(involved["namespace"], body, _request_timeout=_TIMEOUT)  # type: ignore[arg-type]
+            _release(
+                self._core.create_namespaced_event(
+                    involved["namespace"],
+                    body,  # type: ignore[arg-type]
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            )
         except ApiException as error:
             if error.status not in (403, 404, 409, 422):
                 raise
