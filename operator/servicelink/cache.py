@@ -11,7 +11,6 @@ between the two can not linger).
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,11 +47,18 @@ def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A private copy of a ServiceLink without what reconciles never read (managedFields, last-applied)."""
-    kept = copy.deepcopy(dict(body))
-    metadata = kept.get("metadata") or {}
-    metadata.pop("managedFields", None)
-    (metadata.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    """A ServiceLink without what reconciles never read (managedFields, last-applied).
+
+    A shallow copy: the rest is shared with the watch event, which nobody changes.
+    """
+    kept = dict(body)
+    metadata = {k: v for k, v in (kept.get("metadata") or {}).items() if k != "managedFields"}
+    annotations = metadata.get("annotations") or {}
+    if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        metadata["annotations"] = {
+            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    kept["metadata"] = metadata
     return kept
 
 
@@ -204,31 +210,38 @@ class Cache:
 
     # --- Services and their endpoints ------------------------------------------------------------
 
-    def put_service(self, body: Mapping[str, Any]) -> None:
-        """Record a Service as last seen."""
-        self._touch("Service", _meta(body))
-        self._services[_meta(body)] = ServiceView.from_body(body)
+    def put_service(self, body: Mapping[str, Any]) -> bool:
+        """Record a Service as last seen; return whether anything a ServiceLink reads of it changed."""
+        key = _meta(body)
+        self._touch("Service", key)
+        view = ServiceView.from_body(body)
+        changed = self._services.get(key) != view
+        self._services[key] = view
+        return changed
 
-    def drop_service(self, namespace: str, name: str) -> None:
-        """Forget a deleted Service."""
+    def drop_service(self, namespace: str, name: str) -> bool:
+        """Forget a deleted Service; return whether it was known."""
         self._touch("Service", (namespace, name))
-        self._services.pop((namespace, name), None)
+        return self._services.pop((namespace, name), None) is not None
 
     def service(self, key: ServiceKey) -> ServiceView | None:
         return self._services.get(key)
 
     def put_endpointslice(self, body: Mapping[str, Any]) -> ServiceKey | None:
-        """Record an EndpointSlice; return the Service it belongs to (None if it belongs to none)."""
+        """Record an EndpointSlice; return the Service it belongs to if its endpoint counts changed, else None."""
         key = _meta(body)
+        service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+        entry = ((key[0], str(service)), endpoints_of(body)) if service else None
+        if entry is not None and self._slices.get(key) == entry:
+            self._touch("EndpointSlice", key)
+            return None
         self.drop_endpointslice(*key)
         self._touch("EndpointSlice", key)
-        service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if not service:
+        if entry is None:
             return None
-        owner = (key[0], str(service))
-        self._slices[key] = (owner, endpoints_of(body))
-        self._slices_by_service[owner].add(key)
-        return owner
+        self._slices[key] = entry
+        self._slices_by_service[entry[0]].add(key)
+        return entry[0]
 
     def drop_endpointslice(self, namespace: str, name: str) -> ServiceKey | None:
         """Forget an EndpointSlice; return the Service it belonged to."""

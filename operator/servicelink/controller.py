@@ -6,7 +6,9 @@ one key is never reconciled by two workers at once. A key runs once the
 coalescing window has passed without another trigger for it (a trailing-edge
 debounce, capped at ``_MAX_WAIT_WINDOWS`` windows), so a burst of Service
 changes that touch one ServiceLink, such as one ``kubectl apply`` of five
-Services, reconciles it once and rolls each consumer once.
+Services, reconciles it once and rolls each consumer once. A resync feeds its
+keys in gradually (``add_gradually``), so a trigger that arrives meanwhile waits
+behind a handful of them, not behind every ServiceLink of the cluster.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class WorkQueue:
     _again: set[Key] = field(default_factory=set)
     _failures: dict[Key, int] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _finished: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Cleared while another replica leads: keys still queue up, none runs.
     active: asyncio.Event = field(default_factory=asyncio.Event)
@@ -74,6 +77,20 @@ class WorkQueue:
         """Schedule every key in ``keys``."""
         for key in keys:
             self.add(key)
+
+    async def add_gradually(self, keys: Iterable[Key]) -> None:
+        """Schedule every key in ``keys`` to run at once, but no more than ``workers`` keys waiting or running.
+
+        For a resync: keys already queued are skipped, and one added later by a
+        trigger finds at most ``workers`` keys ahead of it.
+        """
+        for key in keys:
+            if key in self._pending or key in self._running:
+                continue
+            while len(self) >= self.workers:
+                self._finished.clear()
+                await self._finished.wait()
+            self.add(key, delay=0.0)
 
     def __len__(self) -> int:
         """Keys waiting or being reconciled."""
@@ -132,6 +149,7 @@ class WorkQueue:
                 continue
             self._failures.pop(key, None)
             self._running.discard(key)
+            self._finished.set()
             if key in self._again:
                 self._again.discard(key)
                 self.add(key)

@@ -99,20 +99,22 @@ async def servicelink_changed(
 
 @kopf.on.event("", "v1", "services")
 async def service_changed(*, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A Service changed: reconcile exactly the ServiceLinks that point at it."""
+    """A Service changed: reconcile exactly the ServiceLinks that point at it, if a part they read changed.
+
+    A label change, or the replay of the Services listed at start, reconciles nothing.
+    """
     runtime = _runtime(memo)
-    if type == "DELETED":
-        runtime.cache.drop_service(str(namespace), name)
-    else:
-        runtime.cache.put_service(body)
-    runtime.queue.add_all(runtime.cache.servicelinks_of((str(namespace), name)))
+    key = (str(namespace), name)
+    changed = runtime.cache.drop_service(*key) if type == "DELETED" else runtime.cache.put_service(body)
+    if changed:
+        runtime.queue.add_all(runtime.cache.servicelinks_of(key))
 
 
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices")
 async def endpointslice_changed(
     *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
 ) -> None:
-    """Endpoints changed: reconcile the ServiceLinks of that Service (their endpoint counts)."""
+    """Endpoints changed: reconcile the ServiceLinks of that Service (their endpoint counts), if the counts did."""
     runtime = _runtime(memo)
     if type == "DELETED":
         service = runtime.cache.drop_endpointslice(str(namespace), name)
@@ -156,6 +158,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.watching.server_timeout = 300  # an integer: the API server refuses "300.0"
     settings.watching.connect_timeout = 10.0
     settings.networking.request_timeout = 60.0
+    # kopf keeps a task per object for this long after its last event. The initial listing
+    # replays every Service and workload at once; at 5 s (the default) they all live together.
+    settings.queueing.idle_timeout = 1.0
 
 
 async def _resync(runtime: Runtime) -> None:
@@ -166,7 +171,7 @@ async def _resync(runtime: Runtime) -> None:
             await runtime.relist()
         except Exception as error:  # the API server may be away; the watches keep the cache meanwhile
             log.warning("resync could not list the cluster: %s", error)
-        runtime.queue.add_all(runtime.cache.servicelink_keys())
+        await runtime.queue.add_gradually(runtime.cache.servicelink_keys())
 
 
 LEASE_SECONDS = 15  # a Lease not renewed for this long may be taken over

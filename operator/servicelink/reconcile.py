@@ -216,6 +216,9 @@ class Reconciler:
                 body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
             )
             rolled, rolled_out = await self._roll(body, spec, written, previous=previous, rolled_out=rolled_out)
+        if written.plan is not None and written.plan.write:
+            # Reported after the rollouts: the consumers' pods need not wait for an Event.
+            await self._report_changes(body, written.plan, written.values)
         new_status = render_status(
             generation=int(metadata.get("generation", 0)),
             results=results,
@@ -294,7 +297,6 @@ class Reconciler:
             except ApiError as error:
                 message = f"cannot write {where}: HTTP {error.status} {error.reason}"
                 return _Written(dict(previous), Verdict(False, c.WRITE_FAILED, message), None, conflicts)
-            await self._report_changes(body, plan, ours)
         if conflicts:
             return _Written(
                 ours, Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values()))), plan, conflicts
@@ -308,18 +310,11 @@ class Reconciler:
             namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
         )
         changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
-        for key, old, new in changed:
-            log.info(
-                "%s/%s: %s changed from %s to %s",
-                metadata["namespace"],
-                metadata["name"],
-                key,
-                _describe(old),
-                _describe(new),
-            )
         if changed:
-            # One Event per write, naming every key: a new ServiceLink of 256 links is one API call, not 256.
+            # One log line and one Event per write, naming every key: a new ServiceLink of
+            # 256 links is one API call, not 256.
             message = "; ".join(f"{key}: {_describe(old)} -> {_describe(new)}" for key, old, new in changed)
+            log.info("%s/%s: values changed: %s", metadata["namespace"], metadata["name"], message)
             await self._event(involved, "ValueChanged", message)
         for key, manager in plan.restored.items():
             await self._event(
@@ -367,36 +362,42 @@ class Reconciler:
         plans = plan_rollouts(consumers, managed=written.plan.apply_data, baseline=baseline, desired=written.values)
         failures: list[str] = []
         done: list[RolledOut] = []
+        patched: list[Rollout] = []
         for rollout in plans:
-            error = await self._patch_workload(body, rollout, previous=baseline, current=written.values)
-            if error:
-                failures.append(error)
+            try:
+                if await self._patch_workload(rollout):
+                    patched.append(rollout)
+            except ApiError as error:
+                what = f"{rollout.kind} {rollout.namespace}/{rollout.name}"
+                failures.append(f"cannot patch {what}: HTTP {error.status} {error.reason}")
             else:
                 done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
+        for rollout in patched:  # Events once every consumer is patched: no pod waits for them
+            await self._report_rollout(body, rollout, previous=baseline, current=written.values)
         if failures:
             return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out
         message = f"consumers of ConfigMap {namespace}/{spec.config_map_name} carry its current hash"
         return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out
 
-    async def _patch_workload(
+    async def _patch_workload(self, rollout: Rollout) -> bool:
+        """Set the workload's config-hash annotation; return False when it no longer exists."""
+        found = await self._call(
+            self.kube.set_workload_config_hash,
+            kind=rollout.kind,
+            namespace=rollout.namespace,
+            name=rollout.name,
+            annotation=CONFIG_HASH_ANNOTATION,
+            value=rollout.hash,
+        )
+        if found:
+            self.on_rollout(rollout.kind)
+        return found
+
+    async def _report_rollout(
         self, body: Mapping[str, Any], rollout: Rollout, *, previous: Mapping[str, str], current: Mapping[str, str]
-    ) -> str | None:
+    ) -> None:
         metadata = body["metadata"]
         what = f"{rollout.kind} {rollout.namespace}/{rollout.name}"
-        try:
-            found = await self._call(
-                self.kube.set_workload_config_hash,
-                kind=rollout.kind,
-                namespace=rollout.namespace,
-                name=rollout.name,
-                annotation=CONFIG_HASH_ANNOTATION,
-                value=rollout.hash,
-            )
-        except ApiError as error:
-            return f"cannot patch {what}: HTTP {error.status} {error.reason}"
-        if not found:
-            return None
-        self.on_rollout(rollout.kind)
         changes = (
             ", ".join(f"{k}: {_describe(previous.get(k))} -> {_describe(current.get(k))}" for k in rollout.changed_keys)
             or "config hash brought up to date"
@@ -411,7 +412,6 @@ class Reconciler:
             "ConfigChanged",
             f"rolled by ServiceLink {metadata['name']}: {changes}",
         )
-        return None
 
     async def _write_status(self, body: Mapping[str, Any], new_status: dict[str, Any]) -> None:
         metadata = body["metadata"]

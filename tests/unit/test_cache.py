@@ -155,3 +155,23 @@ def test_relisting_workloads_and_slices_keeps_their_indexes() -> None:
     cache.replace_endpointslices([], since=since)
     assert cache.workloads("gallery", reading="gw") == []
     assert cache.endpoints(("gallery", "auth")) is None
+
+
+def test_only_a_change_a_servicelink_reads_counts_as_a_service_change() -> None:
+    cache = Cache()
+    assert cache.put_service(service("auth", 3001)) is True
+    assert cache.put_service(service("auth", 3001)) is False  # replayed, as at start
+    labelled = service("auth", 3001)
+    labelled["metadata"]["labels"] = {"tier": "backend"}
+    assert cache.put_service(labelled) is False
+    assert cache.put_service(service("auth", 3002)) is True
+    assert cache.drop_service("gallery", "auth") is True
+    assert cache.drop_service("gallery", "auth") is False
+
+
+def test_an_endpointslice_names_its_service_only_when_its_counts_change() -> None:
+    cache = Cache()
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) == ("gallery", "auth")
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) is None
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", False)) == ("gallery", "auth")
+    assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=0, total=1)

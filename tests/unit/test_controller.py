@@ -41,7 +41,8 @@ def queue(
     return WorkQueue(reconcile=reconcile, window=WINDOW, workers=workers, is_transient=is_transient)
 
 
-def test_key_added_many_times_within_the_window_reconciles_once() -> None:
+def settled_counts(feed: Callable[[WorkQueue], Awaitable[None]], expected: set[Key]) -> Counter[Key]:
+    """Reconciles per key after ``feed`` filled a fresh queue and every expected key ran, then a few windows more."""
     calls: Counter[Key] = Counter()
 
     async def reconcile(key: Key) -> None:
@@ -51,16 +52,23 @@ def test_key_added_many_times_within_the_window_reconciles_once() -> None:
         q = queue(reconcile)
         q.start()
         try:
-            for _ in range(5):
-                q.add(A)
-            q.add_all([A, A])
-            await wait_until(lambda: calls[A] >= 1)
+            await feed(q)
+            await wait_until(lambda: all(calls[key] >= 1 for key in expected))
             await asyncio.sleep(WINDOW * 4)
         finally:
             await q.stop()
-        assert calls == Counter({A: 1})
 
     run(scenario)
+    return calls
+
+
+def test_key_added_many_times_within_the_window_reconciles_once() -> None:
+    async def feed(q: WorkQueue) -> None:
+        for _ in range(5):
+            q.add(A)
+        q.add_all([A, A])
+
+    assert settled_counts(feed, {A}) == Counter({A: 1})
 
 
 def test_reconcile_waits_the_coalescing_window() -> None:
@@ -84,23 +92,10 @@ def test_reconcile_waits_the_coalescing_window() -> None:
 
 
 def test_different_keys_each_reconcile_once() -> None:
-    calls: Counter[Key] = Counter()
+    async def feed(q: WorkQueue) -> None:
+        q.add_all([A, B, A, B])
 
-    async def reconcile(key: Key) -> None:
-        calls[key] += 1
-
-    async def scenario() -> None:
-        q = queue(reconcile)
-        q.start()
-        try:
-            q.add_all([A, B, A, B])
-            await wait_until(lambda: calls[A] >= 1 and calls[B] >= 1)
-            await asyncio.sleep(WINDOW * 4)
-        finally:
-            await q.stop()
-        assert calls == Counter({A: 1, B: 1})
-
-    run(scenario)
+    assert settled_counts(feed, {A, B}) == Counter({A: 1, B: 1})
 
 
 def test_key_added_while_running_reconciles_once_more_afterwards() -> None:
@@ -308,3 +303,41 @@ def test_stop_cancels_a_running_reconcile(workers: int) -> None:
         assert cancelled == [A]
 
     run(scenario)
+
+
+def test_gradual_keys_never_queue_more_than_the_workers_and_a_trigger_overtakes_them() -> None:
+    order: list[Key] = []
+    backlog: list[int] = []
+    keys: list[Key] = [("resync", f"link-{i}") for i in range(40)]
+
+    async def scenario() -> None:
+        q: WorkQueue
+
+        async def reconcile(key: Key) -> None:
+            backlog.append(len(q))
+            order.append(key)
+            await asyncio.sleep(0.02)
+
+        q = queue(reconcile, workers=2)
+        q.start()
+        try:
+            feeding = asyncio.create_task(q.add_gradually(keys))
+            await wait_until(lambda: len(order) >= 4)
+            q.add(A)
+            await feeding
+            await wait_until(lambda: len(order) == len(keys) + 1)
+        finally:
+            await q.stop()
+
+    run(scenario)
+    assert sorted(order) == sorted([*keys, A])
+    assert max(backlog) <= 3  # 2 gradual keys and the trigger
+    assert order.index(A) < len(keys) // 2
+
+
+def test_gradual_keys_skip_what_is_already_queued() -> None:
+    async def feed(q: WorkQueue) -> None:
+        q.add(A)
+        await q.add_gradually([A, B])
+
+    assert settled_counts(feed, {A, B}) == Counter({A: 1, B: 1})
