@@ -115,6 +115,22 @@ def watch(list_call: Callable[..., Any], kind: str) -> Recorder:
     return recorder
 
 
+def ready_count(servicelinks: Recorder) -> int:
+    """How many ServiceLinks the watch last saw with condition Ready True."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    with servicelinks.changed:
+        for _, _, obj in servicelinks.events:
+            latest[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+    return sum(
+        1
+        for obj in latest.values()
+        if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions", ())
+        )
+    )
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     """p50, p90, p99 and max in milliseconds."""
     if not values:
@@ -191,17 +207,6 @@ class Bench:
 
         with self.pool() as pool:
             list(pool.map(lambda item: create(item[0][0], item[0][1], item[1]), self.links.items()))
-
-    def ready_count(self) -> int:
-        items = self.custom.list_cluster_custom_object("servicelink.dev", "v1alpha1", "servicelinks")["items"]
-        return sum(
-            1
-            for item in items
-            if any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (item.get("status") or {}).get("conditions", ())
-            )
-        )
 
     def set_port(self, ns: str, name: str, port: int) -> None:
         patch = [{"op": "replace", "path": "/spec/ports/0/port", "value": port}]
@@ -312,7 +317,7 @@ def run(bench: Bench, workdir: Path) -> dict[str, Any]:
     operator = start_operator(bench.kubeconfig, workdir)
     try:
         deadline = started + 600
-        while bench.ready_count() < len(bench.links):
+        while ready_count(servicelinks) < len(bench.links):
             if time.monotonic() > deadline or operator.popen.poll() is not None:
                 raise SystemExit(f"operator not Ready in time; log: {operator.log}")
             time.sleep(0.5)
@@ -384,10 +389,12 @@ def run(bench: Bench, workdir: Path) -> dict[str, Any]:
             "pod_template": size.changes - len(to_template),
         }
         results["writes_per_change"] = {
-            kind: statistics.median(w[kind] for w in writes)
+            kind: statistics.median(w[kind] for w in writes) if writes else 0
             for kind in ("configmaps", "deployments", "servicelinks", "events")
         }
-        results["api_requests_per_change"] = {k: round(v / size.changes, 2) for k, v in sorted(delta.items()) if v}
+        results["api_requests_per_change"] = {
+            k: round(v / max(1, size.changes), 2) for k, v in sorted(delta.items()) if v
+        }
 
         print(f"burst: {size.burst} Services at once ...", file=sys.stderr, flush=True)
         chosen = services[: size.burst]  # whole ServiceLinks: size.links Services each
