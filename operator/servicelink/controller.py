@@ -79,18 +79,24 @@ class WorkQueue:
             self.add(key)
 
     async def add_gradually(self, keys: Iterable[Key]) -> None:
-        """Schedule every key in ``keys`` to run at once, but no more than ``workers`` keys waiting or running.
+        """Schedule every key in ``keys`` to run at once, while fewer than ``workers`` keys are busy.
 
         For a resync: keys already queued are skipped, and one added later by a
-        trigger finds at most ``workers`` keys ahead of it.
+        trigger finds at most ``workers`` keys ahead of it. Keys waiting out a
+        retry backoff do not count, so failing ServiceLinks never stall a resync.
         """
         for key in keys:
             if key in self._pending or key in self._running:
                 continue
-            while len(self) >= self.workers:
+            while self._busy() >= self.workers:
                 self._finished.clear()
                 await self._finished.wait()
             self.add(key, delay=0.0)
+
+    def _busy(self) -> int:
+        """Keys running, or due within one window."""
+        soon = time.monotonic() + self.window
+        return len(self._running) + sum(1 for due in self._pending.values() if due <= soon)
 
     def __len__(self) -> int:
         """Keys waiting or being reconciled."""
@@ -146,6 +152,7 @@ class WorkQueue:
                 self._running.discard(key)
                 self._again.discard(key)
                 self.add(key, delay=delay)
+                self._finished.set()
                 continue
             self._failures.pop(key, None)
             self._running.discard(key)

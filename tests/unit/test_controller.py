@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from servicelink.controller import Key, WorkQueue
+from servicelink.controller import _BACKOFF_START, Key, WorkQueue
 
 A: Key = ("gallery", "gateway-service")
 B: Key = ("gallery", "cart-service")
@@ -341,3 +341,27 @@ def test_gradual_keys_skip_what_is_already_queued() -> None:
         await q.add_gradually([A, B])
 
     assert settled_counts(feed, {A, B}) == Counter({A: 1, B: 1})
+
+
+def test_keys_in_retry_backoff_never_stall_a_gradual_feed() -> None:
+    done: list[Key] = []
+    failing: list[Key] = [("broken", f"link-{i}") for i in range(4)]
+    healthy: list[Key] = [("resync", f"link-{i}") for i in range(6)]
+
+    async def reconcile(key: Key) -> None:
+        if key in failing:
+            raise ValueError("a bug in this ServiceLink")
+        done.append(key)
+
+    async def scenario() -> None:
+        q = queue(reconcile, workers=2, is_transient=lambda error: True)
+        q.start()
+        try:
+            q.add_all(failing)
+            await asyncio.sleep(WINDOW * 3)  # each failed once and now waits out its backoff
+            await q.add_gradually(healthy)
+            await wait_until(lambda: len(done) == len(healthy), within=_BACKOFF_START * 0.9)
+        finally:
+            await q.stop()
+
+    run(scenario)
