@@ -45,6 +45,7 @@ from servicelink.render import (
     plan_configmap,
     render_configmap,
     render_owner_reference,
+    summarize,
 )
 from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
 from servicelink.rollout import Rollout, WorkloadView, plan_rollouts, select_consumers
@@ -311,9 +312,9 @@ class Reconciler:
         )
         changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
         if changed:
-            # One log line and one Event per write, naming every key: a new ServiceLink of
-            # 256 links is one API call, not 256.
-            message = "; ".join(f"{key}: {_describe(old)} -> {_describe(new)}" for key, old, new in changed)
+            # One log line and one Event per write: a new ServiceLink of 256 links is one API
+            # call, not 256. Both stay short; the status holds every value.
+            message = summarize([f"{key}: {_describe(old)} -> {_describe(new)}" for key, old, new in changed])
             log.info("%s/%s: values changed: %s", metadata["namespace"], metadata["name"], message)
             await self._event(involved, "ValueChanged", message)
         for key, manager in plan.restored.items():
