@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import kubernetes
@@ -94,15 +94,34 @@ def load_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-def _raw(response: Any) -> dict[str, Any]:
+def _read(
+    call: Callable[..., Any], *args: Any, timeout: tuple[float, float] = _TIMEOUT, **kwargs: Any
+) -> dict[str, Any]:
+    """Make one call and return the object it answers with, as the API serves it."""
+    response = call(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
     data: dict[str, Any] = json.loads(response.data)
     return data
 
 
-def _release(response: Any) -> None:
-    """Discard a response's body and hand its connection back to the pool (else the next call opens a new one)."""
+def _write(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Make one call whose answer nobody reads.
+
+    The body is still drained and the connection handed back to the pool:
+    an unread raw response keeps it, and the next call opens a new one.
+    """
+    response = call(*args, _preload_content=False, _request_timeout=_TIMEOUT, **kwargs)
     response.drain_conn()
     response.release_conn()
+
+
+def _read_or_none(call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    """``_read``, or None when the object does not exist (404)."""
+    try:
+        return _read(call, *args)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def _now() -> str:
@@ -123,16 +142,7 @@ class Kube:
 
     def get_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the Lease, or None when it does not exist (404)."""
-        try:
-            return _raw(
-                self._coordination.read_namespaced_lease(
-                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
-                )
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return _read_or_none(self._coordination.read_namespaced_lease, name, namespace)
 
     def write_lease(self, *, body: Mapping[str, Any], create: bool) -> None:
         """Create the Lease, or replace it guarded by its resourceVersion; a lost race raises ``Conflict``."""
@@ -140,25 +150,9 @@ class Kube:
         try:
             # The client serialises plain dicts as they are; no model object needed.
             if create:
-                _release(
-                    self._coordination.create_namespaced_lease(
-                        metadata["namespace"],
-                        dict(body),  # type: ignore[arg-type]
-                        _preload_content=False,
-                        _request_timeout=_TIMEOUT,
-                    )
-                )
+                _write(self._coordination.create_namespaced_lease, metadata["namespace"], dict(body))
             else:
-                name, namespace = metadata["name"], metadata["namespace"]
-                _release(
-                    self._coordination.replace_namespaced_lease(
-                        name,
-                        namespace,
-                        dict(body),  # type: ignore[arg-type]
-                        _preload_content=False,
-                        _request_timeout=_TIMEOUT,
-                    )
-                )
+                _write(self._coordination.replace_namespaced_lease, metadata["name"], metadata["namespace"], dict(body))
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(error.body) from error
@@ -185,7 +179,7 @@ class Kube:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = _raw(call(limit=500, _continue=token, _preload_content=False, _request_timeout=_LIST_TIMEOUT))
+            page = _read(call, limit=500, _continue=token, timeout=_LIST_TIMEOUT)
             for item in page.get("items") or ():
                 # What the cache never reads, and a good part of each object's size.
                 metadata = item.get("metadata") or {}
@@ -198,16 +192,7 @@ class Kube:
 
     def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the ConfigMap, or None when it does not exist (404)."""
-        try:
-            return _raw(
-                self._core.read_namespaced_config_map(
-                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
-                )
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return _read_or_none(self._core.read_namespaced_config_map, name, namespace)
 
     def apply_configmap(self, *, body: Mapping[str, Any], force: bool) -> dict[str, Any]:
         """Server-side apply ``body`` as field manager ``servicelink``; return the ConfigMap as stored.
@@ -217,37 +202,32 @@ class Kube:
         """
         metadata = body["metadata"]
         try:
-            response = self._core.patch_namespaced_config_map(
+            return _read(
+                self._core.patch_namespaced_config_map,
                 metadata["name"],
                 metadata["namespace"],
                 dict(body),
                 field_manager=FIELD_MANAGER,
                 force=force,
                 _content_type="application/apply-patch+yaml",
-                _preload_content=False,
-                _request_timeout=_TIMEOUT,
             )
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(error.body) from error
             raise
-        return _raw(response)
 
     def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""
         try:
-            _release(
-                self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"status": dict(status)},
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                    _request_timeout=_TIMEOUT,
-                )
+            _write(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type="application/merge-patch+json",
             )
         except ApiException as error:
             if error.status != 404:
@@ -262,18 +242,15 @@ class Kube:
         """
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            _release(
-                self._custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    patch,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                    _request_timeout=_TIMEOUT,
-                )
+            _write(
+                self._custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
             )
         except ApiException as error:
             if error.status == 409:
@@ -290,16 +267,13 @@ class Kube:
         """
         patch = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
         try:
-            _release(
-                getattr(self._apps, _WORKLOAD_PATCHERS[kind])(
-                    name,
-                    namespace,
-                    patch,
-                    field_manager=FIELD_MANAGER,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                    _request_timeout=_TIMEOUT,
-                )
+            _write(
+                getattr(self._apps, _WORKLOAD_PATCHERS[kind]),
+                name,
+                namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type="application/merge-patch+json",
             )
         except ApiException as error:
             if error.status == 404:
@@ -335,14 +309,7 @@ class Kube:
         }
         try:
             # The client serialises plain dicts as they are; no model object needed.
-            _release(
-                self._core.create_namespaced_event(
-                    involved["namespace"],
-                    body,  # type: ignore[arg-type]
-                    _preload_content=False,
-                    _request_timeout=_TIMEOUT,
-                )
-            )
+            _write(self._core.create_namespaced_event, involved["namespace"], body)
         except ApiException as error:
             if error.status not in (403, 404, 409, 422):
                 raise

@@ -148,8 +148,11 @@ def summarize(parts: list[str], limit: int = MESSAGE_LIMIT) -> str:
     if len(text) <= limit:
         return text
     room = limit - len(f"; and {len(parts)} more")
-    shown = 0
-    while shown < len(parts) and len("; ".join(parts[: shown + 1])) <= room:
+    shown, size = 0, -len("; ")
+    for part in parts:
+        size += len("; ") + len(part)
+        if size > room:
+            break
         shown += 1
     head = "; ".join(parts[:shown]) if shown else parts[0][: room - 3] + "..."
     left = len(parts) - max(shown, 1)
