@@ -30,7 +30,7 @@ from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportErro
 from servicelink.leader import LEASE_NAME, decide
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
-from servicelink.settings import Settings
+from servicelink.settings import Loaded, Settings, load_settings
 
 log = logging.getLogger(__name__)
 # kopf's default registry, where the decorators below register; run_operator hands it over explicitly.
@@ -230,7 +230,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     kopf starts its watches only after this returns, so no reconcile runs on a
     half-listed cluster and mistakes a Service not yet seen for a missing one.
     """
-    config: Settings = memo.get("settings") or Settings.from_env(os.environ)
+    loaded: Loaded = memo.get("loaded") or load_settings(flags={}, environ=os.environ)
+    config = loaded.settings
+    for variable in loaded.ignored:
+        log.info("ignored %s: the kubelet's link to a Service, not a setting", variable)
     configure_kopf(settings, config)
     executor = ThreadPoolExecutor(config.workers + 2, thread_name_prefix="servicelink-api")
     kube = Kube(load_client())
@@ -287,8 +290,9 @@ async def stop(memo: Any, **_: Any) -> None:
     runtime.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def run_operator(settings: Settings, *, verbose: bool = False) -> None:
+def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
     """Run the operator in this thread until SIGINT or SIGTERM (``servicelink run``)."""
+    settings = loaded.settings
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     )
@@ -303,6 +307,6 @@ def run_operator(settings: Settings, *, verbose: bool = False) -> None:
         namespaces=settings.namespaces,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(loaded=loaded),
         registry=REGISTRY,
     )

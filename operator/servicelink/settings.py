@@ -1,13 +1,26 @@
-"""The operator's settings: one frozen object, read from flags or the environment (pure)."""
+"""The operator's settings: one frozen object, read and checked from flags or the environment (pure).
+
+Flags and ``SERVICELINK_*`` variables pass through the same parsers here, so a
+value is refused the same way whichever way it came, with one line naming the
+flag or variable, the value, and what is allowed.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
+
+# The kubelet gives every container Docker-link variables for each Service of its
+# namespace: <SVC>_PORT=tcp://10.96.86.203:9090 for the Service servicelink-metrics
+# reads as SERVICELINK_METRICS_PORT. Such a value is never the user's setting.
+_SERVICE_LINK = re.compile(r"(tcp|udp|sctp)://(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]+")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -33,43 +46,140 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read ``SERVICELINK_*`` variables; an absent variable keeps the default.
 
-        Raises ``ValueError`` naming the variable when a value cannot be parsed.
+        Raises ``SettingsError`` naming the variable when a value is refused.
         """
-        defaults = cls()
+        return load_settings(flags={}, environ=environ).settings
 
-        def number(name: str, default: float) -> float:
-            raw = environ.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a number") from None
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}={raw!r} must be a finite number, not negative")
-            return value
 
-        def port(name: str, default: int) -> int:
-            value = number(name, default)
-            if value != int(value) or value > 65535:
-                raise ValueError(f"{name}={environ[name]!r} must be a port number from 0 (off) to 65535")
-            return int(value)
+class SettingsError(ValueError):
+    """A flag or variable holds a value outside what its setting allows; the message says all three."""
 
-        log_format = environ.get("SERVICELINK_LOG_FORMAT", defaults.log_format)
-        if log_format not in ("text", "json"):
-            raise ValueError(f"SERVICELINK_LOG_FORMAT={log_format!r} must be 'text' or 'json'")
-        cluster_domain = environ.get("SERVICELINK_CLUSTER_DOMAIN") or defaults.cluster_domain
-        namespaces = tuple(n for n in environ.get("SERVICELINK_NAMESPACES", "").replace(",", " ").split() if n)
-        return cls(
-            namespaces=namespaces,
-            cluster_domain=cluster_domain,
-            resync_seconds=number("SERVICELINK_RESYNC_SECONDS", defaults.resync_seconds),
-            coalesce_seconds=number("SERVICELINK_COALESCE_SECONDS", defaults.coalesce_seconds),
-            workers=max(1, int(number("SERVICELINK_WORKERS", defaults.workers))),
-            watch_inactivity_seconds=number("SERVICELINK_WATCH_INACTIVITY_SECONDS", defaults.watch_inactivity_seconds),
-            log_format="json" if log_format == "json" else "text",
-            metrics_port=port("SERVICELINK_METRICS_PORT", defaults.metrics_port),
-            health_port=port("SERVICELINK_HEALTH_PORT", defaults.health_port),
-            leader_elect=environ.get("SERVICELINK_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
-            lease_namespace=environ.get("SERVICELINK_LEASE_NAMESPACE") or environ.get("POD_NAMESPACE") or "default",
-        )
+
+def _number(raw: str, *, low: float, high: float, unit: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also refuses nan
+        raise ValueError(f"must be {unit} from {low:g} to {high:g}")
+    return value
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    return lambda raw: _number(raw, low=low, high=high, unit="a number of seconds")
+
+
+def _integer(low: int, high: int, unit: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not re.fullmatch(r"[0-9]+", raw.strip()) or not low <= int(raw) <= high:
+            raise ValueError(f"must be {unit} from {low} to {high}")
+        return int(raw)
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return raw
+
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ValueError(f"must be one of {', '.join(_TRUE + _FALSE)}")
+
+
+def _namespace(raw: str) -> str:
+    if not _DNS_LABEL.fullmatch(raw):
+        raise ValueError("must be a namespace name: up to 63 of a-z, 0-9 and '-', starting and ending alphanumeric")
+    return raw
+
+
+def _namespaces(raw: str) -> tuple[str, ...]:
+    return tuple(_namespace(name) for name in raw.replace(",", " ").split())
+
+
+def _domain(raw: str) -> str:
+    if len(raw) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in raw.split(".")):
+        raise ValueError("must be a DNS domain such as cluster.local: dot-separated labels of a-z, 0-9 and '-'")
+    return raw
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as users write it: its flag, its variable, and the parser that checks its value."""
+
+    field: str
+    flag: str
+    parse: Callable[[str], Any]
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it: ``--resync-seconds`` reads ``SERVICELINK_RESYNC_SECONDS``."""
+        return "SERVICELINK_" + self.field.upper()
+
+
+# Every setting, with its allowed range. The lower bounds keep the operator from
+# hammering the API server: a resync relists the whole cluster, a watch reopen
+# relists a kind, and a zero would do either back to back.
+OPTIONS: tuple[Option, ...] = (
+    Option("namespaces", "--namespace", _namespaces),
+    Option("cluster_domain", "--cluster-domain", _domain),
+    Option("resync_seconds", "--resync-seconds", _seconds(1, 86400)),
+    Option("coalesce_seconds", "--coalesce-seconds", _seconds(0, 60)),
+    Option("workers", "--workers", _integer(1, 256, "a whole number")),
+    Option("watch_inactivity_seconds", "--watch-inactivity-seconds", _seconds(1, 3600)),
+    Option("log_format", "--log-format", _choice("text", "json")),
+    Option("metrics_port", "--metrics-port", _integer(0, 65535, "a port number (0: off)")),
+    Option("health_port", "--health-port", _integer(0, 65535, "a port number (0: off)")),
+    Option("leader_elect", "--leader-elect", _boolean),
+    Option("lease_namespace", "--lease-namespace", _namespace),
+)
+
+
+def is_service_link(value: str) -> bool:
+    """Whether ``value`` has the form of a kubelet service-link variable (``tcp://10.96.0.1:443``)."""
+    return _SERVICE_LINK.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Settings as read, and the variables passed over because the kubelet set them, not the user."""
+
+    settings: Settings
+    ignored: tuple[str, ...]
+
+
+def load_settings(*, flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Loaded:
+    """Return the settings from ``flags`` (by field name; None: not given), else ``environ``, else defaults.
+
+    An empty variable, or one holding a kubelet service link, counts as unset.
+    The lease namespace falls back to ``POD_NAMESPACE``. Raises ``SettingsError``
+    with one line naming the flag or variable, the value and what is allowed.
+    """
+    values: dict[str, Any] = {}
+    ignored: list[str] = []
+    for option in OPTIONS:
+        flag, variable = flags.get(option.field), environ.get(option.env, "")
+        if flag is not None:
+            source, raw = f"{option.flag} {flag}", flag
+        elif variable and is_service_link(variable):
+            ignored.append(f"{option.env}={variable}")
+            continue
+        elif variable:
+            source, raw = f"{option.env}={variable!r}", variable
+        else:
+            continue
+        try:
+            values[option.field] = option.parse(raw)
+        except ValueError as error:
+            raise SettingsError(f"{source}: {error}") from None
+    if "lease_namespace" not in values and environ.get("POD_NAMESPACE"):
+        values["lease_namespace"] = environ["POD_NAMESPACE"]
+    return Loaded(Settings(**values), tuple(ignored))

@@ -1,12 +1,73 @@
-"""settings.py: SERVICELINK_* variables, their defaults, and errors that name the variable."""
+"""settings.py and the flags of cli.py: one check for flags and variables, errors naming what was refused."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from servicelink.settings import Settings
+from servicelink import cli
+from servicelink.settings import OPTIONS, Settings, SettingsError, is_service_link, load_settings
+
+EVERY_VARIABLE = {
+    "SERVICELINK_NAMESPACES": "gallery, shop  billing",
+    "SERVICELINK_CLUSTER_DOMAIN": "corp.internal",
+    "SERVICELINK_RESYNC_SECONDS": "60",
+    "SERVICELINK_COALESCE_SECONDS": "0.2",
+    "SERVICELINK_WORKERS": "4",
+    "SERVICELINK_WATCH_INACTIVITY_SECONDS": "30",
+    "SERVICELINK_LOG_FORMAT": "json",
+    "SERVICELINK_METRICS_PORT": "0",
+    "SERVICELINK_HEALTH_PORT": "8081",
+    "SERVICELINK_LEADER_ELECT": "true",
+    "SERVICELINK_LEASE_NAMESPACE": "servicelink-system",
+}
+EVERY_SETTING = Settings(
+    namespaces=("gallery", "shop", "billing"),
+    cluster_domain="corp.internal",
+    resync_seconds=60.0,
+    coalesce_seconds=0.2,
+    workers=4,
+    watch_inactivity_seconds=30.0,
+    log_format="json",
+    metrics_port=0,
+    health_port=8081,
+    leader_elect=True,
+    lease_namespace="servicelink-system",
+)
+# For each setting, values it refuses and what the message says is allowed.
+REFUSED = {
+    "namespaces": (["Gallery", "a_b", "-x"], "namespace name"),
+    "cluster_domain": (["corp..internal", "Corp.Internal", "a" * 254], "DNS domain"),
+    "resync_seconds": (["0", "0.5", "-1", "abc", "5s", "nan", "inf", "86401"], "from 1 to 86400"),
+    "coalesce_seconds": (["-0.1", "61", "nan", "x"], "from 0 to 60"),
+    "workers": (["0", "-1", "257", "1.5", "inf", "many"], "from 1 to 256"),
+    "watch_inactivity_seconds": (["0", "3601", "nan"], "from 1 to 3600"),
+    "log_format": (["yaml", "JSON", ""], "one of text, json"),
+    "metrics_port": (["-1", "65536", "80.5", "http", "nan"], "from 0 to 65535"),
+    "health_port": (["-1", "70000", "inf"], "from 0 to 65535"),
+    "leader_elect": (["maybe", "2"], "one of 1, true"),
+    "lease_namespace": (["Kube_System", "a.b"], "namespace name"),
+}
+CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
+ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
+FLAG_CASES = [case for case in CASES if case[0] != "leader_elect"]  # --leader-elect takes no value
+
+
+def option(field: str) -> tuple[str, str]:
+    (found,) = (o for o in OPTIONS if o.field == field)
+    return found.flag, found.env
+
+
+def test_every_setting_has_one_option_and_a_refused_value() -> None:
+    assert [o.field for o in OPTIONS] == [f.name for f in dataclasses.fields(Settings)]
+    assert REFUSED.keys() == {f.name for f in dataclasses.fields(Settings)}
+    assert EVERY_VARIABLE.keys() == {o.env for o in OPTIONS}
 
 
 def test_empty_environment_gives_the_defaults() -> None:
@@ -15,49 +76,39 @@ def test_empty_environment_gives_the_defaults() -> None:
     assert settings.namespaces == ()
     assert settings.cluster_domain == "cluster.local"
     assert settings.log_format == "text"
-    assert settings.workers >= 1
 
 
 def test_every_variable_is_read() -> None:
-    settings = Settings.from_env(
-        {
-            "SERVICELINK_NAMESPACES": "gallery, shop  billing",
-            "SERVICELINK_CLUSTER_DOMAIN": "corp.internal",
-            "SERVICELINK_RESYNC_SECONDS": "60",
-            "SERVICELINK_COALESCE_SECONDS": "0.2",
-            "SERVICELINK_WORKERS": "4",
-            "SERVICELINK_LOG_FORMAT": "json",
-            "SERVICELINK_METRICS_PORT": "0",
-            "SERVICELINK_HEALTH_PORT": "8081",
-            "SERVICELINK_LEADER_ELECT": "true",
-            "SERVICELINK_LEASE_NAMESPACE": "servicelink-system",
-        }
-    )
-    assert settings == Settings(
-        namespaces=("gallery", "shop", "billing"),
-        cluster_domain="corp.internal",
-        resync_seconds=60.0,
-        coalesce_seconds=0.2,
-        workers=4,
-        log_format="json",
-        metrics_port=0,
-        health_port=8081,
-        leader_elect=True,
-        lease_namespace="servicelink-system",
-    )
+    assert Settings.from_env(EVERY_VARIABLE) == EVERY_SETTING
 
 
-def test_empty_number_keeps_the_default() -> None:
-    assert Settings.from_env({"SERVICELINK_WORKERS": "", "SERVICELINK_RESYNC_SECONDS": ""}) == Settings()
+def test_every_flag_is_read_and_wins_over_its_variable() -> None:
+    argv = [
+        "run",
+        *("-n", "gallery", "--namespace", "shop", "-n", "billing"),
+        *("--cluster-domain", "corp.internal", "--resync-seconds", "60", "--coalesce-seconds", "0.2"),
+        *("--workers", "4", "--watch-inactivity-seconds", "30", "--log-format", "json"),
+        *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
+    ]
+    flags = cli._flags(cli._parser().parse_args(argv))
+    environ = {env: "junk" for _, env in map(option, REFUSED)}
+    assert load_settings(flags=flags, environ=environ).settings == EVERY_SETTING
 
 
-def test_leader_election_is_off_by_default_and_the_lease_follows_the_pod_namespace() -> None:
-    assert Settings.from_env({}).leader_elect is False
+def test_a_flag_left_out_falls_back_to_its_variable_then_the_default() -> None:
+    flags = cli._flags(cli._parser().parse_args(["run", "--workers", "3", "--no-leader-elect"]))
+    loaded = load_settings(flags=flags, environ={"SERVICELINK_RESYNC_SECONDS": "60", "SERVICELINK_LEADER_ELECT": "1"})
+    assert loaded.settings == Settings(workers=3, resync_seconds=60.0)
+
+
+def test_empty_variable_keeps_the_default() -> None:
+    assert Settings.from_env({env: "" for env in EVERY_VARIABLE}) == Settings()
+
+
+def test_the_lease_follows_the_pod_namespace_unless_set() -> None:
     assert Settings.from_env({"POD_NAMESPACE": "servicelink-system"}).lease_namespace == "servicelink-system"
-
-
-def test_zero_workers_become_one() -> None:
-    assert Settings.from_env({"SERVICELINK_WORKERS": "0"}).workers == 1
+    environ = {"POD_NAMESPACE": "servicelink-system", "SERVICELINK_LEASE_NAMESPACE": "leases"}
+    assert Settings.from_env(environ).lease_namespace == "leases"
 
 
 def test_settings_are_frozen() -> None:
@@ -65,41 +116,96 @@ def test_settings_are_frozen() -> None:
         Settings().workers = 2  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "SERVICELINK_RESYNC_SECONDS",
-        "SERVICELINK_COALESCE_SECONDS",
-        "SERVICELINK_WORKERS",
-        "SERVICELINK_METRICS_PORT",
-        "SERVICELINK_HEALTH_PORT",
-    ],
+@pytest.mark.parametrize(("field", "raw", "allowed"), ENV_CASES)
+def test_a_refused_variable_is_named_with_its_value_and_the_range(field: str, raw: str, allowed: str) -> None:
+    _, env = option(field)
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({env: raw})
+    assert str(refused.value).startswith(f"{env}={raw!r}: must be ")
+    assert allowed in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("field", "raw", "allowed"), FLAG_CASES)
+def test_a_refused_flag_stops_run_with_one_line(field: str, raw: str, allowed: str) -> None:
+    flag, _ = option(field)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", f"{flag}={raw}"])  # "=": a value may start with "-"
+    message = str(stopped.value.code)
+    assert message.startswith(f"servicelink: {flag} {raw}: must be ")
+    assert allowed in message
+
+
+def test_servicelink_run_refuses_a_zero_resync_before_it_starts() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("servicelink")), "run", "--resync-seconds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SERVICELINK_WORKERS": "4"},
+    )
+    assert done.returncode == 1
+    assert done.stderr == "servicelink: --resync-seconds 0: must be a number of seconds from 1 to 86400\n"
+
+
+def _kubelet_variables(service: str, ip: str, ports: list[tuple[str | None, int, str]]) -> dict[str, str]:
+    """What the kubelet injects for one Service (pkg/kubelet/envvars): host, ports, Docker links."""
+    prefix = service.upper().replace("-", "_")
+    name, first, protocol = ports[0]
+    host = f"[{ip}]" if ":" in ip else ip
+    variables = {
+        f"{prefix}_SERVICE_HOST": ip,
+        f"{prefix}_SERVICE_PORT": str(first),
+        f"{prefix}_PORT": f"{protocol.lower()}://{host}:{first}",
+    }
+    for name, port, protocol in ports:
+        if name:
+            variables[f"{prefix}_SERVICE_PORT_{name.upper().replace('-', '_')}"] = str(port)
+        link = f"{prefix}_PORT_{port}_{protocol}"
+        variables[link] = f"{protocol.lower()}://{host}:{port}"
+        variables[f"{link}_PROTO"] = protocol.lower()
+        variables[f"{link}_PORT"] = str(port)
+        variables[f"{link}_ADDR"] = ip
+    return variables
+
+
+_label = st.from_regex(r"[a-z]([-a-z0-9]{0,40}[a-z0-9])?", fullmatch=True)
+_ipv4 = st.ip_addresses(v=4).map(str)
+_ipv6 = st.ip_addresses(v=6).map(str)
+_port = st.tuples(st.none() | _label, st.integers(1, 65535), st.sampled_from(["TCP", "UDP", "SCTP"]))
+_service = st.just("servicelink") | _label.map(lambda s: f"servicelink-{s}")
+
+
+@given(
+    services=st.lists(
+        st.tuples(_service, _ipv4 | _ipv6, st.lists(_port, min_size=1, max_size=4)),
+        min_size=1,
+        max_size=4,
+    )
 )
-@pytest.mark.parametrize("raw", ["abc", "-1", "5s"])
-def test_bad_number_is_an_error_naming_the_variable(name: str, raw: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        Settings.from_env({name: raw})
+def test_the_kubelet_variables_of_any_servicelink_service_leave_the_defaults(
+    services: list[tuple[str, str, list[tuple[str | None, int, str]]]],
+) -> None:
+    environ: dict[str, str] = {}
+    for service, ip, ports in services:
+        environ |= _kubelet_variables(service, ip, ports)
+    loaded = load_settings(flags={}, environ=environ)
+    assert loaded.settings == Settings()
+    assert all(name.split("=")[0] in environ for name in loaded.ignored)
 
 
-def test_bad_log_format_is_an_error_naming_the_variable() -> None:
-    with pytest.raises(ValueError, match="SERVICELINK_LOG_FORMAT"):
-        Settings.from_env({"SERVICELINK_LOG_FORMAT": "yaml"})
+def test_the_shipped_metrics_service_link_is_ignored_and_reported() -> None:
+    environ = _kubelet_variables("servicelink-metrics", "10.96.86.203", [("metrics", 9090, "TCP")])
+    environ |= _kubelet_variables("servicelink-health", "10.96.0.7", [(None, 8080, "TCP")])
+    loaded = load_settings(flags={}, environ={**environ, "SERVICELINK_WORKERS": "4"})
+    assert loaded.settings == Settings(workers=4)
+    assert loaded.ignored == (
+        "SERVICELINK_METRICS_PORT=tcp://10.96.86.203:9090",
+        "SERVICELINK_HEALTH_PORT=tcp://10.96.0.7:8080",
+    )
 
 
-@pytest.mark.parametrize("raw", ["inf", "nan"])
-@pytest.mark.parametrize("name", ["SERVICELINK_WORKERS", "SERVICELINK_METRICS_PORT"])
-def test_non_finite_integer_setting_is_an_error_naming_the_variable(name: str, raw: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        Settings.from_env({name: raw})
-
-
-@pytest.mark.parametrize("name", ["SERVICELINK_COALESCE_SECONDS", "SERVICELINK_RESYNC_SECONDS"])
-def test_nan_seconds_is_an_error_naming_the_variable(name: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        Settings.from_env({name: "nan"})
-
-
-@pytest.mark.parametrize("name", ["SERVICELINK_METRICS_PORT", "SERVICELINK_HEALTH_PORT"])
-def test_port_above_65535_is_an_error_naming_the_variable(name: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        Settings.from_env({name: "70000"})
+def test_a_user_setting_next_to_a_service_link_is_still_read() -> None:
+    assert is_service_link("tcp://[fd00::1]:9090")
+    assert not is_service_link("9090")
+    assert Settings.from_env({"SERVICELINK_METRICS_PORT": "9091"}).metrics_port == 9091
