@@ -8,6 +8,7 @@ stops everything it started.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import subprocess
@@ -24,9 +25,11 @@ import yaml
 from servicelink.testing.assets import ensure_assets
 from servicelink.testing.controlplane import start_control_plane
 
-REPO = Path(__file__).resolve().parents[2]
-GALLERY = REPO / "examples" / "gallery"
-CRD = REPO / "crds" / "servicelink.yaml"
+# The CRD and examples/gallery, shipped inside the package (symlinks in the source tree), so
+# the demo runs from any install, the image included.
+RESOURCES = importlib.resources.files("servicelink") / "resources"
+GALLERY = RESOURCES / "gallery"
+CRD = RESOURCES / "servicelink-crd.yaml"
 
 
 class Kubectl:
@@ -87,7 +90,7 @@ def _ready(kubectl: Kubectl, namespace: str) -> bool:
 
 def run_demo(kubectl: Kubectl, kubeconfig: str, namespace: str, *, own_namespace: bool) -> None:
     """Apply the gallery, show the ServiceLinks and ConfigMaps, change a port, show the rollout."""
-    kubectl.run("apply", "-f", str(CRD))
+    kubectl.run("apply", "-f", "-", input=CRD.read_text())
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/servicelinks.servicelink.dev")
     kubectl.run("create", "namespace", namespace, check=False)
     log = Path(tempfile.mkdtemp(prefix="servicelink-demo-")) / "operator.log"

@@ -15,7 +15,6 @@ import datetime
 import functools
 import logging
 import os
-import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import kopf
 from servicelink import metrics
 from servicelink.cache import Cache, needs_reconcile
 from servicelink.controller import WorkQueue
-from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportError, load_client
+from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
@@ -259,7 +258,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
     if config.leader_elect:
-        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        identity = f"{instance_name()}-{os.getpid()}"
         runtime.election = asyncio.create_task(_elect(runtime, identity), name="servicelink-election")
     log.info("servicelink started: %s; %d ServiceLinks", config, len(cache.servicelink_keys()))
 
@@ -309,4 +308,7 @@ def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
         memo=kopf.Memo(loaded=loaded),
         registry=REGISTRY,
+        # Without an identity kopf falls back to getpass.getuser(), which fails for a uid with
+        # no passwd entry, as in the image (10001). Its type is a NewType of str kopf does not export.
+        identity=instance_name(),  # type: ignore[arg-type]
     )

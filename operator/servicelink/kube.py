@@ -128,6 +128,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def instance_name() -> str:
+    """Name this replica: ``$POD_NAME`` in a pod, else the hostname. Needs no passwd entry."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
 class Kube:
     """Typed, synchronous calls on one API client; safe to use from several threads."""
 
@@ -138,7 +143,7 @@ class Kube:
         self._discovery = kubernetes.client.DiscoveryV1Api(api_client)
         self._version = kubernetes.client.VersionApi(api_client)
         self._coordination = kubernetes.client.CoordinationV1Api(api_client)
-        self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+        self._instance = instance_name()
 
     def get_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the Lease, or None when it does not exist (404)."""
