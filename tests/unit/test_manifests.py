@@ -216,3 +216,32 @@ def test_gallery_deployments_read_their_configmaps() -> None:
         "mongodb": [],
         "redis": [],
     }
+
+
+def test_the_package_ships_the_crd_and_the_gallery_for_the_demo() -> None:
+    """``servicelink demo`` reads them from the installed package: its resources are the repository's files."""
+    resources = REPO / "operator" / "servicelink" / "resources"
+    assert (resources / "servicelink-crd.yaml").read_bytes() == (REPO / "crds" / "servicelink.yaml").read_bytes()
+    shipped = sorted(p.name for p in (resources / "gallery").glob("*.yaml"))
+    assert shipped == sorted(p.name for p in GALLERY.glob("*.yaml"))
+    for name in shipped:
+        assert (resources / "gallery" / name).read_bytes() == (GALLERY / name).read_bytes()
+
+
+def test_gallery_pods_probe_their_upstreams_with_the_app_image() -> None:
+    """Each gallery Deployment runs the local app image in its role; readiness calls the role's upstreams."""
+    roles = {}
+    for doc in documents(GALLERY / "deployments.yaml"):
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "ghcr.io/servicelink/gallery-app:0.1.0"
+        assert container["imagePullPolicy"] == "IfNotPresent"
+        probe = container["readinessProbe"]
+        roles[doc["metadata"]["name"]] = (container["args"][0], probe.get("httpGet", {}).get("path"))
+    assert roles == {
+        "gateway-service": ("gateway", "/ready"),
+        "auth-service": ("auth", "/ready"),
+        "app-service": ("app", "/ready"),
+        "worker-service": ("worker", "/ready"),
+        "mongodb": ("tcp", None),
+        "redis": ("tcp", None),
+    }

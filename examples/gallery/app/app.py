@@ -1,0 +1,133 @@
+"""The image gallery's services, played by one stdlib-only program: ``python app.py ROLE``.
+
+Each HTTP role answers ``GET /`` with the chain of hops the request went through, so one
+call through the gateway shows the whole flow of the seed:
+gateway -> app-service -> mongodb, and gateway -> auth-service on ``/auth``.
+
+- ``gateway``: ``/api/...`` goes to ``$APP_SERVICE_URL``, ``/auth`` to ``$AUTH_SERVICE_URL``.
+- ``app``: opens TCP connections to ``$MONGODB_HOST:27017`` and to ``$REDIS_URL``.
+- ``auth``: answers on its own.
+- ``worker``: polls ``$APP_SERVICE_URL`` every 2 s; ``/`` shows the last poll.
+- ``tcp``: a stub database that greets each connection (mongodb, redis).
+
+``/healthz`` is liveness; ``/ready`` is readiness and checks the role's own upstreams, so a
+pod whose URL is wrong never becomes Ready. ``/env`` shows the URLs the pod started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME = os.environ.get("SERVICE_NAME") or socket.gethostname().rsplit("-", 2)[0]
+TIMEOUT = 2.0
+_last_poll: dict[str, object] = {"hops": [], "error": "not polled yet"}
+
+
+def _get(url: str) -> list[str]:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return list(json.load(response)["hops"])
+
+
+def _connect(host: str, port: int) -> str:
+    with socket.create_connection((host, port), timeout=TIMEOUT) as conn:
+        return conn.recv(64).decode().strip() or f"{host}:{port}"
+
+
+def _upstreams(role: str, path: str) -> list[str]:
+    """Call this role's upstreams for ``path`` and return their hops; raise when one fails."""
+    if role == "gateway":
+        if path.startswith("/auth"):
+            return _get(os.environ["AUTH_SERVICE_URL"])
+        if path.startswith("/api"):
+            return _get(os.environ["APP_SERVICE_URL"].rstrip("/") + path.removeprefix("/api"))
+        return []
+    if role == "app":
+        redis = urllib.parse.urlsplit(os.environ["REDIS_URL"])
+        return [_connect(os.environ["MONGODB_HOST"], 27017), _connect(redis.hostname or "", redis.port or 6379)]
+    if role == "worker":
+        return [str(h) for h in _last_poll["hops"]] if not _last_poll.get("error") else []
+    return []
+
+
+def _ready(role: str) -> None:
+    """Raise unless every upstream of ``role`` answers."""
+    if role == "gateway":
+        _upstreams(role, "/auth")
+        _upstreams(role, "/api/")
+    elif role == "app":
+        _upstreams(role, "/")
+    elif role == "worker" and _last_poll.get("error"):
+        raise RuntimeError(str(_last_poll["error"]))
+
+
+def _serve_http(role: str, port: int) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                if self.path == "/healthz":
+                    body: dict[str, object] = {"ok": True}
+                elif self.path == "/ready":
+                    _ready(role)
+                    body = {"ready": True}
+                elif self.path == "/env":
+                    body = {k: v for k, v in sorted(os.environ.items()) if k.endswith(("_URL", "_HOST"))}
+                else:
+                    body = {"hops": [NAME, *_upstreams(role, self.path)]}
+                status = 200
+            except Exception as error:  # an upstream that fails is the answer, not a crash
+                body, status = {"hops": [NAME], "error": f"{type(error).__name__}: {error}"}, 502
+            data = json.dumps(body).encode() + b"\n"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            if self.path not in ("/healthz", "/ready"):
+                sys.stderr.write(f"{NAME}: {format % args}\n")
+
+    ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
+
+
+def _serve_tcp(port: int) -> None:
+    class Greeter(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(f"{NAME}\n".encode())
+
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer(("0.0.0.0", port), Greeter).serve_forever()
+
+
+def _poll_forever() -> None:
+    while True:
+        try:
+            _last_poll.update(hops=_get(os.environ["APP_SERVICE_URL"]), error="")
+        except Exception as error:
+            _last_poll.update(hops=[], error=f"{type(error).__name__}: {error}")
+        time.sleep(2)
+
+
+def main() -> None:
+    role, port = sys.argv[1], int(os.environ.get("PORT", "8080"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 gets no default SIGTERM handler
+    if role == "tcp":
+        _serve_tcp(port)
+        return
+    if role == "worker":
+        threading.Thread(target=_poll_forever, daemon=True).start()
+    _serve_http(role, port)
+
+
+if __name__ == "__main__":
+    main()
