@@ -1,9 +1,12 @@
-"""Find or build etcd, kube-apiserver, kube-controller-manager and kubectl (does I/O).
+"""Find or build the control-plane and node binaries (does I/O).
 
-Order of preference: ``KUBEBUILDER_ASSETS`` (the envtest convention), then a
-complete cache folder keyed by version, then a build from the official Go
-modules through the Go module proxy into that cache. Nothing is downloaded from
-release pages and nothing lands in the repository.
+The control plane is etcd, kube-apiserver, kube-controller-manager and kubectl;
+a node adds kubelet, kube-proxy, kube-scheduler, crictl, CoreDNS and a pause
+binary. Order of preference: ``KUBEBUILDER_ASSETS`` (the envtest convention)
+or ``SERVICELINK_NODE_ASSETS``, then a complete cache folder keyed by version,
+then a build from the official Go modules through the Go module proxy into that
+cache. Nothing is downloaded from release pages and nothing lands in the
+repository.
 """
 
 from __future__ import annotations
@@ -21,9 +24,59 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.5"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+CRICTL_VERSION = "v1.34.0"
+COREDNS_VERSION = "v1.14.7"
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "crictl", "coredns", "pause")
 COMPLETE_MARKER = ".complete"
 
 _KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
+_NODE_KUBE_COMMANDS = ("kubelet", "kube-proxy", "kube-scheduler")
+# CoreDNS with only the plugins cluster DNS needs: the full build pulls in every cloud SDK.
+_COREDNS_MAIN = """package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"ready", "health", "errors", "cache", "kubernetes", "forward"}
+}
+
+func main() { coremain.Run() }
+"""
+# The pod sandbox's process: waits for SIGTERM and reaps the zombies it inherits.
+_PAUSE_MAIN = """package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for received := range signals {
+		if received != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var status syscall.WaitStatus
+			if pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil); pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+"""
 _STAGING_REQUIRE = re.compile(r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0\s*$", re.MULTILINE)
 
 
@@ -48,34 +101,50 @@ def default_cache_root() -> Path:
 
 
 def cache_dir(root: Path | None = None) -> Path:
-    """Return the versioned folder the built binaries live in."""
+    """Return the versioned folder the built control-plane binaries live in."""
     base = root if root is not None else default_cache_root()
     return base / "control-plane" / f"{KUBERNETES_VERSION}-etcd{ETCD_VERSION}"
 
 
-def _holds_all(directory: Path) -> bool:
-    return all(os.access(directory / name, os.X_OK) for name in BINARIES)
+def node_cache_dir(root: Path | None = None) -> Path:
+    """Return the versioned folder the built node binaries live in."""
+    base = root if root is not None else default_cache_root()
+    return base / "node" / f"{KUBERNETES_VERSION}-crictl{CRICTL_VERSION}-coredns{COREDNS_VERSION}"
+
+
+def _holds_all(directory: Path, names: tuple[str, ...] = BINARIES) -> bool:
+    return all(os.access(directory / name, os.X_OK) for name in names)
+
+
+def find_assets() -> Assets | None:
+    """Return the control-plane binaries if ``KUBEBUILDER_ASSETS`` or the cache holds them all, else None.
+
+    Raises ``RuntimeError`` naming the folder when ``KUBEBUILDER_ASSETS`` is set but lacks a binary.
+    """
+    given = os.environ.get("KUBEBUILDER_ASSETS")
+    if given:
+        missing = [n for n in BINARIES if not os.access(Path(given) / n, os.X_OK)]
+        if missing:
+            raise RuntimeError(
+                f"KUBEBUILDER_ASSETS={given} lacks {', '.join(missing)}; "
+                "point it at a folder with all of " + ", ".join(BINARIES)
+            )
+        return Assets(Path(given))
+    directory = cache_dir()
+    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory):
+        return Assets(directory)
+    return None
 
 
 def ensure_assets(*, log: bool = True) -> Assets:
     """Return the binaries, building them into the cache when none are found.
 
-    Raises ``RuntimeError`` naming the folder when ``KUBEBUILDER_ASSETS`` is set
-    but lacks a binary, and ``subprocess.CalledProcessError`` when a build fails.
+    Raises like ``find_assets``, and ``subprocess.CalledProcessError`` when a build fails.
     """
-    given = os.environ.get("KUBEBUILDER_ASSETS")
-    if given:
-        directory = Path(given)
-        if not _holds_all(directory):
-            missing = [n for n in BINARIES if not os.access(directory / n, os.X_OK)]
-            raise RuntimeError(
-                f"KUBEBUILDER_ASSETS={given} lacks {', '.join(missing)}; "
-                "point it at a folder with all of " + ", ".join(BINARIES)
-            )
-        return Assets(directory)
+    found = find_assets()
+    if found is not None:
+        return found
     directory = cache_dir()
-    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory):
-        return Assets(directory)
     build_assets(directory, log=log)
     return Assets(directory)
 
@@ -90,14 +159,15 @@ def _go(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def _go_env(work: Path) -> dict[str, str]:
+def _go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         CGO_ENABLED="0",
         GOTOOLCHAIN="local",
         GOFLAGS="-mod=mod -buildvcs=false",
         GOWORK="off",
-        GOCACHE=str(work / "gocache"),
+        # Shared by the control-plane and node builds: both compile most of k8s.io.
+        GOCACHE=str(default_cache_root() / "gocache"),
     )
     return env
 
@@ -124,7 +194,9 @@ def _version_ldflags() -> str:
     return " ".join(flags)
 
 
-def _build_kubernetes(work: Path, out: Path, env: dict[str, str], *, log: bool) -> None:
+def _build_kubernetes(
+    work: Path, out: Path, env: dict[str, str], *, commands: tuple[str, ...] = _KUBE_COMMANDS, log: bool
+) -> None:
     module = work / "kubernetes"
     module.mkdir(parents=True, exist_ok=True)
     _say(f"resolving k8s.io/kubernetes@{KUBERNETES_VERSION}", log=log)
@@ -134,11 +206,11 @@ def _build_kubernetes(work: Path, out: Path, env: dict[str, str], *, log: bool) 
         "module servicelink.local/control-plane\n\ngo 1.24.0\n\n"
         f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\n" + "\n".join(replaces) + "\n"
     )
-    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in _KUBE_COMMANDS]
-    _say(f"fetching modules for {', '.join(_KUBE_COMMANDS)} ({len(replaces)} staging replaces)", log=log)
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in commands]
+    _say(f"fetching modules for {', '.join(commands)} ({len(replaces)} staging replaces)", log=log)
     # The version on every path: a bare path would upgrade k8s.io/kubernetes to the latest.
     _go(["get", "-tool", *(f"{p}@{KUBERNETES_VERSION}" for p in packages)], cwd=module, env=env)
-    for name, package in zip(_KUBE_COMMANDS, packages, strict=True):
+    for name, package in zip(commands, packages, strict=True):
         started = time.monotonic()
         _say(f"building {name}", log=log)
         _go(
@@ -182,7 +254,7 @@ def build_assets(directory: Path, *, log: bool = True) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / COMPLETE_MARKER).unlink(missing_ok=True)
     work = directory.parent / f"{directory.name}.work"
-    env = _go_env(work)
+    env = _go_env()
     _say(f"building Kubernetes {KUBERNETES_VERSION} and etcd {ETCD_VERSION} into {directory}", log=log)
     try:
         if not os.access(directory / "etcd", os.X_OK):
@@ -196,11 +268,107 @@ def build_assets(directory: Path, *, log: bool = True) -> None:
     _say(f"done in {time.monotonic() - started:.0f}s", log=log)
 
 
-def main() -> None:
-    """Ensure the binaries and print the folder that holds them."""
+def find_node_assets() -> Assets | None:
+    """Return the node binaries if ``SERVICELINK_NODE_ASSETS`` or the cache holds them all, else None.
+
+    Raises ``RuntimeError`` naming the folder when ``SERVICELINK_NODE_ASSETS`` is set but lacks a binary.
+    """
+    given = os.environ.get("SERVICELINK_NODE_ASSETS")
+    if given:
+        missing = [n for n in NODE_BINARIES if not os.access(Path(given) / n, os.X_OK)]
+        if missing:
+            raise RuntimeError(
+                f"SERVICELINK_NODE_ASSETS={given} lacks {', '.join(missing)}; "
+                "point it at a folder with all of " + ", ".join(NODE_BINARIES)
+            )
+        return Assets(Path(given))
+    directory = node_cache_dir()
+    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory, NODE_BINARIES):
+        return Assets(directory)
+    return None
+
+
+def ensure_node_assets(*, log: bool = True) -> Assets:
+    """Return the node binaries, building them into the cache when none are found; raises like ``ensure_assets``."""
+    found = find_node_assets()
+    if found is not None:
+        return found
+    directory = node_cache_dir()
+    if shutil.which("go") is None:
+        raise RuntimeError(
+            "no node binaries: set SERVICELINK_NODE_ASSETS to a folder holding "
+            + ", ".join(NODE_BINARIES)
+            + ", or install Go so they can be built from the official modules"
+        )
     started = time.monotonic()
-    assets = ensure_assets()
-    print(assets.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / COMPLETE_MARKER).unlink(missing_ok=True)
+    work = directory.parent / f"{directory.name}.work"
+    env = _go_env()
+    _say(f"building kubelet, kube-proxy, kube-scheduler, crictl, CoreDNS and pause into {directory}", log=log)
+    try:
+        _build_small(work / "pause", directory / "pause", env, main_go=_PAUSE_MAIN, requires=(), log=log)
+        _build_small(
+            work / "crictl",
+            directory / "crictl",
+            env,
+            package=f"sigs.k8s.io/cri-tools/cmd/crictl@{CRICTL_VERSION}",
+            log=log,
+        )
+        _build_small(
+            work / "coredns",
+            directory / "coredns",
+            env,
+            main_go=_COREDNS_MAIN,
+            requires=(f"github.com/coredns/coredns@{COREDNS_VERSION}",),
+            log=log,
+        )
+        if not _holds_all(directory, _NODE_KUBE_COMMANDS):
+            _build_kubernetes(work, directory, env, commands=_NODE_KUBE_COMMANDS, log=log)
+    except subprocess.CalledProcessError as error:
+        _say(f"failed: {' '.join(error.cmd)}\n{error.stderr}", log=log)
+        raise
+    (directory / COMPLETE_MARKER).write_text(f"{KUBERNETES_VERSION} {CRICTL_VERSION} {COREDNS_VERSION}\n")
+    shutil.rmtree(work, ignore_errors=True)
+    _say(f"node binaries done in {time.monotonic() - started:.0f}s", log=log)
+    return Assets(directory)
+
+
+def _build_small(
+    module: Path,
+    out: Path,
+    env: dict[str, str],
+    *,
+    main_go: str = "",
+    requires: tuple[str, ...] = (),
+    package: str = "",
+    log: bool,
+) -> None:
+    """Build one small Go program: our own ``main_go`` with ``requires``, or a published ``package@version``."""
+    if os.access(out, os.X_OK):
+        return
+    started = time.monotonic()
+    module.mkdir(parents=True, exist_ok=True)
+    (module / "go.mod").write_text(f"module servicelink.local/{out.name}\n\ngo 1.24.0\n")
+    if main_go:
+        (module / "main.go").write_text(main_go)
+    for requirement in requires:
+        _go(["get", requirement], cwd=module, env=env)
+    if requires:
+        _go(["mod", "tidy"], cwd=module, env=env)
+    if package:
+        _go(["get", package], cwd=module, env=env)
+    target = package.partition("@")[0] or "."
+    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), target], cwd=module, env=env)
+    _say(f"built {out.name} in {time.monotonic() - started:.0f}s", log=log)
+
+
+def main() -> None:
+    """Ensure the control-plane binaries (and with ``--node`` the node's) and print their folders."""
+    started = time.monotonic()
+    print(ensure_assets().directory)
+    if "--node" in sys.argv[1:]:
+        print(ensure_node_assets().directory)
     print(f"[control-plane build] binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 

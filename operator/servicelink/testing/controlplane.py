@@ -65,8 +65,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def _write_certificates(pki: Path) -> None:
-    """Write a CA, a serving certificate for 127.0.0.1 and a service-account key pair."""
+_SERVING_NAMES = (
+    "IP:127.0.0.1",
+    "DNS:localhost",
+    "DNS:kubernetes",
+    "DNS:kubernetes.default",
+    "DNS:kubernetes.default.svc",
+    "DNS:kubernetes.default.svc.cluster.local",
+)
+
+
+def _write_certificates(pki: Path, extra_names: Sequence[str] = ()) -> None:
+    """Write a CA, a serving certificate for 127.0.0.1 (plus ``extra_names``) and a service-account key pair."""
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
     _openssl(
@@ -86,8 +96,7 @@ def _write_certificates(pki: Path) -> None:
     _openssl("genrsa", "-out", "apiserver.key", "2048", cwd=pki)
     _openssl("req", "-new", "-key", "apiserver.key", "-subj", "/CN=kube-apiserver", "-out", "apiserver.csr", cwd=pki)
     (pki / "san.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName={','.join((*_SERVING_NAMES, *extra_names))}\nextendedKeyUsage=serverAuth\n"
     )
     _openssl(
         "x509",
@@ -116,6 +125,7 @@ class _Process:
     name: str
     args: list[str]
     log_path: Path
+    detached: bool = False  # outlives its parent; its PID is written to <log folder>/<name>.pid
     popen: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
 
@@ -126,8 +136,10 @@ class _Process:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=os.setpgrp if self.detached else _die_with_parent,
         )
+        if self.detached:
+            self.log_path.with_suffix(".pid").write_text(f"{self.popen.pid}\n")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is not None and self.popen.poll() is None:
@@ -230,9 +242,17 @@ def start_control_plane(
     workdir: Path | None = None,
     controller_manager: bool = True,
     extra_apiserver_args: Sequence[str] = (),
+    extra_controllers: Sequence[str] = (),
+    advertise_address: str | None = None,
+    detached: bool = False,
     timeout: float = 60.0,
 ) -> ControlPlane:
     """Start etcd, kube-apiserver and (by default) kube-controller-manager; return when ready.
+
+    With ``advertise_address`` the API server listens on every interface and
+    advertises that address, so pods reach it through the ``kubernetes``
+    Service. ``detached`` processes outlive this one (a cluster started by a
+    command that then exits); each writes its PID next to its log.
 
     Raises ``TimeoutError`` or ``RuntimeError`` naming the log folder when a
     component does not come up; whatever was started is stopped first.
@@ -244,7 +264,8 @@ def start_control_plane(
     log_dir = root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     pki = root / "pki"
-    _write_certificates(pki)
+    # The first address of the service range is the `kubernetes` Service's ClusterIP.
+    _write_certificates(pki, (f"IP:{advertise_address}", "IP:10.96.0.1") if advertise_address else ())
     token = secrets.token_hex(16)
     (pki / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
     etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
@@ -281,8 +302,8 @@ def start_control_plane(
         [
             assets.path("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if advertise_address else '127.0.0.1'}",
+            f"--advertise-address={advertise_address or '127.0.0.1'}",
             f"--secure-port={api_port}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -308,7 +329,7 @@ def start_control_plane(
                 f"--kubeconfig={kubeconfig}",
                 "--leader-elect=false",
                 "--secure-port=0",
-                "--controllers=" + ",".join(_CONTROLLERS),
+                "--controllers=" + ",".join((*_CONTROLLERS, *extra_controllers)),
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",
@@ -316,7 +337,10 @@ def start_control_plane(
             ],
             log_dir / "kube-controller-manager.log",
         )
-    _live.append(plane)
+    for process in plane.processes.values():
+        process.detached = detached
+    if not detached:
+        _live.append(plane)
     try:
         plane.processes["etcd"].start()
         plane.processes["kube-apiserver"].start()

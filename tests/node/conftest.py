@@ -1,0 +1,56 @@
+"""Tests on a real one-node cluster (kubelet, containerd, kube-proxy, CoreDNS): the install as users do it.
+
+They need root on Linux and the Debian packages ``hack/test.sh`` installs. In CI a
+machine that cannot run a node fails with the reason; elsewhere the tests skip with it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servicelink.testing.assets import default_cache_root
+from servicelink.testing.node import Node, down, leftovers, missing_prerequisites, up
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.node)
+            item.add_marker(pytest.mark.timeout(900))  # the first test also builds what the node needs
+
+
+def _saved_images() -> list[Path]:
+    """The operator's and the gallery's images as hack/image.sh saved them (built here when missing)."""
+    folder = default_cache_root() / "image" / "saved"
+    images = [folder / "servicelink.tar", folder / "gallery-app.tar"]
+    if not all(image.exists() for image in images):
+        subprocess.run(["bash", str(REPO / "hack" / "image.sh"), "--save", str(folder)], check=True)
+    return images
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[Node]:
+    """The one node of this machine, with both images imported; torn down, and checked clean, at the end."""
+    missing = missing_prerequisites()
+    if missing:
+        reason = "a node cannot run here: it needs " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    started = up(images=_saved_images())
+    print(f"\n[servicelink] node up; export KUBECONFIG={started.kubeconfig}", file=sys.stderr)
+    try:
+        yield started
+    finally:
+        down()
+        left = leftovers()
+        assert not left, f"down left behind: {left}"
