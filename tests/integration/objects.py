@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from servicelink.testing.fixtures import Cluster, wait_for
@@ -82,6 +83,30 @@ def deployment(
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
         "spec": spec,
     }
+
+
+def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
+    """Change the first port of a Service."""
+    patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])
+    cluster.kubectl("patch", "service", name, "-n", namespace, "--type=json", "-p", patch)
+
+
+def events(cluster: Cluster, namespace: str, reason: str | None = None) -> list[dict[str, Any]]:
+    """The Events of a namespace, of one reason if given."""
+    args = ["events", "-n", namespace]
+    if reason:
+        args += ["--field-selector", f"reason={reason}"]
+    items: list[dict[str, Any]] = cluster.get(*args)["items"]
+    return items
+
+
+def template_hash(cluster: Cluster, namespace: str, name: str) -> str | None:
+    """The servicelink.dev/config-hash on a Deployment's pod template: set once servicelink rolled it."""
+    body = cluster.get("deployment", name, "-n", namespace)
+    value: str | None = (body["spec"]["template"]["metadata"].get("annotations") or {}).get(
+        "servicelink.dev/config-hash"
+    )
+    return value
 
 
 def condition(servicelink_body: dict[str, Any] | None, kind: str) -> dict[str, Any]:
