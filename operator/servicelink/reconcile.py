@@ -55,6 +55,9 @@ from servicelink.status import Verdict, parse_conditions, render_invalid_status,
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
+# refused ServiceLink is found by looking again this often, one GET each time.
+CONSENT_RECHECK_SECONDS = 15.0
 
 
 class World(Protocol):
@@ -139,15 +142,17 @@ class Reconciler:
         except (TransientError, ApiError) as error:
             log.info("event %s on %s/%s not recorded: %s", reason, involved["namespace"], involved["name"], error)
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one ServiceLink's ConfigMap, consumers and status in step with the cluster.
 
-        Returns quietly when the ServiceLink is gone. Raises ``TransientError``
-        when the API server should be asked again later.
+        Returns the seconds after which to look again when only time can tell
+        (its ConfigMap not shared yet), else None; returns None when the
+        ServiceLink is gone. Raises ``TransientError`` when the API server
+        should be asked again later.
         """
         body = self.world.servicelink(namespace, name)
         if body is None:
-            return
+            return None
         metadata = body.get("metadata") or {}
         finalizers = list(metadata.get("finalizers") or ())
         if metadata.get("deletionTimestamp"):
@@ -155,13 +160,14 @@ class Reconciler:
                 await self._release(body)
                 finalizers.remove(FINALIZER)
                 await self._set_finalizers(body, finalizers)
-            return
+            return None
         try:
             spec = parse_spec(body.get("spec") or {})
         except ValidationError as error:
             await self._report_invalid(body, error)
-            return
-        await self._reconcile_valid(body, spec)
+            return None
+        synced = await self._reconcile_valid(body, spec)
+        return CONSENT_RECHECK_SECONDS if synced.reason == c.CONFIGMAP_NOT_SHARED else None
 
     async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
         metadata = body["metadata"]
@@ -197,7 +203,8 @@ class Reconciler:
         siblings = frozenset(key for cl in others for key in cl.keys)
         return earlier, siblings
 
-    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> None:
+    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> Verdict:
+        """Reconcile a ServiceLink whose spec is valid; return how its ConfigMap write went."""
         metadata = body["metadata"]
         namespace = metadata["namespace"]
         status: Mapping[str, Any] = body.get("status") or {}
@@ -248,6 +255,7 @@ class Reconciler:
             now=_now(),
         )
         await self._write_status(body, new_status)
+        return written.verdict
 
     @staticmethod
     def _desired_values(results: list[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
