@@ -85,6 +85,25 @@ def deployment(
     }
 
 
+def servicelinks_only(namespace: str, subject: dict[str, str], *, verbs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A Role allowing only ``verbs`` on ServiceLinks, and its binding to ``subject``: a user limited to them."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "servicelinks-only", "namespace": namespace},
+            "rules": [{"apiGroups": ["servicelink.dev"], "resources": ["servicelinks"], "verbs": list(verbs)}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "servicelinks-only", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "servicelinks-only"},
+            "subjects": [subject],
+        },
+    ]
+
+
 def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
     """Change the first port of a Service."""
     patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])

@@ -13,6 +13,7 @@ from objects import (
     events,
     service,
     servicelink,
+    servicelinks_only,
     set_port,
     sl,
     template_hash,
@@ -30,31 +31,6 @@ def run_command(cluster: Cluster, command: str) -> None:
     args = shlex.split(command)
     assert args[0] == "kubectl", command
     cluster.kubectl(*args[1:])
-
-
-def servicelinks_only(namespace: str, user: str) -> list[dict[str, Any]]:
-    """A Role that allows only ServiceLinks, and its binding to ``user``: the issue's RBAC-limited user."""
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "servicelinks-only", "namespace": namespace},
-            "rules": [
-                {
-                    "apiGroups": ["servicelink.dev"],
-                    "resources": ["servicelinks"],
-                    "verbs": ["get", "list", "create", "update", "patch"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": user, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "servicelinks-only"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        },
-    ]
 
 
 def innocent(namespace: str, template: str) -> dict[str, Any]:
@@ -80,7 +56,12 @@ def test_a_servicelink_writes_into_an_existing_configmap_only_while_its_owner_sh
             },
             service("auth-service", namespace, 3001),
             deployment("victim", namespace, env_from="victim-config"),
-            *servicelinks_only(namespace, MALLORY),
+            # The issue's user: ServiceLinks, and nothing else.
+            *servicelinks_only(
+                namespace,
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": MALLORY},
+                verbs=("get", "list", "create", "update", "patch"),
+            ),
         ]
     )
 

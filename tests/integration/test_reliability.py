@@ -27,7 +27,18 @@ from typing import Any
 
 import pytest
 import yaml
-from objects import data, deployment, events, service, servicelink, set_port, sl, template_hash, wait_condition
+from objects import (
+    data,
+    deployment,
+    events,
+    service,
+    servicelink,
+    servicelinks_only,
+    set_port,
+    sl,
+    template_hash,
+    wait_condition,
+)
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
@@ -609,25 +620,11 @@ def test_a_limited_user_cannot_use_the_operator_to_reach_another_namespace(
         cluster.apply(
             [
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "limited", "namespace": namespace}},
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "Role",
-                    "metadata": {"name": "servicelinks-only", "namespace": namespace},
-                    "rules": [
-                        {
-                            "apiGroups": ["servicelink.dev"],
-                            "resources": ["servicelinks"],
-                            "verbs": ["create", "get", "list"],
-                        }
-                    ],
-                },
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "RoleBinding",
-                    "metadata": {"name": "limited", "namespace": namespace},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "servicelinks-only"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}],
-                },
+                *servicelinks_only(
+                    namespace,
+                    {"kind": "ServiceAccount", "name": "limited", "namespace": namespace},
+                    verbs=("create", "get", "list"),
+                ),
                 service("local", namespace, 3001),
                 service("secret-db", other, secret_port),
                 deployment("victim", namespace, env_from="victim-config"),
