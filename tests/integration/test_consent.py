@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from objects import (
     condition,
     data,
@@ -20,7 +25,8 @@ from objects import (
     wait_condition,
 )
 
-from servicelink.testing.fixtures import Cluster, OperatorProcess, wait_for
+from servicelink.reconcile import CONSENT_RECHECK_SECONDS
+from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 MALLORY = "mallory"
 WRITABLE_BY = "servicelink.dev/writable-by"
@@ -43,8 +49,17 @@ def innocent(namespace: str, template: str) -> dict[str, Any]:
     )
 
 
+@pytest.fixture
+def operator_default_resync(kubeconfig_env: Path, crd: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator with the default 300 s resync: consent given must be found without a resync."""
+    process = start_operator_process(kubeconfig_env, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="300")
+    yield process
+    process.stop()
+    print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
+
+
 def test_a_servicelink_writes_into_an_existing_configmap_only_while_its_owner_shares_it(
-    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+    cluster: Cluster, namespace: str, operator_default_resync: OperatorProcess
 ) -> None:
     cluster.apply(
         [
@@ -87,10 +102,13 @@ def test_a_servicelink_writes_into_an_existing_configmap_only_while_its_owner_sh
     assert still["metadata"]["resourceVersion"] == untouched["metadata"]["resourceVersion"]
     assert template_hash(cluster, namespace, "victim") is None
 
-    # With consent, given by the owner with the command the status named: the key is written.
+    # With consent, given by the owner with the command the status named: the key is written,
+    # found by the refused ServiceLink's recheck (ConfigMaps are not watched; the resync is 300 s).
     run_command(cluster, share)
+    shared_at = time.monotonic()
     written = {"GREETING": "hi", "NODE_OPTIONS": "--require=/tmp/evil.js #auth-service"}
     wait_for(lambda: data(cluster, namespace, "victim-config") == written, what="the key written once shared")
+    assert time.monotonic() - shared_at < CONSENT_RECHECK_SECONDS + 5
     wait_condition(cluster, namespace, "innocent", "Synced", "True", "ConfigMapUpToDate")
     shared = cluster.get("configmap", "victim-config", "-n", namespace)
     assert not shared["metadata"].get("ownerReferences"), "a shared ConfigMap stays its owner's"
