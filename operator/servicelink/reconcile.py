@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from servicelink import conditions as c
 from servicelink.cache import Claim
+from servicelink.consent import Skipped, judge_configmap_write, split_consumers
 from servicelink.kube import (
     ApiError,
     Conflict,
@@ -54,6 +55,9 @@ from servicelink.status import Verdict, parse_conditions, render_invalid_status,
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
+# refused ServiceLink is found by looking again this often, one GET each time.
+CONSENT_RECHECK_SECONDS = 15.0
 
 
 class World(Protocol):
@@ -86,6 +90,18 @@ def _now() -> str:
 
 def _describe(value: str | None) -> str:
     return "<unset>" if value is None else value
+
+
+def _shared_version(configmap: Mapping[str, Any] | None, plan: ConfigMapPlan) -> str | None:
+    """The resourceVersion a write into a shared ConfigMap must find, else None.
+
+    Consent to write was read from this version: should its owner withdraw
+    it meanwhile, the write fails with a conflict and is retried, and refused.
+    """
+    if configmap is None or plan.with_owner:
+        return None
+    version: str | None = (configmap.get("metadata") or {}).get("resourceVersion")
+    return version
 
 
 @dataclass
@@ -126,15 +142,17 @@ class Reconciler:
         except (TransientError, ApiError) as error:
             log.info("event %s on %s/%s not recorded: %s", reason, involved["namespace"], involved["name"], error)
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one ServiceLink's ConfigMap, consumers and status in step with the cluster.
 
-        Returns quietly when the ServiceLink is gone. Raises ``TransientError``
-        when the API server should be asked again later.
+        Returns the seconds after which to look again when only time can tell
+        (its ConfigMap not shared yet), else None; returns None when the
+        ServiceLink is gone. Raises ``TransientError`` when the API server
+        should be asked again later.
         """
         body = self.world.servicelink(namespace, name)
         if body is None:
-            return
+            return None
         metadata = body.get("metadata") or {}
         finalizers = list(metadata.get("finalizers") or ())
         if metadata.get("deletionTimestamp"):
@@ -142,13 +160,14 @@ class Reconciler:
                 await self._release(body)
                 finalizers.remove(FINALIZER)
                 await self._set_finalizers(body, finalizers)
-            return
+            return None
         try:
             spec = parse_spec(body.get("spec") or {})
         except ValidationError as error:
             await self._report_invalid(body, error)
-            return
-        await self._reconcile_valid(body, spec)
+            return None
+        synced = await self._reconcile_valid(body, spec)
+        return CONSENT_RECHECK_SECONDS if synced.reason == c.CONFIGMAP_NOT_SHARED else None
 
     async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
         metadata = body["metadata"]
@@ -184,7 +203,8 @@ class Reconciler:
         siblings = frozenset(key for cl in others for key in cl.keys)
         return earlier, siblings
 
-    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> None:
+    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> Verdict:
+        """Reconcile a ServiceLink whose spec is valid; return how its ConfigMap write went."""
         metadata = body["metadata"]
         namespace = metadata["namespace"]
         status: Mapping[str, Any] = body.get("status") or {}
@@ -216,7 +236,9 @@ class Reconciler:
             written = await self._write_configmap(
                 body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
             )
-            rolled, rolled_out = await self._roll(body, spec, written, previous=previous, rolled_out=rolled_out)
+            rolled, rolled_out, skipped = await self._roll(
+                body, spec, written, previous=previous, rolled_out=rolled_out
+            )
         if written.plan is not None and written.plan.write:
             # Reported after the rollouts: the consumers' pods need not wait for an Event.
             await self._report_changes(body, written.plan, written.values)
@@ -228,10 +250,12 @@ class Reconciler:
             synced=written.verdict,
             rolled=rolled,
             rolled_out=rolled_out,
+            skipped=skipped,
             current_conditions=parse_conditions(status),
             now=_now(),
         )
         await self._write_status(body, new_status)
+        return written.verdict
 
     @staticmethod
     def _desired_values(results: list[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
@@ -256,6 +280,9 @@ class Reconciler:
         metadata = body["metadata"]
         namespace, configmap_name = metadata["namespace"], spec.config_map_name
         configmap = await self._call(self.kube.get_configmap, namespace=namespace, name=configmap_name)
+        refusal = judge_configmap_write(configmap, servicelink=metadata["name"], uid=metadata.get("uid", ""))
+        if refusal is not None:
+            return _Written(dict(previous), Verdict(False, c.CONFIGMAP_NOT_SHARED, refusal), None, conflicts)
         plan = plan_configmap(
             configmap,
             desired=desired,
@@ -289,7 +316,11 @@ class Reconciler:
                 name=metadata["name"], uid=metadata.get("uid", ""), api_version=API_VERSION, kind=KIND
             )
             apply_body = render_configmap(
-                name=configmap_name, namespace=namespace, data=plan.apply_data, owner=owner if plan.with_owner else None
+                name=configmap_name,
+                namespace=namespace,
+                data=plan.apply_data,
+                owner=owner if plan.with_owner else None,
+                resource_version=_shared_version(configmap, plan),
             )
             try:
                 await self._call(self.kube.apply_configmap, body=apply_body, force=plan.force)
@@ -335,17 +366,22 @@ class Reconciler:
         *,
         previous: Mapping[str, str],
         rolled_out: list[RolledOut],
-    ) -> tuple[Verdict, list[RolledOut]]:
+    ) -> tuple[Verdict, list[RolledOut], list[Skipped]]:
         if spec.rollout == "None":
-            return Verdict(True, c.ROLLOUT_DISABLED, "spec.rollout is None: consumers are not restarted"), rolled_out
+            disabled = "spec.rollout is None: consumers are not restarted"
+            return Verdict(True, c.ROLLOUT_DISABLED, disabled), rolled_out, []
         if written.plan is None:
-            return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out
+            return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out, []
         metadata = body["metadata"]
         namespace = metadata["namespace"]
         # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
         everyone = bool(spec.workloads.names) or spec.workloads.selector is not None
         candidates = self.world.workloads(namespace, reading=None if everyone else spec.config_map_name)
-        consumers = select_consumers(candidates, spec=spec.workloads, configmap=spec.config_map_name)
+        consumers, skipped = split_consumers(
+            select_consumers(candidates, spec=spec.workloads, configmap=spec.config_map_name),
+            configmap=spec.config_map_name,
+            servicelink=metadata["name"],
+        )
         # The baseline is what the pods were last rolled to: our last status; the
         # first time, what the ConfigMap held before we wrote it; and nothing to
         # roll if it did not exist (pods waiting for it start with its values).
@@ -376,9 +412,12 @@ class Reconciler:
         for rollout in patched:  # Events once every consumer is patched: no pod waits for them
             await self._report_rollout(body, rollout, previous=baseline, current=written.values)
         if failures:
-            return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out
+            return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out, skipped
+        if skipped:
+            message = summarize([s.message for s in skipped])
+            return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, message), done or rolled_out, skipped
         message = f"consumers of ConfigMap {namespace}/{spec.config_map_name} carry its current hash"
-        return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out
+        return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out, skipped
 
     async def _patch_workload(self, rollout: Rollout) -> bool:
         """Set the workload's config-hash annotation; return False when it no longer exists."""
@@ -510,6 +549,14 @@ class Reconciler:
             owners = configmap.get("metadata", {}).get("ownerReferences") or ()
             if any(ref.get("uid") == metadata.get("uid") for ref in owners):
                 return
+            if judge_configmap_write(configmap, servicelink=metadata["name"], uid=metadata.get("uid", "")) is not None:
+                log.info(
+                    "%s/%s: ConfigMap %s is no longer shared with it; its keys stay as they are",
+                    namespace,
+                    metadata["name"],
+                    configmap_name,
+                )
+                return
             _, siblings = self._claims(body, configmap_name)
             plan = plan_configmap(
                 configmap,
@@ -520,8 +567,14 @@ class Reconciler:
                 manager=FIELD_MANAGER,
             )
             if plan.write:
-                await self._call(
-                    self.kube.apply_configmap,
-                    body=render_configmap(name=configmap_name, namespace=namespace, data=plan.apply_data, owner=None),
-                    force=False,
+                apply_body = render_configmap(
+                    name=configmap_name,
+                    namespace=namespace,
+                    data=plan.apply_data,
+                    owner=None,
+                    resource_version=_shared_version(configmap, plan),
                 )
+                try:
+                    await self._call(self.kube.apply_configmap, body=apply_body, force=False)
+                except Conflict as error:
+                    raise TransientError(f"ConfigMap {namespace}/{configmap_name} changed while we wrote it") from error

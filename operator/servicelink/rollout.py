@@ -6,7 +6,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servicelink.model import CONFIG_HASH_ANNOTATION, LabelSelector, WorkloadKind, Workloads
+from servicelink.model import (
+    CONFIG_HASH_ANNOTATION,
+    ROLLABLE_BY_ANNOTATION,
+    LabelSelector,
+    WorkloadKind,
+    Workloads,
+    parse_name_list,
+)
 from servicelink.render import render_hash
 
 # What a pod template reads of one ConfigMap: a set of keys, or None for all of it.
@@ -62,6 +69,7 @@ class WorkloadView:
     labels: Mapping[str, str]
     reads: Mapping[str, Reads]
     config_hash: str | None
+    rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
 
     @classmethod
     def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
@@ -76,6 +84,7 @@ class WorkloadView:
             labels=dict(metadata.get("labels") or {}),
             reads=read_configmaps(template.get("spec") or {}),
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+            rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
         )
 
 

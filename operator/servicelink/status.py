@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servicelink import conditions as c
+from servicelink.consent import Skipped
 from servicelink.model import Condition, RolledOut
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
@@ -60,10 +61,15 @@ def render_status(
     synced: Verdict,
     rolled: Verdict,
     rolled_out: Sequence[RolledOut],
+    skipped: Sequence[Skipped],
     current_conditions: Sequence[Condition],
     now: str,
 ) -> dict[str, Any]:
-    """Return the whole status a reconcile leaves, conditions in a fixed order."""
+    """Return the whole status a reconcile leaves, conditions in a fixed order.
+
+    ``skipped`` (workloads not rolled for want of their consent) appears only when
+    there are some, so a ServiceLink that never skips keeps the status it had.
+    """
     resolved = judge_resolution(results)
     failing = [v for v in (resolved, synced, rolled) if not v.ok]
     ready = (
@@ -82,7 +88,7 @@ def render_status(
         for kind, verdict in ((c.READY, ready), (c.RESOLVED_TYPE, resolved), (c.SYNCED, synced), (c.ROLLED_OUT, rolled))
     ]
     with_endpoints = sum(1 for r in results if r.endpoints is not None and r.endpoints.ready > 0)
-    return {
+    status: dict[str, Any] = {
         "observedGeneration": generation,
         "values": dict(sorted(values.items())),
         "links": render_link_entries(results, conflicts),
@@ -95,6 +101,9 @@ def render_status(
             for cond in c.merge_conditions(current_conditions, desired, now=now)
         ],
     }
+    if skipped:
+        status["skipped"] = [{"kind": s.kind, "name": s.name, "message": s.message} for s in skipped]
+    return status
 
 
 def render_invalid_status(

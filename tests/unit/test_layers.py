@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "servicelink"
-PURE = ["cache", "model", "resolve", "render", "rollout", "conditions", "status", "settings", "controller"]
+PURE = ["cache", "model", "resolve", "render", "rollout", "consent", "conditions", "status", "settings", "controller"]
 IO_LIBRARIES = {
     "kubernetes",
     "kopf",

@@ -158,6 +158,13 @@ def test_workload_view_reads_name_labels_reads_and_hash() -> None:
     assert got.config_hash == "9f2c1e0b"
 
 
+def test_workload_view_reads_who_may_roll_it_from_the_workloads_own_annotation() -> None:
+    body = workload_body("web", {"containers": [container()]})
+    body["metadata"]["annotations"] = {"servicelink.dev/rollable-by": "gateway, edge"}
+    assert WorkloadView.from_body("Deployment", body).rollable_by == frozenset({"gateway", "edge"})
+    assert view("web", {"containers": [container()]}).rollable_by == frozenset()
+
+
 def test_workload_never_rolled_has_no_hash() -> None:
     assert view("web", {"containers": [container()]}).config_hash is None
 

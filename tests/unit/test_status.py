@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from servicelink import conditions as c
+from servicelink.consent import Skipped
 from servicelink.model import Condition, Endpoints, RolledOut
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
@@ -56,6 +57,7 @@ def status(
     synced: Verdict = SYNCED,
     rolled: Verdict = ROLLED,
     conflicts: dict[str, str] | None = None,
+    skipped: list[Skipped] | None = None,
     current: list[Condition] | None = None,
     generation: int = 3,
     now: str = T0,
@@ -68,6 +70,7 @@ def status(
         synced=synced,
         rolled=rolled,
         rolled_out=[RolledOut(kind="Deployment", name="gateway-service", hash=render_hash(VALUES))],
+        skipped=skipped or [],
         current_conditions=current or [],
         now=now,
     )
@@ -107,6 +110,20 @@ def test_status_reports_values_hash_links_and_rollout() -> None:
         {"key": "MONGODB_HOST", "service": "gallery/mongodb", "resolved": True, "endpoints": {"ready": 0, "total": 1}},
     ]
     assert rendered["rolledOut"] == [{"kind": "Deployment", "name": "gateway-service", "hash": render_hash(VALUES)}]
+
+
+def test_skipped_workloads_are_named_only_when_there_are_some() -> None:
+    assert "skipped" not in status()
+    why = "Deployment gallery/bystander does not read ConfigMap gallery/cm and has not opted in"
+    rendered = status(
+        skipped=[Skipped(kind="Deployment", name="bystander", message=why)],
+        rolled=Verdict(False, c.WORKLOAD_NOT_OPTED_IN, why),
+    )
+    assert rendered["skipped"] == [{"kind": "Deployment", "name": "bystander", "message": why}]
+    assert (by_type(rendered)["Ready"]["status"], by_type(rendered)["Ready"]["reason"]) == (
+        "False",
+        "WorkloadNotOptedIn",
+    )
 
 
 def test_link_and_endpoint_summaries() -> None:

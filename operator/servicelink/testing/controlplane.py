@@ -41,6 +41,8 @@ _CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "endpointslice-controller",
+    # Gives the built-in edit, admin and view roles the rules of manifests/aggregated-roles.yaml.
+    "clusterrole-aggregation-controller",
 )
 _live: list[ControlPlane] = []
 
