@@ -55,6 +55,14 @@ def free_port() -> int:
         return port
 
 
+def run_kubectl(
+    kubectl: str, kubeconfig: Path, args: Sequence[str], *, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``kubectl`` with ``kubeconfig`` and return its result, whatever its exit code."""
+    command = [kubectl, "--kubeconfig", str(kubeconfig), *args]
+    return subprocess.run(command, input=input, capture_output=True, text=True)
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: a SIGKILLed test runner takes its
     # control plane with it instead of leaving etcd and the apiserver behind.
