@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from servicelink.testing.fixtures import Cluster, wait_for
@@ -82,6 +83,12 @@ def deployment(
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
         "spec": spec,
     }
+
+
+def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
+    """Renumber a Service's first port, as ``kubectl patch`` does."""
+    patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])
+    cluster.kubectl("patch", "service", name, "-n", namespace, "--type=json", "-p", patch)
 
 
 def condition(servicelink_body: dict[str, Any] | None, kind: str) -> dict[str, Any]:

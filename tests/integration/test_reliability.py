@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from objects import data, deployment, service, servicelink, sl, wait_condition
+from objects import data, deployment, service, servicelink, set_port, sl, wait_condition
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
@@ -40,11 +40,6 @@ SEED = int(os.environ.get("SERVICELINK_SEED", "0")) or random.randrange(1, 2**31
 def report(line: str) -> None:
     """Print a figure for the run's summary (shown with ``-s`` and on failure)."""
     print(f"[reliability] {line}", file=sys.stderr)
-
-
-def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
-    patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])
-    cluster.kubectl("patch", "service", name, "-n", namespace, "--type=json", "-p", patch)
 
 
 def events(cluster: Cluster, namespace: str, reason: str | None = None) -> list[dict[str, Any]]:
