@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from objects import data, service, servicelink, set_port, wait_condition
 
+from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 HASH = "servicelink.dev/config-hash"
@@ -106,8 +107,8 @@ def wait_rollouts(cluster: Cluster, namespace: str, count: int, what: str) -> No
     assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, count), what
 
 
-def set_up(cluster: Cluster, namespace: str, count: int) -> None:
-    cluster.apply(landscape(namespace, count))
+def set_up(cluster: Cluster, namespace: str, count: int, objects: list[dict[str, Any]] | None = None) -> None:
+    cluster.apply(objects or landscape(namespace, count))
     for i in range(count):
         wait_condition(cluster, namespace, f"link-{i}", "Ready", "True")
     time.sleep(1)
@@ -136,6 +137,23 @@ def test_readers_of_several_configmaps_roll_once_per_change_and_never_on_resync(
     wait_for(lambda: (data(cluster, namespace, config(1)) or {}).get("AUX_URL") == "http://aux:7101", what="AUX_URL")
     time.sleep(3 * RESYNC + 1)  # and at least three resyncs
     assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 2)
+
+
+def test_an_upgrade_from_the_single_bare_hash_rolls_nothing_up_to_date(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    # What 0.1.0 left on a reader of cfg-0 and cfg-1: the bare hash of what it reads of the one
+    # written last (it then flipped at each resync).
+    written_last = render_hash({"SHARED_URL": "http://shared:7000", "URL_0": "http://svc-0:8000"})
+    objects = landscape(namespace, 2)
+    for body in objects[-len(KINDS) :]:
+        body["spec"]["template"]["metadata"]["annotations"] = {HASH: written_last}
+    set_up(cluster, namespace, 2, objects)
+    time.sleep(RESYNC + 1)
+    assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 0)
+
+    set_port(cluster, namespace, "svc-1", 9001)
+    wait_rollouts(cluster, namespace, 1, "one rollout for the first change after the upgrade")
 
 
 def test_readers_of_several_configmaps_stay_put_across_a_hand_over_and_a_restart(
