@@ -291,6 +291,9 @@ class Cache:
         )
         return [self._workloads[key] for key in sorted(keys)]
 
+    def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
+        return self._workloads.get((kind, namespace, name))
+
     # --- relists --------------------------------------------------------------------------------
 
     def replace_servicelinks(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:

@@ -98,6 +98,10 @@ class WorkQueue:
                 await self._finished.wait()
             self.add(key, delay=0.0)
 
+    def is_waiting(self, key: Key) -> bool:
+        """Whether ``key`` is queued to run within its window (not waiting out a retry backoff)."""
+        return key in self._pending and key not in self._failures
+
     def _busy(self) -> int:
         """Keys running, or due within one window."""
         soon = time.monotonic() + self.window

@@ -43,6 +43,7 @@ class Runtime:
     settings: Settings
     queue: WorkQueue
     cache: Cache
+    reconciler: Reconciler
     kube: Kube
     executor: ThreadPoolExecutor
     resync: asyncio.Task[None] | None = None
@@ -218,6 +219,7 @@ async def _elect(runtime: Runtime, identity: str) -> None:
         elif leading and not now_leading:
             log.warning("no longer leading: another replica may act")
             runtime.queue.active.clear()
+            runtime.reconciler.stand_down()
         leading = now_leading
         await asyncio.sleep(RENEW_SECONDS)
 
@@ -251,7 +253,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         workers=config.workers,
         is_transient=lambda error: isinstance(error, TransientError),
     )
-    runtime = Runtime(settings=config, queue=queue, cache=cache, kube=kube, executor=executor)
+    reconciler.is_waiting = queue.is_waiting
+    runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
     await runtime.relist()
     memo["servicelink"] = runtime
     queue.start(active=not config.leader_elect)

@@ -264,13 +264,15 @@ class Kube:
                 raise
 
     def set_workload_config_hash(
-        self, *, kind: WorkloadKind, namespace: str, name: str, annotation: str, value: str
+        self, *, kind: WorkloadKind, namespace: str, name: str, annotation: str, value: str, resource_version: str
     ) -> bool:
-        """Set one pod-template annotation; its controller then rolls the pods.
+        """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
-        Returns False when the workload no longer exists (404).
+        Returns False when the workload no longer exists (404); a 409 raises ``Conflict``.
         """
-        patch = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        patch: dict[str, Any] = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         try:
             _write(
                 getattr(self._apps, _WORKLOAD_PATCHERS[kind]),
@@ -281,6 +283,8 @@ class Kube:
                 _content_type="application/merge-patch+json",
             )
         except ApiException as error:
+            if error.status == 409:
+                raise Conflict(error.body) from error
             if error.status == 404:
                 return False
             raise

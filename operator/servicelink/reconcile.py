@@ -38,6 +38,7 @@ from servicelink.model import (
     Endpoints,
     RolledOut,
     ServiceLinkSpec,
+    WorkloadKind,
     parse_spec,
 )
 from servicelink.render import (
@@ -49,7 +50,7 @@ from servicelink.render import (
     summarize,
 )
 from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
-from servicelink.rollout import Rollout, WorkloadView, plan_rollouts, select_consumers
+from servicelink.rollout import Rollout, WorkloadView, merge_rollouts, plan_rollouts, select_consumers
 from servicelink.settings import Settings
 from servicelink.status import Verdict, parse_conditions, render_invalid_status, render_status
 
@@ -78,6 +79,9 @@ class World(Protocol):
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
         """Deployments, StatefulSets and DaemonSets of a namespace: those whose pods read the
         ConfigMap ``reading``, or all of them when ``reading`` is None."""
+
+    def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
+        """One Deployment, StatefulSet or DaemonSet as last seen, or None when it is gone."""
 
 
 class TransientError(Exception):
@@ -114,9 +118,26 @@ class _Written:
     conflicts: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Share:
+    """One ServiceLink's rollout of a workload, waiting to go out in the workload's next patch."""
+
+    rollout: Rollout
+    body: Mapping[str, Any]  # the ServiceLink, for its Events
+    previous: Mapping[str, str]  # the values the workload's pods were last rolled to
+    current: Mapping[str, str]
+
+
 @dataclass
 class Reconciler:
-    """Reconciles ServiceLinks by key; safe to run for different keys at once."""
+    """Reconciles ServiceLinks by key; safe to run for different keys at once.
+
+    A workload that reads several servicelink ConfigMaps is patched once for a
+    change that reaches several of them (one Service linked from two
+    ServiceLinks): a ServiceLink's rollout waits in ``_owed`` while another
+    ServiceLink of the workload is queued or has not written its ConfigMap
+    yet, and the last of them sets every entry in one patch.
+    """
 
     kube: Kube
     world: World
@@ -124,7 +145,10 @@ class Reconciler:
     executor: Executor
     on_values_changed: Callable[[int], None] = lambda count: None
     on_rollout: Callable[[str], None] = lambda kind: None
+    is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _writing: set[tuple[str, str]] = field(default_factory=set)  # reconciling, ConfigMap not yet written
+    _owed: dict[tuple[WorkloadKind, str, str], list[_Share]] = field(default_factory=dict)
 
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         try:
@@ -150,6 +174,15 @@ class Reconciler:
         ServiceLink is gone. Raises ``TransientError`` when the API server
         should be asked again later.
         """
+        self._writing.add((namespace, name))
+        try:
+            again = await self._reconcile(namespace, name)
+        finally:
+            self._writing.discard((namespace, name))
+        await self._flush(namespace)  # rollouts that waited for us, if we left before rolling
+        return again
+
+    async def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.world.servicelink(namespace, name)
         if body is None:
             return None
@@ -396,41 +429,109 @@ class Reconciler:
                     baseline.pop(key, None)
                 else:
                     baseline[key] = old
-        plans = plan_rollouts(consumers, managed=written.plan.apply_data, baseline=baseline, desired=written.values)
+        managed_configmaps = frozenset(
+            name for workload, _ in consumers for name in workload.reads if self.world.claims(namespace, name)
+        )
+        plans = plan_rollouts(
+            consumers,
+            configmap=spec.config_map_name,
+            managed_configmaps=managed_configmaps,
+            managed=written.plan.apply_data,
+            baseline=baseline,
+            desired=written.values,
+        )
+        self._writing.discard((namespace, metadata["name"]))  # our ConfigMap is written: rollouts may go
+        for rollout in plans:
+            share = _Share(rollout, body, previous=baseline, current=written.values)
+            self._owed.setdefault((rollout.kind, rollout.namespace, rollout.name), []).append(share)
+        outcomes = await self._flush(namespace)
         failures: list[str] = []
         done: list[RolledOut] = []
-        patched: list[Rollout] = []
+        waiting = 0
         for rollout in plans:
-            try:
-                if await self._patch_workload(rollout):
-                    patched.append(rollout)
-            except ApiError as error:
-                what = f"{rollout.kind} {rollout.namespace}/{rollout.name}"
-                failures.append(f"cannot patch {what}: HTTP {error.status} {error.reason}")
+            outcome = outcomes.get((rollout.kind, rollout.namespace, rollout.name), ...)
+            if outcome is ...:
+                waiting += 1
+            elif outcome is not None:
+                failures.append(outcome)
             else:
                 done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
-        for rollout in patched:  # Events once every consumer is patched: no pod waits for them
-            await self._report_rollout(body, rollout, previous=baseline, current=written.values)
         if failures:
             return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out, skipped
         if skipped:
             message = summarize([s.message for s in skipped])
             return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, message), done or rolled_out, skipped
         message = f"consumers of ConfigMap {namespace}/{spec.config_map_name} carry its current hash"
+        if waiting:
+            message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
         return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out, skipped
 
-    async def _patch_workload(self, rollout: Rollout) -> bool:
-        """Set the workload's config-hash annotation; return False when it no longer exists."""
-        found = await self._call(
-            self.kube.set_workload_config_hash,
-            kind=rollout.kind,
-            namespace=rollout.namespace,
-            name=rollout.name,
-            annotation=CONFIG_HASH_ANNOTATION,
-            value=rollout.hash,
+    def stand_down(self) -> None:
+        """Drop the rollouts held for other ServiceLinks: another replica leads now and rolls by comparing."""
+        self._owed.clear()
+
+    def _blocked(self, namespace: str, shares: list[_Share]) -> bool:
+        """Whether a ServiceLink of one of the workload's ConfigMaps is about to write it: then it rolls."""
+        configmaps = frozenset().union(*(share.rollout.sources for share in shares))
+        return any(
+            (claim.namespace, claim.name) in self._writing or self.is_waiting((claim.namespace, claim.name))
+            for configmap in sorted(configmaps)
+            for claim in self.world.claims(namespace, configmap)
         )
+
+    async def _flush(self, namespace: str) -> dict[tuple[WorkloadKind, str, str], str | None]:
+        """Patch each workload of ``namespace`` with rollouts owed and no ServiceLink left to wait for.
+
+        Returns, by workload, None when it was patched (or is gone) and the
+        reason when the API server refused.
+        """
+        outcomes: dict[tuple[WorkloadKind, str, str], str | None] = {}
+        patched: list[_Share] = []
+        for key in [k for k in self._owed if k[1] == namespace]:
+            shares = self._owed.get(key)
+            if not shares or self._blocked(namespace, shares):
+                continue
+            del self._owed[key]
+            workload = self.world.workload(*key)
+            if workload is None:
+                outcomes[key] = None
+                continue
+            rollouts = [share.rollout for share in shares]
+            try:
+                found = await self._patch_workload(workload, merge_rollouts(workload.config_hash, rollouts))
+            except TransientError:
+                self._owed.setdefault(key, []).extend(shares)  # the retry of this reconcile sends them
+                raise
+            except ApiError as error:
+                outcomes[key] = f"cannot patch {key[0]} {key[1]}/{key[2]}: HTTP {error.status} {error.reason}"
+                continue
+            outcomes[key] = None
+            if found:  # one Event per change: a sibling on the same ConfigMap adds none
+                patched.extend([share for share in shares if share.rollout.changed_keys] or shares[:1])
+        for share in patched:  # Events once every consumer is patched: no pod waits for them
+            await self._report_rollout(share.body, share.rollout, previous=share.previous, current=share.current)
+        return outcomes
+
+    async def _patch_workload(self, workload: WorkloadView, value: str) -> bool:
+        """Set the workload's config-hash annotation; return False when it no longer exists.
+
+        Guarded by the resourceVersion last seen, so an entry another ServiceLink
+        set meanwhile is never overwritten: a lost race is retried.
+        """
+        try:
+            found = await self._call(
+                self.kube.set_workload_config_hash,
+                kind=workload.kind,
+                namespace=workload.namespace,
+                name=workload.name,
+                annotation=CONFIG_HASH_ANNOTATION,
+                value=value,
+                resource_version=workload.resource_version,
+            )
+        except Conflict as error:
+            raise TransientError(f"{workload.kind} {workload.namespace}/{workload.name} changed meanwhile") from error
         if found:
-            self.on_rollout(rollout.kind)
+            self.on_rollout(workload.kind)
         return found
 
     async def _report_rollout(

@@ -388,3 +388,30 @@ def test_keys_in_retry_backoff_never_stall_a_gradual_feed() -> None:
             await q.stop()
 
     run(scenario)
+
+
+def test_a_key_is_waiting_while_queued_but_not_while_running_or_in_backoff() -> None:
+    seen: dict[str, bool] = {}
+    attempts: list[float] = []
+
+    async def reconcile(key: Key) -> None:
+        attempts.append(time.monotonic())
+        seen.setdefault("running", q.is_waiting(key))
+        raise RuntimeError("HTTP 503 Service Unavailable")
+
+    async def scenario() -> None:
+        q.add(A)
+        assert q.is_waiting(A)
+        assert not q.is_waiting(B)
+        q.start()
+        try:
+            await wait_until(lambda: len(attempts) >= 1)
+            await asyncio.sleep(WINDOW)
+            assert len(attempts) == 1
+            assert not q.is_waiting(A)  # in backoff: another ServiceLink's rollout does not wait for it
+        finally:
+            await q.stop()
+        assert seen == {"running": False}
+
+    q = queue(reconcile)
+    run(scenario)
