@@ -1,4 +1,4 @@
-"""The ``servicelink`` command: ``servicelink run`` starts the operator (does I/O)."""
+"""The ``servicelink`` command: ``servicelink run`` starts the operator; tools/ holds the others (does I/O)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from servicelink import handlers
 from servicelink.settings import Settings
+from servicelink.tools import commands as tools
 
 
 def _parser(defaults: Settings) -> argparse.ArgumentParser:
@@ -86,6 +87,7 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
         add_help=False,
         help="the image gallery end to end on a local control plane (servicelink demo --help)",
     )
+    tools.add_parsers(commands, defaults)
     return parser
 
 
@@ -102,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.main(argv[1:])
         return
     args = _parser(defaults).parse_args(argv)
+    if hasattr(args, "tool"):
+        sys.exit(args.tool(args))
     # Every flag's dest is the name of its setting, and its default already read the environment.
     settings = dataclasses.replace(
         defaults,

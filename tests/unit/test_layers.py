@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "servicelink"
-PURE = ["cache", "model", "resolve", "render", "rollout", "conditions", "status", "settings", "controller"]
+PURE = [
+    "cache",
+    "model",
+    "resolve",
+    "render",
+    "rollout",
+    "conditions",
+    "status",
+    "settings",
+    "controller",
+    "tools/offline",
+    "tools/graph",
+]
 IO_LIBRARIES = {
     "kubernetes",
     "kopf",
@@ -35,7 +47,10 @@ def imports(path: Path) -> set[str]:
 
 
 def product_modules() -> list[Path]:
-    return [p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    """The package's modules, tools/ included; not the test harness in testing/."""
+    return [
+        p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and p.relative_to(PACKAGE).parts[0] != "testing"
+    ]
 
 
 @pytest.mark.parametrize("library", ["kubernetes", "kopf"])
