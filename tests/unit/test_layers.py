@@ -20,6 +20,8 @@ PURE = [
     "controller",
     "tools/offline",
     "tools/graph",
+    "tools/address",
+    "tools/compose",
 ]
 IO_LIBRARIES = {
     "kubernetes",

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,7 +18,8 @@ import yaml
 from servicelink.model import LISTED_KINDS
 from servicelink.settings import Settings
 from servicelink.tools import graph as graphs
-from servicelink.tools.manifests import InputError, read_manifests
+from servicelink.tools.compose import ComposeError, import_compose
+from servicelink.tools.manifests import InputError, load_documents, read_manifests, read_text
 from servicelink.tools.offline import build_world, link_servicelinks, render_configmaps, render_report
 
 EXIT_PROBLEM = 1  # a link does not resolve, a key conflicts, a spec is invalid
@@ -106,6 +108,30 @@ def run_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import_compose(args: argparse.Namespace) -> int:
+    """``servicelink import compose``: Services and ServiceLinks on stdout, what was left out on stderr."""
+    path = Path(args.file)
+    try:
+        documents = list(load_documents(read_text(path), str(path)))
+        project = documents[0][0] if documents else None
+        if not isinstance(project, dict):
+            raise InputError(f"{path}: expected a Compose file (a mapping with services:)")
+
+        def read_env_file(name: str) -> str | None:
+            env_path = path.parent / name
+            return read_text(env_path) if env_path.is_file() else None
+
+        imported = import_compose(project, namespace=args.namespace, read_env_file=read_env_file)
+    except InputError as error:
+        return _fail(str(error))
+    except ComposeError as error:
+        return _fail(f"{path}: {error}")
+    sys.stdout.write(dump_yaml(imported.objects))
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -155,3 +181,20 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     )
     _cluster_flags(graph)
     graph.set_defaults(tool=run_graph)
+
+    imports = commands.add_parser(
+        "import", help="Services and ServiceLinks from another tool's files", description="Translate into ServiceLinks."
+    )
+    sources = imports.add_subparsers(dest="source", required=True, metavar="{compose}")
+    compose = sources.add_parser(
+        "compose",
+        help="from a Docker Compose file",
+        description=(
+            "Write a ClusterIP Service per Compose service with ports (ports, expose) and a ServiceLink per service "
+            "whose environment (environment, env_file) points at another one, each link rendering the value byte "
+            "for byte. Prints the objects on stdout and what was left out on stderr."
+        ),
+    )
+    compose.add_argument("file", metavar="docker-compose.yml", help="the Compose file")
+    compose.add_argument("-n", "--namespace", help="put the objects in this namespace (default: none given)")
+    compose.set_defaults(tool=run_import_compose)

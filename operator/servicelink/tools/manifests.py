@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,25 +55,17 @@ class Manifests:
         return f"note: skipped {sum(skipped.values())} objects of kinds {command} does not read: {kinds}"
 
 
-def _documents(text: str, name: str) -> Iterable[Manifest]:
+def load_documents(text: str, name: str) -> Iterator[tuple[Any, str]]:
+    """Yield each YAML document of ``text`` with ``name:line`` where it starts.
+
+    Raises ``InputError`` naming the file, line and column of malformed YAML.
+    """
     loader = yaml.SafeLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
-            if node is None:
-                continue
-            where = f"{name}:{node.start_mark.line + 1}"
-            document = loader.construct_document(node)
-            if document is None:
-                continue
-            if not isinstance(document, Mapping):
-                raise InputError(f"{where}: expected a Kubernetes object (a mapping), found {type(document).__name__}")
-            if document.get("kind") == "List" or str(document.get("kind", "")).endswith("List"):
-                for item in document.get("items") or ():
-                    if isinstance(item, Mapping):
-                        yield Manifest(dict(item), where)
-            else:
-                yield Manifest(dict(document), where)
+            if node is not None:
+                yield loader.construct_document(node), f"{name}:{node.start_mark.line + 1}"
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
@@ -82,6 +74,20 @@ def _documents(text: str, name: str) -> Iterable[Manifest]:
         raise InputError(f"{name}: malformed YAML: {error}") from None
     finally:
         loader.dispose()
+
+
+def _objects(text: str, name: str) -> Iterator[Manifest]:
+    for document, where in load_documents(text, name):
+        if document is None:
+            continue
+        if not isinstance(document, Mapping):
+            raise InputError(f"{where}: expected a Kubernetes object (a mapping), found {type(document).__name__}")
+        if str(document.get("kind", "")).endswith("List"):
+            for item in document.get("items") or ():
+                if isinstance(item, Mapping):
+                    yield Manifest(dict(item), where)
+        else:
+            yield Manifest(dict(document), where)
 
 
 def _files(path: Path) -> list[Path]:
@@ -108,8 +114,8 @@ def read_manifests(sources: Iterable[str]) -> Manifests:
     found = Manifests()
     for source in sources:
         if source == "-":
-            found.objects.extend(_documents(sys.stdin.read(), "<stdin>"))
+            found.objects.extend(_objects(sys.stdin.read(), "<stdin>"))
             continue
         for path in _files(Path(source)):
-            found.objects.extend(_documents(read_text(path), str(path)))
+            found.objects.extend(_objects(read_text(path), str(path)))
     return found
