@@ -1,4 +1,4 @@
-"""The ``servicelink`` command: ``servicelink run`` starts the operator; tools/ holds the others (does I/O)."""
+"""The ``servicelink`` command: ``run`` starts the operator; the others help people use it (does I/O)."""
 
 from __future__ import annotations
 

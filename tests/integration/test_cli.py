@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -144,3 +145,30 @@ def test_render_agrees_with_the_operator_on_generated_servicelinks(
         assert_operator_agrees_with_render(cluster, namespace, in_namespace(services + links, namespace), tmp_path)
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_kubectl_runs_servicelink_as_a_plugin(cluster: Cluster, namespace: str, crd: Path) -> None:
+    objects = [m.body for m in read_manifests([str(GALLERY)]).of("Service", "ServiceLink", "Deployment")]
+    cluster.apply(in_namespace(objects, namespace))
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{Path(SERVICELINK).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    listed = subprocess.run([cluster.kubectl_path, "plugin", "list"], env=env, capture_output=True, text=True)
+    assert str(Path(SERVICELINK).with_name("kubectl-servicelink")) in listed.stdout
+    through_kubectl = subprocess.run(
+        [cluster.kubectl_path, "servicelink", "graph", "-n", namespace],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert through_kubectl.returncode == 0, through_kubectl.stderr
+    direct = servicelink_cli("graph", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig))
+    assert through_kubectl.stdout == direct.stdout
+    # Read from the cluster: no pod is ready on a control plane without nodes.
+    assert (
+        f'Deployment_{namespace.replace("-", "_")}_gateway_service -->|"AUTH_SERVICE_URL: no endpoints"|'
+        in direct.stdout
+    )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from console import GALLERY, assert_golden, run
+from console import GALLERY, GOLDEN, REPO, assert_golden, run
 
 
 @pytest.mark.parametrize(("output", "golden"), [("mermaid", "graph-gallery.mmd"), ("dot", "graph-gallery.dot")])
@@ -65,3 +65,9 @@ def test_states_and_external_names_without_consumers(capsys: pytest.CaptureFixtu
     assert '  ConfigMap_shop_shop_config -.->|"GONE_URL: not found"| Service_shop_gone' in lines
     assert '  ConfigMap_shop_shop_config -.->|"MULTI_URL: port not found"| Service_shop_multi' in lines
     assert '  ConfigMap_shop_shop_config -.->|"OTHER_URL: forbidden"| Service_elsewhere_closed' in lines
+
+
+def test_the_readme_shows_the_graph_the_command_draws() -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert block == (GOLDEN / "graph-gallery.mmd").read_text()
