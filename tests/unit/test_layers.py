@@ -22,6 +22,8 @@ PURE = [
     "tools/graph",
     "tools/address",
     "tools/compose",
+    "tools/doctor",
+    "tools/adopt",
 ]
 IO_LIBRARIES = {
     "kubernetes",
@@ -57,11 +59,12 @@ def product_modules() -> list[Path]:
 
 @pytest.mark.parametrize("library", ["kubernetes", "kopf"])
 def test_only_one_module_imports_each_client(library: str) -> None:
-    owner = {"kubernetes": "kube.py", "kopf": "handlers.py"}[library]
+    # tools/cluster.py: the CLI's reads as the user, kept out of kube.py so RBAC_RULES stays the operator's.
+    owner = {"kubernetes": ["cluster.py", "kube.py"], "kopf": ["handlers.py"]}[library]
     importers = sorted(
         p.name for p in product_modules() if any(i == library or i.startswith(f"{library}.") for i in imports(p))
     )
-    assert importers == [owner]
+    assert importers == owner
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -1,6 +1,6 @@
-"""The subcommands ``render``, ``graph`` and ``import``: flags, reading input, printing (does I/O).
+"""The subcommands besides ``run`` and ``demo``: flags, reading input, printing (does I/O).
 
-Each decision is made by a pure module (``offline``, ``graph``, ``compose``);
+Each decision is made by a pure module (``offline``, ``graph``, ``compose``, ``doctor``, ``adopt``);
 here input is read, errors become one line on stderr, and results are printed.
 """
 
@@ -15,9 +15,12 @@ from typing import Any
 
 import yaml
 
-from servicelink.model import LISTED_KINDS
+from servicelink.model import LISTED_KINDS, WORKLOAD_KINDS
 from servicelink.settings import Settings
+from servicelink.tools import doctor
 from servicelink.tools import graph as graphs
+from servicelink.tools.adopt import Adoption, adopt_configmap
+from servicelink.tools.cluster import Cluster
 from servicelink.tools.compose import ComposeError, import_compose
 from servicelink.tools.manifests import InputError, load_documents, read_manifests, read_text
 from servicelink.tools.offline import build_world, link_servicelinks, render_configmaps, render_report
@@ -60,35 +63,6 @@ def run_render(args: argparse.Namespace) -> int:
     return 0 if all(sl.ok for sl in linked) else EXIT_PROBLEM
 
 
-def _read_cluster(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every object of the kinds the graph reads, from the cluster; raise ``InputError`` with one line on failure."""
-    from servicelink import kube  # imported here: render and import need no client
-
-    try:
-        client = kube.load_client(kubeconfig=args.kubeconfig, context=args.context)
-    except kube.ConfigError as error:
-        where = args.kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise InputError(f"no usable kubeconfig ({where}): {error}") from None
-    api = kube.Kube(client)
-    if args.all_namespaces:
-        namespace = None
-    else:
-        namespace = args.namespace or kube.context_namespace(kubeconfig=args.kubeconfig, context=args.context)
-    bodies: list[dict[str, Any]] = []
-    for kind in LISTED_KINDS:
-        try:
-            items = api.list_objects(kind=kind, namespace=namespace)
-        except kube.ApiError as error:
-            if kind == "ServiceLink" and error.status == 404:
-                print("note: the ServiceLink CRD is not installed; no ServiceLinks read", file=sys.stderr)
-                continue
-            raise InputError(f"cannot list {kind}s: HTTP {error.status} {error.reason}") from None
-        except kube.TransportError as error:
-            raise InputError(f"cannot reach the API server: {error}") from None
-        bodies.extend({**item, "kind": kind} for item in items)
-    return bodies
-
-
 def run_graph(args: argparse.Namespace) -> int:
     """``servicelink graph``: from files (``-f``) or the cluster (``-n`` / ``-A``)."""
     try:
@@ -99,7 +73,9 @@ def run_graph(args: argparse.Namespace) -> int:
                 print(note, file=sys.stderr)
             bodies = [m.body for m in manifests.of(*LISTED_KINDS)]
         else:
-            bodies = _read_cluster(args)
+            cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+            namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
+            bodies = cluster.read_all(LISTED_KINDS, namespace)
     except InputError as error:
         return _fail(str(error))
     world = build_world(bodies, namespace=args.namespace or "default")
@@ -129,6 +105,101 @@ def run_import_compose(args: argparse.Namespace) -> int:
     sys.stdout.write(dump_yaml(imported.objects))
     for note in imported.notes:
         print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+KIND_ALIASES = {
+    "deployment": "Deployment",
+    "deployments": "Deployment",
+    "deploy": "Deployment",
+    "statefulset": "StatefulSet",
+    "statefulsets": "StatefulSet",
+    "sts": "StatefulSet",
+    "daemonset": "DaemonSet",
+    "daemonsets": "DaemonSet",
+    "ds": "DaemonSet",
+}
+
+
+def _read_services(cluster: Cluster, namespace: str | None) -> list[dict[str, Any]]:
+    """Services and EndpointSlices of every namespace, so addresses into other namespaces are checked too;
+    those of ``namespace`` alone when listing all is refused."""
+    try:
+        return cluster.read_all(("Service", "EndpointSlice"), None)
+    except InputError:
+        if namespace is None:
+            raise
+        print(f"note: Services read in namespace {namespace} only (listing all was refused)", file=sys.stderr)
+        return cluster.read_all(("Service", "EndpointSlice"), namespace)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """``servicelink doctor``: read-only; a table per workload, exit 1 when a problem is found."""
+    only: tuple[str, str] | None = None
+    if args.target:
+        kind, _, name = args.target.partition("/")
+        if kind.lower() not in KIND_ALIASES or not name:
+            return _fail(f"{args.target}: expected KIND/NAME, KIND one of Deployment, StatefulSet, DaemonSet")
+        only = (KIND_ALIASES[kind.lower()], name)
+    try:
+        cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+        namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
+        bodies = cluster.read_all(("ServiceLink", *WORKLOAD_KINDS, "ConfigMap", "Pod"), namespace)
+        bodies += _read_services(cluster, namespace)
+    except InputError as error:
+        return _fail(str(error))
+    reports = doctor.examine(doctor.ClusterState.from_objects(bodies), cluster_domain=args.cluster_domain, only=only)
+    if only is not None and not reports:
+        return _fail(f"{args.target}: not found in {namespace or 'any namespace'}")
+    sys.stdout.write(doctor.format_json(reports) if args.output == "json" else doctor.format_text(reports))
+    return EXIT_PROBLEM if any(r.problem_count for r in reports) else 0
+
+
+def _adoption_notes(adoption: Adoption) -> list[str]:
+    where = f"ConfigMap {adoption.namespace}/{adoption.configmap}"
+    notes: list[str] = []
+    if adoption.servicelink is not None:
+        keys = ", ".join(link["key"] for link in adoption.servicelink["spec"]["links"])
+        notes.append(f"{where}: adopted {keys}")
+    for key, why in adoption.left:
+        notes.append(f"{where}: {key} left alone: {why}")
+    held = {key: owners for key, owners in adoption.owners.items() if owners}
+    if held:
+        listing = "; ".join(f"{key} by {', '.join(owners)}" for key, owners in sorted(held.items()))
+        notes.append(
+            f"{where}: owned by other field managers: {listing}. Hand them over with their values unchanged, "
+            f"before applying the ServiceLink (else KeyConflict): servicelink adopt -n {adoption.namespace} "
+            f"configmap/{adoption.configmap} --handover | kubectl apply --server-side --field-manager=servicelink "
+            "--force-conflicts -f -   and drop the keys from that manager's source (Helm values, manifests)"
+        )
+    return notes
+
+
+def run_adopt(args: argparse.Namespace) -> int:
+    """``servicelink adopt``: ServiceLinks, or with --handover the hand-over ConfigMaps, on stdout; notes on stderr."""
+    name: str | None = None
+    if args.target:
+        kind, _, name = args.target.partition("/")
+        if kind.lower() not in ("configmap", "configmaps", "cm") or not name:
+            return _fail(f"{args.target}: expected configmap/NAME")
+    try:
+        cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+        namespace = args.namespace or cluster.default_namespace
+        bodies = cluster.read_all(("ServiceLink", "ConfigMap"), namespace) + _read_services(cluster, namespace)
+    except InputError as error:
+        return _fail(str(error))
+    world = build_world(bodies, namespace=namespace)
+    configmaps = [b for b in bodies if b["kind"] == "ConfigMap" and (name is None or b["metadata"]["name"] == name)]
+    if name is not None and not configmaps:
+        return _fail(f"configmap/{name} not found in namespace {namespace}")
+    adoptions = [adopt_configmap(cm, world=world, cluster_domain=args.cluster_domain) for cm in configmaps]
+    chosen = [a.handover if args.handover else a.servicelink for a in adoptions]
+    sys.stdout.write(dump_yaml([body for body in chosen if body is not None]))
+    for adoption in adoptions:
+        for note in _adoption_notes(adoption):
+            print(f"note: {note}", file=sys.stderr)
+    if not any(chosen):
+        print("note: no value to adopt", file=sys.stderr)
     return 0
 
 
@@ -198,3 +269,45 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     compose.add_argument("file", metavar="docker-compose.yml", help="the Compose file")
     compose.add_argument("-n", "--namespace", help="put the objects in this namespace (default: none given)")
     compose.set_defaults(tool=run_import_compose)
+
+    doctor_parser = commands.add_parser(
+        "doctor",
+        help="check every service address workloads read, and say how to fix each problem (read-only)",
+        description=(
+            "For each Deployment, StatefulSet and DaemonSet, check every environment value that looks like a "
+            "service address (literal env, configMapKeyRef, envFrom), hand-written or managed by a ServiceLink: "
+            "the Service exists where the name resolves, the port is one of its ports, it has ready endpoints, "
+            "a short name is not used across namespaces, ExternalName targets, and pods older than the value. "
+            "Exit code 1 when a problem is found."
+        ),
+    )
+    where = doctor_parser.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    doctor_parser.add_argument("target", nargs="?", metavar="KIND/NAME", help="only this workload")
+    doctor_parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="(default: text)")
+    doctor_parser.add_argument(
+        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
+    )
+    _cluster_flags(doctor_parser)
+    doctor_parser.set_defaults(tool=run_doctor)
+
+    adopt = commands.add_parser(
+        "adopt",
+        help="propose ServiceLinks for hand-written ConfigMaps, values kept byte for byte",
+        description=(
+            "For each value of a hand-written ConfigMap that resolves to a Service, propose a link whose rendered "
+            "value equals it byte for byte; values it cannot explain are listed and left alone. Keys another "
+            "field manager owns are named, with how to hand them over: --handover prints the ConfigMap to apply "
+            "server-side as field manager servicelink, which changes no value. Then applying the ServiceLinks "
+            "changes no value and rolls nothing."
+        ),
+    )
+    adopt.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
+    adopt.add_argument("target", nargs="?", metavar="configmap/NAME", help="only this ConfigMap")
+    adopt.add_argument("--handover", action="store_true", help="print the hand-over ConfigMaps, not the ServiceLinks")
+    adopt.add_argument(
+        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
+    )
+    _cluster_flags(adopt)
+    adopt.set_defaults(tool=run_adopt)
