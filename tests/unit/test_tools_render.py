@@ -136,3 +136,13 @@ def test_input_without_servicelinks_is_one_line(
 def test_a_missing_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     ran = run(capsys, "render", "-f", str(tmp_path / "nope.yaml"))
     assert (ran.code, ran.err) == (2, f"servicelink: {tmp_path / 'nope.yaml'}: no such file or folder\n")
+
+
+@pytest.mark.parametrize("command", ["doctor", "adopt", "graph"])
+def test_a_missing_kubeconfig_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    ran = run(capsys, command, "-n", "x", "--kubeconfig", str(tmp_path / "none"))
+    assert ran.code == 2
+    missing = tmp_path / "none"
+    assert (
+        ran.err == f"servicelink: no usable kubeconfig ({missing}): Invalid kube-config file. No configuration found.\n"
+    )
