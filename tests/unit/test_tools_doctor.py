@@ -52,11 +52,12 @@ def configmap(name: str, data: dict[str, str], changed: str) -> dict[str, Any]:
     }
 
 
-def pod(app: str, created: str) -> dict[str, Any]:
+def pod(app: str, started: str | None) -> dict[str, Any]:
+    running = [{"name": "app", "state": {"running": {"startedAt": started}}}] if started else []
     return {
         "kind": "Pod",
-        "metadata": {"name": f"{app}-x", "namespace": "shop", "labels": {"app": app}, "creationTimestamp": created},
-        "status": {"phase": "Running"},
+        "metadata": {"name": f"{app}-x", "namespace": "shop", "labels": {"app": app}},
+        "status": {"phase": "Running" if started else "Pending", "containerStatuses": running},
     }
 
 
@@ -132,9 +133,11 @@ def test_stale_pods_and_who_manages_a_value() -> None:
     ]
     stale = report.findings[0].problems[0]
     assert stale.check == "StalePods"
-    assert stale.message.startswith("1 of 1 pods started before ConfigMap web-config's API_URL changed")
+    assert stale.message.startswith("1 of 1 pods' containers started before ConfigMap web-config's API_URL changed")
     assert stale.fix.startswith("kubectl rollout restart deployment/web")
     objects[-1] = pod("web", "2026-01-03T00:00:00Z")
+    assert checks(objects) == {"API_URL": (), "OTHER": ()}
+    objects[-1] = pod("web", None)  # waiting to start: it reads the value it starts with
     assert checks(objects) == {"API_URL": (), "OTHER": ()}
 
 

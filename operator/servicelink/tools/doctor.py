@@ -196,6 +196,19 @@ def _pods_of(workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     ]
 
 
+def _started_at(pod: Mapping[str, Any]) -> str | None:
+    """When the pod's first running container started, which is when it read its environment; None if none runs.
+
+    A pod still waiting for its ConfigMap reads the current value when it starts, so it is not stale.
+    """
+    times = [
+        str(((status.get("state") or {}).get("running") or {}).get("startedAt"))
+        for status in (pod.get("status") or {}).get("containerStatuses") or ()
+        if ((status.get("state") or {}).get("running") or {}).get("startedAt")
+    ]
+    return min(times, default=None)
+
+
 def _managed_by(state: ClusterState, namespace: str, configmap: str, key: str) -> str:
     for claim in state.world.claims(namespace, configmap):
         if key in claim.keys:
@@ -249,10 +262,10 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
             source = f"configmap/{cm_name}" + ("" if key == variable else f" key {key}")
             managed = _managed_by(state, namespace, cm_name, key)
             changed = _key_changed_at(state.configmaps[(namespace, cm_name)], key)
-            stale = [p for p in pods if str((p.get("metadata") or {}).get("creationTimestamp", "")) < changed]
+            stale = [p for p in pods if (started := _started_at(p)) is not None and started < changed]
             if stale:
                 message = (
-                    f"{len(stale)} of {len(pods)} pods started before ConfigMap {cm_name}'s {key} "
+                    f"{len(stale)} of {len(pods)} pods' containers started before ConfigMap {cm_name}'s {key} "
                     f"changed ({changed}): they still use the old value"
                 )
                 found = (*found, _problem(STALE_PODS, message, workload=f"{kind.lower()}/{metadata.get('name')}"))
