@@ -71,3 +71,49 @@ def test_the_readme_shows_the_graph_the_command_draws() -> None:
     readme = (REPO / "README.md").read_text()
     block = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
     assert block == (GOLDEN / "graph-gallery.mmd").read_text()
+
+
+HAND_WRITTEN = """
+apiVersion: v1
+kind: Service
+metadata: {name: auth-service}
+spec: {ports: [{port: 3001}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: gateway-service-config}
+data: {AUTH_SERVICE_URL: "http://auth-service:3001", APP_SERVICE_URL: "http://app-service:3002", LOG_LEVEL: info}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: gateway-service}
+spec:
+  selector: {matchLabels: {app: gateway-service}}
+  template:
+    spec:
+      containers:
+        - name: gateway
+          envFrom: [{configMapRef: {name: gateway-service-config}}]
+"""
+
+
+def test_hand_written_addresses_are_drawn_without_any_servicelink(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "seed.yaml").write_text(HAND_WRITTEN)
+    ran = run(capsys, "graph", "-f", str(tmp_path), "-n", "gallery", "-o", "json")
+    edges = {(e["source"], e["key"], e["target"], e["state"]) for e in json.loads(ran.out)["edges"]}
+    assert edges == {
+        (
+            "Deployment_gallery_gateway_service",
+            "AUTH_SERVICE_URL (hand-written)",
+            "Service_gallery_auth_service",
+            "resolved",
+        ),
+        (
+            "Deployment_gallery_gateway_service",
+            "APP_SERVICE_URL (hand-written)",
+            "Service_gallery_app_service",
+            "not found",
+        ),
+    }

@@ -68,19 +68,26 @@ def run_graph(args: argparse.Namespace) -> int:
     try:
         if args.filename:
             manifests = read_manifests(args.filename)
-            note = manifests.skipped_note(LISTED_KINDS, "graph")
+            note = manifests.skipped_note((*LISTED_KINDS, "ConfigMap"), "graph")
             if note:
                 print(note, file=sys.stderr)
-            bodies = [m.body for m in manifests.of(*LISTED_KINDS)]
+            bodies = [m.body for m in manifests.of(*LISTED_KINDS, "ConfigMap")]
         else:
             cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
             namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
-            bodies = cluster.read_all(LISTED_KINDS, namespace)
+            bodies = cluster.read_all((*LISTED_KINDS, "ConfigMap"), namespace)
     except InputError as error:
         return _fail(str(error))
-    world = build_world(bodies, namespace=args.namespace or "default")
+    default = args.namespace or "default"
+    world = build_world(bodies, namespace=default)
     linked = link_servicelinks(world, cluster_domain=args.cluster_domain)
-    sys.stdout.write(graphs.FORMATS[args.output](graphs.build_graph(linked, world, live=not args.filename)))
+    placed = [
+        {**b, "metadata": {**b.get("metadata", {}), "namespace": b.get("metadata", {}).get("namespace") or default}}
+        for b in bodies
+    ]
+    hand_written = doctor.examine(doctor.ClusterState.from_objects(placed), cluster_domain=args.cluster_domain)
+    graph = graphs.build_graph(linked, world, live=not args.filename, hand_written=hand_written)
+    sys.stdout.write(graphs.FORMATS[args.output](graph))
     return 0
 
 
@@ -237,9 +244,9 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         "graph",
         help="who links what: workloads, Services, external names",
         description=(
-            "Draw the links of ServiceLinks: from workloads (the consumers of each ConfigMap) to Services, "
-            "each edge labelled with its key and state (resolved, no endpoints, not found, port not found, "
-            "forbidden). Reads the cluster (-n, -A) or files (-f)."
+            "Draw the links of ServiceLinks, and service addresses written by hand: from workloads (the "
+            "consumers of each ConfigMap) to Services, each edge labelled with its key and state (resolved, "
+            "no endpoints, not found, port not found, forbidden). Reads the cluster (-n, -A) or files (-f)."
         ),
     )
     where = graph.add_mutually_exclusive_group()

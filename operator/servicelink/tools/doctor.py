@@ -23,6 +23,7 @@ NO_READY_ENDPOINTS = "NoReadyEndpoints"
 EXTERNAL_NAME_EMPTY = "ExternalNameEmpty"
 STALE_PODS = "StalePods"
 CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"
+HAND_WRITTEN = "hand-written"
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def _managed_by(state: ClusterState, namespace: str, configmap: str, key: str) -
     for claim in state.world.claims(namespace, configmap):
         if key in claim.keys:
             return f"ServiceLink {claim.name}"
-    return "hand-written"
+    return HAND_WRITTEN
 
 
 def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluster_domain: str) -> WorkloadReport:
@@ -257,7 +258,7 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
             continue
         service, found = checked
         if cm_name is None:
-            source, managed = "env", "hand-written"
+            source, managed = "env", HAND_WRITTEN
         else:
             source = f"configmap/{cm_name}" + ("" if key == variable else f" key {key}")
             managed = _managed_by(state, namespace, cm_name, key)

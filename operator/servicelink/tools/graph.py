@@ -11,6 +11,7 @@ from servicelink import conditions as c
 from servicelink.cache import Cache
 from servicelink.resolve import LinkResult
 from servicelink.rollout import select_consumers
+from servicelink.tools import doctor
 from servicelink.tools.offline import LinkedServiceLink
 
 RESOLVED = "resolved"
@@ -19,6 +20,13 @@ STATES = {
     c.SERVICE_NOT_FOUND: "not found",
     c.PORT_NOT_FOUND: "port not found",
     c.CROSS_NAMESPACE_FORBIDDEN: "forbidden",
+}
+# doctor's checks of a hand-written value, as edge states; the first that applies wins.
+HAND_WRITTEN_STATES = {
+    doctor.SERVICE_NOT_FOUND: "not found",
+    doctor.SHORT_NAME_ACROSS_NAMESPACES: "short name across namespaces",
+    doctor.PORT_NOT_FOUND: "port not found",
+    doctor.NO_READY_ENDPOINTS: NO_ENDPOINTS,
 }
 
 
@@ -62,16 +70,45 @@ def _state(result: LinkResult, *, live: bool) -> str:
     return RESOLVED
 
 
-def build_graph(linked: Sequence[LinkedServiceLink], world: Cache, *, live: bool) -> Graph:
-    """Return the graph of ``linked`` ServiceLinks.
+def _hand_written_edges(
+    reports: Sequence[doctor.WorkloadReport], nodes: set[Node], edges: set[Edge], *, live: bool
+) -> None:
+    for report in reports:
+        source = Node(report.kind, report.namespace, report.name)
+        for finding in report.findings:
+            if finding.managed_by != doctor.HAND_WRITTEN:
+                continue
+            service, _, external = finding.service.partition(" -> ")
+            namespace, name = service.split("/", 1)
+            target = Node("Service", namespace, name)
+            # Read from files, endpoints are unknown rather than absent.
+            checks = {p.check for p in finding.problems} - (set() if live else {doctor.NO_READY_ENDPOINTS})
+            state = next((st for check, st in HAND_WRITTEN_STATES.items() if check in checks), RESOLVED)
+            nodes.update((source, target))
+            edges.add(Edge(source, target, f"{finding.variable} (hand-written)", state))
+            if external:
+                nodes.add(Node("External", "", external))
+                edges.add(Edge(target, Node("External", "", external), "externalName", RESOLVED))
+
+
+def build_graph(
+    linked: Sequence[LinkedServiceLink],
+    world: Cache,
+    *,
+    live: bool,
+    hand_written: Sequence[doctor.WorkloadReport] = (),
+) -> Graph:
+    """Return the graph of ``linked`` ServiceLinks, and of the hand-written addresses doctor found.
 
     Each consumer of a ServiceLink's ConfigMap (as the operator finds them) has
     an edge per link to its Service; a ConfigMap nobody reads stands in for its
     consumers. ``live``: endpoints were read, so a resolved link without a ready
-    endpoint shows as ``no endpoints``.
+    endpoint shows as ``no endpoints``. A value written by hand is an edge
+    labelled ``(hand-written)``, so a cluster without the CRD has a graph too.
     """
     nodes: set[Node] = set()
     edges: set[Edge] = set()
+    _hand_written_edges(hand_written, nodes, edges, live=live)
     for sl in linked:
         if sl.spec is None:
             continue
