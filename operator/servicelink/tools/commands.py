@@ -20,7 +20,7 @@ from servicelink.settings import Settings
 from servicelink.tools import doctor
 from servicelink.tools import graph as graphs
 from servicelink.tools.adopt import Adoption, adopt_configmap
-from servicelink.tools.cluster import Cluster
+from servicelink.tools.cluster import Cluster, ReadKind
 from servicelink.tools.compose import ComposeError, import_compose
 from servicelink.tools.manifests import InputError, load_documents, read_manifests, read_text
 from servicelink.tools.offline import build_world, link_servicelinks, render_configmaps, render_report
@@ -75,7 +75,8 @@ def run_graph(args: argparse.Namespace) -> int:
         else:
             cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
             namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
-            bodies = cluster.read_all((*LISTED_KINDS, "ConfigMap"), namespace)
+            kinds: tuple[ReadKind, ...] = ("ServiceLink", *WORKLOAD_KINDS, "ConfigMap")
+            bodies = cluster.read_all(kinds, namespace) + _read_services(cluster, namespace)
     except InputError as error:
         return _fail(str(error))
     default = args.namespace or "default"
