@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,10 @@ from servicelink.tools.adopt import Adoption, adopt_configmap
 from servicelink.tools.cluster import Cluster, ReadKind
 from servicelink.tools.compose import ComposeError, import_compose
 from servicelink.tools.manifests import InputError, load_documents, read_manifests, read_text
-from servicelink.tools.offline import build_world, link_servicelinks, render_configmaps, render_report
+from servicelink.tools.offline import build_world, link_servicelinks, place, render_configmaps, render_report
 
 EXIT_PROBLEM = 1  # a link does not resolve, a key conflicts, a spec is invalid
 EXIT_BAD_INPUT = 2  # as argparse exits on bad flags
-
-Runner = Callable[[argparse.Namespace], int]
 
 
 def _fail(message: str) -> int:
@@ -82,10 +79,7 @@ def run_graph(args: argparse.Namespace) -> int:
     default = args.namespace or "default"
     world = build_world(bodies, namespace=default)
     linked = link_servicelinks(world, cluster_domain=args.cluster_domain)
-    placed = [
-        {**b, "metadata": {**b.get("metadata", {}), "namespace": b.get("metadata", {}).get("namespace") or default}}
-        for b in bodies
-    ]
+    placed = [place(body, namespace=default) for body in bodies]
     hand_written = doctor.examine(doctor.ClusterState.from_objects(placed), cluster_domain=args.cluster_domain)
     graph = graphs.build_graph(linked, world, live=not args.filename, hand_written=hand_written)
     sys.stdout.write(graphs.FORMATS[args.output](graph))

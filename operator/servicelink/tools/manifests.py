@@ -30,10 +30,6 @@ class Manifest:
         """The object's ``kind``."""
         return str(self.body.get("kind", ""))
 
-    def namespace(self, default: str) -> str:
-        """The object's namespace, or ``default`` where it names none (as ``kubectl apply -n`` would)."""
-        return str((self.body.get("metadata") or {}).get("namespace") or default)
-
 
 @dataclass
 class Manifests:

@@ -54,16 +54,18 @@ class LinkedServiceLink:
         return render_link_entries(self.results, self.conflicts)
 
 
-def build_world(bodies: Iterable[Mapping[str, Any]], *, namespace: str) -> Cache:
-    """Return the operator's cache holding ``bodies`` (other kinds ignored).
+def place(body: Mapping[str, Any], *, namespace: str) -> dict[str, Any]:
+    """Return ``body`` in ``namespace`` if it names none, as ``kubectl apply -n`` places it."""
+    metadata = dict(body.get("metadata") or {})
+    metadata["namespace"] = metadata.get("namespace") or namespace
+    return {**body, "metadata": metadata}
 
-    An object that names no namespace lands in ``namespace``, as with ``kubectl apply -n``.
-    """
+
+def build_world(bodies: Iterable[Mapping[str, Any]], *, namespace: str) -> Cache:
+    """Return the operator's cache holding ``bodies`` (other kinds ignored), each placed by ``place``."""
     world = Cache()
     for body in bodies:
-        metadata = dict(body.get("metadata") or {})
-        metadata["namespace"] = metadata.get("namespace") or namespace
-        placed = {**body, "metadata": metadata}
+        placed = place(body, namespace=namespace)
         kind = body.get("kind")
         if kind == "ServiceLink":
             world.put_servicelink(placed)
