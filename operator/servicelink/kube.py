@@ -87,11 +87,14 @@ def load_client(*, kubeconfig: str | None = None, context: str | None = None) ->
     ``ConfigError`` when no configuration, or no such context, is found.
     """
     configuration = kubernetes.client.Configuration()
-    try:
-        if kubeconfig or context:
-            raise ConfigError("a kubeconfig or context was given")
-        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except ConfigError:
+    in_cluster = False
+    if not (kubeconfig or context):
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            in_cluster = True
+        except ConfigError:
+            pass
+    if not in_cluster:
         # Read KUBECONFIG now: the client reads it once, at import, which may predate it.
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context, client_configuration=configuration
