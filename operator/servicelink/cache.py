@@ -227,6 +227,10 @@ class Cache:
     def service(self, key: ServiceKey) -> ServiceView | None:
         return self._services.get(key)
 
+    def service_keys(self) -> list[ServiceKey]:
+        """Every Service known."""
+        return list(self._services)
+
     def put_endpointslice(self, body: Mapping[str, Any]) -> ServiceKey | None:
         """Record an EndpointSlice; return the Service it belongs to if its endpoint counts changed, else None."""
         key = _meta(body)

@@ -1,4 +1,4 @@
-"""The ``servicelink`` command: ``servicelink run`` starts the operator (does I/O)."""
+"""The ``servicelink`` command: ``run`` starts the operator; the others help people use it (does I/O)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from servicelink import handlers
 from servicelink.settings import OPTIONS, Settings, SettingsError, load_settings
+from servicelink.tools import commands as tools
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
         help="the image gallery end to end on a local control plane (servicelink demo --help)",
     )
+    tools.add_parsers(commands, defaults)
     return parser
 
 
@@ -64,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.main(argv[1:])
         return
     args = _parser().parse_args(argv)
+    if hasattr(args, "tool"):
+        sys.exit(args.tool(args))
     try:
         loaded = load_settings(flags=_flags(args), environ=os.environ)
     except SettingsError as error:

@@ -25,9 +25,9 @@ import kopf
 from servicelink import metrics
 from servicelink.cache import Cache, needs_reconcile
 from servicelink.controller import WorkQueue
-from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportError, instance_name, load_client
+from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
-from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
+from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, ListedKind, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Loaded, Settings, load_settings
 

@@ -38,6 +38,9 @@ TEMPLATE = re.compile(r"^([^{}]|\{(" + "|".join(sorted(PLACEHOLDERS)) + r")\})*$
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
+# The kinds the operator lists and watches.
+ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
+LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS)
 
 
 def parse_name_list(value: object) -> frozenset[str]:

@@ -49,10 +49,19 @@ from servicelink.render import (
     render_owner_reference,
     summarize,
 )
-from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
+from servicelink.resolve import ServiceKey, ServiceView, referenced_services, resolve_links
 from servicelink.rollout import Rollout, WorkloadView, merge_rollouts, plan_rollouts, select_consumers
 from servicelink.settings import Settings
-from servicelink.status import Verdict, parse_conditions, render_invalid_status, render_status
+from servicelink.status import (
+    Verdict,
+    describe_invalid_spec,
+    desired_values,
+    judge_sync,
+    parse_conditions,
+    render_invalid_status,
+    render_status,
+    sibling_conflicts,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -252,17 +261,9 @@ class Reconciler:
             endpoints=endpoints,
             cluster_domain=self.settings.cluster_domain,
         )
-        desired = self._desired_values(results, previous)
+        desired = desired_values(results, previous)
         earlier, siblings = self._claims(body, spec.config_map_name)
-        conflicts = {
-            key: (
-                f"key {key} of ConfigMap {namespace}/{spec.config_map_name} is already written by "
-                f"ServiceLink {namespace}/{claim.name}; remove it from one of them"
-            )
-            for claim in earlier
-            for key in claim.keys
-            if key in desired
-        }
+        conflicts = sibling_conflicts(desired, earlier=earlier, namespace=namespace, configmap=spec.config_map_name)
         desired = {k: v for k, v in desired.items() if k not in conflicts}
         rolled_out = [RolledOut.model_validate(r) for r in status.get("rolledOut") or ()]
         async with self._lock(namespace, spec.config_map_name):
@@ -289,16 +290,6 @@ class Reconciler:
         )
         await self._write_status(body, new_status)
         return written.verdict
-
-    @staticmethod
-    def _desired_values(results: list[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
-        desired: dict[str, str] = {}
-        for result in results:
-            if result.value is not None:
-                desired[result.key] = result.value
-            elif result.keeps_last_value and result.key in previous:
-                desired[result.key] = previous[result.key]  # running apps keep a working address
-        return desired
 
     async def _write_configmap(
         self,
@@ -362,12 +353,8 @@ class Reconciler:
             except ApiError as error:
                 message = f"cannot write {where}: HTTP {error.status} {error.reason}"
                 return _Written(dict(previous), Verdict(False, c.WRITE_FAILED, message), None, conflicts)
-        if conflicts:
-            return _Written(
-                ours, Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values()))), plan, conflicts
-            )
-        message = f"{where} holds the {len(ours)} keys of this ServiceLink"
-        return _Written(ours, Verdict(True, c.CONFIGMAP_UP_TO_DATE, message), plan, conflicts)
+        verdict = judge_sync(namespace=namespace, configmap=configmap_name, ours=ours, conflicts=conflicts)
+        return _Written(ours, verdict, plan, conflicts)
 
     async def _report_changes(self, body: Mapping[str, Any], plan: ConfigMapPlan, ours: Mapping[str, str]) -> None:
         metadata = body["metadata"]
@@ -612,9 +599,7 @@ class Reconciler:
     async def _report_invalid(self, body: Mapping[str, Any], error: ValidationError) -> None:
         metadata = body["metadata"]
         status: Mapping[str, Any] = body.get("status") or {}
-        problems = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
-        )
+        problems = describe_invalid_spec(error)
         new_status = render_invalid_status(
             generation=int(metadata.get("generation", 0)),
             message=problems,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from servicelink import conditions as c
+from servicelink.cache import Claim
 from servicelink.consent import Skipped
 from servicelink.model import Condition, RolledOut
 from servicelink.render import render_hash
@@ -35,6 +38,50 @@ def judge_resolution(results: Sequence[LinkResult]) -> Verdict:
     if not problems:
         return Verdict(True, c.ALL_SERVICES_FOUND, f"all {len(results)} links resolved")
     return Verdict(False, problems[0].reason, _join([p.message for p in problems]))
+
+
+def desired_values(results: Sequence[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
+    """Return the values to write: each resolved link's, else its last written one where that may stay."""
+    desired: dict[str, str] = {}
+    for result in results:
+        if result.value is not None:
+            desired[result.key] = result.value
+        elif result.keeps_last_value and result.key in previous:
+            desired[result.key] = previous[result.key]  # running apps keep a working address
+    return desired
+
+
+def sibling_conflicts(
+    desired: Mapping[str, str], *, earlier: Iterable[Claim], namespace: str, configmap: str
+) -> dict[str, str]:
+    """Return the keys of ``desired`` that an earlier ServiceLink of the same ConfigMap claims: key -> message."""
+    return {
+        key: (
+            f"key {key} of ConfigMap {namespace}/{configmap} is already written by "
+            f"ServiceLink {namespace}/{claim.name}; remove it from one of them"
+        )
+        for claim in earlier
+        for key in claim.keys
+        if key in desired
+    }
+
+
+def judge_sync(*, namespace: str, configmap: str, ours: Mapping[str, str], conflicts: Mapping[str, str]) -> Verdict:
+    """Synced, once the ConfigMap holds ``ours``: up to date, or the key conflicts that kept keys out."""
+    if conflicts:
+        return Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values())))
+    return Verdict(
+        True,
+        c.CONFIGMAP_UP_TO_DATE,
+        f"ConfigMap {namespace}/{configmap} holds the {len(ours)} keys of this ServiceLink",
+    )
+
+
+def describe_invalid_spec(error: ValidationError) -> str:
+    """Return the message of ``InvalidSpec``: each problem with the ``spec.`` field it is in."""
+    return "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
+    )
 
 
 def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, str]) -> list[dict[str, Any]]:
