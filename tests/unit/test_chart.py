@@ -1,4 +1,5 @@
-"""charts/servicelink with the real helm: lint, rendering, values.schema.json, and manifests/ as its rendering."""
+"""The charts with the real helm: charts/servicelink (lint, rendering, values.schema.json, manifests/ as its
+rendering) and the seed's gallery chart, examples/gallery-helm."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_manifests import SEED_CONFIG
 
 from servicelink.kube import RBAC_RULES
 from servicelink.settings import Settings
@@ -16,6 +18,7 @@ from servicelink.testing.assets import ensure_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "servicelink"
+GALLERY_CHART = REPO / "examples" / "gallery-helm"
 MANIFESTS = REPO / "manifests"
 # Not the chart's: Helm installs into a namespace it is given, and kustomize's list is its own.
 HAND_WRITTEN = {"namespace.yaml", "kustomization.yaml"}
@@ -236,3 +239,27 @@ def test_the_schema_refuses_a_bad_value_naming_it(helm: str, setting: str, named
     assert done.returncode != 0
     assert "values don't meet the specifications of the schema" in done.stderr
     assert named in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def gallery(helm: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The gallery chart's objects by (kind, name), as ``helm template`` renders them."""
+    run_helm(helm, "lint", "--strict", str(GALLERY_CHART))
+    out = run_helm(helm, "template", "gallery", str(GALLERY_CHART)).stdout
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(out) if doc}
+
+
+def test_the_gallery_chart_runs_the_kustomize_gallerys_deployments_and_services(
+    gallery: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """Same pods in the same roles as examples/gallery, in the release's namespace instead of "gallery"."""
+    expected = {}
+    for name in ("deployments.yaml", "services.yaml"):
+        for doc in yaml.safe_load_all((REPO / "examples" / "gallery" / name).read_text()):
+            del doc["metadata"]["namespace"]
+            expected[doc["kind"], doc["metadata"]["name"]] = doc
+    assert {key: gallery[key] for key in expected} == expected
+
+
+def test_the_gallery_chart_writes_the_seeds_configmaps(gallery: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert {name: gallery["ConfigMap", name]["data"] for name in SEED_CONFIG} == SEED_CONFIG
