@@ -261,5 +261,11 @@ def test_the_gallery_chart_runs_the_kustomize_gallerys_deployments_and_services(
     assert {key: gallery[key] for key in expected} == expected
 
 
-def test_the_gallery_chart_writes_the_seeds_configmaps(gallery: dict[tuple[str, str], dict[str, Any]]) -> None:
-    assert {name: gallery["ConfigMap", name]["data"] for name in SEED_CONFIG} == SEED_CONFIG
+def test_the_gallery_chart_links_what_the_seed_wrote_by_hand(gallery: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Its ServiceLinks are examples/gallery's, which resolve to the seed's ConfigMaps; it writes no ConfigMap."""
+    assert not [key for key in gallery if key[0] == "ConfigMap"]
+    links = {name: spec for (kind, name), spec in gallery.items() if kind == "ServiceLink"}
+    expected = yaml.safe_load_all((REPO / "examples" / "gallery" / "servicelinks.yaml").read_text())
+    by_key = {doc["metadata"]["name"]: {link["key"]: link for link in doc["spec"]["links"]} for doc in expected}
+    assert {name: {link["key"]: link for link in doc["spec"]["links"]} for name, doc in links.items()} == by_key
+    assert {doc["spec"]["configMapName"] for doc in links.values()} == set(SEED_CONFIG)

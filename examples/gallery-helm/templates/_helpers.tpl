@@ -1,4 +1,4 @@
-{{/* Whether service "name" reads a ConfigMap of URLs: the one its Deployment takes with envFrom. */}}
+{{/* Whether a service reads a ConfigMap of URLs: the one its Deployment takes with envFrom. */}}
 {{- define "gallery.readsConfig" -}}
-{{- if or .serviceUrls .serviceHosts }}true{{ end -}}
+{{- if .links }}true{{ end -}}
 {{- end -}}
