@@ -8,17 +8,8 @@ from typing import Any
 
 import yaml
 
-from servicelink.testing.fixtures import Cluster, wait_for
+from servicelink.testing.fixtures import SEED_CONFIG, Cluster, wait_for
 
-# The seed's ConfigMaps, value for value: what the gallery's ServiceLinks write.
-SEED_CONFIG = {
-    "gateway-service-config": {
-        "AUTH_SERVICE_URL": "http://auth-service:3001",
-        "APP_SERVICE_URL": "http://app-service:3002",
-    },
-    "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
-    "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
-}
 GALLERY_SERVICELINKS = ("gateway-service", "app-service", "worker-service")
 
 

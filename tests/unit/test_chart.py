@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from test_manifests import SEED_CONFIG
 
 from servicelink.kube import RBAC_RULES
 from servicelink.settings import Settings
 from servicelink.testing.assets import ensure_helm
+from servicelink.testing.fixtures import SEED_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "servicelink"
