@@ -130,3 +130,18 @@ def test_wait_for_endpoints_holds_the_rollout_until_the_new_service_answers(
         f"Deployment {namespace}/gateway: AUTH_SERVICE_URL: http://auth-service:3001 -> http://auth-v2:3001"
     ]
     assert cluster.get("deployment", "gateway", "-n", namespace)["metadata"]["generation"] == 2
+
+
+def test_kubectl_explain_describes_wait_for_endpoints_and_the_deferred_keys(cluster: Cluster, crd: Any) -> None:
+    def explain(field: str) -> str:
+        # Right after the CRD is applied the API server may not publish its schema yet.
+        return str(
+            wait_for(
+                lambda: (out := cluster.kubectl("explain", field, check=False)).returncode == 0 and out.stdout,
+                what=f"kubectl explain {field}",
+            )
+        )
+
+    assert "a ready endpoint" in " ".join(explain("servicelink.spec.waitForEndpoints").split())
+    assert "Default false" in explain("servicelink.spec.waitForEndpoints")
+    assert "previous" in explain("servicelink.status.deferred")
