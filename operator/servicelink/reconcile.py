@@ -487,7 +487,7 @@ class Reconciler:
             rolled_out,
             namespace=namespace,
             workloads=views,
-            just_rolled=frozenset((r.kind, r.name) for r in done),
+            just_rolled=frozenset((r.kind, r.name) for r in done if (r.kind, r.name) in views),  # not one gone
         )
         verdict = judge_rollout(
             namespace=namespace,
