@@ -82,7 +82,11 @@ def test_a_port_change_rolls_the_consumer_once_and_nothing_else_rolls(
     assert "AUTH_SERVICE_URL: http://auth-service:3001 -> http://auth-service:4001" in rolled
     status = cluster.get("sl", "gateway-service", "-n", namespace)["status"]
     assert {"kind": "Deployment", "name": "gateway-service", "hash": new_hash} in status["rolledOut"]
-    assert condition(cluster.get("sl", "gateway-service", "-n", namespace), "RolledOut")["status"] == "True"
+    # True once the Deployment's new (zero) replicas are all available.
+    wait_for(
+        lambda: condition(cluster.get("sl", "gateway-service", "-n", namespace), "RolledOut").get("status") == "True",
+        what="RolledOut=True once the rollout completed",
+    )
 
     # A label on the Service changes no value: no rollout.
     cluster.kubectl("label", "service", "auth-service", "-n", namespace, "tier=identity")
