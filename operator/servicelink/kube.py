@@ -48,7 +48,6 @@ _WORKLOAD_PATCHERS = {
     "StatefulSet": "patch_namespaced_stateful_set",
     "DaemonSet": "patch_namespaced_daemon_set",
 }
-_WORKLOAD_API_VERSION = "apps/v1"
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
 _TIMEOUT = (5.0, 15.0)
@@ -323,8 +322,3 @@ class Kube:
 def servicelink_reference(*, namespace: str, name: str, uid: str) -> dict[str, str]:
     """Return the ``involvedObject`` of a ServiceLink for an Event."""
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "namespace": namespace, "name": name, "uid": uid}
-
-
-def workload_reference(*, kind: WorkloadKind, namespace: str, name: str) -> dict[str, str]:
-    """Return the ``involvedObject`` of a workload for an Event."""
-    return {"apiVersion": _WORKLOAD_API_VERSION, "kind": kind, "namespace": namespace, "name": name}
