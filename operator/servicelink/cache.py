@@ -227,6 +227,10 @@ class Cache:
     def service(self, key: ServiceKey) -> ServiceView | None:
         return self._services.get(key)
 
+    def service_keys(self) -> list[ServiceKey]:
+        """Every Service known."""
+        return list(self._services)
+
     def put_endpointslice(self, body: Mapping[str, Any]) -> ServiceKey | None:
         """Record an EndpointSlice; return the Service it belongs to if its endpoint counts changed, else None."""
         key = _meta(body)
@@ -290,6 +294,9 @@ class Cache:
             else self._readers.get((namespace, reading), set())
         )
         return [self._workloads[key] for key in sorted(keys)]
+
+    def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
+        return self._workloads.get((kind, namespace, name))
 
     # --- relists --------------------------------------------------------------------------------
 

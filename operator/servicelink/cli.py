@@ -1,4 +1,4 @@
-"""The ``servicelink`` command: ``servicelink run`` starts the operator (does I/O)."""
+"""The ``servicelink`` command: ``run`` starts the operator; the others help people use it (does I/O)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from collections.abc import Sequence
 
 from servicelink import handlers
 from servicelink.settings import OPTIONS, Settings, SettingsError, load_settings
+from servicelink.tools import commands as tools
 
 
 def _parser() -> argparse.ArgumentParser:
     # Flags are read as text and checked by settings.load_settings, like the environment;
     # no flag has a default here, so one left out falls back to its variable.
     defaults = Settings()
+    described = {
+        "namespaces": "all namespaces",
+        "leader_elect": "off",
+        "lease_namespace": "$POD_NAMESPACE, else default",
+    }
     parser = argparse.ArgumentParser(prog="servicelink", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
@@ -22,55 +28,23 @@ def _parser() -> argparse.ArgumentParser:
         help="run the operator",
         description="Run the operator. Every flag also reads SERVICELINK_<FLAG> from the environment.",
     )
-    run.add_argument(
-        "--namespace",
-        "-n",
-        action="append",
-        dest="namespaces",
-        metavar="NAMESPACE",
-        help="watch this namespace (repeatable; SERVICELINK_NAMESPACES, comma-separated); default: all namespaces",
-    )
-    run.add_argument(
-        "--cluster-domain",
-        help=f"the cluster's DNS domain, for cross-namespace FQDNs (default: {defaults.cluster_domain})",
-    )
-    run.add_argument(
-        "--resync-seconds",
-        help="reconcile every ServiceLink this often, repairing drift; 1 to 86400 "
-        f"(default: {defaults.resync_seconds:g})",
-    )
-    run.add_argument(
-        "--coalesce-seconds",
-        help="changes to one ServiceLink closer together than this reconcile once; 0 to 60 "
-        f"(default: {defaults.coalesce_seconds:g})",
-    )
-    run.add_argument("--workers", help=f"ServiceLinks reconciled at once; 1 to 256 (default: {defaults.workers})")
-    run.add_argument("--log-format", help=f"text or json (default: {defaults.log_format})")
-    run.add_argument(
-        "--metrics-port",
-        help=f"serve Prometheus /metrics here; 0 turns it off (default: {defaults.metrics_port})",
-    )
-    run.add_argument(
-        "--health-port",
-        help=f"serve the liveness endpoint /healthz here; 0 turns it off (default: {defaults.health_port})",
-    )
-    run.add_argument(
-        "--watch-inactivity-seconds",
-        help="reopen a watch that delivered nothing, not even a bookmark, for this long; 1 to 3600 "
-        f"(default: {defaults.watch_inactivity_seconds:g})",
-    )
-    run.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        help="run several replicas: they share a Lease and only its holder reconciles (default: off)",
-    )
-    run.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE, else default)")
+    for option in OPTIONS:
+        default = getattr(defaults, option.field)
+        shown = described.get(option.field) or (f"{default:g}" if isinstance(default, float) else str(default))
+        text = f"{option.help}; {option.rule.allowed} ({option.env}; default: {shown})"
+        if option.field == "namespaces":
+            run.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NAMESPACE", help=text)
+        elif option.field == "leader_elect":
+            run.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            run.add_argument(option.flag, help=text)
     run.add_argument("--verbose", action="store_true", help="log at debug level")
     commands.add_parser(
         "demo",
         add_help=False,
         help="the image gallery end to end on a local control plane (servicelink demo --help)",
     )
+    tools.add_parsers(commands, defaults)
     return parser
 
 
@@ -92,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.main(argv[1:])
         return
     args = _parser().parse_args(argv)
+    if hasattr(args, "tool"):
+        sys.exit(args.tool(args))
     try:
         loaded = load_settings(flags=_flags(args), environ=os.environ)
     except SettingsError as error:

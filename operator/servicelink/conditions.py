@@ -26,11 +26,13 @@ CONFIGMAP_UP_TO_DATE = "ConfigMapUpToDate"
 KEY_CONFLICT = "KeyConflict"
 CONFIGMAP_TOO_LARGE = "ConfigMapTooLarge"
 WRITE_FAILED = "WriteFailed"
+CONFIGMAP_NOT_SHARED = "ConfigMapNotShared"
 # RolledOut
 WORKLOADS_UPDATED = "WorkloadsUpdated"
 NO_CHANGE = "NoChange"
 ROLLOUT_DISABLED = "RolloutDisabled"
 ROLLOUT_FAILED = "RolloutFailed"
+WORKLOAD_NOT_OPTED_IN = "WorkloadNotOptedIn"
 
 # Reasons that describe something wrong, which deserve a Warning Event.
 PROBLEMS = frozenset(
@@ -42,7 +44,9 @@ PROBLEMS = frozenset(
         KEY_CONFLICT,
         CONFIGMAP_TOO_LARGE,
         WRITE_FAILED,
+        CONFIGMAP_NOT_SHARED,
         ROLLOUT_FAILED,
+        WORKLOAD_NOT_OPTED_IN,
     }
 )
 

@@ -34,9 +34,14 @@ _MAX_WAIT_WINDOWS = 20  # a steady stream of triggers still reconciles at least 
 
 @dataclass
 class WorkQueue:
-    """Runs ``reconcile(key)`` for added keys with ``workers`` tasks."""
+    """Runs ``reconcile(key)`` for added keys with ``workers`` tasks.
 
-    reconcile: Callable[[Key], Awaitable[None]]
+    ``reconcile`` may return a number of seconds: the key is then reconciled
+    again after that long, for a state no watch announces (controller-runtime's
+    ``RequeueAfter``). None: only the next trigger reconciles it.
+    """
+
+    reconcile: Callable[[Key], Awaitable[float | None]]
     window: float
     workers: int
     is_transient: Callable[[BaseException], bool]
@@ -93,6 +98,10 @@ class WorkQueue:
                 await self._finished.wait()
             self.add(key, delay=0.0)
 
+    def is_waiting(self, key: Key) -> bool:
+        """Whether ``key`` is queued to run within its window (not waiting out a retry backoff)."""
+        return key in self._pending and key not in self._failures
+
     def _busy(self) -> int:
         """Keys running, or due within one window."""
         soon = time.monotonic() + self.window
@@ -138,7 +147,7 @@ class WorkQueue:
             self._running.add(key)
             TRIGGERED_AT.set(triggered_at)
             try:
-                await self.reconcile(key)
+                again_in = await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # one ServiceLink must never stop the others
@@ -160,3 +169,5 @@ class WorkQueue:
             if key in self._again:
                 self._again.discard(key)
                 self.add(key)
+            elif again_in is not None:
+                self.add(key, delay=again_in)

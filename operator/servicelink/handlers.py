@@ -25,9 +25,9 @@ import kopf
 from servicelink import metrics
 from servicelink.cache import Cache, needs_reconcile
 from servicelink.controller import WorkQueue
-from servicelink.kube import ApiError, Conflict, Kube, ListedKind, TransportError, instance_name, load_client
+from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
-from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
+from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, ListedKind, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Loaded, Settings, load_settings
 
@@ -43,6 +43,7 @@ class Runtime:
     settings: Settings
     queue: WorkQueue
     cache: Cache
+    reconciler: Reconciler
     kube: Kube
     executor: ThreadPoolExecutor
     resync: asyncio.Task[None] | None = None
@@ -218,6 +219,7 @@ async def _elect(runtime: Runtime, identity: str) -> None:
         elif leading and not now_leading:
             log.warning("no longer leading: another replica may act")
             runtime.queue.active.clear()
+            runtime.reconciler.stand_down()
         leading = now_leading
         await asyncio.sleep(RENEW_SECONDS)
 
@@ -251,7 +253,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         workers=config.workers,
         is_transient=lambda error: isinstance(error, TransientError),
     )
-    runtime = Runtime(settings=config, queue=queue, cache=cache, kube=kube, executor=executor)
+    reconciler.is_waiting = queue.is_waiting
+    runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
     await runtime.relist()
     memo["servicelink"] = runtime
     queue.start(active=not config.leader_elect)

@@ -15,13 +15,13 @@ import json
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, WorkloadKind
+from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, ListedKind, WorkloadKind
 
 # Re-exported so callers handle API errors without importing the client themselves.
 ApiError = ApiException
@@ -53,7 +53,6 @@ _WORKLOAD_PATCHERS = {
 _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
 # kind -> (API attribute, method stem): list_<stem>_for_all_namespaces and list_namespaced_<stem>.
 _LISTERS = {
     "Service": ("_core", "service"),
@@ -77,20 +76,44 @@ def is_transient(error: ApiException) -> bool:
     return error.status in (409, 429) or error.status is None or error.status >= 500
 
 
-def load_client() -> kubernetes.client.ApiClient:
-    """Return an API client from the in-cluster service account, else from ``KUBECONFIG``."""
+ConfigError = kubernetes.config.ConfigException
+
+
+def load_client(*, kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.ApiClient:
+    """Return an API client from the in-cluster service account, else from ``KUBECONFIG``.
+
+    A ``kubeconfig`` or ``context`` given skips the service account. Raises
+    ``ConfigError`` when no configuration, or no such context, is found.
+    """
     configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
+    in_cluster = False
+    if not (kubeconfig or context):
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            in_cluster = True
+        except ConfigError:
+            pass
+    if not in_cluster:
         # Read KUBECONFIG now: the client reads it once, at import, which may predate it.
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context, client_configuration=configuration
         )
     # Reconciles run in a thread pool; one connection per worker avoids
     # urllib3's "pool is full" churn under a burst.
     configuration.connection_pool_maxsize = 32
     return kubernetes.client.ApiClient(configuration)
+
+
+def context_namespace(*, kubeconfig: str | None = None, context: str | None = None) -> str:
+    """Return the namespace of the kubeconfig's context (the current one unless named), else ``default``."""
+    try:
+        contexts, current = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig or os.environ.get("KUBECONFIG")
+        )
+    except ConfigError:
+        return "default"  # in a pod: the caller names the namespace
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
 def _read(
@@ -263,13 +286,15 @@ class Kube:
                 raise
 
     def set_workload_config_hash(
-        self, *, kind: WorkloadKind, namespace: str, name: str, annotation: str, value: str
+        self, *, kind: WorkloadKind, namespace: str, name: str, annotation: str, value: str, resource_version: str
     ) -> bool:
-        """Set one pod-template annotation; its controller then rolls the pods.
+        """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
-        Returns False when the workload no longer exists (404).
+        Returns False when the workload no longer exists (404); a 409 raises ``Conflict``.
         """
-        patch = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        patch: dict[str, Any] = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         try:
             _write(
                 getattr(self._apps, _WORKLOAD_PATCHERS[kind]),
@@ -280,6 +305,8 @@ class Kube:
                 _content_type="application/merge-patch+json",
             )
         except ApiException as error:
+            if error.status == 409:
+                raise Conflict(error.body) from error
             if error.status == 404:
                 return False
             raise

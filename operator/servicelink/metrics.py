@@ -46,14 +46,16 @@ def record_rollout(kind: str) -> None:
     _observe_propagation("workload")
 
 
-def timed(reconcile: Callable[[str, str], Awaitable[None]]) -> Callable[[tuple[str, str]], Awaitable[None]]:
+def timed(
+    reconcile: Callable[[str, str], Awaitable[float | None]],
+) -> Callable[[tuple[str, str]], Awaitable[float | None]]:
     """Wrap ``reconcile(namespace, name)`` as a queue callback that counts and times each run."""
 
     @functools.wraps(reconcile)
-    async def run(key: tuple[str, str]) -> None:
+    async def run(key: tuple[str, str]) -> float | None:
         started = time.perf_counter()
         try:
-            await reconcile(*key)
+            again_in = await reconcile(*key)
         except Exception as error:
             RECONCILES.labels(result="error").inc()
             ERRORS.labels(reason=type(error).__name__).inc()
@@ -61,6 +63,7 @@ def timed(reconcile: Callable[[str, str], Awaitable[None]]) -> Callable[[tuple[s
         finally:
             RECONCILE_SECONDS.observe(time.perf_counter() - started)
         RECONCILES.labels(result="ok").inc()
+        return again_in
 
     return run
 

@@ -17,6 +17,9 @@ PLURAL = "servicelinks"
 FIELD_MANAGER = "servicelink"
 FINALIZER = f"{GROUP}/configmap-keys"
 EXPOSE_TO_ANNOTATION = f"{GROUP}/expose-to"
+# Consent of an object's owner: the ServiceLinks (names, or "*") that may write this ConfigMap, or roll this workload.
+WRITABLE_BY_ANNOTATION = f"{GROUP}/writable-by"
+ROLLABLE_BY_ANNOTATION = f"{GROUP}/rollable-by"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 
 DEFAULT_TEMPLATE = "{scheme}://{host}:{port}{path}"
@@ -35,6 +38,14 @@ TEMPLATE = re.compile(r"^([^{}]|\{(" + "|".join(sorted(PLACEHOLDERS)) + r")\})*$
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
+# The kinds the operator lists and watches.
+ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
+LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS)
+
+
+def parse_name_list(value: object) -> frozenset[str]:
+    """Return the names in an annotation value such as ``"a, b"`` (commas or spaces between them)."""
+    return frozenset(str(value or "").replace(",", " ").split())
 
 
 class _Strict(BaseModel):

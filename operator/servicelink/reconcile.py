@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from servicelink import conditions as c
 from servicelink.cache import Claim
+from servicelink.consent import Skipped, judge_configmap_write, split_consumers
 from servicelink.kube import (
     ApiError,
     Conflict,
@@ -36,6 +37,7 @@ from servicelink.model import (
     Endpoints,
     RolledOut,
     ServiceLinkSpec,
+    WorkloadKind,
     parse_spec,
 )
 from servicelink.render import (
@@ -46,13 +48,25 @@ from servicelink.render import (
     render_owner_reference,
     summarize,
 )
-from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
-from servicelink.rollout import Rollout, WorkloadView, plan_rollouts, select_consumers
+from servicelink.resolve import ServiceKey, ServiceView, referenced_services, resolve_links
+from servicelink.rollout import Rollout, WorkloadView, merge_rollouts, plan_rollouts, select_consumers
 from servicelink.settings import Settings
-from servicelink.status import Verdict, parse_conditions, render_invalid_status, render_status
+from servicelink.status import (
+    Verdict,
+    describe_invalid_spec,
+    desired_values,
+    judge_sync,
+    parse_conditions,
+    render_invalid_status,
+    render_status,
+    sibling_conflicts,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
+# refused ServiceLink is found by looking again this often, one GET each time.
+CONSENT_RECHECK_SECONDS = 15.0
 
 
 class World(Protocol):
@@ -74,6 +88,9 @@ class World(Protocol):
         """Deployments, StatefulSets and DaemonSets of a namespace: those whose pods read the
         ConfigMap ``reading``, or all of them when ``reading`` is None."""
 
+    def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
+        """One Deployment, StatefulSet or DaemonSet as last seen, or None when it is gone."""
+
 
 class TransientError(Exception):
     """The API server could not take a call now; the ServiceLink is retried with backoff."""
@@ -87,6 +104,18 @@ def _describe(value: str | None) -> str:
     return "<unset>" if value is None else value
 
 
+def _shared_version(configmap: Mapping[str, Any] | None, plan: ConfigMapPlan) -> str | None:
+    """The resourceVersion a write into a shared ConfigMap must find, else None.
+
+    Consent to write was read from this version: should its owner withdraw
+    it meanwhile, the write fails with a conflict and is retried, and refused.
+    """
+    if configmap is None or plan.with_owner:
+        return None
+    version: str | None = (configmap.get("metadata") or {}).get("resourceVersion")
+    return version
+
+
 @dataclass
 class _Written:
     """What the ConfigMap step achieved: the values it holds for us and how that went."""
@@ -97,9 +126,26 @@ class _Written:
     conflicts: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Share:
+    """One ServiceLink's rollout of a workload, waiting to go out in the workload's next patch."""
+
+    rollout: Rollout
+    body: Mapping[str, Any]  # the ServiceLink, for its Events
+    previous: Mapping[str, str]  # the values the workload's pods were last rolled to
+    current: Mapping[str, str]
+
+
 @dataclass
 class Reconciler:
-    """Reconciles ServiceLinks by key; safe to run for different keys at once."""
+    """Reconciles ServiceLinks by key; safe to run for different keys at once.
+
+    A workload that reads several servicelink ConfigMaps is patched once for a
+    change that reaches several of them (one Service linked from two
+    ServiceLinks): a ServiceLink's rollout waits in ``_owed`` while another
+    ServiceLink of the workload is queued or has not written its ConfigMap
+    yet, and the last of them sets every entry in one patch.
+    """
 
     kube: Kube
     world: World
@@ -107,7 +153,10 @@ class Reconciler:
     executor: Executor
     on_values_changed: Callable[[int], None] = lambda count: None
     on_rollout: Callable[[str], None] = lambda kind: None
+    is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _writing: set[tuple[str, str]] = field(default_factory=set)  # reconciling, ConfigMap not yet written
+    _owed: dict[tuple[WorkloadKind, str, str], list[_Share]] = field(default_factory=dict)
 
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         try:
@@ -125,15 +174,26 @@ class Reconciler:
         except (TransientError, ApiError) as error:
             log.info("event %s on %s/%s not recorded: %s", reason, involved["namespace"], involved["name"], error)
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one ServiceLink's ConfigMap, consumers and status in step with the cluster.
 
-        Returns quietly when the ServiceLink is gone. Raises ``TransientError``
-        when the API server should be asked again later.
+        Returns the seconds after which to look again when only time can tell
+        (its ConfigMap not shared yet), else None; returns None when the
+        ServiceLink is gone. Raises ``TransientError`` when the API server
+        should be asked again later.
         """
+        self._writing.add((namespace, name))
+        try:
+            again = await self._reconcile(namespace, name)
+        finally:
+            self._writing.discard((namespace, name))
+        await self._flush(namespace)  # rollouts that waited for us, if we left before rolling
+        return again
+
+    async def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.world.servicelink(namespace, name)
         if body is None:
-            return
+            return None
         metadata = body.get("metadata") or {}
         finalizers = list(metadata.get("finalizers") or ())
         if metadata.get("deletionTimestamp"):
@@ -141,13 +201,14 @@ class Reconciler:
                 await self._release(body)
                 finalizers.remove(FINALIZER)
                 await self._set_finalizers(body, finalizers)
-            return
+            return None
         try:
             spec = parse_spec(body.get("spec") or {})
         except ValidationError as error:
             await self._report_invalid(body, error)
-            return
-        await self._reconcile_valid(body, spec)
+            return None
+        synced = await self._reconcile_valid(body, spec)
+        return CONSENT_RECHECK_SECONDS if synced.reason == c.CONFIGMAP_NOT_SHARED else None
 
     async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
         metadata = body["metadata"]
@@ -183,7 +244,8 @@ class Reconciler:
         siblings = frozenset(key for cl in others for key in cl.keys)
         return earlier, siblings
 
-    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> None:
+    async def _reconcile_valid(self, body: Mapping[str, Any], spec: ServiceLinkSpec) -> Verdict:
+        """Reconcile a ServiceLink whose spec is valid; return how its ConfigMap write went."""
         metadata = body["metadata"]
         namespace = metadata["namespace"]
         status: Mapping[str, Any] = body.get("status") or {}
@@ -198,17 +260,9 @@ class Reconciler:
             endpoints=endpoints,
             cluster_domain=self.settings.cluster_domain,
         )
-        desired = self._desired_values(results, previous)
+        desired = desired_values(results, previous)
         earlier, siblings = self._claims(body, spec.config_map_name)
-        conflicts = {
-            key: (
-                f"key {key} of ConfigMap {namespace}/{spec.config_map_name} is already written by "
-                f"ServiceLink {namespace}/{claim.name}; remove it from one of them"
-            )
-            for claim in earlier
-            for key in claim.keys
-            if key in desired
-        }
+        conflicts = sibling_conflicts(desired, earlier=earlier, namespace=namespace, configmap=spec.config_map_name)
         desired = {k: v for k, v in desired.items() if k not in conflicts}
         rolled_out = [RolledOut.model_validate(r) for r in status.get("rolledOut") or ()]
         async with self._lock(namespace, spec.config_map_name):
@@ -216,7 +270,9 @@ class Reconciler:
                 body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
             )
             before = list(rolled_out)
-            rolled, rolled_out = await self._roll(body, spec, written, previous=previous, rolled_out=rolled_out)
+            rolled, rolled_out, skipped = await self._roll(
+                body, spec, written, previous=previous, rolled_out=rolled_out
+            )
         newly = [f"{r.kind} {namespace}/{r.name}" for r in rolled_out if r not in before]
         if written.plan is not None and (written.plan.write or newly):
             # Reported after the rollouts: the consumers' pods need not wait for an Event.
@@ -229,20 +285,12 @@ class Reconciler:
             synced=written.verdict,
             rolled=rolled,
             rolled_out=rolled_out,
+            skipped=skipped,
             current_conditions=parse_conditions(status),
             now=_now(),
         )
         await self._write_status(body, new_status)
-
-    @staticmethod
-    def _desired_values(results: list[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
-        desired: dict[str, str] = {}
-        for result in results:
-            if result.value is not None:
-                desired[result.key] = result.value
-            elif result.keeps_last_value and result.key in previous:
-                desired[result.key] = previous[result.key]  # running apps keep a working address
-        return desired
+        return written.verdict
 
     async def _write_configmap(
         self,
@@ -257,6 +305,9 @@ class Reconciler:
         metadata = body["metadata"]
         namespace, configmap_name = metadata["namespace"], spec.config_map_name
         configmap = await self._call(self.kube.get_configmap, namespace=namespace, name=configmap_name)
+        refusal = judge_configmap_write(configmap, servicelink=metadata["name"], uid=metadata.get("uid", ""))
+        if refusal is not None:
+            return _Written(dict(previous), Verdict(False, c.CONFIGMAP_NOT_SHARED, refusal), None, conflicts)
         plan = plan_configmap(
             configmap,
             desired=desired,
@@ -290,7 +341,11 @@ class Reconciler:
                 name=metadata["name"], uid=metadata.get("uid", ""), api_version=API_VERSION, kind=KIND
             )
             apply_body = render_configmap(
-                name=configmap_name, namespace=namespace, data=plan.apply_data, owner=owner if plan.with_owner else None
+                name=configmap_name,
+                namespace=namespace,
+                data=plan.apply_data,
+                owner=owner if plan.with_owner else None,
+                resource_version=_shared_version(configmap, plan),
             )
             try:
                 await self._call(self.kube.apply_configmap, body=apply_body, force=plan.force)
@@ -299,12 +354,8 @@ class Reconciler:
             except ApiError as error:
                 message = f"cannot write {where}: HTTP {error.status} {error.reason}"
                 return _Written(dict(previous), Verdict(False, c.WRITE_FAILED, message), None, conflicts)
-        if conflicts:
-            return _Written(
-                ours, Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values()))), plan, conflicts
-            )
-        message = f"{where} holds the {len(ours)} keys of this ServiceLink"
-        return _Written(ours, Verdict(True, c.CONFIGMAP_UP_TO_DATE, message), plan, conflicts)
+        verdict = judge_sync(namespace=namespace, configmap=configmap_name, ours=ours, conflicts=conflicts)
+        return _Written(ours, verdict, plan, conflicts)
 
     async def _report_changes(
         self, body: Mapping[str, Any], plan: ConfigMapPlan, ours: Mapping[str, str], *, rolled: list[str]
@@ -343,17 +394,22 @@ class Reconciler:
         *,
         previous: Mapping[str, str],
         rolled_out: list[RolledOut],
-    ) -> tuple[Verdict, list[RolledOut]]:
+    ) -> tuple[Verdict, list[RolledOut], list[Skipped]]:
         if spec.rollout == "None":
-            return Verdict(True, c.ROLLOUT_DISABLED, "spec.rollout is None: consumers are not restarted"), rolled_out
+            disabled = "spec.rollout is None: consumers are not restarted"
+            return Verdict(True, c.ROLLOUT_DISABLED, disabled), rolled_out, []
         if written.plan is None:
-            return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out
+            return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out, []
         metadata = body["metadata"]
         namespace = metadata["namespace"]
         # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
         everyone = bool(spec.workloads.names) or spec.workloads.selector is not None
         candidates = self.world.workloads(namespace, reading=None if everyone else spec.config_map_name)
-        consumers = select_consumers(candidates, spec=spec.workloads, configmap=spec.config_map_name)
+        consumers, skipped = split_consumers(
+            select_consumers(candidates, spec=spec.workloads, configmap=spec.config_map_name),
+            configmap=spec.config_map_name,
+            servicelink=metadata["name"],
+        )
         # The baseline is what the pods were last rolled to: our last status; the
         # first time, what the ConfigMap held before we wrote it; and nothing to
         # roll if it did not exist (pods waiting for it start with its values).
@@ -368,38 +424,109 @@ class Reconciler:
                     baseline.pop(key, None)
                 else:
                     baseline[key] = old
-        plans = plan_rollouts(consumers, managed=written.plan.apply_data, baseline=baseline, desired=written.values)
+        managed_configmaps = frozenset(
+            name for workload, _ in consumers for name in workload.reads if self.world.claims(namespace, name)
+        )
+        plans = plan_rollouts(
+            consumers,
+            configmap=spec.config_map_name,
+            managed_configmaps=managed_configmaps,
+            managed=written.plan.apply_data,
+            baseline=baseline,
+            desired=written.values,
+        )
+        self._writing.discard((namespace, metadata["name"]))  # our ConfigMap is written: rollouts may go
+        for rollout in plans:
+            share = _Share(rollout, body, previous=baseline, current=written.values)
+            self._owed.setdefault((rollout.kind, rollout.namespace, rollout.name), []).append(share)
+        outcomes = await self._flush(namespace)
         failures: list[str] = []
         done: list[RolledOut] = []
-        patched: list[Rollout] = []
+        waiting = 0
         for rollout in plans:
-            try:
-                if await self._patch_workload(rollout):
-                    patched.append(rollout)
-            except ApiError as error:
-                what = f"{rollout.kind} {rollout.namespace}/{rollout.name}"
-                failures.append(f"cannot patch {what}: HTTP {error.status} {error.reason}")
+            outcome = outcomes.get((rollout.kind, rollout.namespace, rollout.name), ...)
+            if outcome is ...:
+                waiting += 1
+            elif outcome is not None:
+                failures.append(outcome)
             else:
                 done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
-        for rollout in patched:  # Events once every consumer is patched: no pod waits for them
-            await self._report_rollout(body, rollout, previous=baseline, current=written.values)
         if failures:
-            return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out
+            return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out, skipped
+        if skipped:
+            message = summarize([s.message for s in skipped])
+            return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, message), done or rolled_out, skipped
         message = f"consumers of ConfigMap {namespace}/{spec.config_map_name} carry its current hash"
-        return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out
+        if waiting:
+            message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
+        return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out, skipped
 
-    async def _patch_workload(self, rollout: Rollout) -> bool:
-        """Set the workload's config-hash annotation; return False when it no longer exists."""
-        found = await self._call(
-            self.kube.set_workload_config_hash,
-            kind=rollout.kind,
-            namespace=rollout.namespace,
-            name=rollout.name,
-            annotation=CONFIG_HASH_ANNOTATION,
-            value=rollout.hash,
+    def stand_down(self) -> None:
+        """Drop the rollouts held for other ServiceLinks: another replica leads now and rolls by comparing."""
+        self._owed.clear()
+
+    def _blocked(self, namespace: str, shares: list[_Share]) -> bool:
+        """Whether a ServiceLink of one of the workload's ConfigMaps is about to write it: then it rolls."""
+        configmaps = frozenset().union(*(share.rollout.sources for share in shares))
+        return any(
+            (claim.namespace, claim.name) in self._writing or self.is_waiting((claim.namespace, claim.name))
+            for configmap in sorted(configmaps)
+            for claim in self.world.claims(namespace, configmap)
         )
+
+    async def _flush(self, namespace: str) -> dict[tuple[WorkloadKind, str, str], str | None]:
+        """Patch each workload of ``namespace`` with rollouts owed and no ServiceLink left to wait for.
+
+        Returns, by workload, None when it was patched (or is gone) and the
+        reason when the API server refused.
+        """
+        outcomes: dict[tuple[WorkloadKind, str, str], str | None] = {}
+        patched: list[_Share] = []
+        for key in [k for k in self._owed if k[1] == namespace]:
+            shares = self._owed.get(key)
+            if not shares or self._blocked(namespace, shares):
+                continue
+            del self._owed[key]
+            workload = self.world.workload(*key)
+            if workload is None:
+                outcomes[key] = None
+                continue
+            rollouts = [share.rollout for share in shares]
+            try:
+                found = await self._patch_workload(workload, merge_rollouts(workload.config_hash, rollouts))
+            except TransientError:
+                self._owed.setdefault(key, []).extend(shares)  # the retry of this reconcile sends them
+                raise
+            except ApiError as error:
+                outcomes[key] = f"cannot patch {key[0]} {key[1]}/{key[2]}: HTTP {error.status} {error.reason}"
+                continue
+            outcomes[key] = None
+            if found:  # one Event per change: a sibling on the same ConfigMap adds none
+                patched.extend([share for share in shares if share.rollout.changed_keys] or shares[:1])
+        for share in patched:  # Events once every consumer is patched: no pod waits for them
+            await self._report_rollout(share.body, share.rollout, previous=share.previous, current=share.current)
+        return outcomes
+
+    async def _patch_workload(self, workload: WorkloadView, value: str) -> bool:
+        """Set the workload's config-hash annotation; return False when it no longer exists.
+
+        Guarded by the resourceVersion last seen, so an entry another ServiceLink
+        set meanwhile is never overwritten: a lost race is retried.
+        """
+        try:
+            found = await self._call(
+                self.kube.set_workload_config_hash,
+                kind=workload.kind,
+                namespace=workload.namespace,
+                name=workload.name,
+                annotation=CONFIG_HASH_ANNOTATION,
+                value=value,
+                resource_version=workload.resource_version,
+            )
+        except Conflict as error:
+            raise TransientError(f"{workload.kind} {workload.namespace}/{workload.name} changed meanwhile") from error
         if found:
-            self.on_rollout(rollout.kind)
+            self.on_rollout(workload.kind)
         return found
 
     async def _report_rollout(
@@ -471,9 +598,7 @@ class Reconciler:
     async def _report_invalid(self, body: Mapping[str, Any], error: ValidationError) -> None:
         metadata = body["metadata"]
         status: Mapping[str, Any] = body.get("status") or {}
-        problems = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
-        )
+        problems = describe_invalid_spec(error)
         new_status = render_invalid_status(
             generation=int(metadata.get("generation", 0)),
             message=problems,
@@ -509,6 +634,14 @@ class Reconciler:
             owners = configmap.get("metadata", {}).get("ownerReferences") or ()
             if any(ref.get("uid") == metadata.get("uid") for ref in owners):
                 return
+            if judge_configmap_write(configmap, servicelink=metadata["name"], uid=metadata.get("uid", "")) is not None:
+                log.info(
+                    "%s/%s: ConfigMap %s is no longer shared with it; its keys stay as they are",
+                    namespace,
+                    metadata["name"],
+                    configmap_name,
+                )
+                return
             _, siblings = self._claims(body, configmap_name)
             plan = plan_configmap(
                 configmap,
@@ -519,8 +652,14 @@ class Reconciler:
                 manager=FIELD_MANAGER,
             )
             if plan.write:
-                await self._call(
-                    self.kube.apply_configmap,
-                    body=render_configmap(name=configmap_name, namespace=namespace, data=plan.apply_data, owner=None),
-                    force=False,
+                apply_body = render_configmap(
+                    name=configmap_name,
+                    namespace=namespace,
+                    data=plan.apply_data,
+                    owner=None,
+                    resource_version=_shared_version(configmap, plan),
                 )
+                try:
+                    await self._call(self.kube.apply_configmap, body=apply_body, force=False)
+                except Conflict as error:
+                    raise TransientError(f"ConfigMap {namespace}/{configmap_name} changed while we wrote it") from error

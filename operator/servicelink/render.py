@@ -30,15 +30,19 @@ def render_configmap(
     namespace: str,
     data: Mapping[str, str],
     owner: Mapping[str, Any] | None,
+    resource_version: str | None = None,
 ) -> dict[str, Any]:
     """Return the server-side-apply body that owns exactly ``data`` (and ``owner`` if given).
 
     Keys left out are released: the API server removes them when no other
-    field manager owns them, so an empty ``data`` withdraws all of ours.
+    field manager owns them, so an empty ``data`` withdraws all of ours. With
+    ``resource_version`` the apply succeeds only on that version of the object.
     """
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if owner is not None:
         metadata["ownerReferences"] = [dict(owner)]
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(sorted(data.items()))}
 
 

@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicelink import conditions
-from servicelink.model import EXPOSE_TO_ANNOTATION, Endpoints, Link, ServiceLinkSpec, template_placeholders
+from servicelink.model import (
+    EXPOSE_TO_ANNOTATION,
+    Endpoints,
+    Link,
+    ServiceLinkSpec,
+    parse_name_list,
+    template_placeholders,
+)
 
 ServiceKey = tuple[str, str]  # (namespace, name)
 
@@ -42,7 +49,6 @@ class ServiceView:
         assert isinstance(metadata, Mapping)
         assert isinstance(spec, Mapping)
         annotations = metadata.get("annotations") or {}
-        raw_expose = str(annotations.get(EXPOSE_TO_ANNOTATION, ""))
         ports = tuple(
             ServicePort(name=p.get("name") or None, port=int(p["port"]))
             for p in spec.get("ports") or ()
@@ -54,7 +60,7 @@ class ServiceView:
             type=str(spec.get("type") or "ClusterIP"),
             ports=ports,
             external_name=spec.get("externalName") or None,
-            expose_to=frozenset(part for part in raw_expose.replace(",", " ").split() if part),
+            expose_to=parse_name_list(annotations.get(EXPOSE_TO_ANNOTATION)),
         )
 
     def allows(self, namespace: str) -> bool:

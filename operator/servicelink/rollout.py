@@ -6,7 +6,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servicelink.model import CONFIG_HASH_ANNOTATION, LabelSelector, WorkloadKind, Workloads
+from servicelink.model import (
+    CONFIG_HASH_ANNOTATION,
+    ROLLABLE_BY_ANNOTATION,
+    LabelSelector,
+    WorkloadKind,
+    Workloads,
+    parse_name_list,
+)
 from servicelink.render import render_hash
 
 # What a pod template reads of one ConfigMap: a set of keys, or None for all of it.
@@ -62,6 +69,8 @@ class WorkloadView:
     labels: Mapping[str, str]
     reads: Mapping[str, Reads]
     config_hash: str | None
+    rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
+    resource_version: str = ""  # guards a patch against a change seen too late
 
     @classmethod
     def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
@@ -76,6 +85,8 @@ class WorkloadView:
             labels=dict(metadata.get("labels") or {}),
             reads=read_configmaps(template.get("spec") or {}),
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+            rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
+            resource_version=str(metadata.get("resourceVersion", "")),
         )
 
 
@@ -124,48 +135,120 @@ def consumed(values: Mapping[str, str], reads: Reads) -> dict[str, str]:
     return dict(values) if reads is None else {k: v for k, v in values.items() if k in reads}
 
 
+def parse_config_hash(value: str | None) -> dict[str, str]:
+    """Return the entries of a config-hash annotation, ConfigMap name to hash.
+
+    A bare hash (the form for a workload that reads one servicelink ConfigMap,
+    and the only form before several were told apart) is returned under "".
+    """
+    if not value:
+        return {}
+    if "=" not in value:
+        return {"": value}
+    entries = (entry.partition("=") for entry in value.split(","))
+    return {name: digest for name, sep, digest in entries if sep and name and digest}
+
+
+def sources_of(workload: WorkloadView, *, configmap: str, managed_configmaps: frozenset[str]) -> frozenset[str]:
+    """Return the servicelink ConfigMaps whose hashes ``workload``'s annotation carries, seen from ``configmap``."""
+    return frozenset(name for name in workload.reads if name in managed_configmaps) | {configmap}
+
+
+def carried_hash(value: str | None, *, configmap: str, sources: frozenset[str], digest: str | None) -> str | None:
+    """Return the hash the annotation ``value`` carries for ``configmap``, or None when it carries none.
+
+    A bare hash belongs to the only source. With several sources (an annotation
+    written before they were told apart) it belongs to ``configmap`` only if it
+    equals ``digest``, so an upgrade rolls nothing already up to date; pass
+    None when what the workload reads of ``configmap`` just changed, as the
+    bare hash then matches another ConfigMap's values, not ours.
+    """
+    entries = parse_config_hash(value)
+    if configmap in entries:
+        return entries[configmap]
+    bare = entries.get("")
+    if bare is not None and (len(sources) == 1 or bare == digest):
+        return bare
+    return None
+
+
+def render_config_hash(value: str | None, *, sources: frozenset[str], updates: Mapping[str, str]) -> str:
+    """Return the annotation ``value`` with the hashes in ``updates`` (ConfigMap name to hash) set.
+
+    One source: the bare hash, as before. Several: ``name=hash`` entries sorted
+    by name and joined by commas, so each ServiceLink's entry is its own and
+    none undoes another's. Entries of ConfigMaps that are no longer sources are
+    dropped, and so is a bare hash: whose it was cannot be told, and a source
+    without an entry rolls on its next change rather than at once.
+    """
+    if len(sources) == 1:
+        (only,) = sources
+        return updates[only]
+    kept = {name: digest for name, digest in parse_config_hash(value).items() if name in sources} | dict(updates)
+    return ",".join(f"{name}={digest}" for name, digest in sorted(kept.items()))
+
+
 @dataclass(frozen=True)
 class Rollout:
-    """One pod-template patch: set the workload's config hash to ``hash``."""
+    """One ServiceLink's share of a pod-template patch: its ConfigMap's entry in the workload's config hash."""
 
     kind: WorkloadKind
     namespace: str
     name: str
-    hash: str
+    configmap: str
+    hash: str  # the hash of what the workload reads of ``configmap``
+    sources: frozenset[str]
     changed_keys: tuple[str, ...]
 
 
 def plan_rollouts(
     consumers: Iterable[tuple[WorkloadView, Reads]],
     *,
+    configmap: str,
+    managed_configmaps: frozenset[str],
     managed: Mapping[str, str],
     baseline: Mapping[str, str],
     desired: Mapping[str, str],
 ) -> list[Rollout]:
-    """Return the patches that bring each consumer's pod template in step with the ConfigMap.
+    """Return the consumers whose config hash must change for ``configmap``, with its new entry.
 
-    ``managed`` is every servicelink-owned key of the ConfigMap as it will be;
-    a consumer's hash covers the part of it that the consumer reads. A consumer
-    that already carries a hash is patched when that hash differs. One without
-    a hash (never rolled by us) is patched only when a key it reads changed
-    between ``baseline`` (the values its pods were last rolled to) and
-    ``desired``; so a consumer created after the fact is not rolled again.
+    ``managed`` is every servicelink-owned key of ``configmap`` as it will be;
+    a consumer's entry is the hash of the part of it that the consumer reads.
+    ``managed_configmaps`` are the namespace's ConfigMaps that servicelink
+    writes: a workload reading several carries one entry per ConfigMap, and
+    each ServiceLink compares and sets only its own, so two ServiceLinks never
+    undo each other. A consumer that carries an entry for ``configmap`` is due
+    when it differs. One without (never rolled for it) is due only when a key
+    it reads changed between ``baseline`` (the values its pods were last rolled
+    to) and ``desired``; so a consumer created after the fact is not rolled.
     """
     changed = {k for k in desired.keys() | baseline.keys() if desired.get(k) != baseline.get(k)}
     plans: list[Rollout] = []
     for workload, reads in consumers:
-        seen = consumed(managed, reads)
-        target = render_hash(seen)
+        target = render_hash(consumed(managed, reads))
+        sources = sources_of(workload, configmap=configmap, managed_configmaps=managed_configmaps)
         touched = tuple(sorted(k for k in changed if reads is None or k in reads))
-        due = workload.config_hash != target if workload.config_hash is not None else bool(touched)
+        carried = carried_hash(
+            workload.config_hash, configmap=configmap, sources=sources, digest=None if touched else target
+        )
+        due = carried != target if carried is not None else bool(touched)
         if due:
             plans.append(
                 Rollout(
                     kind=workload.kind,
                     namespace=workload.namespace,
                     name=workload.name,
+                    configmap=configmap,
                     hash=target,
+                    sources=sources,
                     changed_keys=touched,
                 )
             )
     return plans
+
+
+def merge_rollouts(value: str | None, rollouts: Iterable[Rollout]) -> str:
+    """Return the config hash one patch sets for several ServiceLinks' shares in the same workload."""
+    shares = list(rollouts)
+    sources = frozenset().union(*(r.sources for r in shares))
+    return render_config_hash(value, sources=sources, updates={r.configmap: r.hash for r in shares})

@@ -7,7 +7,6 @@ flag or variable, the value, and what is allowed.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,69 +54,68 @@ class SettingsError(ValueError):
     """A flag or variable holds a value outside what its setting allows; the message says all three."""
 
 
-def _number(raw: str, *, low: float, high: float, unit: str) -> float:
-    try:
+@dataclass(frozen=True)
+class Rule:
+    """What a setting allows, in words for its error and its ``--help``, and the parser that holds to it."""
+
+    allowed: str
+    parse: Callable[[str], Any]  # raises ValueError on a value outside ``allowed``
+
+
+def _seconds(low: float, high: float) -> Rule:
+    def parse(raw: str) -> float:
         value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not low <= value <= high:  # also refuses nan
-        raise ValueError(f"must be {unit} from {low:g} to {high:g}")
-    return value
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(raw)
+        return value
+
+    return Rule(f"a number of seconds from {low:g} to {high:g}", parse)
 
 
-def _seconds(low: float, high: float) -> Callable[[str], float]:
-    return lambda raw: _number(raw, low=low, high=high, unit="a number of seconds")
-
-
-def _integer(low: int, high: int, unit: str) -> Callable[[str], int]:
+def _integer(low: int, high: int, unit: str) -> Rule:
     def parse(raw: str) -> int:
         if not re.fullmatch(r"[0-9]+", raw.strip()) or not low <= int(raw) <= high:
-            raise ValueError(f"must be {unit} from {low} to {high}")
+            raise ValueError(raw)
         return int(raw)
 
-    return parse
+    return Rule(f"{unit} from {low} to {high}", parse)
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+def _choice(*allowed: str) -> Rule:
     def parse(raw: str) -> str:
         if raw not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
+            raise ValueError(raw)
         return raw
 
-    return parse
+    return Rule(f"one of {', '.join(allowed)}", parse)
 
 
 def _boolean(raw: str) -> bool:
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise ValueError(f"must be one of {', '.join(_TRUE + _FALSE)}")
+    if raw.lower() not in _TRUE + _FALSE:
+        raise ValueError(raw)
+    return raw.lower() in _TRUE
 
 
 def _namespace(raw: str) -> str:
     if not _DNS_LABEL.fullmatch(raw):
-        raise ValueError("must be a namespace name: up to 63 of a-z, 0-9 and '-', starting and ending alphanumeric")
+        raise ValueError(raw)
     return raw
-
-
-def _namespaces(raw: str) -> tuple[str, ...]:
-    return tuple(_namespace(name) for name in raw.replace(",", " ").split())
 
 
 def _domain(raw: str) -> str:
     if len(raw) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in raw.split(".")):
-        raise ValueError("must be a DNS domain such as cluster.local: dot-separated labels of a-z, 0-9 and '-'")
+        raise ValueError(raw)
     return raw
 
 
 @dataclass(frozen=True)
 class Option:
-    """One setting as users write it: its flag, its variable, and the parser that checks its value."""
+    """One setting as users write it: its flag, its variable, what it allows and what it does."""
 
     field: str
     flag: str
-    parse: Callable[[str], Any]
+    rule: Rule
+    help: str
 
     @property
     def env(self) -> str:
@@ -129,17 +127,62 @@ class Option:
 # hammering the API server: a resync relists the whole cluster, a watch reopen
 # relists a kind, and a zero would do either back to back.
 OPTIONS: tuple[Option, ...] = (
-    Option("namespaces", "--namespace", _namespaces),
-    Option("cluster_domain", "--cluster-domain", _domain),
-    Option("resync_seconds", "--resync-seconds", _seconds(1, 86400)),
-    Option("coalesce_seconds", "--coalesce-seconds", _seconds(0, 60)),
-    Option("workers", "--workers", _integer(1, 256, "a whole number")),
-    Option("watch_inactivity_seconds", "--watch-inactivity-seconds", _seconds(1, 3600)),
-    Option("log_format", "--log-format", _choice("text", "json")),
-    Option("metrics_port", "--metrics-port", _integer(0, 65535, "a port number (0: off)")),
-    Option("health_port", "--health-port", _integer(0, 65535, "a port number (0: off)")),
-    Option("leader_elect", "--leader-elect", _boolean),
-    Option("lease_namespace", "--lease-namespace", _namespace),
+    Option(
+        "namespaces",
+        "--namespace",
+        Rule(
+            "namespace names: up to 63 of a-z, 0-9 and '-' each, starting and ending alphanumeric",
+            lambda raw: tuple(_namespace(name) for name in raw.replace(",", " ").split()),
+        ),
+        "watch this namespace (repeatable; comma-separated in the variable)",
+    ),
+    Option(
+        "cluster_domain",
+        "--cluster-domain",
+        Rule("a DNS domain such as cluster.local: dot-separated labels of a-z, 0-9 and '-'", _domain),
+        "the cluster's DNS domain, for cross-namespace FQDNs",
+    ),
+    Option(
+        "resync_seconds", "--resync-seconds", _seconds(1, 86400), "reconcile everything this often, repairing drift"
+    ),
+    Option(
+        "coalesce_seconds",
+        "--coalesce-seconds",
+        _seconds(0, 60),
+        "changes to one ServiceLink closer together than this reconcile once",
+    ),
+    Option("workers", "--workers", _integer(1, 256, "a whole number"), "ServiceLinks reconciled at once"),
+    Option(
+        "watch_inactivity_seconds",
+        "--watch-inactivity-seconds",
+        _seconds(1, 3600),
+        "reopen a watch that delivered nothing, not even a bookmark, for this long",
+    ),
+    Option("log_format", "--log-format", _choice("text", "json"), "log format"),
+    Option(
+        "metrics_port",
+        "--metrics-port",
+        _integer(0, 65535, "a port number (0: off)"),
+        "serve Prometheus /metrics here",
+    ),
+    Option(
+        "health_port",
+        "--health-port",
+        _integer(0, 65535, "a port number (0: off)"),
+        "serve the liveness endpoint /healthz here",
+    ),
+    Option(
+        "leader_elect",
+        "--leader-elect",
+        Rule(f"one of {', '.join(_TRUE + _FALSE)}", _boolean),
+        "run several replicas: they share a Lease and only its holder reconciles",
+    ),
+    Option(
+        "lease_namespace",
+        "--lease-namespace",
+        Rule("a namespace name: up to 63 of a-z, 0-9 and '-', starting and ending alphanumeric", _namespace),
+        "namespace of the Lease",
+    ),
 )
 
 
@@ -177,9 +220,9 @@ def load_settings(*, flags: Mapping[str, str | None], environ: Mapping[str, str]
         else:
             continue
         try:
-            values[option.field] = option.parse(raw)
-        except ValueError as error:
-            raise SettingsError(f"{source}: {error}") from None
+            values[option.field] = option.rule.parse(raw)
+        except ValueError:
+            raise SettingsError(f"{source}: must be {option.rule.allowed}") from None
     if "lease_namespace" not in values and environ.get("POD_NAMESPACE"):
         values["lease_namespace"] = environ["POD_NAMESPACE"]
     return Loaded(Settings(**values), tuple(ignored))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from servicelink import conditions as c
+from servicelink.cache import Claim
+from servicelink.consent import Skipped
 from servicelink.model import Condition, RolledOut
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
@@ -36,6 +40,50 @@ def judge_resolution(results: Sequence[LinkResult]) -> Verdict:
     return Verdict(False, problems[0].reason, _join([p.message for p in problems]))
 
 
+def desired_values(results: Sequence[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
+    """Return the values to write: each resolved link's, else its last written one where that may stay."""
+    desired: dict[str, str] = {}
+    for result in results:
+        if result.value is not None:
+            desired[result.key] = result.value
+        elif result.keeps_last_value and result.key in previous:
+            desired[result.key] = previous[result.key]  # running apps keep a working address
+    return desired
+
+
+def sibling_conflicts(
+    desired: Mapping[str, str], *, earlier: Iterable[Claim], namespace: str, configmap: str
+) -> dict[str, str]:
+    """Return the keys of ``desired`` that an earlier ServiceLink of the same ConfigMap claims: key -> message."""
+    return {
+        key: (
+            f"key {key} of ConfigMap {namespace}/{configmap} is already written by "
+            f"ServiceLink {namespace}/{claim.name}; remove it from one of them"
+        )
+        for claim in earlier
+        for key in claim.keys
+        if key in desired
+    }
+
+
+def judge_sync(*, namespace: str, configmap: str, ours: Mapping[str, str], conflicts: Mapping[str, str]) -> Verdict:
+    """Synced, once the ConfigMap holds ``ours``: up to date, or the key conflicts that kept keys out."""
+    if conflicts:
+        return Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values())))
+    return Verdict(
+        True,
+        c.CONFIGMAP_UP_TO_DATE,
+        f"ConfigMap {namespace}/{configmap} holds the {len(ours)} keys of this ServiceLink",
+    )
+
+
+def describe_invalid_spec(error: ValidationError) -> str:
+    """Return the message of ``InvalidSpec``: each problem with the ``spec.`` field it is in."""
+    return "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
+    )
+
+
 def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, str]) -> list[dict[str, Any]]:
     """Return ``status.links``: one entry per link, with its reason when it did not resolve or write."""
     entries: list[dict[str, Any]] = []
@@ -60,10 +108,15 @@ def render_status(
     synced: Verdict,
     rolled: Verdict,
     rolled_out: Sequence[RolledOut],
+    skipped: Sequence[Skipped],
     current_conditions: Sequence[Condition],
     now: str,
 ) -> dict[str, Any]:
-    """Return the whole status a reconcile leaves, conditions in a fixed order."""
+    """Return the whole status a reconcile leaves, conditions in a fixed order.
+
+    ``skipped`` (workloads not rolled for want of their consent) appears only when
+    there are some, so a ServiceLink that never skips keeps the status it had.
+    """
     resolved = judge_resolution(results)
     failing = [v for v in (resolved, synced, rolled) if not v.ok]
     ready = (
@@ -82,7 +135,7 @@ def render_status(
         for kind, verdict in ((c.READY, ready), (c.RESOLVED_TYPE, resolved), (c.SYNCED, synced), (c.ROLLED_OUT, rolled))
     ]
     with_endpoints = sum(1 for r in results if r.endpoints is not None and r.endpoints.ready > 0)
-    return {
+    status: dict[str, Any] = {
         "observedGeneration": generation,
         "values": dict(sorted(values.items())),
         "links": render_link_entries(results, conflicts),
@@ -95,6 +148,9 @@ def render_status(
             for cond in c.merge_conditions(current_conditions, desired, now=now)
         ],
     }
+    if skipped:
+        status["skipped"] = [{"kind": s.kind, "name": s.name, "message": s.message} for s in skipped]
+    return status
 
 
 def render_invalid_status(

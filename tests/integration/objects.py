@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from servicelink.testing.fixtures import Cluster, wait_for
@@ -82,6 +83,49 @@ def deployment(
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
         "spec": spec,
     }
+
+
+def servicelinks_only(namespace: str, subject: dict[str, str], *, verbs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A Role allowing only ``verbs`` on ServiceLinks, and its binding to ``subject``: a user limited to them."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "servicelinks-only", "namespace": namespace},
+            "rules": [{"apiGroups": ["servicelink.dev"], "resources": ["servicelinks"], "verbs": list(verbs)}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "servicelinks-only", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "servicelinks-only"},
+            "subjects": [subject],
+        },
+    ]
+
+
+def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
+    """Change the first port of a Service."""
+    patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])
+    cluster.kubectl("patch", "service", name, "-n", namespace, "--type=json", "-p", patch)
+
+
+def events(cluster: Cluster, namespace: str, reason: str | None = None) -> list[dict[str, Any]]:
+    """The Events of a namespace, of one reason if given."""
+    args = ["events", "-n", namespace]
+    if reason:
+        args += ["--field-selector", f"reason={reason}"]
+    items: list[dict[str, Any]] = cluster.get(*args)["items"]
+    return items
+
+
+def template_hash(cluster: Cluster, namespace: str, name: str) -> str | None:
+    """The servicelink.dev/config-hash on a Deployment's pod template: set once servicelink rolled it."""
+    body = cluster.get("deployment", name, "-n", namespace)
+    value: str | None = (body["spec"]["template"]["metadata"].get("annotations") or {}).get(
+        "servicelink.dev/config-hash"
+    )
+    return value
 
 
 def condition(servicelink_body: dict[str, Any] | None, kind: str) -> dict[str, Any]:

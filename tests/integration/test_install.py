@@ -93,6 +93,71 @@ def test_service_account_may_not(
     assert can_i(cluster, group, resource, verb, "-n", NAMESPACE) == "no"
 
 
+def can_user(cluster: Cluster, user: str, verb: str, resource: str, namespace: str, *extra: str) -> str:
+    """What `kubectl auth can-i` answers for ``user`` in ``namespace``: "yes" or "no"."""
+    done = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", *extra, check=False)
+    return done.stdout.strip()
+
+
+@pytest.mark.controller_manager
+def test_namespace_editors_get_servicelinks_and_viewers_may_only_read_them(
+    cluster: Cluster, installed: subprocess.CompletedProcess[str], namespace: str
+) -> None:
+    bindings = {"alice": "edit", "ada": "admin", "victor": "view"}
+    cluster.apply(
+        [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": user, "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            }
+            for user, role in bindings.items()
+        ]
+    )
+    servicelinks = "servicelinks.servicelink.dev"
+
+    def can(user: str, verb: str, *extra: str) -> str:
+        return can_user(cluster, user, verb, servicelinks, namespace, *extra)
+
+    # The clusterrole-aggregation controller folds servicelink-edit and -view into the built-in roles.
+    wait_for(
+        lambda: can("alice", "create") == can("ada", "create") == can("victor", "get") == "yes",
+        what="the aggregated rules in edit, admin and view",
+    )
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        assert (can("alice", verb), can("ada", verb)) == ("yes", "yes"), verb
+    for verb in ("get", "list", "watch"):
+        assert can("victor", verb) == "yes", verb
+    for verb in ("create", "update", "patch", "delete"):
+        assert can("victor", verb) == "no", verb
+    # Only the operator writes the status; editors may read it.
+    for verb in ("update", "patch"):
+        assert can("alice", verb, "--subresource=status") == "no", verb
+    assert can("victor", "get", "--subresource=status") == "yes"
+    # Editors could write the ConfigMaps and patch the workloads themselves: a ServiceLink adds no right.
+    assert can_user(cluster, "alice", "patch", "configmaps", namespace) == "yes"
+    assert can_user(cluster, "alice", "patch", "deployments.apps", namespace) == "yes"
+    # The bindings hold in their namespace only.
+    assert can_user(cluster, "alice", "create", servicelinks, "default") == "no"
+
+    link = {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "ServiceLink",
+        "metadata": {"name": "by-alice", "namespace": namespace},
+        "spec": {"configMapName": "by-alice", "links": [{"key": "A", "service": "a"}]},
+    }
+    cluster.kubectl("create", "-f", "-", "--as=alice", input=json.dumps(link))
+    seen = cluster.kubectl("get", servicelinks, "-n", namespace, "-o", "name", "--as=victor").stdout.split()
+    assert seen == ["servicelink.servicelink.dev/by-alice"]
+    refused = cluster.kubectl("delete", servicelinks, "by-alice", "-n", namespace, "--as=victor", check=False)
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr.lower()
+    # Gone before the next test starts an operator, which would find it in a terminating namespace.
+    cluster.kubectl("delete", servicelinks, "by-alice", "-n", namespace, "--as=alice")
+
+
 @pytest.fixture
 def service_account_kubeconfig(cluster: Cluster, installed: Any, tmp_path: Path) -> Path:
     """A kubeconfig holding a token of the installed ServiceAccount, as the pod would have."""

@@ -27,32 +27,29 @@ from typing import Any
 
 import pytest
 import yaml
-from objects import data, deployment, service, servicelink, sl, wait_condition
+from objects import (
+    data,
+    deployment,
+    events,
+    service,
+    servicelink,
+    servicelinks_only,
+    set_port,
+    sl,
+    template_hash,
+    wait_condition,
+)
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 FULL = os.environ.get("SERVICELINK_FULL") == "1"
-HASH = "servicelink.dev/config-hash"
 SEED = int(os.environ.get("SERVICELINK_SEED", "0")) or random.randrange(1, 2**31)
 
 
 def report(line: str) -> None:
     """Print a figure for the run's summary (shown with ``-s`` and on failure)."""
     print(f"[reliability] {line}", file=sys.stderr)
-
-
-def set_port(cluster: Cluster, namespace: str, name: str, port: int) -> None:
-    patch = json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": port}])
-    cluster.kubectl("patch", "service", name, "-n", namespace, "--type=json", "-p", patch)
-
-
-def events(cluster: Cluster, namespace: str, reason: str | None = None) -> list[dict[str, Any]]:
-    args = ["events", "-n", namespace]
-    if reason:
-        args += ["--field-selector", f"reason={reason}"]
-    items: list[dict[str, Any]] = cluster.get(*args)["items"]
-    return items
 
 
 @contextlib.contextmanager
@@ -207,12 +204,6 @@ def test_sigkill_during_a_stream_of_port_changes_loses_nothing_and_rolls_nothing
 
 def rs_count(cluster: Cluster, namespace: str, app: str) -> int:
     return len(cluster.get("replicasets", "-n", namespace, "-l", f"app={app}")["items"])
-
-
-def template_hash(cluster: Cluster, namespace: str, name: str) -> str | None:
-    body = cluster.get("deployment", name, "-n", namespace)
-    value: str | None = (body["spec"]["template"]["metadata"].get("annotations") or {}).get(HASH)
-    return value
 
 
 # --- 2. API server outage --------------------------------------------------------------------------
@@ -438,6 +429,7 @@ def test_a_foreign_edit_of_our_key_is_repaired_and_a_foreign_key_is_never_touche
     cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
 ) -> None:
     cluster.kubectl("create", "configmap", "gateway-config", "-n", namespace, "--from-literal=LOG_LEVEL=debug")
+    cluster.kubectl("annotate", "configmap", "gateway-config", "-n", namespace, "servicelink.dev/writable-by=gateway")
     cluster.apply(
         [
             service("auth-service", namespace, 3001),
@@ -628,25 +620,11 @@ def test_a_limited_user_cannot_use_the_operator_to_reach_another_namespace(
         cluster.apply(
             [
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "limited", "namespace": namespace}},
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "Role",
-                    "metadata": {"name": "servicelinks-only", "namespace": namespace},
-                    "rules": [
-                        {
-                            "apiGroups": ["servicelink.dev"],
-                            "resources": ["servicelinks"],
-                            "verbs": ["create", "get", "list"],
-                        }
-                    ],
-                },
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "RoleBinding",
-                    "metadata": {"name": "limited", "namespace": namespace},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "servicelinks-only"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}],
-                },
+                *servicelinks_only(
+                    namespace,
+                    {"kind": "ServiceAccount", "name": "limited", "namespace": namespace},
+                    verbs=("create", "get", "list"),
+                ),
                 service("local", namespace, 3001),
                 service("secret-db", other, secret_port),
                 deployment("victim", namespace, env_from="victim-config"),
@@ -737,6 +715,7 @@ def test_limits_256_links_253_character_names_and_a_configmap_too_large(
     big = tmp_path / "FOREIGN_BLOB"
     big.write_text("y" * 1_000_000)
     cluster.kubectl("create", "configmap", "full-config", "-n", namespace, f"--from-file={big}")
+    cluster.kubectl("annotate", "configmap", "full-config", "-n", namespace, "servicelink.dev/writable-by=too-large")
     cluster.apply(
         [
             service("auth-service", namespace, 3001),

@@ -167,8 +167,23 @@ def test_cross_namespace_links_need_the_targets_consent(
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
-def test_existing_configmap_is_co_managed(cluster: Cluster, namespace: str, operator_process: OperatorProcess) -> None:
-    cluster.kubectl("create", "configmap", "gateway-service-config", "-n", namespace, "--from-literal=LOG_LEVEL=debug")
+def test_existing_configmap_is_co_managed_once_shared(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    # As a Helm chart would ship it: its own keys, and the consent annotation naming the ServiceLink.
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "gateway-service-config",
+                "namespace": namespace,
+                "annotations": {"servicelink.dev/writable-by": "gateway"},
+            },
+            "data": {"LOG_LEVEL": "debug"},
+        },
+        "--field-manager=helm",
+    )
     cluster.apply(
         [
             service("auth-service", namespace, 3001),
@@ -221,6 +236,8 @@ def test_two_servicelinks_claiming_one_key(cluster: Cluster, namespace: str, ope
         ]
     )
     wait_condition(cluster, namespace, "first", "Ready", "True")
+    # "shared" was created for "first": "second" writes into it only once it is shared.
+    cluster.kubectl("annotate", "configmap", "shared", "-n", namespace, "servicelink.dev/writable-by=second")
     cluster.apply(
         servicelink(
             "second",

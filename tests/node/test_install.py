@@ -114,10 +114,13 @@ def test_the_gallery_runs_and_answers_through_cluster_dns(node: Node) -> None:
     wait_for(ready, timeout=60, interval=0.5, what="the gallery's ServiceLinks Ready")
     # Readiness probes call each app's upstreams over the URLs the operator wrote.
     node.kubectl("-n", GALLERY, "wait", "--for=condition=Available", "deploy", "--all", "--timeout=240s")
-    assert call(node, "gateway-service", "http://localhost:8080/api/") == {
-        "hops": ["gateway-service", "app-service", "mongodb", "redis"]
-    }
-    assert call(node, "gateway-service", "http://localhost:8080/auth") == {"hops": ["gateway-service", "auth-service"]}
+    assert call(node, "gateway-service", "http://localhost:8080/api/")["hops"] == [
+        "gateway-service",
+        "app-service",
+        "mongodb",
+        "redis",
+    ]
+    assert call(node, "gateway-service", "http://localhost:8080/auth")["hops"] == ["gateway-service", "auth-service"]
 
     def endpoints_ready() -> str:
         table = node.kubectl("get", "servicelink", "gateway-service", "-n", GALLERY).stdout
@@ -127,28 +130,158 @@ def test_the_gallery_runs_and_answers_through_cluster_dns(node: Node) -> None:
     wait_for(lambda: endpoints_ready() == "2/2", timeout=30, what="ENDPOINTS 2/2 on real pods")
 
 
+GATEWAY_AUTH = "http://gateway-service:8080/auth"
+HANDWRITTEN_AUTH = "http://gateway-handwritten:8080/auth"
+
+
+def handwritten_gateway_and_prober() -> list[dict[str, Any]]:
+    """The seed's way beside ours: a gateway whose ConfigMap is written by hand, and a pod probing both.
+
+    The prober calls each gateway's ``/auth`` every 100 ms and prints one JSON line per call.
+    """
+    app = {"image": "ghcr.io/servicelink/gallery-app:0.1.0", "imagePullPolicy": "IfNotPresent"}
+    labels = {"app": "gateway-handwritten"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "gateway-handwritten-config", "namespace": GALLERY},
+            "data": {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "gateway-handwritten", "namespace": GALLERY},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "gateway",
+                                **app,
+                                "args": ["gateway"],
+                                "env": [{"name": "PORT", "value": "8080"}],
+                                "envFrom": [{"configMapRef": {"name": "gateway-handwritten-config"}}],
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "gateway-handwritten", "namespace": GALLERY},
+            "spec": {"selector": labels, "ports": [{"port": 8080}]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "prober", "namespace": GALLERY},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {
+                        "name": "prober",
+                        **app,
+                        "args": ["probe"],
+                        "env": [{"name": "TARGETS", "value": f"{GATEWAY_AUTH} {HANDWRITTEN_AUTH}"}],
+                    }
+                ],
+            },
+        },
+    ]
+
+
+def probes(node: Node, url: str, since: float) -> list[dict[str, Any]]:
+    """The prober's calls to ``url`` made at or after ``since`` (epoch seconds)."""
+    lines = node.kubectl("logs", "-n", GALLERY, "prober").stdout.splitlines()
+    calls = [json.loads(line) for line in lines if line.startswith("{")]
+    return [c for c in calls if c["url"] == url and c["t"] >= since]
+
+
+def recovery(node: Node, url: str, since: float, via: str) -> tuple[float, int]:
+    """Seconds from ``since`` to the first call answered through ``via``, and the failed calls before it."""
+
+    def first_success() -> dict[str, Any] | None:
+        return next((c for c in probes(node, url, since) if c["ok"] and c["answer"].get("via") == via), None)
+
+    first = wait_for(first_success, timeout=60, interval=0.5, what=f"a call through {via}")
+    failed = sum(1 for c in probes(node, url, since) if c["t"] < first["t"] and not c["ok"])
+    return first["t"] - since, failed
+
+
 def test_a_port_change_rolls_the_gateway_onto_the_new_url(node: Node) -> None:
+    node.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": handwritten_gateway_and_prober()}),
+    )
+    node.kubectl("-n", GALLERY, "wait", "--for=condition=Ready", "pod/prober", "--timeout=120s")
+    wait_for(
+        lambda: all(
+            any(c["ok"] for c in probes(node, url, time.time() - 2)) for url in (GATEWAY_AUTH, HANDWRITTEN_AUTH)
+        ),
+        timeout=60,
+        what="both gateways answering the prober",
+    )
     before = generations(node)
+    patched = time.time()
     node.kubectl(
         "patch", "service", "auth-service", "-n", GALLERY, "--type=json",
         "-p", '[{"op": "replace", "path": "/spec/ports/0/port", "value": 4001}]',
     )  # fmt: skip
-    wait_for(
-        lambda: generations(node)["gateway-service"] > before["gateway-service"],
-        timeout=30,
-        what="the gateway's pod template patched",
+    seconds, failed = recovery(node, GATEWAY_AUTH, patched, via="http://auth-service:4001")
+    print(
+        f"\n[servicelink] port 3001 -> 4001: gateway answers through the new port {seconds:.2f}s after the patch; "
+        f"{failed} of the prober's calls failed in between"
     )
+    assert seconds < 30
     node.kubectl("-n", GALLERY, "rollout", "status", "deploy/gateway-service", "--timeout=180s")
     pods = newest_pods(node, "gateway-service")
     env = node.kubectl("exec", "-n", GALLERY, pods[0]["metadata"]["name"], "--", "printenv", "AUTH_SERVICE_URL")
     assert env.stdout.strip() == "http://auth-service:4001"
     sets = get(node, "replicasets", "-n", GALLERY, "-l", "app=gateway-service")["items"]
     assert sorted(rs["status"].get("replicas", 0) for rs in sets) == [0, 1], "the old ReplicaSet scaled to zero"
-    assert call(node, "gateway-service", "http://localhost:8080/auth") == {"hops": ["gateway-service", "auth-service"]}
     after = generations(node)
     assert {k: v for k, v in after.items() if k != "gateway-service"} == {
         k: v for k, v in before.items() if k != "gateway-service"
     }, "only the gateway reads AUTH_SERVICE_URL"
+    # The seed's way never recovers: its ConfigMap still says 3001 until someone edits it and restarts the pods.
+    time.sleep(2)
+    late = probes(node, HANDWRITTEN_AUTH, patched + seconds)
+    failures = sum(not c["ok"] for c in late)
+    print(f"[servicelink] the hand-written gateway failed {failures} of {len(late)} calls since then")
+    assert late
+    assert failures == len(late)
+
+
+def test_a_service_renamed_in_the_servicelink_moves_the_gateway_without_failures(node: Node) -> None:
+    node.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "auth-v2", "namespace": GALLERY},
+        "spec": {"selector": {"app": "auth-service"}, "ports": [{"name": "http", "port": 3001, "targetPort": "http"}]},
+    }))  # fmt: skip
+    patched = time.time()
+    node.kubectl(
+        "patch", "servicelink", "gateway-service", "-n", GALLERY, "--type=json", "-p",
+        '[{"op": "test", "path": "/spec/links/0/key", "value": "AUTH_SERVICE_URL"},'
+        ' {"op": "replace", "path": "/spec/links/0/service", "value": "auth-v2"}]',
+    )  # fmt: skip
+    seconds, failed = recovery(node, GATEWAY_AUTH, patched, via="http://auth-v2:3001")
+    print(
+        f"\n[servicelink] auth-service -> auth-v2: gateway answers through auth-v2 {seconds:.2f}s after the patch; "
+        f"{failed} of the prober's calls failed in between"
+    )
+    assert seconds < 30
+    node.kubectl("-n", GALLERY, "rollout", "status", "deploy/gateway-service", "--timeout=180s")
+    for pod in newest_pods(node, "gateway-service"):
+        env = node.kubectl("exec", "-n", GALLERY, pod["metadata"]["name"], "--", "printenv", "AUTH_SERVICE_URL")
+        assert env.stdout.strip() == "http://auth-v2:3001"
 
 
 def test_a_new_operator_pod_takes_over_without_writing_or_rolling(node: Node) -> None:

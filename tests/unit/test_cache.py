@@ -90,6 +90,10 @@ def test_workloads_by_the_configmap_they_read_follow_edits() -> None:
     assert [w.name for w in cache.workloads("gallery", reading=None)] == ["gateway", "db"]
     cache.drop_workload("StatefulSet", "gallery", "db")
     assert cache.workloads("gallery", reading="gw") == []
+    gateway = cache.workload("Deployment", "gallery", "gateway")
+    assert gateway is not None
+    assert gateway.reads == {"other": None}
+    assert cache.workload("StatefulSet", "gallery", "db") is None
 
 
 def test_a_relist_forgets_what_was_deleted_meanwhile() -> None:

@@ -6,6 +6,7 @@ Runs a real asyncio loop with a plain async function as reconcile.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -123,6 +124,28 @@ def test_key_added_while_running_reconciles_once_more_afterwards() -> None:
         finally:
             await q.stop()
         assert calls == [A, A]
+
+    run(scenario)
+
+
+def test_a_reconcile_that_asks_to_look_again_runs_again_after_that_long() -> None:
+    times: list[float] = []
+
+    async def reconcile(key: Key) -> float | None:
+        times.append(time.monotonic())
+        return WINDOW * 5 if len(times) < 3 else None  # like a ConfigMap not shared yet, then shared
+
+    async def scenario() -> None:
+        q = WorkQueue(reconcile=reconcile, window=WINDOW, workers=2, is_transient=lambda error: True)
+        q.start()
+        try:
+            q.add(A)
+            await wait_until(lambda: len(times) == 3)
+            await asyncio.sleep(WINDOW * 10)
+        finally:
+            await q.stop()
+        assert len(times) == 3  # None: no more runs without a trigger
+        assert all(later - earlier >= WINDOW * 5 for earlier, later in itertools.pairwise(times))
 
     run(scenario)
 
@@ -364,4 +387,31 @@ def test_keys_in_retry_backoff_never_stall_a_gradual_feed() -> None:
         finally:
             await q.stop()
 
+    run(scenario)
+
+
+def test_a_key_is_waiting_while_queued_but_not_while_running_or_in_backoff() -> None:
+    seen: dict[str, bool] = {}
+    attempts: list[float] = []
+
+    async def reconcile(key: Key) -> None:
+        attempts.append(time.monotonic())
+        seen.setdefault("running", q.is_waiting(key))
+        raise RuntimeError("HTTP 503 Service Unavailable")
+
+    async def scenario() -> None:
+        q.add(A)
+        assert q.is_waiting(A)
+        assert not q.is_waiting(B)
+        q.start()
+        try:
+            await wait_until(lambda: len(attempts) >= 1)
+            await asyncio.sleep(WINDOW)
+            assert len(attempts) == 1
+            assert not q.is_waiting(A)  # in backoff: another ServiceLink's rollout does not wait for it
+        finally:
+            await q.stop()
+        assert seen == {"running": False}
+
+    q = queue(reconcile)
     run(scenario)

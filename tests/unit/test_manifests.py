@@ -69,6 +69,34 @@ def test_clusterrole_has_no_wildcards_secrets_or_names() -> None:
     assert not [t for t in triples if t[1] == "secrets"]
 
 
+def test_aggregated_roles_give_servicelinks_to_editors_and_read_access_to_viewers() -> None:
+    roles = {doc["metadata"]["name"]: doc for doc in documents(MANIFESTS / "aggregated-roles.yaml")}
+    assert set(roles) == {"servicelink-edit", "servicelink-view"}
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    edit, view = roles["servicelink-edit"], roles["servicelink-view"]
+    assert {k for k, v in edit["metadata"]["labels"].items() if v == "true"} == {
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert {k for k, v in view["metadata"]["labels"].items() if v == "true"} == {f"{aggregate}view"}
+    read = {"get", "list", "watch"}
+    edit_grants = set(rule_triples(edit["rules"]))
+    assert {verb for _, resource, verb in edit_grants if resource == "servicelinks"} >= read | {
+        "create",
+        "update",
+        "delete",
+    }
+    # The status is the operator's: users read it, never write it.
+    assert {verb for _, resource, verb in edit_grants if resource == "servicelinks/status"} == read
+    assert {(g, r) for g, r, _ in edit_grants} == {
+        ("servicelink.dev", "servicelinks"),
+        ("servicelink.dev", "servicelinks/status"),
+    }
+    assert set(rule_triples(view["rules"])) == {
+        ("servicelink.dev", resource, verb) for resource in ("servicelinks", "servicelinks/status") for verb in read
+    }
+
+
 def test_kustomization_lists_every_manifest_and_the_crd() -> None:
     kustomization = one(MANIFESTS / "kustomization.yaml")
     listed = kustomization["resources"]

@@ -1,9 +1,11 @@
-"""Property tests: bad or odd input never escapes the pure parser, resolver and renderer as anything but a refusal."""
+"""Property tests: bad or odd input never escapes the pure parser, resolver and renderer as anything but a refusal;
+a workload reading any number of servicelink ConfigMaps rolls once per real change and never otherwise."""
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 from servicelink.model import DEFAULT_TEMPLATE, FIELD_MANAGER, MAX_LINKS, PLACEHOLDERS, ServiceLinkSpec, parse_spec
 from servicelink.render import plan_configmap, render_configmap, render_data_size, render_hash
 from servicelink.resolve import ServicePort, ServiceView, resolve_links
+from servicelink.rollout import Reads, WorkloadView, consumed, merge_rollouts, plan_rollouts
 
 FULL = os.environ.get("SERVICELINK_FULL") == "1"
 EXAMPLES = settings(
@@ -238,3 +241,86 @@ def test_plan_never_releases_or_rewrites_a_foreign_key(
     assert not set(plan.apply_data) & set(foreign)
     assert all(key not in foreign for key, _, _ in plan.changes)
     assert plan.write == (current != desired)
+
+
+# --- rollouts of a workload that reads several servicelink ConfigMaps -------------------------------------------
+
+KEYS = ("A", "B", "C")
+short_value = st.sampled_from(["1", "2", "3"])
+
+
+@st.composite
+def readers(draw: st.DrawFn) -> tuple[dict[str, dict[str, str]], dict[str, Reads]]:
+    """Up to five ConfigMaps, one ServiceLink each, and what one workload reads of each (None: every key)."""
+    configmaps = [f"cm-{i}" for i in range(draw(st.integers(1, 5)))]
+    values = {cm: {key: draw(short_value) for key in KEYS} for cm in configmaps}
+    reads: dict[str, Reads] = {
+        cm: draw(st.none() | st.frozensets(st.sampled_from(KEYS), min_size=1)) for cm in configmaps
+    }
+    return values, reads
+
+
+def reconcile_all(
+    w: WorkloadView,
+    order: list[str],
+    *,
+    before: dict[str, dict[str, str]],
+    after: dict[str, dict[str, str]],
+    burst: bool,
+) -> tuple[WorkloadView, int]:
+    """Every ServiceLink reconciles once, in ``order``; return the workload and the patches it took.
+
+    In a burst the Reconciler holds each rollout until the last ServiceLink of
+    the burst has written, and sends them in one patch; otherwise each goes out
+    at once and the next ServiceLink sees it.
+    """
+    held = []
+    patches = 0
+    for cm in order:
+        plans = plan_rollouts(
+            [(w, w.reads[cm])],
+            configmap=cm,
+            managed_configmaps=frozenset(order),
+            managed=after[cm],
+            baseline=before[cm],
+            desired=after[cm],
+        )
+        if burst:
+            held += plans
+        elif plans:
+            w, patches = replace(w, config_hash=merge_rollouts(w.config_hash, plans)), patches + 1
+    if held:
+        w, patches = replace(w, config_hash=merge_rollouts(w.config_hash, held)), patches + 1
+    return w, patches
+
+
+@EXAMPLES
+@given(scenario=readers(), legacy=st.booleans(), data=st.data())
+def test_a_workload_rolls_once_per_real_change_whatever_order_the_servicelinks_reconcile(
+    scenario: tuple[dict[str, dict[str, str]], dict[str, Reads]], legacy: bool, data: st.DataObject
+) -> None:
+    values, reads = scenario
+    configmaps = sorted(values)
+    # Before: never rolled, or the one bare hash the last release wrote for one of its ConfigMaps.
+    first = data.draw(st.sampled_from(configmaps))
+    start = render_hash(consumed(values[first], reads[first])) if legacy else None
+    w = WorkloadView("Deployment", "ns", "edge", {}, reads, start)
+    for _ in range(data.draw(st.integers(1, 4))):
+        changes = data.draw(
+            st.lists(st.tuples(st.sampled_from(configmaps), st.sampled_from(KEYS), short_value), max_size=4)
+        )
+        after = {cm: dict(v) for cm, v in values.items()}
+        for cm, key, value in changes:
+            after[cm][key] = value
+        changed = {cm for cm in configmaps if after[cm] != values[cm]}
+        order = data.draw(st.permutations(configmaps))
+        w, patches = reconcile_all(w, order, before=values, after=after, burst=len(changed) > 1)
+        real = any(consumed(values[cm], reads[cm]) != consumed(after[cm], reads[cm]) for cm in configmaps)
+        assert patches == (1 if real else 0)
+        values = after
+        # Resyncs, restarts, hand-overs: every ServiceLink again, nothing changed, in any order.
+        for _ in range(2):
+            w, patches = reconcile_all(
+                w, data.draw(st.permutations(configmaps)), before=values, after=values, burst=False
+            )
+            assert patches == 0

@@ -147,6 +147,12 @@ def test_render_configmap_without_owner_has_no_owner_references() -> None:
     assert body["data"] == {"A": "1"}
 
 
+def test_render_configmap_with_a_resource_version_applies_only_to_that_version() -> None:
+    body = render_configmap(name="cm", namespace="gallery", data={"A": "1"}, owner=None, resource_version="42")
+    assert body["metadata"] == {"name": "cm", "namespace": "gallery", "resourceVersion": "42"}
+    assert "resourceVersion" not in render_configmap(name="cm", namespace="gallery", data={}, owner=None)["metadata"]
+
+
 def test_render_configmap_with_no_data_withdraws_everything() -> None:
     assert render_configmap(name="cm", namespace="gallery", data={}, owner=None)["data"] == {}
 

@@ -8,7 +8,19 @@ import pytest
 
 from servicelink.model import Workloads
 from servicelink.render import render_hash
-from servicelink.rollout import Reads, WorkloadView, consumed, plan_rollouts, read_configmaps, select_consumers
+from servicelink.rollout import (
+    Reads,
+    Rollout,
+    WorkloadView,
+    carried_hash,
+    consumed,
+    merge_rollouts,
+    parse_config_hash,
+    plan_rollouts,
+    read_configmaps,
+    render_config_hash,
+    select_consumers,
+)
 
 CM = "gateway-service-config"
 AUTH_OLD = "http://auth-service:3001"
@@ -53,6 +65,11 @@ def view(name: str, pod_spec: dict[str, Any], kind: Any = "Deployment", **kw: An
 
 def workloads(**raw: Any) -> Workloads:
     return Workloads.model_validate(raw)
+
+
+def plan(consumers: list[tuple[WorkloadView, Reads]], **kwargs: Any) -> list[Rollout]:
+    """``plan_rollouts`` for the ServiceLink of ``CM``, the only servicelink ConfigMap of the namespace."""
+    return plan_rollouts(consumers, configmap=CM, managed_configmaps=frozenset({CM}), **kwargs)
 
 
 # --- read_configmaps ----------------------------------------------------------------------------------------
@@ -158,6 +175,13 @@ def test_workload_view_reads_name_labels_reads_and_hash() -> None:
     assert got.config_hash == "9f2c1e0b"
 
 
+def test_workload_view_reads_who_may_roll_it_from_the_workloads_own_annotation() -> None:
+    body = workload_body("web", {"containers": [container()]})
+    body["metadata"]["annotations"] = {"servicelink.dev/rollable-by": "gateway, edge"}
+    assert WorkloadView.from_body("Deployment", body).rollable_by == frozenset({"gateway", "edge"})
+    assert view("web", {"containers": [container()]}).rollable_by == frozenset()
+
+
 def test_workload_never_rolled_has_no_hash() -> None:
     assert view("web", {"containers": [container()]}).config_hash is None
 
@@ -256,7 +280,7 @@ def test_consumer_with_a_stale_hash_is_patched_to_the_new_hash() -> None:
     w = view(
         "gateway", {"containers": [container(**env_from())]}, config_hash=render_hash({"AUTH_SERVICE_URL": AUTH_OLD})
     )
-    plans = plan_rollouts([(w, None)], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=new)
+    plans = plan([(w, None)], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=new)
     assert len(plans) == 1
     assert plans[0].name == "gateway"
     assert plans[0].namespace == "gallery"
@@ -268,22 +292,20 @@ def test_consumer_whose_hash_is_current_is_not_patched() -> None:
     values = {"AUTH_SERVICE_URL": AUTH_NEW}
     w = view("gateway", {"containers": [container(**env_from())]}, config_hash=render_hash(values))
     # Even a recorded change does not roll a consumer already carrying the hash: exactly once per change.
-    assert plan_rollouts([(w, None)], managed=values, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=values) == []
+    assert plan([(w, None)], managed=values, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=values) == []
 
 
 def test_consumer_without_hash_is_patched_when_a_key_it_reads_changed() -> None:
     new = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
     w = view("gateway", {"containers": [container(**env_from())]})
-    plans = plan_rollouts(
-        [(w, None)], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}, desired=new
-    )
+    plans = plan([(w, None)], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}, desired=new)
     assert [(p.name, p.hash, p.changed_keys) for p in plans] == [("gateway", render_hash(new), ("AUTH_SERVICE_URL",))]
 
 
 def test_consumer_without_hash_is_not_patched_when_nothing_changed() -> None:
     values = {"AUTH_SERVICE_URL": AUTH_OLD}
     w = view("late-comer", {"containers": [container(**env_from())]})
-    assert plan_rollouts([(w, None)], managed=values, baseline=values, desired=values) == []
+    assert plan([(w, None)], managed=values, baseline=values, desired=values) == []
 
 
 def test_key_ref_consumer_is_not_rolled_when_only_another_key_changes() -> None:
@@ -296,7 +318,7 @@ def test_key_ref_consumer_is_not_rolled_when_only_another_key_changes() -> None:
         {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]},
         config_hash=render_hash({"APP_SERVICE_URL": APP}),
     )
-    assert plan_rollouts([(fresh, reads), (rolled, reads)], managed=desired, baseline=baseline, desired=desired) == []
+    assert plan([(fresh, reads), (rolled, reads)], managed=desired, baseline=baseline, desired=desired) == []
 
 
 def test_key_ref_consumer_is_rolled_when_its_key_changes() -> None:
@@ -304,14 +326,14 @@ def test_key_ref_consumer_is_rolled_when_its_key_changes() -> None:
     desired = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
     reads = frozenset({"AUTH_SERVICE_URL"})
     w = view("auth-reader", {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]})
-    plans = plan_rollouts([(w, reads)], managed=desired, baseline=baseline, desired=desired)
+    plans = plan([(w, reads)], managed=desired, baseline=baseline, desired=desired)
     assert [(p.name, p.hash) for p in plans] == [("auth-reader", render_hash({"AUTH_SERVICE_URL": AUTH_NEW}))]
 
 
 def test_added_and_removed_keys_count_as_changes() -> None:
     w = view("gateway", {"containers": [container(**env_from())]})
-    added = plan_rollouts([(w, None)], managed={"A": "1", "B": "2"}, baseline={"A": "1"}, desired={"A": "1", "B": "2"})
-    removed = plan_rollouts([(w, None)], managed={"A": "1"}, baseline={"A": "1", "B": "2"}, desired={"A": "1"})
+    added = plan([(w, None)], managed={"A": "1", "B": "2"}, baseline={"A": "1"}, desired={"A": "1", "B": "2"})
+    removed = plan([(w, None)], managed={"A": "1"}, baseline={"A": "1", "B": "2"}, desired={"A": "1"})
     assert [p.changed_keys for p in added] == [("B",)]
     assert [p.changed_keys for p in removed] == [("B",)]
 
@@ -319,7 +341,7 @@ def test_added_and_removed_keys_count_as_changes() -> None:
 def test_hash_covers_sibling_keys_the_consumer_reads() -> None:
     managed = {"AUTH_SERVICE_URL": AUTH_NEW, "CART_URL": "http://cart:80"}
     w = view("gateway", {"containers": [container(**env_from())]}, config_hash="00000000")
-    plans = plan_rollouts(
+    plans = plan(
         [(w, None)], managed=managed, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired={"AUTH_SERVICE_URL": AUTH_NEW}
     )
     assert [p.hash for p in plans] == [render_hash(managed)]
@@ -328,7 +350,7 @@ def test_hash_covers_sibling_keys_the_consumer_reads() -> None:
 def test_each_consumer_is_planned_once() -> None:
     new = {"AUTH_SERVICE_URL": AUTH_NEW}
     ws = [view(n, {"containers": [container(**env_from())]}) for n in ("a", "b", "c")]
-    plans = plan_rollouts([(w, None) for w in ws], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=new)
+    plans = plan([(w, None) for w in ws], managed=new, baseline={"AUTH_SERVICE_URL": AUTH_OLD}, desired=new)
     assert sorted(p.name for p in plans) == ["a", "b", "c"]
     assert {p.hash for p in plans} == {render_hash(new)}
 
@@ -337,3 +359,74 @@ def test_consumed_filters_by_reads() -> None:
     values = {"A": "1", "B": "2"}
     assert consumed(values, None) == values
     assert consumed(values, frozenset({"B", "C"})) == {"B": "2"}
+
+
+# --- workloads reading several servicelink ConfigMaps ----------------------------------------------------------
+
+OTHER = "common-config"
+BOTH = frozenset({CM, OTHER})
+
+
+def two_reader(config_hash: str | None = None) -> WorkloadView:
+    return view(
+        "edge",
+        {"containers": [container(envFrom=[{"configMapRef": {"name": n}} for n in (CM, OTHER)])]},
+        config_hash=config_hash,
+    )
+
+
+def plan_for(configmap: str, w: WorkloadView, managed: dict[str, str], baseline: dict[str, str]) -> list[Rollout]:
+    return plan_rollouts(
+        [(w, None)], configmap=configmap, managed_configmaps=BOTH, managed=managed, baseline=baseline, desired=managed
+    )
+
+
+def test_parse_config_hash_reads_a_bare_hash_and_entries() -> None:
+    assert parse_config_hash(None) == {}
+    assert parse_config_hash("a191b442") == {"": "a191b442"}
+    assert parse_config_hash("a=1234abcd,b.c=00ff00ff") == {"a": "1234abcd", "b.c": "00ff00ff"}
+    assert parse_config_hash("a=1,junk,=2,b=") == {"a": "1"}
+
+
+def test_one_source_keeps_the_bare_hash_of_the_last_release() -> None:
+    value = render_config_hash(None, sources=frozenset({CM}), updates={CM: "1234abcd"})
+    assert value == "1234abcd"
+    assert carried_hash(value, configmap=CM, sources=frozenset({CM}), digest="ffffffff") == "1234abcd"
+
+
+def test_several_sources_carry_one_entry_each_and_an_update_keeps_the_others() -> None:
+    value = render_config_hash(
+        "a=11111111,b=22222222,gone=33333333", sources=frozenset({"a", "b"}), updates={"b": "44444444"}
+    )
+    assert value == "a=11111111,b=44444444"
+
+
+def test_a_bare_hash_among_several_sources_belongs_to_the_one_it_equals() -> None:
+    assert carried_hash("1234abcd", configmap=CM, sources=BOTH, digest="1234abcd") == "1234abcd"
+    assert carried_hash("1234abcd", configmap=OTHER, sources=BOTH, digest="ffffffff") is None
+    assert render_config_hash("1234abcd", sources=BOTH, updates={OTHER: "ffffffff"}) == f"{OTHER}=ffffffff"
+
+
+def test_two_servicelinks_of_one_workload_do_not_undo_each_other() -> None:
+    # The storm of issue 11: each ServiceLink set the one annotation to its own ConfigMap's hash.
+    mine, common = {"REDIS_URL": "redis://redis:6380"}, {"AUTH_URL": "http://auth:3001"}
+    w = two_reader()
+    (first,) = plan_for(CM, w, mine, {"REDIS_URL": "redis://redis:6379"})
+    w = two_reader(merge_rollouts(w.config_hash, [first]))
+    assert w.config_hash == f"{CM}={render_hash(mine)}"
+    assert plan_for(OTHER, w, common, common) == []
+    assert plan_for(CM, w, mine, mine) == []
+
+
+def test_an_upgrade_from_the_bare_hash_rolls_nothing_up_to_date() -> None:
+    mine, common = {"REDIS_URL": "redis://redis:6379"}, {"AUTH_URL": "http://auth:3001"}
+    w = two_reader(render_hash(mine))  # what the last release wrote, rolled by this ServiceLink last
+    assert plan_for(CM, w, mine, mine) == []
+    assert plan_for(OTHER, w, common, common) == []
+
+
+def test_shares_of_two_servicelinks_go_out_in_one_value() -> None:
+    w = two_reader(f"{CM}=11111111,{OTHER}=22222222")
+    a = Rollout("Deployment", "gallery", "edge", CM, "33333333", BOTH, ("A",))
+    b = Rollout("Deployment", "gallery", "edge", OTHER, "44444444", BOTH, ("B",))
+    assert merge_rollouts(w.config_hash, [a, b]) == f"{OTHER}=44444444,{CM}=33333333"

@@ -70,6 +70,16 @@ def test_every_setting_has_one_option_and_a_refused_value() -> None:
     assert EVERY_VARIABLE.keys() == {o.env for o in OPTIONS}
 
 
+def test_run_help_names_every_variable_and_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for o in OPTIONS:
+        assert o.flag in text
+        assert o.env in text
+        assert " ".join(o.rule.allowed.split()) in text
+
+
 def test_empty_environment_gives_the_defaults() -> None:
     settings = Settings.from_env({})
     assert settings == Settings()

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from servicelink import conditions as c
-from servicelink.model import Condition, Endpoints, RolledOut
+from servicelink.cache import Claim
+from servicelink.consent import Skipped
+from servicelink.model import Condition, Endpoints, RolledOut, parse_spec
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.status import (
     Verdict,
+    describe_invalid_spec,
+    desired_values,
     judge_resolution,
+    judge_sync,
     parse_conditions,
     render_invalid_status,
     render_link_entries,
     render_status,
+    sibling_conflicts,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -56,6 +65,7 @@ def status(
     synced: Verdict = SYNCED,
     rolled: Verdict = ROLLED,
     conflicts: dict[str, str] | None = None,
+    skipped: list[Skipped] | None = None,
     current: list[Condition] | None = None,
     generation: int = 3,
     now: str = T0,
@@ -68,6 +78,7 @@ def status(
         synced=synced,
         rolled=rolled,
         rolled_out=[RolledOut(kind="Deployment", name="gateway-service", hash=render_hash(VALUES))],
+        skipped=skipped or [],
         current_conditions=current or [],
         now=now,
     )
@@ -107,6 +118,20 @@ def test_status_reports_values_hash_links_and_rollout() -> None:
         {"key": "MONGODB_HOST", "service": "gallery/mongodb", "resolved": True, "endpoints": {"ready": 0, "total": 1}},
     ]
     assert rendered["rolledOut"] == [{"kind": "Deployment", "name": "gateway-service", "hash": render_hash(VALUES)}]
+
+
+def test_skipped_workloads_are_named_only_when_there_are_some() -> None:
+    assert "skipped" not in status()
+    why = "Deployment gallery/bystander does not read ConfigMap gallery/cm and has not opted in"
+    rendered = status(
+        skipped=[Skipped(kind="Deployment", name="bystander", message=why)],
+        rolled=Verdict(False, c.WORKLOAD_NOT_OPTED_IN, why),
+    )
+    assert rendered["skipped"] == [{"kind": "Deployment", "name": "bystander", "message": why}]
+    assert (by_type(rendered)["Ready"]["status"], by_type(rendered)["Ready"]["reason"]) == (
+        "False",
+        "WorkloadNotOptedIn",
+    )
 
 
 def test_link_and_endpoint_summaries() -> None:
@@ -217,3 +242,36 @@ def test_parse_conditions_drops_unreadable_entries() -> None:
     )
     assert [cond.type for cond in parsed] == ["Ready"]
     assert parse_conditions({}) == []
+
+
+def test_desired_values_keep_the_last_value_only_where_it_may_stay() -> None:
+    forbidden = LinkResult(
+        key="OTHER", service="b/x", value=None, reason=c.CROSS_NAMESPACE_FORBIDDEN, message="", keeps_last_value=False
+    )
+    previous = {"AUTH_SERVICE_URL": "old", "CART_URL": "http://cart:1", "OTHER": "secret"}
+    assert desired_values([AUTH_OK, CART_MISSING, forbidden], previous) == {
+        "AUTH_SERVICE_URL": AUTH,
+        "CART_URL": "http://cart:1",
+    }
+
+
+def test_sibling_conflicts_name_the_earlier_servicelink_and_judge_sync_reports_them() -> None:
+    older = Claim(namespace="shop", name="a", uid="1", created=T0, configmap="cfg", keys=frozenset({"A", "Z"}))
+    conflicts = sibling_conflicts({"A": "x", "B": "y"}, earlier=[older], namespace="shop", configmap="cfg")
+    assert conflicts == {
+        "A": "key A of ConfigMap shop/cfg is already written by ServiceLink shop/a; remove it from one of them"
+    }
+    assert judge_sync(namespace="shop", configmap="cfg", ours={"B": "y"}, conflicts=conflicts) == Verdict(
+        False, c.KEY_CONFLICT, conflicts["A"]
+    )
+    assert judge_sync(namespace="shop", configmap="cfg", ours={"B": "y"}, conflicts={}) == Verdict(
+        True, c.CONFIGMAP_UP_TO_DATE, "ConfigMap shop/cfg holds the 1 keys of this ServiceLink"
+    )
+
+
+def test_describe_invalid_spec_names_each_field() -> None:
+    with pytest.raises(ValidationError) as raised:
+        parse_spec({"configMapName": "cfg", "links": [{"key": "1X", "service": "a"}, {"key": "B"}]})
+    message = describe_invalid_spec(raised.value)
+    assert message.startswith("spec.links.0.key: Value error, key '1X' must match")
+    assert "; spec.links.1.service: Field required" in message

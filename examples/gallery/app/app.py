@@ -9,6 +9,8 @@ gateway -> app-service -> mongodb, and gateway -> auth-service on ``/auth``.
 - ``auth``: answers on its own.
 - ``worker``: polls ``$APP_SERVICE_URL`` every 2 s; ``/`` shows the last poll.
 - ``tcp``: a stub database that greets each connection (mongodb, redis).
+- ``probe``: calls each URL in ``$TARGETS`` every ``$INTERVAL`` seconds (0.1) and prints one
+  JSON line per call: when, which URL, whether it succeeded, and the answer.
 
 ``/healthz`` is liveness; ``/ready`` is readiness and checks the role's own upstreams, so a
 pod whose URL is wrong never becomes Ready. ``/env`` shows the URLs the pod started with.
@@ -43,14 +45,22 @@ def _connect(host: str, port: int) -> str:
         return conn.recv(64).decode().strip() or f"{host}:{port}"
 
 
+def _via(role: str, path: str) -> str | None:
+    """The URL the gateway calls for ``path``: ``/auth`` and ``/api/...`` go upstream."""
+    if role != "gateway":
+        return None
+    if path.startswith("/auth"):
+        return os.environ["AUTH_SERVICE_URL"]
+    if path.startswith("/api"):
+        return os.environ["APP_SERVICE_URL"].rstrip("/") + path.removeprefix("/api")
+    return None
+
+
 def _upstreams(role: str, path: str) -> list[str]:
     """Call this role's upstreams for ``path`` and return their hops; raise when one fails."""
     if role == "gateway":
-        if path.startswith("/auth"):
-            return _get(os.environ["AUTH_SERVICE_URL"])
-        if path.startswith("/api"):
-            return _get(os.environ["APP_SERVICE_URL"].rstrip("/") + path.removeprefix("/api"))
-        return []
+        url = _via(role, path)
+        return _get(url) if url else []
     if role == "app":
         redis = urllib.parse.urlsplit(os.environ["REDIS_URL"])
         return [_connect(os.environ["MONGODB_HOST"], 27017), _connect(redis.hostname or "", redis.port or 6379)]
@@ -83,6 +93,9 @@ def _serve_http(role: str, port: int) -> None:
                     body = {k: v for k, v in sorted(os.environ.items()) if k.endswith(("_URL", "_HOST"))}
                 else:
                     body = {"hops": [NAME, *_upstreams(role, self.path)]}
+                    via = _via(role, self.path)
+                    if via:
+                        body["via"] = via
                 status = 200
             except Exception as error:  # an upstream that fails is the answer, not a crash
                 body, status = {"hops": [NAME], "error": f"{type(error).__name__}: {error}"}, 502
@@ -109,6 +122,21 @@ def _serve_tcp(port: int) -> None:
     socketserver.ThreadingTCPServer(("0.0.0.0", port), Greeter).serve_forever()
 
 
+def _probe_forever() -> None:
+    targets, interval = os.environ["TARGETS"].split(), float(os.environ.get("INTERVAL", "0.1"))
+    while True:
+        started = time.time()
+        for url in targets:
+            line: dict[str, object] = {"t": round(time.time(), 3), "url": url}
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    line.update(ok=True, answer=json.load(response))
+            except Exception as error:
+                line.update(ok=False, error=f"{type(error).__name__}: {error}")
+            print(json.dumps(line), flush=True)
+        time.sleep(max(0.0, interval - (time.time() - started)))
+
+
 def _poll_forever() -> None:
     while True:
         try:
@@ -123,6 +151,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 gets no default SIGTERM handler
     if role == "tcp":
         _serve_tcp(port)
+        return
+    if role == "probe":
+        _probe_forever()
         return
     if role == "worker":
         threading.Thread(target=_poll_forever, daemon=True).start()

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,24 +117,27 @@ def _holds_all(directory: Path, names: tuple[str, ...] = BINARIES) -> bool:
     return all(os.access(directory / name, os.X_OK) for name in names)
 
 
+def _find(variable: str, directory: Path, names: tuple[str, ...]) -> Assets | None:
+    """Return ``$variable``'s folder, else ``directory`` once complete, else None; raise if ``$variable`` lacks one."""
+    given = os.environ.get(variable)
+    if given:
+        missing = [n for n in names if not os.access(Path(given) / n, os.X_OK)]
+        if missing:
+            raise RuntimeError(
+                f"{variable}={given} lacks {', '.join(missing)}; point it at a folder with all of " + ", ".join(names)
+            )
+        return Assets(Path(given))
+    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory, names):
+        return Assets(directory)
+    return None
+
+
 def find_assets() -> Assets | None:
     """Return the control-plane binaries if ``KUBEBUILDER_ASSETS`` or the cache holds them all, else None.
 
     Raises ``RuntimeError`` naming the folder when ``KUBEBUILDER_ASSETS`` is set but lacks a binary.
     """
-    given = os.environ.get("KUBEBUILDER_ASSETS")
-    if given:
-        missing = [n for n in BINARIES if not os.access(Path(given) / n, os.X_OK)]
-        if missing:
-            raise RuntimeError(
-                f"KUBEBUILDER_ASSETS={given} lacks {', '.join(missing)}; "
-                "point it at a folder with all of " + ", ".join(BINARIES)
-            )
-        return Assets(Path(given))
-    directory = cache_dir()
-    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory):
-        return Assets(directory)
-    return None
+    return _find("KUBEBUILDER_ASSETS", cache_dir(), BINARIES)
 
 
 def ensure_assets(*, log: bool = True) -> Assets:
@@ -238,34 +242,48 @@ def _build_etcd(work: Path, out: Path, env: dict[str, str], *, log: bool) -> Non
     _say(f"built etcd in {time.monotonic() - started:.0f}s", log=log)
 
 
-def build_assets(directory: Path, *, log: bool = True) -> None:
-    """Build all four binaries into ``directory`` and mark it complete.
+def _build(
+    directory: Path,
+    *,
+    variable: str,
+    names: tuple[str, ...],
+    steps: Callable[[Path, dict[str, str]], None],
+    log: bool,
+) -> None:
+    """Run the build ``steps`` into ``directory`` and mark it complete.
 
     Builds in a sibling work folder and only then writes the marker, so an
     interrupted build is redone rather than trusted.
     """
     if shutil.which("go") is None:
         raise RuntimeError(
-            "no control-plane binaries: set KUBEBUILDER_ASSETS to a folder holding "
-            + ", ".join(BINARIES)
-            + ", or install Go so they can be built from the official modules"
+            f"no {', '.join(names)}: set {variable} to a folder holding them all, "
+            "or install Go so they can be built from the official modules"
         )
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / COMPLETE_MARKER).unlink(missing_ok=True)
     work = directory.parent / f"{directory.name}.work"
-    env = _go_env()
-    _say(f"building Kubernetes {KUBERNETES_VERSION} and etcd {ETCD_VERSION} into {directory}", log=log)
+    _say(f"building {', '.join(names)} into {directory}", log=log)
     try:
-        if not os.access(directory / "etcd", os.X_OK):
-            _build_etcd(work, directory, env, log=log)
-        _build_kubernetes(work, directory, env, log=log)
+        steps(work, _go_env())
     except subprocess.CalledProcessError as error:
         _say(f"failed: {' '.join(error.cmd)}\n{error.stderr}", log=log)
         raise
-    (directory / COMPLETE_MARKER).write_text(f"{KUBERNETES_VERSION} {ETCD_VERSION}\n")
+    (directory / COMPLETE_MARKER).write_text(f"{directory.name}\n")
     shutil.rmtree(work, ignore_errors=True)
     _say(f"done in {time.monotonic() - started:.0f}s", log=log)
+
+
+def build_assets(directory: Path, *, log: bool = True) -> None:
+    """Build the control plane's binaries (Kubernetes and etcd) into ``directory``."""
+
+    def steps(work: Path, env: dict[str, str]) -> None:
+        if not os.access(directory / "etcd", os.X_OK):
+            _build_etcd(work, directory, env, log=log)
+        _build_kubernetes(work, directory, env, log=log)
+
+    _build(directory, variable="KUBEBUILDER_ASSETS", names=BINARIES, steps=steps, log=log)
 
 
 def find_node_assets() -> Assets | None:
@@ -273,19 +291,7 @@ def find_node_assets() -> Assets | None:
 
     Raises ``RuntimeError`` naming the folder when ``SERVICELINK_NODE_ASSETS`` is set but lacks a binary.
     """
-    given = os.environ.get("SERVICELINK_NODE_ASSETS")
-    if given:
-        missing = [n for n in NODE_BINARIES if not os.access(Path(given) / n, os.X_OK)]
-        if missing:
-            raise RuntimeError(
-                f"SERVICELINK_NODE_ASSETS={given} lacks {', '.join(missing)}; "
-                "point it at a folder with all of " + ", ".join(NODE_BINARIES)
-            )
-        return Assets(Path(given))
-    directory = node_cache_dir()
-    if (directory / COMPLETE_MARKER).exists() and _holds_all(directory, NODE_BINARIES):
-        return Assets(directory)
-    return None
+    return _find("SERVICELINK_NODE_ASSETS", node_cache_dir(), NODE_BINARIES)
 
 
 def ensure_node_assets(*, log: bool = True) -> Assets:
@@ -294,43 +300,17 @@ def ensure_node_assets(*, log: bool = True) -> Assets:
     if found is not None:
         return found
     directory = node_cache_dir()
-    if shutil.which("go") is None:
-        raise RuntimeError(
-            "no node binaries: set SERVICELINK_NODE_ASSETS to a folder holding "
-            + ", ".join(NODE_BINARIES)
-            + ", or install Go so they can be built from the official modules"
-        )
-    started = time.monotonic()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / COMPLETE_MARKER).unlink(missing_ok=True)
-    work = directory.parent / f"{directory.name}.work"
-    env = _go_env()
-    _say(f"building kubelet, kube-proxy, kube-scheduler, crictl, CoreDNS and pause into {directory}", log=log)
-    try:
-        _build_small(work / "pause", directory / "pause", env, main_go=_PAUSE_MAIN, requires=(), log=log)
-        _build_small(
-            work / "crictl",
-            directory / "crictl",
-            env,
-            package=f"sigs.k8s.io/cri-tools/cmd/crictl@{CRICTL_VERSION}",
-            log=log,
-        )
-        _build_small(
-            work / "coredns",
-            directory / "coredns",
-            env,
-            main_go=_COREDNS_MAIN,
-            requires=(f"github.com/coredns/coredns@{COREDNS_VERSION}",),
-            log=log,
-        )
+
+    def steps(work: Path, env: dict[str, str]) -> None:
+        _build_small(work / "pause", directory / "pause", env, main_go=_PAUSE_MAIN, log=log)
+        crictl = f"sigs.k8s.io/cri-tools/cmd/crictl@{CRICTL_VERSION}"
+        _build_small(work / "crictl", directory / "crictl", env, package=crictl, log=log)
+        coredns = (f"github.com/coredns/coredns@{COREDNS_VERSION}",)
+        _build_small(work / "coredns", directory / "coredns", env, main_go=_COREDNS_MAIN, requires=coredns, log=log)
         if not _holds_all(directory, _NODE_KUBE_COMMANDS):
             _build_kubernetes(work, directory, env, commands=_NODE_KUBE_COMMANDS, log=log)
-    except subprocess.CalledProcessError as error:
-        _say(f"failed: {' '.join(error.cmd)}\n{error.stderr}", log=log)
-        raise
-    (directory / COMPLETE_MARKER).write_text(f"{KUBERNETES_VERSION} {CRICTL_VERSION} {COREDNS_VERSION}\n")
-    shutil.rmtree(work, ignore_errors=True)
-    _say(f"node binaries done in {time.monotonic() - started:.0f}s", log=log)
+
+    _build(directory, variable="SERVICELINK_NODE_ASSETS", names=NODE_BINARIES, steps=steps, log=log)
     return Assets(directory)
 
 

@@ -41,6 +41,8 @@ _CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "endpointslice-controller",
+    # Gives the built-in edit, admin and view roles the rules of manifests/aggregated-roles.yaml.
+    "clusterrole-aggregation-controller",
 )
 _live: list[ControlPlane] = []
 
@@ -51,6 +53,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def run_kubectl(
+    kubectl: str, kubeconfig: Path, args: Sequence[str], *, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``kubectl`` with ``kubeconfig`` and return its result, whatever its exit code."""
+    command = [kubectl, "--kubeconfig", str(kubeconfig), *args]
+    return subprocess.run(command, input=input, capture_output=True, text=True)
 
 
 def _die_with_parent() -> None:

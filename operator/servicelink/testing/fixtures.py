@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from servicelink.testing.assets import ensure_assets
-from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
+from servicelink.testing.controlplane import ControlPlane, free_port, run_kubectl, start_control_plane
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "crds" / "servicelink.yaml"
@@ -39,12 +39,7 @@ class Cluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``kubectl`` and return its result; on failure, raise with its stderr."""
-        done = subprocess.run(
-            [self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-        )
+        done = run_kubectl(self.kubectl_path, self.kubeconfig, args, input=input)
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done

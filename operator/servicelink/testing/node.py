@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicelink.testing.assets import Assets, ensure_assets, ensure_node_assets, find_assets, find_node_assets
-from servicelink.testing.controlplane import start_control_plane
+from servicelink.testing.controlplane import run_kubectl, start_control_plane
 
 NODE_NAME = "servicelink-node"
 POD_CIDR = "10.244.0.0/24"
@@ -77,12 +77,7 @@ class Node:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run kubectl against the node; with ``check``, raise with its stderr on failure."""
-        done = subprocess.run(
-            [self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-        )
+        done = run_kubectl(self.kubectl_path, self.kubeconfig, args, input=input)
         if check and done.returncode != 0:
             raise NodeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done

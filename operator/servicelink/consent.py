@@ -1,0 +1,108 @@
+"""Consent: whether a ServiceLink may write into a ConfigMap and roll a workload (pure).
+
+Whoever may edit a ServiceLink asks the operator, which holds wider rights, to
+write and roll on their behalf. So the operator acts only where the owner of
+the target agreed: a ConfigMap it created for this ServiceLink, or one whose
+owner listed the ServiceLink in ``servicelink.dev/writable-by``; a workload
+that reads the ConfigMap (it trusts whoever writes it), or one whose owner
+listed the ServiceLink in ``servicelink.dev/rollable-by``. Only someone who may
+edit the ConfigMap or the workload can set those annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from servicelink.model import ROLLABLE_BY_ANNOTATION, WRITABLE_BY_ANNOTATION, WorkloadKind, parse_name_list
+from servicelink.rollout import Reads, WorkloadView
+
+ANYONE = "*"
+
+
+def _allows(granted: frozenset[str], servicelink: str) -> bool:
+    return ANYONE in granted or servicelink in granted
+
+
+def render_consent_command(
+    *, resource: str, name: str, namespace: str, annotation: str, granted: frozenset[str], servicelink: str
+) -> str:
+    """Return the ``kubectl annotate`` that adds ``servicelink`` to the names already ``granted``."""
+    value = ",".join(sorted(granted | {servicelink}))
+    overwrite = " --overwrite" if granted else ""
+    return f"kubectl annotate {resource} {name} -n {namespace}{overwrite} {annotation}={value}"
+
+
+def judge_configmap_write(configmap: Mapping[str, Any] | None, *, servicelink: str, uid: str) -> str | None:
+    """Return None when ServiceLink ``servicelink`` (uid ``uid``) may write into ``configmap``, else why not.
+
+    It may when the ConfigMap does not exist (the operator creates it, owned by
+    the ServiceLink), when it carries the ServiceLink's ownerReference (created
+    for it), or when its ``servicelink.dev/writable-by`` annotation lists the
+    ServiceLink's name or is ``*``. The refusal says how to give consent.
+    """
+    if configmap is None:
+        return None
+    metadata = configmap.get("metadata") or {}
+    if any(ref.get("uid") == uid for ref in metadata.get("ownerReferences") or ()):
+        return None
+    granted = parse_name_list((metadata.get("annotations") or {}).get(WRITABLE_BY_ANNOTATION))
+    if _allows(granted, servicelink):
+        return None
+    name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
+    command = render_consent_command(
+        resource="configmap",
+        name=name,
+        namespace=namespace,
+        annotation=WRITABLE_BY_ANNOTATION,
+        granted=granted,
+        servicelink=servicelink,
+    )
+    return (
+        f"ConfigMap {namespace}/{name} was not created by this ServiceLink and its owner has not shared it "
+        f"(annotation {WRITABLE_BY_ANNOTATION}); nothing is written, keys written before stay as they are. "
+        f"To share it: {command}"
+    )
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A workload ``spec.workloads`` asks for that the ServiceLink may not roll, and why."""
+
+    kind: WorkloadKind
+    name: str
+    message: str
+
+
+def split_consumers(
+    consumers: Iterable[tuple[WorkloadView, Reads]], *, configmap: str, servicelink: str
+) -> tuple[list[tuple[WorkloadView, Reads]], list[Skipped]]:
+    """Return the consumers ``servicelink`` may roll, and those it must skip with the reason.
+
+    A workload whose pods read ``configmap`` already trusts whoever writes it
+    and may be rolled. One that ``spec.workloads`` names or selects without
+    reading it may be rolled only when its ``servicelink.dev/rollable-by``
+    annotation lists the ServiceLink's name or is ``*``.
+    """
+    allowed: list[tuple[WorkloadView, Reads]] = []
+    skipped: list[Skipped] = []
+    for workload, reads in consumers:
+        if configmap in workload.reads or _allows(workload.rollable_by, servicelink):
+            allowed.append((workload, reads))
+            continue
+        command = render_consent_command(
+            resource=workload.kind.lower(),
+            name=workload.name,
+            namespace=workload.namespace,
+            annotation=ROLLABLE_BY_ANNOTATION,
+            granted=workload.rollable_by,
+            servicelink=servicelink,
+        )
+        message = (
+            f"{workload.kind} {workload.namespace}/{workload.name} does not read ConfigMap "
+            f"{workload.namespace}/{configmap} and has not opted in (annotation {ROLLABLE_BY_ANNOTATION}); "
+            f"not rolled. To let this ServiceLink roll it: {command}"
+        )
+        skipped.append(Skipped(kind=workload.kind, name=workload.name, message=message))
+    return allowed, skipped

@@ -1,0 +1,63 @@
+"""Propose ServiceLinks for hand-written ConfigMaps, keeping every value byte for byte (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from servicelink.cache import Cache
+from servicelink.model import API_VERSION, FIELD_MANAGER, KIND
+from servicelink.render import managed_keys, render_configmap
+from servicelink.tools.address import link_fields, propose_link
+
+
+@dataclass
+class Adoption:
+    """What adopting one ConfigMap takes: the ServiceLink, the keys to hand over, and what stays by hand."""
+
+    namespace: str
+    configmap: str
+    servicelink: dict[str, Any] | None
+    handover: dict[str, Any] | None  # the apply body that makes servicelink own the adopted keys, values unchanged
+    owners: dict[str, list[str]] = field(default_factory=dict)  # adopted key -> other field managers owning it
+    left: list[tuple[str, str]] = field(default_factory=list)  # (key, why) of values left alone
+
+
+def adopt_configmap(configmap: Mapping[str, Any], *, world: Cache, cluster_domain: str) -> Adoption:
+    """Return the ServiceLink whose links render each explainable value of ``configmap`` exactly.
+
+    Keys a ServiceLink already writes are left alone. The hand-over body,
+    applied server-side as field manager ``servicelink``, moves the adopted
+    keys to servicelink with the values they have; so the operator finds them
+    already its own and equal, writes nothing, and rolls nothing.
+    """
+    metadata = configmap.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+    claimed = {key: claim.name for claim in world.claims(namespace, name) for key in claim.keys}
+    services = {key: view for key in world.service_keys() if (view := world.service(key)) is not None}
+    adoption = Adoption(namespace=namespace, configmap=name, servicelink=None, handover=None)
+    links: list[dict[str, Any]] = []
+    values: dict[str, str] = {}
+    for key, value in sorted((configmap.get("data") or {}).items()):
+        if key in claimed:
+            adoption.left.append((key, f"already written by ServiceLink {claimed[key]}"))
+            continue
+        proposed = propose_link(key, str(value), namespace=namespace, services=services, cluster_domain=cluster_domain)
+        if isinstance(proposed, str):
+            adoption.left.append((key, proposed))
+            continue
+        links.append(link_fields(proposed))
+        values[key] = str(value)
+    if not links:
+        return adoption
+    owners = managed_keys(configmap, manager=FIELD_MANAGER)
+    adoption.owners = {key: sorted(owners.get(key, set()) - {FIELD_MANAGER}) for key in values}
+    adoption.servicelink = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"configMapName": name, "links": links},
+    }
+    adoption.handover = render_configmap(name=name, namespace=namespace, data=values, owner=None)
+    return adoption

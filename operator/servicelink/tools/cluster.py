@@ -1,0 +1,74 @@
+"""The CLI's reads of a live cluster, with the credentials of the person running it (does I/O).
+
+Apart from ``kube.py`` on purpose: ``kube.RBAC_RULES`` and ``manifests/``
+grant the operator's ServiceAccount exactly ``kube.py``'s calls, and the CLI's
+extra reads (ConfigMaps and Pods, for ``doctor`` and ``adopt``) are no business
+of the operator's. The kinds the operator watches are read through ``kube.Kube``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import kubernetes
+
+from servicelink import kube
+from servicelink.model import LISTED_KINDS, ListedKind
+from servicelink.tools.manifests import InputError
+
+ReadKind = ListedKind | Literal["ConfigMap", "Pod"]
+_TIMEOUT = (5.0, 60.0)
+
+
+class Cluster:
+    """Lists objects of one cluster as plain dicts, each with its ``kind`` set."""
+
+    def __init__(self, *, kubeconfig: str | None, context: str | None) -> None:
+        """Load the kubeconfig; raise ``InputError`` with one line when there is none or no such context."""
+        try:
+            client = kube.load_client(kubeconfig=kubeconfig, context=context)
+        except kube.ConfigError as error:
+            where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+            raise InputError(f"no usable kubeconfig ({where}): {error}") from None
+        self._kube = kube.Kube(client)
+        self._core = kubernetes.client.CoreV1Api(client)
+        self.default_namespace = kube.context_namespace(kubeconfig=kubeconfig, context=context)
+
+    def _list_core(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
+        stem = {"ConfigMap": "config_map", "Pod": "pod"}[kind]
+        if namespace is None:
+            call = getattr(self._core, f"list_{stem}_for_all_namespaces")
+            response = call(_preload_content=False, _request_timeout=_TIMEOUT)
+        else:
+            call = getattr(self._core, f"list_namespaced_{stem}")
+            response = call(namespace, _preload_content=False, _request_timeout=_TIMEOUT)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
+
+    def read(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` (None: all namespaces).
+
+        Without the ServiceLink CRD, no ServiceLinks (and a note on stderr);
+        raises ``InputError`` with one line when the API server refuses or cannot be reached.
+        """
+        try:
+            if kind in LISTED_KINDS:
+                items = self._kube.list_objects(kind=kind, namespace=namespace)
+            else:
+                items = self._list_core(kind, namespace)
+        except kube.ApiError as error:
+            if kind == "ServiceLink" and error.status == 404:
+                print("note: the ServiceLink CRD is not installed; no ServiceLinks read", file=sys.stderr)
+                return []
+            where = f"namespace {namespace}" if namespace else "all namespaces"
+            raise InputError(f"cannot list {kind}s in {where}: HTTP {error.status} {error.reason}") from None
+        except kube.TransportError as error:
+            raise InputError(f"cannot reach the API server: {error}") from None
+        return [{**item, "kind": kind} for item in items]
+
+    def read_all(self, kinds: Iterable[ReadKind], namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of each of ``kinds``."""
+        return [item for kind in kinds for item in self.read(kind, namespace)]

@@ -1,0 +1,315 @@
+"""The subcommands besides ``run`` and ``demo``: flags, reading input, printing (does I/O).
+
+Each decision is made by a pure module (``offline``, ``graph``, ``compose``, ``doctor``, ``adopt``);
+here input is read, errors become one line on stderr, and results are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from servicelink.model import LISTED_KINDS, WORKLOAD_KINDS
+from servicelink.settings import Settings
+from servicelink.tools import doctor
+from servicelink.tools import graph as graphs
+from servicelink.tools.adopt import Adoption, adopt_configmap
+from servicelink.tools.cluster import Cluster, ReadKind
+from servicelink.tools.compose import ComposeError, import_compose
+from servicelink.tools.manifests import InputError, load_documents, read_manifests, read_text
+from servicelink.tools.offline import build_world, link_servicelinks, place, render_configmaps, render_report
+
+EXIT_PROBLEM = 1  # a link does not resolve, a key conflicts, a spec is invalid
+EXIT_BAD_INPUT = 2  # as argparse exits on bad flags
+
+
+def _fail(message: str) -> int:
+    print(f"servicelink: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def dump_yaml(documents: list[dict[str, Any]]) -> str:
+    """YAML documents separated by ``---``, keys in the order built, as ``kubectl apply -f`` reads them."""
+    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """``servicelink render``: the ConfigMaps on stdout, the per-link report on stderr."""
+    try:
+        manifests = read_manifests(args.filename)
+    except InputError as error:
+        return _fail(str(error))
+    note = manifests.skipped_note(("ServiceLink", "Service"), "render")
+    if note:
+        print(note, file=sys.stderr)
+    world = build_world([m.body for m in manifests.of("ServiceLink", "Service")], namespace=args.namespace)
+    linked = link_servicelinks(world, cluster_domain=args.cluster_domain)
+    if not linked:
+        return _fail("no ServiceLink in the input")
+    configmaps = render_configmaps(linked)
+    if args.output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": configmaps}, indent=2))
+    else:
+        sys.stdout.write(dump_yaml(configmaps))
+    sys.stderr.write(render_report(linked))
+    return 0 if all(sl.ok for sl in linked) else EXIT_PROBLEM
+
+
+def run_graph(args: argparse.Namespace) -> int:
+    """``servicelink graph``: from files (``-f``) or the cluster (``-n`` / ``-A``)."""
+    try:
+        if args.filename:
+            manifests = read_manifests(args.filename)
+            note = manifests.skipped_note((*LISTED_KINDS, "ConfigMap"), "graph")
+            if note:
+                print(note, file=sys.stderr)
+            bodies = [m.body for m in manifests.of(*LISTED_KINDS, "ConfigMap")]
+        else:
+            cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+            namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
+            kinds: tuple[ReadKind, ...] = ("ServiceLink", *WORKLOAD_KINDS, "ConfigMap")
+            bodies = cluster.read_all(kinds, namespace) + _read_services(cluster, namespace)
+    except InputError as error:
+        return _fail(str(error))
+    default = args.namespace or "default"
+    world = build_world(bodies, namespace=default)
+    linked = link_servicelinks(world, cluster_domain=args.cluster_domain)
+    placed = [place(body, namespace=default) for body in bodies]
+    hand_written = doctor.examine(doctor.ClusterState.from_objects(placed), cluster_domain=args.cluster_domain)
+    graph = graphs.build_graph(linked, world, live=not args.filename, hand_written=hand_written)
+    sys.stdout.write(graphs.FORMATS[args.output](graph))
+    return 0
+
+
+def run_import_compose(args: argparse.Namespace) -> int:
+    """``servicelink import compose``: Services and ServiceLinks on stdout, what was left out on stderr."""
+    path = Path(args.file)
+    try:
+        documents = list(load_documents(read_text(path), str(path)))
+        project = documents[0][0] if documents else None
+        if not isinstance(project, dict):
+            raise InputError(f"{path}: expected a Compose file (a mapping with services:)")
+
+        def read_env_file(name: str) -> str | None:
+            env_path = path.parent / name
+            return read_text(env_path) if env_path.is_file() else None
+
+        imported = import_compose(project, namespace=args.namespace, read_env_file=read_env_file)
+    except InputError as error:
+        return _fail(str(error))
+    except ComposeError as error:
+        return _fail(f"{path}: {error}")
+    sys.stdout.write(dump_yaml(imported.objects))
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+KIND_ALIASES = {
+    "deployment": "Deployment",
+    "deployments": "Deployment",
+    "deploy": "Deployment",
+    "statefulset": "StatefulSet",
+    "statefulsets": "StatefulSet",
+    "sts": "StatefulSet",
+    "daemonset": "DaemonSet",
+    "daemonsets": "DaemonSet",
+    "ds": "DaemonSet",
+}
+
+
+def _read_services(cluster: Cluster, namespace: str | None) -> list[dict[str, Any]]:
+    """Services and EndpointSlices of every namespace, so addresses into other namespaces are checked too;
+    those of ``namespace`` alone when listing all is refused."""
+    try:
+        return cluster.read_all(("Service", "EndpointSlice"), None)
+    except InputError:
+        if namespace is None:
+            raise
+        print(f"note: Services read in namespace {namespace} only (listing all was refused)", file=sys.stderr)
+        return cluster.read_all(("Service", "EndpointSlice"), namespace)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """``servicelink doctor``: read-only; a table per workload, exit 1 when a problem is found."""
+    only: tuple[str, str] | None = None
+    if args.target:
+        kind, _, name = args.target.partition("/")
+        if kind.lower() not in KIND_ALIASES or not name:
+            return _fail(f"{args.target}: expected KIND/NAME, KIND one of Deployment, StatefulSet, DaemonSet")
+        only = (KIND_ALIASES[kind.lower()], name)
+    try:
+        cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+        namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
+        bodies = cluster.read_all(("ServiceLink", *WORKLOAD_KINDS, "ConfigMap", "Pod"), namespace)
+        bodies += _read_services(cluster, namespace)
+    except InputError as error:
+        return _fail(str(error))
+    reports = doctor.examine(doctor.ClusterState.from_objects(bodies), cluster_domain=args.cluster_domain, only=only)
+    if only is not None and not reports:
+        return _fail(f"{args.target}: not found in {namespace or 'any namespace'}")
+    sys.stdout.write(doctor.format_json(reports) if args.output == "json" else doctor.format_text(reports))
+    return EXIT_PROBLEM if any(r.problem_count for r in reports) else 0
+
+
+def _adoption_notes(adoption: Adoption) -> list[str]:
+    where = f"ConfigMap {adoption.namespace}/{adoption.configmap}"
+    notes: list[str] = []
+    if adoption.servicelink is not None:
+        keys = ", ".join(link["key"] for link in adoption.servicelink["spec"]["links"])
+        notes.append(f"{where}: adopted {keys}")
+    for key, why in adoption.left:
+        notes.append(f"{where}: {key} left alone: {why}")
+    held = {key: owners for key, owners in adoption.owners.items() if owners}
+    if held:
+        listing = "; ".join(f"{key} by {', '.join(owners)}" for key, owners in sorted(held.items()))
+        notes.append(
+            f"{where}: owned by other field managers: {listing}. Hand them over with their values unchanged, "
+            f"before applying the ServiceLink (else KeyConflict): servicelink adopt -n {adoption.namespace} "
+            f"configmap/{adoption.configmap} --handover | kubectl apply --server-side --field-manager=servicelink "
+            "--force-conflicts -f -   and drop the keys from that manager's source (Helm values, manifests)"
+        )
+    return notes
+
+
+def run_adopt(args: argparse.Namespace) -> int:
+    """``servicelink adopt``: ServiceLinks, or with --handover the hand-over ConfigMaps, on stdout; notes on stderr."""
+    name: str | None = None
+    if args.target:
+        kind, _, name = args.target.partition("/")
+        if kind.lower() not in ("configmap", "configmaps", "cm") or not name:
+            return _fail(f"{args.target}: expected configmap/NAME")
+    try:
+        cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+        namespace = args.namespace or cluster.default_namespace
+        bodies = cluster.read_all(("ServiceLink", "ConfigMap"), namespace) + _read_services(cluster, namespace)
+    except InputError as error:
+        return _fail(str(error))
+    world = build_world(bodies, namespace=namespace)
+    configmaps = [b for b in bodies if b["kind"] == "ConfigMap" and (name is None or b["metadata"]["name"] == name)]
+    if name is not None and not configmaps:
+        return _fail(f"configmap/{name} not found in namespace {namespace}")
+    adoptions = [adopt_configmap(cm, world=world, cluster_domain=args.cluster_domain) for cm in configmaps]
+    chosen = [a.handover if args.handover else a.servicelink for a in adoptions]
+    sys.stdout.write(dump_yaml([body for body in chosen if body is not None]))
+    for adoption in adoptions:
+        for note in _adoption_notes(adoption):
+            print(f"note: {note}", file=sys.stderr)
+    if not any(chosen):
+        print("note: no value to adopt", file=sys.stderr)
+    return 0
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
+def add_parsers(commands: Any, defaults: Settings) -> None:
+    """Add the subcommands to ``servicelink``'s subparsers; each sets ``tool`` to the function that runs it."""
+    render = commands.add_parser(
+        "render",
+        help="the ConfigMaps the operator would write, offline",
+        description=(
+            "Resolve ServiceLinks against Services read from YAML (files, folders, or - for stdin, such as "
+            "kustomize build or helm template output) as the operator would, without a cluster. Prints the "
+            "ConfigMaps on stdout and a report per link on stderr. Exit code 1 when a link does not resolve."
+        ),
+    )
+    render.add_argument(
+        "-f", "--filename", action="append", required=True, metavar="FILE|DIR|-", help="input (repeatable)"
+    )
+    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="format (default: yaml)")
+    render.add_argument(
+        "-n", "--namespace", default="default", help="namespace of objects that name none (default: %(default)s)"
+    )
+    render.add_argument(
+        "--cluster-domain",
+        default=defaults.cluster_domain,
+        help="the cluster's DNS domain, for cross-namespace FQDNs (default: %(default)s)",
+    )
+    render.set_defaults(tool=run_render)
+
+    graph = commands.add_parser(
+        "graph",
+        help="who links what: workloads, Services, external names",
+        description=(
+            "Draw the links of ServiceLinks, and service addresses written by hand: from workloads (the "
+            "consumers of each ConfigMap) to Services, each edge labelled with its key and state (resolved, "
+            "no endpoints, not found, port not found, forbidden). Reads the cluster (-n, -A) or files (-f)."
+        ),
+    )
+    where = graph.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    graph.add_argument("-f", "--filename", action="append", metavar="FILE|DIR|-", help="read files, not the cluster")
+    graph.add_argument("-o", "--output", choices=sorted(graphs.FORMATS), default="mermaid", help="(default: mermaid)")
+    graph.add_argument(
+        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
+    )
+    _cluster_flags(graph)
+    graph.set_defaults(tool=run_graph)
+
+    imports = commands.add_parser(
+        "import", help="Services and ServiceLinks from another tool's files", description="Translate into ServiceLinks."
+    )
+    sources = imports.add_subparsers(dest="source", required=True, metavar="{compose}")
+    compose = sources.add_parser(
+        "compose",
+        help="from a Docker Compose file",
+        description=(
+            "Write a ClusterIP Service per Compose service with ports (ports, expose) and a ServiceLink per service "
+            "whose environment (environment, env_file) points at another one, each link rendering the value byte "
+            "for byte. Prints the objects on stdout and what was left out on stderr."
+        ),
+    )
+    compose.add_argument("file", metavar="docker-compose.yml", help="the Compose file")
+    compose.add_argument("-n", "--namespace", help="put the objects in this namespace (default: none given)")
+    compose.set_defaults(tool=run_import_compose)
+
+    doctor_parser = commands.add_parser(
+        "doctor",
+        help="check every service address workloads read, and say how to fix each problem (read-only)",
+        description=(
+            "For each Deployment, StatefulSet and DaemonSet, check every environment value that looks like a "
+            "service address (literal env, configMapKeyRef, envFrom), hand-written or managed by a ServiceLink: "
+            "the Service exists where the name resolves, the port is one of its ports, it has ready endpoints, "
+            "a short name is not used across namespaces, ExternalName targets, and pods older than the value. "
+            "Exit code 1 when a problem is found."
+        ),
+    )
+    where = doctor_parser.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    doctor_parser.add_argument("target", nargs="?", metavar="KIND/NAME", help="only this workload")
+    doctor_parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="(default: text)")
+    doctor_parser.add_argument(
+        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
+    )
+    _cluster_flags(doctor_parser)
+    doctor_parser.set_defaults(tool=run_doctor)
+
+    adopt = commands.add_parser(
+        "adopt",
+        help="propose ServiceLinks for hand-written ConfigMaps, values kept byte for byte",
+        description=(
+            "For each value of a hand-written ConfigMap that resolves to a Service, propose a link whose rendered "
+            "value equals it byte for byte; values it cannot explain are listed and left alone. Keys another "
+            "field manager owns are named, with how to hand them over: --handover prints the ConfigMap to apply "
+            "server-side as field manager servicelink, which changes no value. Then applying the ServiceLinks "
+            "changes no value and rolls nothing."
+        ),
+    )
+    adopt.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
+    adopt.add_argument("target", nargs="?", metavar="configmap/NAME", help="only this ConfigMap")
+    adopt.add_argument("--handover", action="store_true", help="print the hand-over ConfigMaps, not the ServiceLinks")
+    adopt.add_argument(
+        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
+    )
+    _cluster_flags(adopt)
+    adopt.set_defaults(tool=run_adopt)

@@ -1,0 +1,209 @@
+"""Translate a Docker Compose project into Services and ServiceLinks, reporting what it does not translate (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, PORT_NAME
+from servicelink.resolve import ServiceKey, ServiceView
+from servicelink.tools.address import link_fields, parse_address, propose_link
+
+# What the import reads; every other key of a Compose service is reported as not translated.
+READ_KEYS = frozenset({"environment", "env_file", "ports", "expose"})
+# Top-level keys with nothing to translate into Kubernetes objects.
+PROJECT_KEYS = frozenset({"services", "version", "name"})
+_PORT = re.compile(
+    r"^(?:(?:\[[^\]]*\]|[^:]*):)?(?:(?P<published>[\d\-]*):)?(?P<target>\d+(?:-\d+)?)(?:/(?P<proto>\w+))?$"
+)
+
+
+class ComposeError(ValueError):
+    """The file is not a Compose project this import can read."""
+
+
+@dataclass
+class ComposeImport:
+    """The objects to apply, and notes on what was left out and why."""
+
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Return the variables of a Compose ``env_file``: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
+    found: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        found[key.strip()] = value
+    return found
+
+
+def _environment(
+    name: str, service: Mapping[str, Any], read_env_file: Callable[[str], str | None], notes: list[str]
+) -> dict[str, str | None]:
+    env: dict[str, str | None] = {}
+    files = service.get("env_file") or []
+    for entry in [files] if isinstance(files, str | Mapping) else files:
+        path = entry if isinstance(entry, str) else str(entry.get("path", ""))
+        text = read_env_file(path)
+        if text is None:
+            required = not isinstance(entry, Mapping) or entry.get("required", True)
+            notes.append(f"{name}: env_file {path} {'not found' if required else 'absent (not required)'}")
+            continue
+        env.update(parse_env_file(text))
+    raw = service.get("environment") or {}
+    if isinstance(raw, Mapping):
+        env.update({str(k): None if v is None else str(v) for k, v in raw.items()})
+    else:
+        for item in raw:
+            key, sep, value = str(item).partition("=")
+            env[key] = value if sep else None
+    return env
+
+
+def _container_ports(name: str, service: Mapping[str, Any], notes: list[str]) -> dict[int, str]:
+    """The ports other containers reach this one on (Compose's ``target``), with their protocol."""
+    ports: dict[int, str] = {}
+    for entry in [*(service.get("ports") or ()), *(service.get("expose") or ())]:
+        if isinstance(entry, Mapping):
+            target, proto = entry.get("target"), str(entry.get("protocol") or "tcp")
+        else:
+            match = _PORT.match(str(entry))
+            target = match["target"] if match else None
+            proto = (match["proto"] if match else None) or "tcp"
+        if target is None or not str(target).isdigit():
+            notes.append(f"{name}: port {entry!r} not translated (a range or a form this import does not read)")
+            continue
+        ports[int(target)] = proto.upper()
+    return ports
+
+
+def _port_name(number: int, schemes: set[str], taken: set[str]) -> str:
+    for scheme in sorted(schemes):
+        if PORT_NAME.fullmatch(scheme) and scheme not in taken:
+            return scheme
+    return f"port-{number}"
+
+
+def import_compose(
+    project: Mapping[str, Any], *, namespace: str | None, read_env_file: Callable[[str], str | None]
+) -> ComposeImport:
+    """Return a Service per Compose service with ports, and a ServiceLink per service whose environment
+    points at another one; ``read_env_file`` returns an env file's text, or None when it does not exist.
+
+    Each link is checked to render its value byte for byte; values that are
+    interpolations (``${AUTH_URL:-http://auth:3001}``), point at localhost, or
+    cannot be rendered exactly are reported and left out. Raises
+    ``ComposeError`` when ``project`` has no ``services`` mapping.
+    """
+    services = project.get("services")
+    if not isinstance(services, Mapping) or not services:
+        raise ComposeError("no services: mapping (is this a Compose file?)")
+    result = ComposeImport()
+    notes = result.notes
+    ignored: defaultdict[str, list[str]] = defaultdict(list)
+    envs: dict[str, dict[str, str | None]] = {}
+    ports: dict[str, dict[int, str]] = {}
+    for name, service in services.items():
+        service = service or {}
+        if not DNS1035_LABEL.fullmatch(str(name)) or len(str(name)) > 63:
+            notes.append(f"{name}: not a valid Service name (DNS-1035 label); left out")
+            continue
+        for key in service:
+            if key not in READ_KEYS:
+                ignored[str(key)].append(str(name))
+        envs[name] = _environment(name, service, read_env_file, notes)
+        ports[name] = _container_ports(name, service, notes)
+
+    # A port another service's value uses must be on the Service, as any port is reachable in Compose.
+    schemes: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
+    for name, env in envs.items():
+        for key, value in env.items():
+            address = parse_address(value or "")
+            if address and address.host in ports and address.host != name and address.port is not None:
+                if address.port not in ports[address.host]:
+                    notes.append(f"{name}: {key} uses port {address.port} of {address.host}, added to its Service")
+                    ports[address.host][address.port] = "TCP"
+                if address.scheme:
+                    schemes[(address.host, address.port)].add(address.scheme)
+
+    ns_meta = {"namespace": namespace} if namespace else {}
+    views: dict[ServiceKey, ServiceView] = {}
+    for name, numbers in ports.items():
+        if not numbers:
+            continue
+        taken: set[str] = set()
+        spec_ports = []
+        for number, proto in sorted(numbers.items()):
+            port_name = _port_name(number, schemes[(name, number)], taken)
+            taken.add(port_name)
+            spec_ports.append(
+                {
+                    "name": port_name,
+                    "port": number,
+                    "targetPort": number,
+                    **({"protocol": proto} if proto != "TCP" else {}),
+                }
+            )
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, **ns_meta},
+            "spec": {"type": "ClusterIP", "selector": {"app": name}, "ports": spec_ports},
+        }
+        result.objects.append(body)
+        views[(namespace or "", name)] = ServiceView.from_body(
+            {**body, "metadata": {"name": name, "namespace": namespace or ""}}
+        )
+
+    for name, env in envs.items():
+        links: list[dict[str, Any]] = []
+        for key, value in env.items():
+            if value is None:
+                notes.append(f"{name}: {key} takes its value from the host's environment; left out")
+                continue
+            if "$" in value:
+                notes.append(f"{name}: {key}={value} is an interpolation, not guessed; left out")
+                continue
+            address = parse_address(value)
+            if address is None or (not address.local and address.host not in envs):
+                continue  # not an address of a Compose service: plain configuration
+            if address.host == name:
+                notes.append(f"{name}: {key}={value} points at the service itself; left out")
+                continue
+            if not KEY_PATTERN.fullmatch(key):
+                notes.append(f"{name}: {key} is not a valid ConfigMap key for an environment variable; left out")
+                continue
+            proposed = propose_link(
+                key, value, namespace=namespace or "", services=views, cluster_domain="cluster.local"
+            )
+            if isinstance(proposed, str):
+                notes.append(f"{name}: {key}={value}: {proposed}; left out")
+                continue
+            links.append(link_fields(proposed))
+        if links:
+            result.objects.append(
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "metadata": {"name": name, **ns_meta},
+                    "spec": {"configMapName": f"{name}-config", "links": links},
+                }
+            )
+    for key in project:
+        if key not in PROJECT_KEYS:
+            ignored[f"top-level {key}"] = []
+    if ignored:
+        keys = ", ".join(f"{key} ({', '.join(names)})" if names else key for key, names in sorted(ignored.items()))
+        notes.append(f"not translated (servicelink writes Services and ServiceLinks only): {keys}")
+    return result

@@ -1,0 +1,161 @@
+"""What the operator would write for ServiceLinks and Services given as objects, not read from a cluster (pure).
+
+It runs the operator's own steps (``resolve_links``, ``desired_values``,
+``sibling_conflicts``, ``judge_*``, ``render_link_entries``,
+``render_configmap``), so ``servicelink render`` and a running operator
+cannot disagree about a value, a reason or a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from servicelink import conditions as c
+from servicelink.cache import Cache, claim_of
+from servicelink.model import WORKLOAD_KINDS, ServiceLinkSpec, parse_spec
+from servicelink.render import render_configmap, render_hash
+from servicelink.resolve import LinkResult, referenced_services, resolve_links
+from servicelink.status import (
+    Verdict,
+    describe_invalid_spec,
+    desired_values,
+    judge_resolution,
+    judge_sync,
+    render_link_entries,
+    sibling_conflicts,
+)
+
+
+@dataclass(frozen=True)
+class LinkedServiceLink:
+    """One ServiceLink as the operator would leave it: its spec, results, values and verdicts."""
+
+    namespace: str
+    name: str
+    configmap: str
+    spec: ServiceLinkSpec | None  # None: the spec is invalid
+    results: tuple[LinkResult, ...]
+    values: Mapping[str, str]
+    conflicts: Mapping[str, str]
+    resolved: Verdict
+    synced: Verdict
+
+    @property
+    def ok(self) -> bool:
+        """Whether every link resolved and every key would be written."""
+        return self.resolved.ok and self.synced.ok
+
+    def status_links(self) -> list[dict[str, Any]]:
+        """``status.links`` as the operator would write it."""
+        return render_link_entries(self.results, self.conflicts)
+
+
+def place(body: Mapping[str, Any], *, namespace: str) -> dict[str, Any]:
+    """Return ``body`` in ``namespace`` if it names none, as ``kubectl apply -n`` places it."""
+    metadata = dict(body.get("metadata") or {})
+    metadata["namespace"] = metadata.get("namespace") or namespace
+    return {**body, "metadata": metadata}
+
+
+def build_world(bodies: Iterable[Mapping[str, Any]], *, namespace: str) -> Cache:
+    """Return the operator's cache holding ``bodies`` (other kinds ignored), each placed by ``place``."""
+    world = Cache()
+    for body in bodies:
+        placed = place(body, namespace=namespace)
+        kind = body.get("kind")
+        if kind == "ServiceLink":
+            world.put_servicelink(placed)
+        elif kind == "Service":
+            world.put_service(placed)
+        elif kind == "EndpointSlice":
+            world.put_endpointslice(placed)
+        elif kind in WORKLOAD_KINDS:
+            world.put_workload(kind, placed)
+    return world
+
+
+def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServiceLink]:
+    """Resolve each ServiceLink of ``world`` as the operator's first reconcile would, in namespace/name order.
+
+    Key conflicts between ServiceLinks of one ConfigMap follow the operator's
+    rule: the older keeps the key, then the first by name (objects not yet
+    created have no age, so by name).
+    """
+    linked: list[LinkedServiceLink] = []
+    for namespace, name in sorted(world.servicelink_keys()):
+        body = world.servicelink(namespace, name) or {}
+        raw_spec = body.get("spec") or {}
+        configmap = str(raw_spec.get("configMapName", "")) if isinstance(raw_spec, Mapping) else ""
+        try:
+            spec = parse_spec(raw_spec)
+        except ValidationError as error:
+            invalid = Verdict(False, c.INVALID_SPEC, describe_invalid_spec(error))
+            linked.append(LinkedServiceLink(namespace, name, configmap, None, (), {}, {}, invalid, invalid))
+            continue
+        refs = referenced_services(spec, namespace=namespace)
+        results = resolve_links(
+            spec,
+            namespace=namespace,
+            services={key: svc for key in refs if (svc := world.service(key)) is not None},
+            endpoints={key: eps for key in refs if (eps := world.endpoints(key)) is not None},
+            cluster_domain=cluster_domain,
+        )
+        desired = desired_values(results, {})
+        me = claim_of(body)
+        earlier = [cl for cl in world.claims(namespace, configmap) if me is not None and cl.precedes(me)]
+        conflicts = sibling_conflicts(desired, earlier=earlier, namespace=namespace, configmap=configmap)
+        values = {k: v for k, v in desired.items() if k not in conflicts}
+        linked.append(
+            LinkedServiceLink(
+                namespace=namespace,
+                name=name,
+                configmap=configmap,
+                spec=spec,
+                results=tuple(results),
+                values=values,
+                conflicts=conflicts,
+                resolved=judge_resolution(results),
+                synced=judge_sync(namespace=namespace, configmap=configmap, ours=values, conflicts=conflicts),
+            )
+        )
+    return linked
+
+
+def render_configmaps(linked: Sequence[LinkedServiceLink]) -> list[dict[str, Any]]:
+    """Return the ConfigMaps the operator would write: one per ConfigMap, the keys of all its ServiceLinks.
+
+    Without the ownerReference the operator adds: a ServiceLink not yet created has no uid.
+    """
+    data: dict[tuple[str, str], dict[str, str]] = {}
+    for sl in linked:
+        if sl.spec is not None:
+            data.setdefault((sl.namespace, sl.configmap), {}).update(sl.values)
+    return [
+        render_configmap(name=name, namespace=namespace, data=values, owner=None)
+        for (namespace, name), values in sorted(data.items())
+    ]
+
+
+def render_report(linked: Sequence[LinkedServiceLink]) -> str:
+    """A per-link report: each ServiceLink's Resolved and Synced verdicts, each link's value or reason and message."""
+    lines: list[str] = []
+    for sl in linked:
+        ready = "ok" if sl.ok else "NOT READY"
+        lines.append(f"ServiceLink {sl.namespace}/{sl.name} -> ConfigMap {sl.namespace}/{sl.configmap}: {ready}")
+        if sl.spec is None:
+            lines.append(f"  InvalidSpec: {sl.resolved.message}")
+            continue
+        for verdict_type, verdict in (("Resolved", sl.resolved), ("Synced", sl.synced)):
+            lines.append(f"  {verdict_type}={verdict.ok} {verdict.reason}: {verdict.message}")
+        width = max(len(r.key) for r in sl.results)
+        for entry in sl.status_links():
+            key = entry["key"]
+            shown = f"{entry['reason']}: {entry['message']}" if "reason" in entry else sl.values[key]
+            lines.append(f"  {key:<{width}}  {shown}")
+        if sl.values:
+            lines.append(f"  hash {render_hash(sl.values)}")
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -1,0 +1,190 @@
+"""servicelink doctor and adopt against the real API server and kube-controller-manager."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from objects import condition, data, deployment, service, sl
+
+from servicelink.testing.fixtures import Cluster, wait_for
+
+pytestmark = pytest.mark.controller_manager
+SERVICELINK = str(Path(sys.executable).with_name("servicelink"))
+SEED = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
+
+
+def servicelink_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SERVICELINK, *args, "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60
+    )
+
+
+def configmap(name: str, namespace: str, values: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": values}
+
+
+def ready_endpoints(name: str, namespace: str, port: int) -> list[dict[str, Any]]:
+    """A Service without a selector, and the EndpointSlice of one ready address a controller would write."""
+    plain = service(name, namespace, port)
+    del plain["spec"]["selector"]
+    endpoint_slice = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": f"{name}-1", "namespace": namespace, "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.1.2.3"], "conditions": {"ready": True}}],
+        "ports": [{"port": port}],
+    }
+    return [plain, endpoint_slice]
+
+
+def web(namespace: str, env: dict[str, str]) -> dict[str, Any]:
+    body = deployment("web", namespace, env_from="web-config")
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return body
+
+
+def pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get("pods", "-n", namespace, "-l", f"app={app}")["items"]
+    return items
+
+
+@pytest.fixture
+def other_namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_doctor_reports_each_problem_with_its_fix(
+    cluster: Cluster, namespace: str, other_namespace: str, crd: Path
+) -> None:
+    cluster.apply(
+        [
+            *ready_endpoints("api", namespace, 8080),
+            service("idle", namespace, 80),
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "payments", "namespace": namespace},
+                "spec": {"type": "ExternalName", "externalName": "pay.example.com"},
+            },
+            *ready_endpoints("shared", other_namespace, 80),
+            configmap("web-config", namespace, {"API_URL": "http://api:8080", "STALE_URL": "http://api:8080"}),
+            web(
+                namespace,
+                {
+                    "MISSING_URL": "http://nope:80",
+                    "BAD_PORT": "api:9999",
+                    "IDLE_URL": "http://idle:80",
+                    "SHARED_URL": "http://shared:80",
+                    "PAY_URL": "https://payments:443",
+                    "LOG_LEVEL": "info",
+                },
+            ),
+        ]
+    )
+    (pod,) = wait_for(lambda: pods(cluster, namespace, "web"), what="the web pod")
+    # No kubelet here: say, as one would, that its container started; the change comes a second later.
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    running = {"name": "app", "ready": True, "restartCount": 0, "image": "busybox:1.36", "imageID": ""}
+    status = {"phase": "Running", "containerStatuses": [running | {"state": {"running": {"startedAt": started}}}]}
+    cluster.kubectl(
+        "patch",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        namespace,
+        "--subresource=status",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    time.sleep(1.1)
+    cluster.kubectl(
+        "patch", "configmap", "web-config", "-n", namespace, "-p", '{"data": {"STALE_URL": "http://api:8080/v2"}}'
+    )
+
+    text = servicelink_cli(cluster, "doctor", "-n", namespace)
+    assert text.returncode == 1, text.stderr
+    reported = json.loads(servicelink_cli(cluster, "doctor", "-n", namespace, "-o", "json").stdout)
+    (report,) = reported
+    assert (report["kind"], report["name"]) == ("Deployment", "web")
+    checks = {f["variable"]: [p["check"] for p in f["problems"]] for f in report["findings"]}
+    assert checks == {
+        "API_URL": [],
+        "STALE_URL": ["StalePods"],
+        "MISSING_URL": ["ServiceNotFound"],
+        "BAD_PORT": ["PortNotFound"],
+        "IDLE_URL": ["NoReadyEndpoints"],
+        "SHARED_URL": ["ShortNameAcrossNamespaces"],
+        "PAY_URL": [],
+    }
+    assert f"shared.{other_namespace}.svc.cluster.local" in text.stdout
+    assert f"{namespace}/payments -> pay.example.com" in text.stdout
+    assert "fix: kubectl rollout restart deployment/web" in text.stdout
+    assert "fix: create the Service, or fix the name" in text.stdout
+    assert text.stdout.rstrip().endswith("7 service addresses in 1 workloads checked: 5 problems")
+
+
+def test_doctor_on_a_healthy_namespace_exits_0(cluster: Cluster, namespace: str, crd: Path) -> None:
+    cluster.apply(
+        [
+            *ready_endpoints("api", namespace, 8080),
+            configmap("web-config", namespace, {"API_URL": "http://api:8080"}),
+            web(namespace, {"API_HOST": "api"}),
+        ]
+    )
+    wait_for(lambda: pods(cluster, namespace, "web"), what="the web pod")
+    done = servicelink_cli(cluster, "doctor", "-n", namespace, "deployment/web")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.rstrip().endswith("2 service addresses in 1 workloads checked: 0 problems")
+
+
+def replicasets(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get("replicasets", "-n", namespace, "-l", "app=gateway-service")["items"]
+    return items
+
+
+def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    cluster.apply([service("auth-service", namespace, 3001), service("app-service", namespace, 3002)])
+    # Written by hand, as the seed does.
+    cluster.kubectl("create", "-f", "-", input=json.dumps(configmap("gateway-service-config", namespace, SEED)))
+    cluster.apply(deployment("gateway-service", namespace, env_from="gateway-service-config"))
+    wait_for(lambda: len(replicasets(cluster, namespace)) == 1, what="the first ReplicaSet")
+
+    proposed = servicelink_cli(cluster, "adopt", "-n", namespace, "configmap/gateway-service-config")
+    assert proposed.returncode == 0, proposed.stderr
+    assert "owned by other field managers: APP_SERVICE_URL by kubectl-create; AUTH_SERVICE_URL by kubectl-create" in (
+        proposed.stderr
+    )
+    handover = servicelink_cli(cluster, "adopt", "-n", namespace, "configmap/gateway-service-config", "--handover")
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=servicelink", "--force-conflicts", "-f", "-", input=handover.stdout
+    )
+    cluster.kubectl("apply", "-f", "-", input=proposed.stdout)
+
+    wait_for(
+        lambda: condition(sl(cluster, namespace, "gateway-service-config"), "Ready").get("status") == "True",
+        what="the adopted ServiceLink Ready",
+    )
+    time.sleep(4)  # past a resync (3 s in the tests)
+    body = sl(cluster, namespace, "gateway-service-config")
+    assert body["status"]["values"] == SEED
+    assert condition(body, "Synced")["reason"] == "ConfigMapUpToDate"
+    assert data(cluster, namespace, "gateway-service-config") == SEED
+    assert len(replicasets(cluster, namespace)) == 1
+    template = cluster.get("deployment", "gateway-service", "-n", namespace)["spec"]["template"]
+    assert "servicelink.dev/config-hash" not in (template["metadata"].get("annotations") or {})
+    events = cluster.get("events", "-n", namespace, "--field-selector", "reason=ValueChanged")["items"]
+    assert events == []

@@ -1,0 +1,99 @@
+"""tools/adopt.py: a ServiceLink that renders each hand-written value exactly, and the keys to hand over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servicelink.tools.adopt import adopt_configmap
+from servicelink.tools.offline import build_world, link_servicelinks, render_configmaps
+
+SERVICES = [
+    {
+        "kind": "Service",
+        "metadata": {"name": "auth-service"},
+        "spec": {"ports": [{"name": "http", "port": 3001}]},
+    },
+    {
+        "kind": "Service",
+        "metadata": {"name": "app-service"},
+        "spec": {"ports": [{"name": "http", "port": 3002}]},
+    },
+]
+SEED = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
+
+
+def hand_written(data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "gateway-service-config",
+            "namespace": "gallery",
+            "managedFields": [
+                {
+                    "manager": "kubectl-create",
+                    "operation": "Update",
+                    "fieldsV1": {"f:data": {f"f:{k}": {} for k in data}},
+                }
+            ],
+        },
+        "data": data,
+    }
+
+
+def test_the_seeds_configmap_is_adopted_byte_for_byte() -> None:
+    world = build_world(SERVICES, namespace="gallery")
+    adoption = adopt_configmap(hand_written(SEED), world=world, cluster_domain="cluster.local")
+    assert adoption.left == []
+    assert adoption.servicelink is not None
+    assert adoption.servicelink["spec"] == {
+        "configMapName": "gateway-service-config",
+        "links": [
+            {"key": "APP_SERVICE_URL", "service": "app-service"},
+            {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
+        ],
+    }
+    assert adoption.owners == {"APP_SERVICE_URL": ["kubectl-create"], "AUTH_SERVICE_URL": ["kubectl-create"]}
+    assert adoption.handover == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "gateway-service-config", "namespace": "gallery"},
+        "data": dict(sorted(SEED.items())),
+    }
+    # What the operator would write from the proposal is what is there.
+    rendered = render_configmaps(
+        link_servicelinks(build_world([*SERVICES, adoption.servicelink], namespace="gallery"), cluster_domain="x")
+    )
+    assert rendered[0]["data"] == SEED
+
+
+def test_values_without_a_service_and_keys_of_servicelinks_are_left_alone() -> None:
+    world = build_world(
+        [
+            *SERVICES,
+            {
+                "kind": "ServiceLink",
+                "metadata": {"name": "other"},
+                "spec": {"configMapName": "gateway-service-config", "links": [{"key": "OWNED", "service": "x"}]},
+            },
+        ],
+        namespace="gallery",
+    )
+    data = {**SEED, "LOG_LEVEL": "info", "CART_URL": "http://cart:1", "OWNED": "v", "AUTH_OLD": "http://auth-service:1"}
+    adoption = adopt_configmap(hand_written(data), world=world, cluster_domain="cluster.local")
+    assert adoption.servicelink is not None
+    assert [link["key"] for link in adoption.servicelink["spec"]["links"]] == ["APP_SERVICE_URL", "AUTH_SERVICE_URL"]
+    assert adoption.left == [
+        (
+            "AUTH_OLD",
+            "the closest link renders 'Service gallery/auth-service has no port 1 (ports: http:3001); "
+            "fix links[key=AUTH_OLD].port', not the value",
+        ),
+        ("CART_URL", "cart is not a Service"),
+        ("LOG_LEVEL", "info is not a Service"),
+        ("OWNED", "already written by ServiceLink other"),
+    ]
+
+
+def test_nothing_to_adopt() -> None:
+    adoption = adopt_configmap(hand_written({"A": "b c"}), world=build_world([], namespace="g"), cluster_domain="c")
+    assert (adoption.servicelink, adoption.handover, adoption.left) == (None, None, [("A", "not a service address")])

@@ -1,0 +1,125 @@
+"""servicelink import compose: Services and ServiceLinks from a Compose file, what is left out reported."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+from console import REPO, assert_golden, run
+
+from servicelink.tools.compose import import_compose, parse_env_file
+
+COMPOSE = REPO / "examples" / "compose" / "docker-compose.yml"
+SEED_GATEWAY_CONFIG = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
+
+
+def test_gallery_golden(capsys: pytest.CaptureFixture[str]) -> None:
+    ran = run(capsys, "import", "compose", str(COMPOSE), "--namespace", "gallery")
+    assert ran.code == 0
+    assert_golden("import-compose-gallery.yaml", ran.out)
+    assert_golden("import-compose-gallery.notes", ran.err)
+
+
+def test_importing_the_gallery_gives_exactly_the_seeds_configmap_values(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imported = run(capsys, "import", "compose", str(COMPOSE), "--namespace", "gallery").out
+    monkeypatch.setattr("sys.stdin", io.StringIO(imported))
+    rendered = run(capsys, "render", "-f", "-")
+    assert rendered.code == 0
+    data = {cm["metadata"]["name"]: cm["data"] for cm in yaml.safe_load_all(rendered.out)}
+    assert data == {
+        "gateway-service-config": SEED_GATEWAY_CONFIG,
+        "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
+        "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
+    }
+    assert rendered.out == (Path(__file__).parent / "golden" / "render-gallery.yaml").read_text()
+
+
+def links_of(objects: list[dict[str, object]], name: str) -> list[object]:
+    for body in objects:
+        if body["kind"] == "ServiceLink" and body["metadata"] == {"name": name}:  # type: ignore[comparison-overlap]
+            return body["spec"]["links"]  # type: ignore[index, no-any-return]
+    raise AssertionError(f"no ServiceLink {name}")
+
+
+def test_what_is_not_translated_is_reported_not_guessed() -> None:
+    project = {
+        "services": {
+            "web": {
+                "build": ".",
+                "environment": [
+                    "AUTH_URL=${AUTH_URL:-http://auth:3001}",
+                    "LOCAL_URL=http://localhost:3001",
+                    "FROM_HOST",
+                    "DB=db:5432",
+                    "OTHER=http://auth:9000/v1",
+                    "PLAIN=hello",
+                ],
+                "ports": ["127.0.0.1:8080:80/tcp", "9000-9002"],
+            },
+            "auth": {"expose": [3001], "ports": [{"target": 53, "protocol": "udp"}]},
+            "db": {"expose": ["5432"], "env_file": [{"path": "missing.env", "required": False}]},
+        },
+        "networks": {"default": None},
+    }
+    imported = import_compose(project, namespace=None, read_env_file=lambda path: None)
+    assert imported.notes == [
+        "web: port '9000-9002' not translated (a range or a form this import does not read)",
+        "db: env_file missing.env absent (not required)",
+        "web: OTHER uses port 9000 of auth, added to its Service",
+        "web: AUTH_URL=${AUTH_URL:-http://auth:3001} is an interpolation, not guessed; left out",
+        "web: LOCAL_URL=http://localhost:3001: points at localhost, the container itself; left out",
+        "web: FROM_HOST takes its value from the host's environment; left out",
+        "not translated (servicelink writes Services and ServiceLinks only): build (web), top-level networks",
+    ]
+    auth = next(o for o in imported.objects if o["metadata"] == {"name": "auth"})
+    assert auth["spec"]["ports"] == [
+        {"name": "port-53", "port": 53, "targetPort": 53, "protocol": "UDP"},
+        {"name": "port-3001", "port": 3001, "targetPort": 3001},
+        {"name": "http", "port": 9000, "targetPort": 9000},
+    ]
+    assert links_of(imported.objects, "web") == [
+        {"key": "DB", "service": "db", "template": "{host}:{port}"},
+        {"key": "OTHER", "service": "auth", "port": "http", "path": "/v1"},
+    ]
+
+
+def test_env_file_and_environment_map_environment_wins() -> None:
+    project = {
+        "services": {
+            "web": {"env_file": "web.env", "environment": {"B_URL": "http://api:80"}},
+            "api": {"expose": ["80"]},
+        }
+    }
+    env = {"web.env": "# comment\nexport A_URL='http://api:80/a'\nB_URL=http://api:80/b\n"}
+    imported = import_compose(project, namespace="shop", read_env_file=env.get)
+    assert imported.notes == []
+    assert links_of([o | {"metadata": {"name": o["metadata"]["name"]}} for o in imported.objects], "web") == [
+        {"key": "A_URL", "service": "api", "path": "/a"},
+        {"key": "B_URL", "service": "api"},
+    ]
+
+
+def test_parse_env_file() -> None:
+    assert parse_env_file('A=1\n\n# no\nB="two words"\nC\nD=x=y\n') == {"A": "1", "B": "two words", "D": "x=y"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("version: '2'\n", "no services: mapping (is this a Compose file?)"),
+        ("services:\n  web: [\n", ":3:1: malformed YAML"),
+        ("- a\n", "expected a Compose file (a mapping with services:)"),
+    ],
+)
+def test_bad_compose_files_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    (tmp_path / "docker-compose.yml").write_text(content)
+    ran = run(capsys, "import", "compose", str(tmp_path / "docker-compose.yml"))
+    assert ran.code == 2
+    assert message in ran.err
+    assert ran.err.count("\n") == 1

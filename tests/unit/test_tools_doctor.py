@@ -1,0 +1,149 @@
+"""tools/doctor.py: each check of the troubleshooting table, on literal objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servicelink.tools.doctor import ClusterState, examine, format_text
+
+
+def service(namespace: str, name: str, *ports: int, **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": [{"port": p} for p in ports], **spec},
+    }
+
+
+def ready_slice(namespace: str, service_name: str, ready: bool = True) -> dict[str, Any]:
+    return {
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service_name}-1",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": ready}}],
+    }
+
+
+def deployment(name: str, *, env: list[dict[str, Any]], env_from: str | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "app", "env": env}
+    if env_from:
+        container["envFrom"] = [{"configMapRef": {"name": env_from}}]
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"spec": {"containers": [container]}}},
+    }
+
+
+def configmap(name: str, data: dict[str, str], changed: str) -> dict[str, Any]:
+    fields = {"f:data": {f"f:{k}": {} for k in data}}
+    return {
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "managedFields": [{"manager": "kubectl-edit", "operation": "Update", "time": changed, "fieldsV1": fields}],
+        },
+        "data": data,
+    }
+
+
+def pod(app: str, started: str | None) -> dict[str, Any]:
+    running = [{"name": "app", "state": {"running": {"startedAt": started}}}] if started else []
+    return {
+        "kind": "Pod",
+        "metadata": {"name": f"{app}-x", "namespace": "shop", "labels": {"app": app}},
+        "status": {"phase": "Running" if started else "Pending", "containerStatuses": running},
+    }
+
+
+CLUSTER = [
+    service("shop", "api", 8080),
+    ready_slice("shop", "api"),
+    service("shop", "idle", 80),
+    ready_slice("shop", "idle", ready=False),
+    service("identity", "auth", 3001),
+    ready_slice("identity", "auth"),
+    service("shop", "payments", type="ExternalName", externalName="pay.example.com"),
+]
+
+
+def checks(objects: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    (report,) = examine(ClusterState.from_objects(objects), cluster_domain="cluster.local")
+    return {f.variable: tuple(p.check for p in f.problems) for f in report.findings}
+
+
+def test_each_problem_is_found_and_plain_values_are_not_addresses() -> None:
+    env = [
+        {"name": "API_URL", "value": "http://api:8080"},
+        {"name": "MISSING_URL", "value": "http://nope:80"},
+        {"name": "BAD_PORT", "value": "api:9999"},
+        {"name": "IDLE_URL", "value": "http://idle"},
+        {"name": "AUTH_URL", "value": "http://auth:3001"},
+        {"name": "AUTH_FQDN", "value": "http://auth.identity.svc.cluster.local:3001"},
+        {"name": "PAY_URL", "value": "https://payments:443"},
+        {"name": "LOCAL", "value": "http://localhost:1"},
+        {"name": "MODE", "value": "production"},
+        {"name": "SITE", "value": "https://www.example.com"},
+    ]
+    assert checks([*CLUSTER, deployment("web", env=env)]) == {
+        "API_URL": (),
+        "MISSING_URL": ("ServiceNotFound",),
+        "BAD_PORT": ("PortNotFound",),
+        "IDLE_URL": ("NoReadyEndpoints",),
+        "AUTH_URL": ("ShortNameAcrossNamespaces",),
+        "AUTH_FQDN": (),
+        "PAY_URL": (),
+    }
+
+
+def test_the_text_names_each_problem_and_its_fix() -> None:
+    env = [{"name": "AUTH_URL", "value": "http://auth:3001"}, {"name": "BAD", "value": "api:9999"}]
+    text = format_text(examine(ClusterState.from_objects([*CLUSTER, deployment("web", env=env)]), cluster_domain="c"))
+    assert text.splitlines()[:3] == [
+        "Deployment shop/web",
+        "  VARIABLE  VALUE             FROM  MANAGED BY    SERVICE    CHECK",
+        "  AUTH_URL  http://auth:3001  env   hand-written  shop/auth  ShortNameAcrossNamespaces",
+    ]
+    assert "      fix: use the FQDN auth.identity.svc.c (a short name resolves only in the pod's own namespace)" in text
+    assert "    PortNotFound: Service shop/api has no port 9999 (ports: 8080; connection refused)" in text
+    assert text.endswith("2 service addresses in 1 workloads checked: 2 problems\n")
+
+
+def test_stale_pods_and_who_manages_a_value() -> None:
+    objects = [
+        *CLUSTER,
+        configmap("web-config", {"API_URL": "http://api:8080", "OTHER": "http://api:8080"}, "2026-01-02T00:00:00Z"),
+        {
+            "kind": "ServiceLink",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"configMapName": "web-config", "links": [{"key": "API_URL", "service": "api"}]},
+        },
+        deployment("web", env=[], env_from="web-config"),
+        pod("web", "2026-01-01T12:00:00Z"),
+    ]
+    (report,) = examine(ClusterState.from_objects(objects), cluster_domain="cluster.local")
+    assert [(f.variable, f.source, f.managed_by) for f in report.findings] == [
+        ("API_URL", "configmap/web-config", "ServiceLink web"),
+        ("OTHER", "configmap/web-config", "hand-written"),
+    ]
+    stale = report.findings[0].problems[0]
+    assert stale.check == "StalePods"
+    assert stale.message.startswith("1 of 1 pods' containers started before ConfigMap web-config's API_URL changed")
+    assert stale.fix.startswith("kubectl rollout restart deployment/web")
+    objects[-1] = pod("web", "2026-01-03T00:00:00Z")
+    assert checks(objects) == {"API_URL": (), "OTHER": ()}
+    objects[-1] = pod("web", None)  # waiting to start: it reads the value it starts with
+    assert checks(objects) == {"API_URL": (), "OTHER": ()}
+
+
+def test_a_missing_configmap_is_a_problem_of_the_workload() -> None:
+    (report,) = examine(
+        ClusterState.from_objects([deployment("web", env=[], env_from="gone")]), cluster_domain="cluster.local"
+    )
+    assert [p.check for p in report.problems] == ["ConfigMapNotFound"]
+    assert report.problem_count == 1

@@ -1,0 +1,119 @@
+"""servicelink graph: nodes, edges and their states, in Mermaid, dot and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from console import GALLERY, GOLDEN, REPO, assert_golden, run
+
+
+@pytest.mark.parametrize(("output", "golden"), [("mermaid", "graph-gallery.mmd"), ("dot", "graph-gallery.dot")])
+def test_gallery_golden(capsys: pytest.CaptureFixture[str], output: str, golden: str) -> None:
+    ran = run(capsys, "graph", "-f", str(GALLERY), "-o", output)
+    assert ran.code == 0
+    assert_golden(golden, ran.out)
+
+
+def test_gallery_json_names_each_consumer_and_key(capsys: pytest.CaptureFixture[str]) -> None:
+    graph = json.loads(run(capsys, "graph", "-f", str(GALLERY), "-o", "json").out)
+    edges = {(e["source"], e["key"], e["target"], e["state"]) for e in graph["edges"]}
+    assert edges == {
+        ("Deployment_gallery_gateway_service", "AUTH_SERVICE_URL", "Service_gallery_auth_service", "resolved"),
+        ("Deployment_gallery_gateway_service", "APP_SERVICE_URL", "Service_gallery_app_service", "resolved"),
+        ("Deployment_gallery_worker_service", "APP_SERVICE_URL", "Service_gallery_app_service", "resolved"),
+        ("Deployment_gallery_app_service", "MONGODB_HOST", "Service_gallery_mongodb", "resolved"),
+        ("Deployment_gallery_app_service", "REDIS_URL", "Service_gallery_redis", "resolved"),
+    }
+
+
+PROBLEMS = """
+apiVersion: v1
+kind: Service
+metadata: {name: payments}
+spec: {type: ExternalName, externalName: pay.example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: multi}
+spec: {ports: [{name: a, port: 1}, {name: b, port: 2}]}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: ServiceLink
+metadata: {name: shop}
+spec:
+  configMapName: shop-config
+  links:
+    - {key: PAY_URL, service: payments, port: 443, scheme: https}
+    - {key: GONE_URL, service: gone}
+    - {key: MULTI_URL, service: multi}
+    - {key: OTHER_URL, service: closed, namespace: elsewhere}
+"""
+
+
+def test_states_and_external_names_without_consumers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "shop.yaml").write_text(PROBLEMS)
+    ran = run(capsys, "graph", "-f", str(tmp_path), "-n", "shop")
+    assert ran.code == 0
+    lines = ran.out.splitlines()
+    # Nobody reads the ConfigMap: it stands in for its consumers.
+    assert '    ConfigMap_shop_shop_config[/"ConfigMap shop-config"/]' in lines
+    assert '  External__pay_example_com{{"pay.example.com"}}' in lines
+    assert '  Service_shop_payments -->|"externalName"| External__pay_example_com' in lines
+    assert '  ConfigMap_shop_shop_config -->|"PAY_URL"| Service_shop_payments' in lines
+    assert '  ConfigMap_shop_shop_config -.->|"GONE_URL: not found"| Service_shop_gone' in lines
+    assert '  ConfigMap_shop_shop_config -.->|"MULTI_URL: port not found"| Service_shop_multi' in lines
+    assert '  ConfigMap_shop_shop_config -.->|"OTHER_URL: forbidden"| Service_elsewhere_closed' in lines
+
+
+def test_the_readme_shows_the_graph_the_command_draws() -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert block == (GOLDEN / "graph-gallery.mmd").read_text()
+
+
+HAND_WRITTEN = """
+apiVersion: v1
+kind: Service
+metadata: {name: auth-service}
+spec: {ports: [{port: 3001}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: gateway-service-config}
+data: {AUTH_SERVICE_URL: "http://auth-service:3001", APP_SERVICE_URL: "http://app-service:3002", LOG_LEVEL: info}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: gateway-service}
+spec:
+  selector: {matchLabels: {app: gateway-service}}
+  template:
+    spec:
+      containers:
+        - name: gateway
+          envFrom: [{configMapRef: {name: gateway-service-config}}]
+"""
+
+
+def test_hand_written_addresses_are_drawn_without_any_servicelink(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "seed.yaml").write_text(HAND_WRITTEN)
+    ran = run(capsys, "graph", "-f", str(tmp_path), "-n", "gallery", "-o", "json")
+    edges = {(e["source"], e["key"], e["target"], e["state"]) for e in json.loads(ran.out)["edges"]}
+    assert edges == {
+        (
+            "Deployment_gallery_gateway_service",
+            "AUTH_SERVICE_URL (hand-written)",
+            "Service_gallery_auth_service",
+            "resolved",
+        ),
+        (
+            "Deployment_gallery_gateway_service",
+            "APP_SERVICE_URL (hand-written)",
+            "Service_gallery_app_service",
+            "not found",
+        ),
+    }

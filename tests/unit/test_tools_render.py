@@ -1,0 +1,148 @@
+"""servicelink render: the operator's values, reasons and messages, offline."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from console import GALLERY, assert_golden, run
+
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: auth, namespace: shop}
+spec: {ports: [{name: http, port: 3001}]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: db
+  namespace: data
+  annotations: {servicelink.dev/expose-to: shop}
+spec: {ports: [{port: 5432}]}
+"""
+
+
+def servicelink(name: str, *links: dict[str, object], configmap: str = "cfg") -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "servicelink.dev/v1alpha1",
+            "kind": "ServiceLink",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"configMapName": configmap, "links": list(links)},
+        }
+    )
+
+
+def test_gallery_golden(capsys: pytest.CaptureFixture[str]) -> None:
+    ran = run(capsys, "render", "-f", str(GALLERY))
+    assert ran.code == 0
+    assert_golden("render-gallery.yaml", ran.out)
+    assert_golden("render-gallery.report", ran.err.replace(str(GALLERY), "examples/gallery"))
+
+
+def test_gallery_values_are_the_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    ran = run(capsys, "render", "-f", str(GALLERY), "-o", "json")
+    data = {item["metadata"]["name"]: item["data"] for item in json.loads(ran.out)["items"]}
+    assert data["gateway-service-config"] == {
+        "AUTH_SERVICE_URL": "http://auth-service:3001",
+        "APP_SERVICE_URL": "http://app-service:3002",
+    }
+    assert data["app-service-config"] == {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"}
+
+
+def test_a_missing_service_exits_1_with_the_operators_reason_and_message(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = SERVICES + "---\n" + servicelink("gw", {"key": "AUTH_URL", "service": "auth"}, {"key": "X", "service": "x"})
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    ran = run(capsys, "render", "-f", "-")
+    assert ran.code == 1
+    assert yaml.safe_load(ran.out)["data"] == {"AUTH_URL": "http://auth:3001"}
+    assert "Resolved=False ServiceNotFound: Service shop/x not found (links[key=X].service)" in ran.err
+    assert "X         ServiceNotFound: Service shop/x not found (links[key=X].service)" in ran.err
+
+
+def test_cluster_domain_and_consent_across_namespaces(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "in.yaml").write_text(
+        SERVICES + "---\n" + servicelink("gw", {"key": "DB", "service": "db", "namespace": "data", "scheme": "pg"})
+    )
+    ran = run(capsys, "render", "-f", str(tmp_path), "--cluster-domain", "corp.example")
+    assert ran.code == 0
+    assert yaml.safe_load(ran.out)["data"] == {"DB": "pg://db.data.svc.corp.example:5432"}
+    (tmp_path / "in.yaml").write_text(SERVICES + "---\n" + servicelink("gw", {"key": "A", "service": "auth"}))
+    (tmp_path / "other.yml").write_text(servicelink("gw2", {"key": "B", "service": "auth", "namespace": "nope"}))
+    ran = run(capsys, "render", "-f", str(tmp_path))
+    assert ran.code == 1
+    assert "CrossNamespaceForbidden: Service nope/auth does not exist or does not list namespace 'shop'" in ran.err
+
+
+def test_two_servicelinks_of_one_configmap_merge_and_the_later_reports_key_conflict(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "in.yaml").write_text(
+        "---\n".join(
+            [
+                SERVICES,
+                servicelink("a", {"key": "A", "service": "auth"}),
+                servicelink("b", {"key": "A", "service": "auth", "port": "http"}, {"key": "B", "service": "auth"}),
+            ]
+        )
+    )
+    ran = run(capsys, "render", "-f", str(tmp_path / "in.yaml"))
+    assert ran.code == 1
+    assert yaml.safe_load(ran.out)["data"] == {"A": "http://auth:3001", "B": "http://auth:3001"}
+    assert (
+        "KeyConflict: key A of ConfigMap shop/cfg is already written by ServiceLink shop/a; remove it from one of them"
+        in ran.err
+    )
+
+
+def test_an_invalid_spec_is_reported_with_its_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "in.yaml").write_text(servicelink("bad", {"key": "1X", "service": "auth"}))
+    ran = run(capsys, "render", "-f", str(tmp_path / "in.yaml"))
+    assert ran.code == 1
+    assert "InvalidSpec: spec.links.0.key: Value error, key '1X' must match" in ran.err
+
+
+def test_malformed_yaml_names_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("kind: Service\nmetadata:\n  name: [a\n")
+    ran = run(capsys, "render", "-f", str(tmp_path / "broken.yaml"))
+    assert ran.code == 2
+    assert ran.err.startswith(f"servicelink: {tmp_path / 'broken.yaml'}:4:1: malformed YAML:")
+    assert "Traceback" not in ran.err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("- just\n- a list\n", "in.yaml:1: expected a Kubernetes object (a mapping), found list"),
+        ("kind: Namespace\nmetadata: {name: x}\n", "no ServiceLink in the input"),
+    ],
+)
+def test_input_without_servicelinks_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    (tmp_path / "in.yaml").write_text(content)
+    ran = run(capsys, "render", "-f", str(tmp_path / "in.yaml"))
+    assert ran.code == 2
+    assert message in ran.err
+    assert len(ran.err.strip().splitlines()) <= 2
+
+
+def test_a_missing_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ran = run(capsys, "render", "-f", str(tmp_path / "nope.yaml"))
+    assert (ran.code, ran.err) == (2, f"servicelink: {tmp_path / 'nope.yaml'}: no such file or folder\n")
+
+
+@pytest.mark.parametrize("command", ["doctor", "adopt", "graph"])
+def test_a_missing_kubeconfig_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    ran = run(capsys, command, "-n", "x", "--kubeconfig", str(tmp_path / "none"))
+    assert ran.code == 2
+    missing = tmp_path / "none"
+    assert (
+        ran.err == f"servicelink: no usable kubeconfig ({missing}): Invalid kube-config file. No configuration found.\n"
+    )
