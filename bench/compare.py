@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -363,6 +364,16 @@ class Compare:
                 counts[event.get("user", {}).get("username", "")][f"{verb.upper()} {resource}"] += 1
         return counts
 
+    def bytes_read(self) -> float:
+        """Bytes of every GET and LIST response so far, from the API server's ``apiserver_response_sizes_sum``."""
+        configuration = self.api.configuration
+        token = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
+        response = self.api.rest_client.pool_manager.request(
+            "GET", f"{configuration.host}/metrics", headers={"Authorization": token} if token else {}
+        )
+        pattern = re.compile(r'^apiserver_response_sizes_sum\{.*verb="(?:GET|LIST)".*\} ([0-9.e+]+)$')
+        return sum(float(m.group(1)) for line in response.data.decode().splitlines() if (m := pattern.match(line)))
+
     def apiserver_cpu(self) -> float:
         popen = self.plane.processes["kube-apiserver"].popen
         assert popen is not None
@@ -434,13 +445,15 @@ def run(compare: Compare) -> dict[str, Any]:
         idle_rate = (compare.apiserver_cpu() - baseline) / 5
         n = max(5, size.changes // 2)
         for side in sides:
-            cpu, t = compare.apiserver_cpu(), time.monotonic()
+            cpu, read, t = compare.apiserver_cpu(), compare.bytes_read(), time.monotonic()
             for i in range(n):
                 compare.single_change(side, 1000 + i)
                 time.sleep(0.2)
             time.sleep(1)
             used = compare.apiserver_cpu() - cpu - idle_rate * (time.monotonic() - t)
             out["sides"][side.name]["apiserver_cpu_ms_per_change"] = round(max(0.0, used) * 1000 / n, 1)
+            # Only this side's operator reads in this phase (the benchmark itself only watches and patches).
+            out["sides"][side.name]["kb_read_per_change"] = round((compare.bytes_read() - read) / 1024 / n, 1)
 
         print("bursts of 5 and of 100 changes ...", file=log, flush=True)
         for side in sides:
@@ -549,6 +562,7 @@ def table(results: dict[str, Any]) -> str:
         ("burst of 100: rollouts per consumer", [burst(s, "burst_100") for s in sides]),
         ("API requests per change", [str(s["requests_per_change_total"]) for s in sides]),
         ("API server CPU ms per change", [str(s["apiserver_cpu_ms_per_change"]) for s in sides]),
+        ("KB read per change (GET, LIST)", [str(s["kb_read_per_change"]) for s in sides]),
         ("peak RSS MB", [str(s["rss_peak_mb"]) for s in sides]),
         ("CPU seconds (whole run)", [str(s["cpu_seconds"]) for s in sides]),
         ("cold start s (from nothing)", [str(s["cold_start_seconds"]) for s in sides]),
@@ -574,6 +588,9 @@ def table(results: dict[str, Any]) -> str:
             _ratio(s["apiserver_cpu_ms_per_change"], rl["apiserver_cpu_ms_per_change"]) for s in sides[:-1]
         ],
         "peak RSS MB": [_ratio(s["rss_peak_mb"], rl["rss_peak_mb"]) for s in sides[:-1]],
+        "KB read per change (GET, LIST)": [
+            _ratio(s["kb_read_per_change"], rl["kb_read_per_change"]) for s in sides[:-1]
+        ],
     }
     for label, values in rows:
         prefix = label.split(" p50/")[0] + (" p50" if "p50/" in label else "")
