@@ -27,7 +27,7 @@ from typing import Any
 
 import kubernetes
 
-from bench.run import Operator, Recorder, _deployment, percentiles, ready_count, watch
+from bench.run import Operator, Recorder, _deployment, percentiles, ready_count, servicelink, watch
 from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
 
 ACCOUNTS = "operators-bench"  # the namespace of the operators' ServiceAccounts
@@ -179,15 +179,7 @@ class Compare:
 
     def apply_servicelinks(self, side: Side) -> None:
         def create(ns: str, group: str, links: list[tuple[str, str, int]]) -> None:
-            body = {
-                "apiVersion": "servicelink.dev/v1alpha1",
-                "kind": "ServiceLink",
-                "metadata": {"name": group},
-                "spec": {
-                    "configMapName": f"{group}-config",
-                    "links": [{"key": key, "service": svc} for key, svc, _ in links],
-                },
-            }
+            body = servicelink(group, [(key, svc) for key, svc, _ in links])
             self.custom.create_namespaced_custom_object("servicelink.dev", "v1alpha1", ns, "servicelinks", body)
 
         with self.pool() as pool:
@@ -532,7 +524,7 @@ def restart(compare: Compare, side: Side) -> dict[str, Any]:
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or not b:
         return "-"
-    return f"{a / b:.1f}x"
+    return f"{a / b:.2g}x"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -694,7 +686,7 @@ def sweep_size(services: int, base: Size) -> Size:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """p50 to the pod template, peak RSS and API requests per change against Services per side, one line per side."""
+    """p50 to the pod template, peak RSS, API requests and KB read per change against Services per side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -706,8 +698,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ("p50 to pod template (ms)", lambda s: s["latency_ms"]["pod_template"]["p50"]),
         ("peak RSS (MB)", lambda s: s["rss_peak_mb"]),
         ("API requests per change", lambda s: s["requests_per_change_total"]),
+        ("KB read per change (GET, LIST)", lambda s: s["kb_read_per_change"]),
     )
-    figure, axes = plt.subplots(1, len(panels), figsize=(14, 4.2))
+    figure, axes = plt.subplots(1, len(panels), figsize=(18, 4.2))
     for axis, (title, value) in zip(axes, panels, strict=True):
         for name in results[0]["sides"]:
             axis.plot(x, [value(r["sides"][name]) for r in results], marker="o", label=name)
@@ -736,15 +729,17 @@ def main(argv: list[str]) -> None:
         "--sweep", help="Services per side, comma-separated: one run each, JSON and a plot in --results"
     )
     parser.add_argument("--results", type=Path, default=Path("bench/results"), help="where --sweep writes")
-    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON in --results")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="print the tables and redraw the plot from the JSON in --results"
+    )
     for name, default in DEFAULT.__dict__.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), help=f"default {default}")
     args = parser.parse_args(argv)
     if args.plot_only:
-        plot(
-            [json.loads(p.read_text()) for p in sorted(args.results.glob("compare-*.json"))],
-            args.results / "compare-sweep.png",
-        )
+        runs = [json.loads(p.read_text()) for p in sorted(args.results.glob("compare-*.json"))]
+        for results in runs:
+            print(f"\n== {results['size']['services']} Services per side ==\n{table(results)}")
+        plot(runs, args.results / "compare-sweep.png")
         return
     reloader = args.reloader or find_reloader(Path(__file__).resolve().parents[1])
     if reloader is None:

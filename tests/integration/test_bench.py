@@ -13,6 +13,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bench`` from the repository root; fail with its output unless it succeeds."""
+    done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def test_bench_runs_and_counts_one_write_per_change(tmp_path: Path) -> None:
     if os.environ.get("SERVICELINK_TEST_KUBECONFIG"):
         pytest.skip("the benchmark's default run starts its own local control plane")
@@ -33,14 +40,7 @@ def test_bench_runs_and_counts_one_write_per_change(tmp_path: Path) -> None:
         "--idle-seconds",
         "3",
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", *tiny, "--output", str(output)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("--quick", *tiny, "--output", str(output))
     assert "propagation to pod template" in done.stdout
     figures = json.loads(output.read_text())
     assert figures["propagation_missed"] == {"configmap": 0, "pod_template": 0}
@@ -64,14 +64,7 @@ def test_compare_with_reloader_runs_and_counts(tmp_path: Path) -> None:
     output = tmp_path / "compare.json"
     tiny = ["--services", "20", "--deployments", "4", "--namespaces", "2", "--changes", "3", "--idle-seconds", "3"]
     tiny += ["--restart-settle-seconds", "4", "--output", str(output)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--compare", "reloader", "--quick", *tiny],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("--compare", "reloader", "--quick", *tiny)
     assert "to pod template" in done.stdout
     sides = json.loads(output.read_text())["sides"]
     assert list(sides) == ["servicelink", "servicelink-0.02s", "reloader"]
