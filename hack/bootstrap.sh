@@ -1,5 +1,5 @@
 # Sourced by the other scripts: a virtual environment with the project and its test extras,
-# installed from the project's own files, and the control-plane binaries (built once, cached).
+# installed from the project's own files, the control-plane binaries and helm (built once, cached).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,6 +21,13 @@ _started=$SECONDS
 KUBEBUILDER_ASSETS_DIR="$("$VENV/bin/python" -m servicelink.testing.assets)"
 export PATH="$VENV/bin:$PATH"
 echo "[bootstrap] control-plane binaries ready in $((SECONDS - _started))s ($KUBEBUILDER_ASSETS_DIR)" >&2
+
+# helm for the chart's tests and hack/manifests.sh: one on PATH if its version fits, else built
+# once from its Go module into the cache, like the control plane.
+_started=$SECONDS
+HELM="$("$VENV/bin/python" -m servicelink.testing.assets --helm | tail -n 1)"
+export HELM
+echo "[bootstrap] helm ready in $((SECONDS - _started))s ($HELM)" >&2
 
 # What a one-node cluster needs, made ready as root on Linux: the Debian packages (containerd,
 # runc, the CNI plugins, conntrack, iptables, docker.io, debootstrap), the node binaries (built once

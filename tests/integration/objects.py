@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from servicelink.testing.fixtures import Cluster, wait_for
+import yaml
+
+from servicelink.testing.fixtures import SEED_CONFIG, Cluster, wait_for
+
+GALLERY_SERVICELINKS = ("gateway-service", "app-service", "worker-service")
 
 
 def service(
@@ -161,3 +166,31 @@ def wait_condition(
         check, timeout=timeout, interval=0.2, what=f"{kind}={status} {reason or ''} on {name}"
     )
     return result
+
+
+def gallery_configmaps(cluster: Cluster, namespace: str) -> dict[str, dict[str, str] | None]:
+    """The data of each of the seed's ConfigMaps; None for one that does not exist."""
+    found = {}
+    for name in SEED_CONFIG:
+        body = cluster.get("configmap", name, "-n", namespace)
+        found[name] = None if body is None else body.get("data")
+    return found
+
+
+def gallery_conditions(cluster: Cluster, namespace: str) -> dict[str, dict[str, str]]:
+    """Each gallery ServiceLink's conditions, type -> status."""
+    found = {}
+    for name in GALLERY_SERVICELINKS:
+        status = cluster.get("servicelink", name, "-n", namespace).get("status") or {}
+        found[name] = {c["type"]: c["status"] for c in status.get("conditions", ())}
+    return found
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """Write to ``path`` a kubeconfig holding a token of ServiceAccount ``account``, as its pod would have."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -168,6 +168,13 @@ def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
     assert "owned by other field managers: APP_SERVICE_URL by kubectl-create; AUTH_SERVICE_URL by kubectl-create" in (
         proposed.stderr
     )
+    # The owner shares the ConfigMap with the ServiceLink adopt proposes, as adopt says to.
+    share = (
+        f"kubectl annotate configmap gateway-service-config -n {namespace} "
+        "servicelink.dev/writable-by=gateway-service-config"
+    )
+    assert share in proposed.stderr
+    cluster.kubectl(*share.split()[1:])
     handover = servicelink_cli(cluster, "adopt", "-n", namespace, "configmap/gateway-service-config", "--handover")
     cluster.kubectl(
         "apply", "--server-side", "--field-manager=servicelink", "--force-conflicts", "-f", "-", input=handover.stdout

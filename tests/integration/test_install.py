@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from objects import SEED_CONFIG, gallery_conditions, gallery_configmaps
+from objects import service_account_kubeconfig as service_account_kubeconfig_for
 
 from servicelink.kube import RBAC_RULES
 from servicelink.testing.fixtures import Cluster, start_operator_process, wait_for
@@ -27,15 +28,6 @@ DENIED = [
     ("", "configmaps", "delete"),
     ("*", "*", "*"),
 ]
-# The seed's ConfigMaps, value for value.
-SEED_CONFIG = {
-    "gateway-service-config": {
-        "AUTH_SERVICE_URL": "http://auth-service:3001",
-        "APP_SERVICE_URL": "http://app-service:3002",
-    },
-    "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
-    "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -161,13 +153,7 @@ def test_namespace_editors_get_servicelinks_and_viewers_may_only_read_them(
 @pytest.fixture
 def service_account_kubeconfig(cluster: Cluster, installed: Any, tmp_path: Path) -> Path:
     """A kubeconfig holding a token of the installed ServiceAccount, as the pod would have."""
-    token = cluster.kubectl("create", "token", "servicelink", "-n", NAMESPACE, "--duration=1h").stdout.strip()
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    for user in config["users"]:
-        user["user"] = {"token": token}
-    path = tmp_path / "servicelink.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return service_account_kubeconfig_for(cluster, NAMESPACE, "servicelink", tmp_path / "servicelink.kubeconfig")
 
 
 @pytest.fixture
@@ -176,24 +162,6 @@ def gallery(cluster: Cluster, installed: Any) -> Iterator[str]:
     cluster.kubectl("apply", "-k", str(REPO / "examples" / "gallery"))
     yield "gallery"
     cluster.kubectl("delete", "namespace", "gallery", "--wait=false", check=False)
-
-
-def gallery_configmaps(cluster: Cluster, namespace: str) -> dict[str, dict[str, str] | None]:
-    """The data of each of the seed's ConfigMaps; None for one that does not exist."""
-    found = {}
-    for name in SEED_CONFIG:
-        body = cluster.get("configmap", name, "-n", namespace)
-        found[name] = None if body is None else body.get("data")
-    return found
-
-
-def gallery_conditions(cluster: Cluster, namespace: str) -> dict[str, dict[str, str]]:
-    """Each gallery ServiceLink's conditions, type -> status."""
-    found = {}
-    for name in ("gateway-service", "app-service", "worker-service"):
-        status = cluster.get("servicelink", name, "-n", namespace).get("status") or {}
-        found[name] = {c["type"]: c["status"] for c in status.get("conditions", ())}
-    return found
 
 
 def config_hash(cluster: Cluster, namespace: str, deployment: str) -> str | None:

@@ -16,20 +16,12 @@ from servicelink.kube import RBAC_RULES
 from servicelink.model import parse_spec
 from servicelink.resolve import ServiceView, resolve_links
 from servicelink.settings import Settings
+from servicelink.testing.fixtures import SEED_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 GALLERY = REPO / "examples" / "gallery"
 IMAGE = "ghcr.io/servicelink/servicelink:0.1.0"
-# The seed's ConfigMaps, value for value.
-SEED_CONFIG = {
-    "gateway-service-config": {
-        "AUTH_SERVICE_URL": "http://auth-service:3001",
-        "APP_SERVICE_URL": "http://app-service:3002",
-    },
-    "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
-    "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
-}
 
 Triple = tuple[str, str, str]
 

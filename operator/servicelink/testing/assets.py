@@ -1,12 +1,13 @@
-"""Find or build the control-plane and node binaries (does I/O).
+"""Find or build the control-plane, node and Helm binaries (does I/O).
 
 The control plane is etcd, kube-apiserver, kube-controller-manager and kubectl;
 a node adds kubelet, kube-proxy, kube-scheduler, crictl, CoreDNS and a pause
-binary. Order of preference: ``KUBEBUILDER_ASSETS`` (the envtest convention)
-or ``SERVICELINK_NODE_ASSETS``, then a complete cache folder keyed by version,
-then a build from the official Go modules through the Go module proxy into that
-cache. Nothing is downloaded from release pages and nothing lands in the
-repository.
+binary; the chart's tests add ``helm``. Order of preference:
+``KUBEBUILDER_ASSETS`` (the envtest convention), ``SERVICELINK_NODE_ASSETS`` or
+a ``helm`` on PATH whose version fits, then a complete cache folder keyed by
+version, then a build from the official Go modules through the Go module proxy
+into that cache. Nothing is downloaded from release pages and nothing lands in
+the repository.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ CRICTL_VERSION = "v1.34.0"
 COREDNS_VERSION = "v1.14.7"
 NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "crictl", "coredns", "pause")
 COMPLETE_MARKER = ".complete"
+HELM_VERSION = "v3.22.0"
+# A helm on PATH is used from this version on, below 4: 3.18 moved values.schema.json checks to the
+# validator (jsonschema/v6) whose messages the chart's tests read, and Helm 4 changed the CLI.
+HELM_MINIMUM = (3, 18)
 
 _KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 _NODE_KUBE_COMMANDS = ("kubelet", "kube-proxy", "kube-scheduler")
@@ -113,6 +118,12 @@ def node_cache_dir(root: Path | None = None) -> Path:
     return base / "node" / f"{KUBERNETES_VERSION}-crictl{CRICTL_VERSION}-coredns{COREDNS_VERSION}"
 
 
+def helm_cache_dir(root: Path | None = None) -> Path:
+    """Return the versioned folder the built ``helm`` lives in."""
+    base = root if root is not None else default_cache_root()
+    return base / "helm" / HELM_VERSION
+
+
 def _holds_all(directory: Path, names: tuple[str, ...] = BINARIES) -> bool:
     return all(os.access(directory / name, os.X_OK) for name in names)
 
@@ -153,9 +164,9 @@ def ensure_assets(*, log: bool = True) -> Assets:
     return Assets(directory)
 
 
-def _say(message: str, *, log: bool) -> None:
+def _say(message: str, *, log: bool, what: str = "control-plane build") -> None:
     if log:
-        print(f"[control-plane build] {message}", file=sys.stderr, flush=True)
+        print(f"[{what}] {message}", file=sys.stderr, flush=True)
 
 
 def _go(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
@@ -343,12 +354,114 @@ def _build_small(
     _say(f"built {out.name} in {time.monotonic() - started:.0f}s", log=log)
 
 
+def helm_version_fits(version: str) -> bool:
+    """Return whether a ``helm version`` string such as ``v3.22.0`` is a 3.x at or past ``HELM_MINIMUM``."""
+    found = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", version.strip())
+    if found is None:
+        return False
+    major, minor = int(found.group(1)), int(found.group(2))
+    return major == HELM_MINIMUM[0] and minor >= HELM_MINIMUM[1]
+
+
+def _helm_version(binary: str) -> str:
+    done = subprocess.run(
+        [binary, "version", "--template", "{{.Version}}"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def find_helm(*, log: bool = False) -> str | None:
+    """Return the path of a ``helm`` that fits: the one on PATH if its version does, else the cached build.
+
+    Returns None when neither is there; a helm on PATH of another version is passed over (and said so).
+    """
+    on_path = shutil.which("helm")
+    if on_path:
+        version = _helm_version(on_path)
+        if helm_version_fits(version):
+            return on_path
+        _say(
+            f"passing over {on_path} ({version or 'no version'}): the tests need 3.{HELM_MINIMUM[1]} to 3.x",
+            log=log,
+            what="helm",
+        )
+    binary = helm_cache_dir() / "helm"
+    if (helm_cache_dir() / COMPLETE_MARKER).exists() and os.access(binary, os.X_OK):
+        return str(binary)
+    return None
+
+
+def ensure_helm(*, log: bool = True) -> str:
+    """Return the path of a fitting ``helm``, building ``HELM_VERSION`` into the cache when none is found.
+
+    Raises ``RuntimeError`` without Go, and ``subprocess.CalledProcessError`` when the build fails.
+    """
+    found = find_helm(log=log)
+    if found is not None:
+        return found
+    directory = helm_cache_dir()
+    if shutil.which("go") is None:
+        raise RuntimeError(
+            f"no helm: put helm 3.{HELM_MINIMUM[1]} or later (3.x) on PATH, "
+            f"or install Go so helm {HELM_VERSION} can be built from its module"
+        )
+    started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / COMPLETE_MARKER).unlink(missing_ok=True)
+    work = directory.parent / f"{directory.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = _go_env()
+    _say(f"building helm {HELM_VERSION} into {directory}", log=log, what="helm")
+    try:
+        (work / "go.mod").write_text("module servicelink.local/helm\n\ngo 1.24.0\n")
+        _go(["get", "-tool", f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], cwd=work, env=env)
+        client_go = _go(["list", "-m", "-f", "{{.Version}}", "k8s.io/client-go"], cwd=work, env=env).strip()
+        _go(
+            [
+                "build",
+                "-trimpath",
+                "-ldflags",
+                _helm_ldflags(client_go),
+                "-o",
+                str(directory / "helm"),
+                "helm.sh/helm/v3/cmd/helm",
+            ],
+            cwd=work,
+            env=env,
+        )
+    except subprocess.CalledProcessError as error:
+        _say(f"failed: {' '.join(error.cmd)}\n{error.stderr}", log=log, what="helm")
+        raise
+    (directory / COMPLETE_MARKER).write_text(f"{HELM_VERSION}\n")
+    shutil.rmtree(work, ignore_errors=True)
+    _say(f"built helm in {time.monotonic() - started:.0f}s", log=log, what="helm")
+    return str(directory / "helm")
+
+
+def _helm_ldflags(client_go: str) -> str:
+    """Return the flags Helm's Makefile sets: its version, and the Kubernetes version of its client-go.
+
+    Without them ``helm version`` says ``v3.22`` and ``helm template`` assumes Kubernetes 1.20.
+    """
+    minor = client_go.removeprefix("v").split(".")[1]
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"]
+    flags.append("-X helm.sh/helm/v3/internal/version.gitTreeState=clean")
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {package}.k8sVersionMajor=1", f"-X {package}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
 def main() -> None:
-    """Ensure the control-plane binaries (and with ``--node`` the node's) and print their folders."""
+    """Ensure the control-plane binaries and print their folder.
+
+    ``--node`` adds a line with the node binaries' folder, ``--helm`` a line with the path of ``helm``.
+    """
     started = time.monotonic()
     print(ensure_assets().directory)
     if "--node" in sys.argv[1:]:
         print(ensure_node_assets().directory)
+    if "--helm" in sys.argv[1:]:
+        print(ensure_helm())
     print(f"[control-plane build] binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 

@@ -27,6 +27,16 @@ from servicelink.testing.controlplane import ControlPlane, free_port, run_kubect
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "crds" / "servicelink.yaml"
+# The seed's ConfigMaps, value for value: what the ServiceLinks of examples/gallery and
+# examples/gallery-helm write.
+SEED_CONFIG: dict[str, dict[str, str]] = {
+    "gateway-service-config": {
+        "AUTH_SERVICE_URL": "http://auth-service:3001",
+        "APP_SERVICE_URL": "http://app-service:3002",
+    },
+    "app-service-config": {"MONGODB_HOST": "mongodb", "REDIS_URL": "redis://redis:6379"},
+    "worker-service-config": {"APP_SERVICE_URL": "http://app-service:3002"},
+}
 
 
 @dataclass

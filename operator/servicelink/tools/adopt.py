@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelink.cache import Cache
-from servicelink.model import API_VERSION, FIELD_MANAGER, KIND
+from servicelink.consent import judge_configmap_write, render_consent_command
+from servicelink.model import API_VERSION, FIELD_MANAGER, KIND, WRITABLE_BY_ANNOTATION, parse_name_list
 from servicelink.render import managed_keys, render_configmap
 from servicelink.tools.address import link_fields, propose_link
 
@@ -20,6 +21,7 @@ class Adoption:
     configmap: str
     servicelink: dict[str, Any] | None
     handover: dict[str, Any] | None  # the apply body that makes servicelink own the adopted keys, values unchanged
+    share: str | None = None  # the kubectl annotate that lets the ServiceLink write the ConfigMap, unless it may
     owners: dict[str, list[str]] = field(default_factory=dict)  # adopted key -> other field managers owning it
     left: list[tuple[str, str]] = field(default_factory=list)  # (key, why) of values left alone
 
@@ -30,7 +32,8 @@ def adopt_configmap(configmap: Mapping[str, Any], *, world: Cache, cluster_domai
     Keys a ServiceLink already writes are left alone. The hand-over body,
     applied server-side as field manager ``servicelink``, moves the adopted
     keys to servicelink with the values they have; so the operator finds them
-    already its own and equal, writes nothing, and rolls nothing.
+    already its own and equal, writes nothing, and rolls nothing. ``share`` is
+    the consent the ConfigMap's owner gives first, unless it is already given.
     """
     metadata = configmap.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
@@ -60,4 +63,13 @@ def adopt_configmap(configmap: Mapping[str, Any], *, world: Cache, cluster_domai
         "spec": {"configMapName": name, "links": links},
     }
     adoption.handover = render_configmap(name=name, namespace=namespace, data=values, owner=None)
+    if judge_configmap_write(configmap, servicelink=name, uid="") is not None:
+        adoption.share = render_consent_command(
+            resource="configmap",
+            name=name,
+            namespace=namespace,
+            annotation=WRITABLE_BY_ANNOTATION,
+            granted=parse_name_list((metadata.get("annotations") or {}).get(WRITABLE_BY_ANNOTATION)),
+            servicelink=name,
+        )
     return adoption

@@ -165,6 +165,11 @@ def _adoption_notes(adoption: Adoption) -> list[str]:
         notes.append(f"{where}: adopted {keys}")
     for key, why in adoption.left:
         notes.append(f"{where}: {key} left alone: {why}")
+    if adoption.servicelink is not None and adoption.share:
+        notes.append(
+            f"{where}: servicelink writes only into ConfigMaps shared with the ServiceLink; "
+            f"share it before applying the ServiceLink (else ConfigMapNotShared): {adoption.share}"
+        )
     held = {key: owners for key, owners in adoption.owners.items() if owners}
     if held:
         listing = "; ".join(f"{key} by {', '.join(owners)}" for key, owners in sorted(held.items()))

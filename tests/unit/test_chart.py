@@ -1,0 +1,271 @@
+"""The charts with the real helm: charts/servicelink (lint, rendering, values.schema.json, manifests/ as its
+rendering) and the seed's gallery chart, examples/gallery-helm."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from servicelink.kube import RBAC_RULES
+from servicelink.settings import Settings
+from servicelink.testing.assets import ensure_helm
+from servicelink.testing.fixtures import SEED_CONFIG
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "servicelink"
+GALLERY_CHART = REPO / "examples" / "gallery-helm"
+MANIFESTS = REPO / "manifests"
+# Not the chart's: Helm installs into a namespace it is given, and kustomize's list is its own.
+HAND_WRITTEN = {"namespace.yaml", "kustomization.yaml"}
+# A value for every key in values.yaml, none of them a default.
+EVERYTHING: dict[str, Any] = {
+    "image": {"repository": "registry.example/sl", "tag": "9.9.9", "pullPolicy": "Always"},
+    "replicas": 3,
+    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}},
+    "watchNamespaces": ["gallery", "shop"],
+    "logFormat": "json",
+    "resyncSeconds": 600,
+    "coalesceSeconds": 0.05,
+    "ports": {"health": 8081, "metrics": 9091},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 20002, "fsGroup": 20002},
+    "containerSecurityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+    "extraArgs": ["--workers=32"],
+    "extraEnv": [{"name": "SERVICELINK_CLUSTER_DOMAIN", "value": "corp.local"}],
+    "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+}
+
+Triple = tuple[str, str, str]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return ensure_helm()
+
+
+def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+def render(
+    helm: str, *args: str, values: dict[str, Any] | None = None, tmp: Path | None = None
+) -> list[dict[str, Any]]:
+    """The objects ``helm template`` renders, release ``servicelink`` in ``servicelink-system``."""
+    extra: list[str] = []
+    if values is not None:
+        assert tmp is not None
+        (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+        extra = ["--values", str(tmp / "values.yaml")]
+    out = run_helm(helm, "template", "servicelink", str(CHART), "--namespace", "servicelink-system", *extra, *args)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        found.setdefault(obj["kind"], []).append(obj)
+    return found
+
+
+def container_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = by_kind(objects)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = container
+    return result
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def triples(rules: list[dict[str, Any]]) -> list[Triple]:
+    return [(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]]
+
+
+def test_lint_passes_strict_with_defaults_and_with_everything_set(helm: str, tmp_path: Path) -> None:
+    run_helm(helm, "lint", "--strict", str(CHART))
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(EVERYTHING))
+    run_helm(helm, "lint", "--strict", str(CHART), "--values", str(tmp_path / "values.yaml"))
+
+
+def test_defaults_render_the_install_and_nothing_optional(helm: str) -> None:
+    kinds = by_kind(render(helm))
+    assert {kind: len(objs) for kind, objs in kinds.items()} == {
+        "ServiceAccount": 1,
+        "ClusterRole": 3,
+        "ClusterRoleBinding": 1,
+        "Deployment": 1,
+        "Service": 1,
+    }
+    assert {role["metadata"]["name"] for role in kinds["ClusterRole"]} == {
+        "servicelink",
+        "servicelink-edit",
+        "servicelink-view",
+    }
+
+
+def test_the_chart_grants_exactly_rbac_rules_whatever_the_values(helm: str, tmp_path: Path) -> None:
+    wanted = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
+    for objects in (render(helm), render(helm, values=EVERYTHING, tmp=tmp_path)):
+        (role,) = [r for r in by_kind(objects)["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
+        granted = triples(role["rules"])
+        assert len(granted) == len(set(granted)), "a (group, resource, verb) is granted twice"
+        assert set(granted) == wanted
+
+
+def test_committed_manifests_are_the_default_rendering(helm: str, tmp_path: Path) -> None:
+    """hack/manifests.sh wrote manifests/ from the chart; rerun it after editing the chart."""
+    subprocess.run(
+        ["bash", str(REPO / "hack" / "manifests.sh"), str(tmp_path)],
+        env={**os.environ, "HELM": helm},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    rendered = {path.name: path.read_text() for path in tmp_path.glob("*.yaml")}
+    committed = {path.name: path.read_text() for path in MANIFESTS.glob("*.yaml") if path.name not in HAND_WRITTEN}
+    assert sorted(rendered) == sorted(committed)
+    for name, text in rendered.items():
+        assert committed[name] == text, f"manifests/{name} differs from the chart's rendering: run hack/manifests.sh"
+
+
+def test_the_charts_crd_is_crds_servicelink_yaml() -> None:
+    """Helm installs a chart's crds/ folder; hack/manifests.sh copies crds/servicelink.yaml there."""
+    assert [p.name for p in (CHART / "crds").iterdir()] == ["servicelink.yaml"]
+    assert (CHART / "crds" / "servicelink.yaml").read_bytes() == (REPO / "crds" / "servicelink.yaml").read_bytes()
+
+
+def test_values_defaults_are_the_operators_defaults() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    defaults = Settings()
+    assert values["logFormat"] == defaults.log_format
+    assert values["resyncSeconds"] == defaults.resync_seconds
+    assert values["coalesceSeconds"] == defaults.coalesce_seconds
+    assert values["ports"] == {"health": defaults.health_port, "metrics": defaults.metrics_port}
+    assert values["watchNamespaces"] == list(defaults.namespaces)
+    assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
+
+
+def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
+    objects = render(helm, "--api-versions", "monitoring.coreos.com/v1", values=EVERYTHING, tmp=tmp_path)
+    kinds = by_kind(objects)
+    (deployment,) = kinds["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = container_of(objects)
+    assert container["image"] == "registry.example/sl:9.9.9"
+    assert container["imagePullPolicy"] == "Always"
+    assert deployment["spec"]["replicas"] == 3
+    assert container["resources"] == EVERYTHING["resources"]
+    assert container["args"] == ["run", "--workers=32"]
+    assert env_of(container) == {
+        "SERVICELINK_LOG_FORMAT": "json",
+        "SERVICELINK_RESYNC_SECONDS": "600",
+        "SERVICELINK_COALESCE_SECONDS": "0.05",
+        "SERVICELINK_HEALTH_PORT": "8081",
+        "SERVICELINK_METRICS_PORT": "9091",
+        "SERVICELINK_NAMESPACES": "gallery,shop",
+        "SERVICELINK_LEADER_ELECT": "true",
+        "SERVICELINK_CLUSTER_DOMAIN": "corp.local",
+    }
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081, "metrics": 9091}
+    assert pod["nodeSelector"] == EVERYTHING["nodeSelector"]
+    assert pod["tolerations"] == EVERYTHING["tolerations"]
+    assert pod["affinity"] == EVERYTHING["affinity"]
+    # Helm merges a map given with the default one: a key is dropped only by setting it to null.
+    assert EVERYTHING["podSecurityContext"].items() <= pod["securityContext"].items()
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert EVERYTHING["containerSecurityContext"].items() <= container["securityContext"].items()
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    (service,) = kinds["Service"]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9091, "targetPort": "metrics"}]
+    (monitor,) = kinds["ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_one_replica_runs_alone_and_recreates(helm: str) -> None:
+    objects = render(helm)
+    (deployment,) = by_kind(objects)["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "SERVICELINK_LEADER_ELECT" not in env_of(container_of(objects))
+    assert "PodDisruptionBudget" not in by_kind(objects)
+
+
+def test_more_replicas_elect_a_leader_roll_one_by_one_and_keep_one_through_a_drain(helm: str) -> None:
+    objects = render(helm, "--set", "replicas=2")
+    (deployment,) = by_kind(objects)["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert env_of(container_of(objects))["SERVICELINK_LEADER_ELECT"] == "true"
+    (budget,) = by_kind(objects)["PodDisruptionBudget"]
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_the_service_monitor_needs_the_prometheus_operators_api(helm: str) -> None:
+    assert "ServiceMonitor" not in by_kind(render(helm))
+    assert "ServiceMonitor" in by_kind(render(helm, "--api-versions", "monitoring.coreos.com/v1"))
+    off = render(helm, "--api-versions", "monitoring.coreos.com/v1", "--set", "serviceMonitor.enabled=false")
+    assert "ServiceMonitor" not in by_kind(off)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("replicas=-1", "/replicas"),
+        ("logFormat=xml", "/logFormat"),
+        ("replica=2", "replica"),
+        ("image.tags=1.0", "tags"),
+        ("resyncSeconds=0", "/resyncSeconds"),
+        ("coalesceSeconds=61", "/coalesceSeconds"),
+        ("ports.metrics=70000", "/ports/metrics"),
+        ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
+        ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ],
+)
+def test_the_schema_refuses_a_bad_value_naming_it(helm: str, setting: str, named: str) -> None:
+    done = run_helm(helm, "template", "servicelink", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert named in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def gallery(helm: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The gallery chart's objects by (kind, name), as ``helm template`` renders them."""
+    run_helm(helm, "lint", "--strict", str(GALLERY_CHART))
+    out = run_helm(helm, "template", "gallery", str(GALLERY_CHART)).stdout
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(out) if doc}
+
+
+def test_the_gallery_chart_runs_the_kustomize_gallerys_deployments_and_services(
+    gallery: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """Same pods in the same roles as examples/gallery, in the release's namespace instead of "gallery"."""
+    expected = {}
+    for name in ("deployments.yaml", "services.yaml"):
+        for doc in yaml.safe_load_all((REPO / "examples" / "gallery" / name).read_text()):
+            del doc["metadata"]["namespace"]
+            expected[doc["kind"], doc["metadata"]["name"]] = doc
+    assert {key: gallery[key] for key in expected} == expected
+
+
+def test_the_gallery_chart_links_what_the_seed_wrote_by_hand(gallery: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Its ServiceLinks are examples/gallery's, which resolve to the seed's ConfigMaps; it writes no ConfigMap."""
+    assert not [key for key in gallery if key[0] == "ConfigMap"]
+    links = {name: spec for (kind, name), spec in gallery.items() if kind == "ServiceLink"}
+    expected = yaml.safe_load_all((REPO / "examples" / "gallery" / "servicelinks.yaml").read_text())
+    by_key = {doc["metadata"]["name"]: {link["key"]: link for link in doc["spec"]["links"]} for doc in expected}
+    assert {name: {link["key"]: link for link in doc["spec"]["links"]} for name, doc in links.items()} == by_key
+    assert {doc["spec"]["configMapName"] for doc in links.values()} == set(SEED_CONFIG)
