@@ -524,7 +524,7 @@ def restart(compare: Compare, side: Side) -> dict[str, Any]:
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or not b:
         return "-"
-    return f"{a / b:.2g}x"
+    return f"{a / b:.2f}x" if a / b < 10 else f"{a / b:.0f}x"
 
 
 def table(results: dict[str, Any]) -> str:
