@@ -11,8 +11,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${SERVICELINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/servicelink}/image"
-OPERATOR_IMAGE=$(awk '$1 == "image:" {print $2; exit}' "$ROOT/manifests/deployment.yaml")
-APP_IMAGE=$(awk '$1 == "image:" {print $2; exit}' "$ROOT/examples/gallery/deployments.yaml")
+image_of() { awk '$1 == "image:" {gsub(/"/, "", $2); print $2; exit}' "$1"; }
+OPERATOR_IMAGE=$(image_of "$ROOT/manifests/deployment.yaml")
+APP_IMAGE=$(image_of "$ROOT/examples/gallery/deployments.yaml")
 SAVE_DIR=""
 [[ ${1:-} == --save ]] && SAVE_DIR=$(realpath -m "${2:?--save needs a folder}")
 export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx plugin: the classic builder builds this Dockerfile

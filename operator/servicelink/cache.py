@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicelink.model import Endpoints, WorkloadKind
+from servicelink.model import WORKLOAD_KINDS, Endpoints, WorkloadKind
 from servicelink.resolve import ServiceKey, ServiceView
 from servicelink.rollout import WorkloadView
 
@@ -110,6 +110,16 @@ def claim_of(body: Mapping[str, Any]) -> Claim | None:
     )
 
 
+def rolled_workloads(body: Mapping[str, Any]) -> set[WorkloadKey]:
+    """The workloads a ServiceLink's ``status.rolledOut`` names; tolerant of bad input."""
+    namespace, _ = _meta(body)
+    return {
+        (entry["kind"], namespace, str(entry["name"]))
+        for entry in (body.get("status") or {}).get("rolledOut") or ()
+        if isinstance(entry, Mapping) and entry.get("kind") in WORKLOAD_KINDS and entry.get("name")
+    }
+
+
 def endpoints_of(body: Mapping[str, Any]) -> Endpoints:
     """Ready and total endpoints of one EndpointSlice; an absent ``ready`` means unknown, counted as ready."""
     endpoints = body.get("endpoints") or []
@@ -126,6 +136,8 @@ class Cache:
     _links_by_service: defaultdict[ServiceKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
     _claims: dict[Key, Claim] = field(default_factory=dict)
     _claims_by_configmap: defaultdict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    _rolled: dict[Key, set[WorkloadKey]] = field(default_factory=dict)  # from each status.rolledOut
+    _rolled_by: defaultdict[WorkloadKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
     _services: dict[ServiceKey, ServiceView] = field(default_factory=dict)
     _slices: dict[Key, tuple[ServiceKey, Endpoints]] = field(default_factory=dict)
     _slices_by_service: defaultdict[ServiceKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
@@ -180,6 +192,9 @@ class Cache:
         if claim is not None:
             self._claims[key] = claim
             self._claims_by_configmap[(claim.namespace, claim.configmap)].add(key)
+        self._rolled[key] = rolled_workloads(body)
+        for workload in self._rolled[key]:
+            self._rolled_by[workload].add(key)
 
     def drop_servicelink(self, namespace: str, name: str) -> None:
         """Forget a deleted ServiceLink."""
@@ -193,6 +208,10 @@ class Cache:
         claim = self._claims.pop(key, None)
         if claim is not None:
             self._claims_by_configmap[(claim.namespace, claim.configmap)].discard(key)
+        for workload in self._rolled.pop(key, ()):
+            self._rolled_by[workload].discard(key)
+            if not self._rolled_by[workload]:
+                del self._rolled_by[workload]
 
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._servicelinks.get((namespace, name))
@@ -204,6 +223,18 @@ class Cache:
     def servicelinks_of(self, service: ServiceKey) -> list[Key]:
         """The ServiceLinks pointing at ``service``."""
         return sorted(self._links_by_service.get(service, ()))
+
+    def servicelinks_rolling(self, workload: WorkloadKey) -> list[Key]:
+        """The ServiceLinks that may have rolled ``workload``: those of the ConfigMaps its pods read, and
+        those whose ``status.rolledOut`` names it.
+
+        The first set covers a rollout that completes before the status naming it comes back.
+        """
+        found = set(self._rolled_by.get(workload, ()))
+        view = self._workloads.get(workload)
+        for configmap in view.reads if view is not None else ():
+            found |= self._claims_by_configmap.get((workload[1], configmap), set())
+        return sorted(found)
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
         return [self._claims[key] for key in sorted(self._claims_by_configmap.get((namespace, configmap), ()))]

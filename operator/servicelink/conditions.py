@@ -33,6 +33,9 @@ NO_CHANGE = "NoChange"
 ROLLOUT_DISABLED = "RolloutDisabled"
 ROLLOUT_FAILED = "RolloutFailed"
 WORKLOAD_NOT_OPTED_IN = "WorkloadNotOptedIn"
+ROLLOUT_IN_PROGRESS = "RolloutInProgress"
+ROLLOUT_STALLED = "RolloutStalled"
+WAITING_FOR_ENDPOINTS = "WaitingForEndpoints"
 
 # Reasons that describe something wrong, which deserve a Warning Event.
 PROBLEMS = frozenset(
@@ -47,6 +50,7 @@ PROBLEMS = frozenset(
         CONFIGMAP_NOT_SHARED,
         ROLLOUT_FAILED,
         WORKLOAD_NOT_OPTED_IN,
+        ROLLOUT_STALLED,
     }
 )
 

@@ -23,12 +23,13 @@ from typing import Any
 import kopf
 
 from servicelink import metrics
-from servicelink.cache import Cache, needs_reconcile
+from servicelink.cache import Cache, WorkloadKey, needs_reconcile
 from servicelink.controller import WorkQueue
 from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, ListedKind, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
+from servicelink.rollout import rollout_settled
 from servicelink.settings import Loaded, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,20 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
         *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
     ) -> None:
         runtime = _runtime(memo)
+        key: WorkloadKey = (kind, str(namespace), name)
         if type == "DELETED":
-            runtime.cache.drop_workload(kind, str(namespace), name)
-        else:
-            runtime.cache.put_workload(kind, body)
+            runtime.cache.drop_workload(*key)
+            return
+        before = runtime.cache.workload(*key)
+        runtime.cache.put_workload(kind, body)
+        after = runtime.cache.workload(*key)
+        if after is not None and rollout_settled(before.progress if before else None, after.progress):
+            runtime.queue.add_all(runtime.cache.servicelinks_rolling(key))
 
-    workload_changed.__doc__ = f"A {kind} changed: keep which ConfigMaps its pods read (no reconcile)."
+    workload_changed.__doc__ = (
+        f"A {kind} changed: keep which ConfigMaps its pods read; when a rollout a ServiceLink caused "
+        "completes or stalls, reconcile that ServiceLink (a replica coming up reconciles nothing)."
+    )
     return workload_changed
 
 

@@ -178,6 +178,8 @@ class ServiceLinkSpec(_Strict):
     links: list[Link]
     workloads: Workloads = Field(default_factory=Workloads)
     rollout: Literal["Rolling", "None"] = "Rolling"
+    # Roll consumers onto a changed value only once its Service has a ready endpoint.
+    wait_for_endpoints: bool = Field(default=False, alias="waitForEndpoints")
 
     @field_validator("config_map_name")
     @classmethod

@@ -48,15 +48,27 @@ from servicelink.render import (
     render_owner_reference,
     summarize,
 )
-from servicelink.resolve import ServiceKey, ServiceView, referenced_services, resolve_links
-from servicelink.rollout import Rollout, WorkloadView, merge_rollouts, plan_rollouts, select_consumers
+from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
+from servicelink.rollout import (
+    Deferred,
+    Rollout,
+    WorkloadView,
+    merge_rollouts,
+    plan_deferral,
+    plan_rollouts,
+    progress_of,
+    restore_deferred,
+    select_consumers,
+)
 from servicelink.settings import Settings
 from servicelink.status import (
     Verdict,
     describe_invalid_spec,
     desired_values,
+    judge_rollout,
     judge_sync,
     parse_conditions,
+    parse_deferred,
     render_invalid_status,
     render_status,
     sibling_conflicts,
@@ -134,6 +146,16 @@ class _Share:
     body: Mapping[str, Any]  # the ServiceLink, for its Events
     previous: Mapping[str, str]  # the values the workload's pods were last rolled to
     current: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _Rolled:
+    """What the rollout step achieved, for the status."""
+
+    verdict: Verdict
+    rolled_out: list[RolledOut]
+    skipped: list[Skipped] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)  # written, not yet rolled out
 
 
 @dataclass
@@ -270,10 +292,10 @@ class Reconciler:
                 body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
             )
             before = list(rolled_out)
-            rolled, rolled_out, skipped = await self._roll(
-                body, spec, written, previous=previous, rolled_out=rolled_out
+            rolled = await self._roll(
+                body, spec, written, previous=previous, rolled_out=rolled_out, results=results, services=services
             )
-        newly = [f"{r.kind} {namespace}/{r.name}" for r in rolled_out if r not in before]
+        newly = [f"{r.kind} {namespace}/{r.name}" for r in rolled.rolled_out if r not in before]
         if written.plan is not None and (written.plan.write or newly):
             # Reported after the rollouts: the consumers' pods need not wait for an Event.
             await self._report_changes(body, written.plan, written.values, rolled=newly)
@@ -283,9 +305,10 @@ class Reconciler:
             values=written.values,
             conflicts=written.conflicts,
             synced=written.verdict,
-            rolled=rolled,
-            rolled_out=rolled_out,
-            skipped=skipped,
+            rolled=rolled.verdict,
+            rolled_out=rolled.rolled_out,
+            skipped=rolled.skipped,
+            deferred=rolled.deferred,
             current_conditions=parse_conditions(status),
             now=_now(),
         )
@@ -394,12 +417,15 @@ class Reconciler:
         *,
         previous: Mapping[str, str],
         rolled_out: list[RolledOut],
-    ) -> tuple[Verdict, list[RolledOut], list[Skipped]]:
+        results: list[LinkResult],
+        services: Mapping[ServiceKey, ServiceView],
+    ) -> _Rolled:
+        deferred = parse_deferred(body.get("status") or {})
         if spec.rollout == "None":
             disabled = "spec.rollout is None: consumers are not restarted"
-            return Verdict(True, c.ROLLOUT_DISABLED, disabled), rolled_out, []
+            return _Rolled(Verdict(True, c.ROLLOUT_DISABLED, disabled), rolled_out)
         if written.plan is None:
-            return Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out, []
+            return _Rolled(Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled"), rolled_out, deferred=deferred)
         metadata = body["metadata"]
         namespace = metadata["namespace"]
         # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
@@ -424,6 +450,18 @@ class Reconciler:
                     baseline.pop(key, None)
                 else:
                     baseline[key] = old
+        baseline = restore_deferred(baseline, deferred)  # held back last time: still a change to roll
+        changed, blocked = plan_deferral(results, services=services, baseline=baseline, desired=written.values)
+        if spec.wait_for_endpoints and blocked:
+            verdict = judge_rollout(
+                namespace=namespace,
+                configmap=spec.config_map_name,
+                failures=[],
+                skipped=skipped,
+                blocked=blocked,
+                progress=[],
+            )
+            return _Rolled(verdict, rolled_out, skipped, changed)
         managed_configmaps = frozenset(
             name for workload, _ in consumers for name in workload.reads if self.world.claims(namespace, name)
         )
@@ -451,15 +489,24 @@ class Reconciler:
                 failures.append(outcome)
             else:
                 done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
-        if failures:
-            return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures)), done or rolled_out, skipped
-        if skipped:
-            message = summarize([s.message for s in skipped])
-            return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, message), done or rolled_out, skipped
-        message = f"consumers of ConfigMap {namespace}/{spec.config_map_name} carry its current hash"
-        if waiting:
-            message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
-        return Verdict(True, c.WORKLOADS_UPDATED, message), done or rolled_out, skipped
+        rolled_out = done or rolled_out
+        views = {(w.kind, w.name): w for r in rolled_out if (w := self.world.workload(r.kind, namespace, r.name))}
+        progress = progress_of(
+            rolled_out,
+            namespace=namespace,
+            workloads=views,
+            just_rolled=frozenset((r.kind, r.name) for r in done if (r.kind, r.name) in views),  # not one gone
+        )
+        verdict = judge_rollout(
+            namespace=namespace,
+            configmap=spec.config_map_name,
+            failures=failures,
+            skipped=skipped,
+            blocked=[],
+            progress=progress,
+            waiting=waiting,
+        )
+        return _Rolled(verdict, rolled_out, skipped)
 
     def stand_down(self) -> None:
         """Drop the rollouts held for other ServiceLinks: another replica leads now and rolls by comparing."""
@@ -588,6 +635,7 @@ class Reconciler:
                 fresh
                 and cond["status"] == "False"
                 and cond["type"] in (c.SYNCED, c.ROLLED_OUT)
+                and cond["reason"] in c.PROBLEMS  # not RolloutInProgress nor WaitingForEndpoints: they pass
                 and cond["reason"] != c.KEY_CONFLICT
             ):
                 log.warning(

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
     ROLLABLE_BY_ANNOTATION,
     LabelSelector,
+    RolledOut,
     WorkloadKind,
     Workloads,
     parse_name_list,
 )
 from servicelink.render import render_hash
+from servicelink.resolve import LinkResult, ServiceKey, ServiceView
 
 # What a pod template reads of one ConfigMap: a set of keys, or None for all of it.
 Reads = frozenset[str] | None
@@ -59,6 +61,79 @@ def read_configmaps(pod_spec: Mapping[str, Any]) -> dict[str, Reads]:
     return reads
 
 
+RolloutState = Literal["Complete", "Progressing", "Stalled"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a workload's rollout stands, from its own status; the message is stable while the state holds."""
+
+    state: RolloutState
+    message: str = ""
+
+
+def rolling(kind: WorkloadKind, namespace: str, name: str) -> Progress:
+    """The progress of a workload whose new pods are not all available yet."""
+    return Progress("Progressing", f"{kind} {namespace}/{name}: new pods not yet available")
+
+
+def _count(status: Mapping[str, Any], field_name: str) -> int:
+    return int(status.get(field_name) or 0)
+
+
+def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
+    """Return whether the workload's newest pod template runs available everywhere, as ``kubectl rollout status`` tells.
+
+    Deployments: the controller saw the generation, every replica is updated,
+    no old one is left, and the updated ones are available; ``Stalled`` with the
+    Deployment's own message once it reports ``ProgressDeadlineExceeded``.
+    StatefulSets and DaemonSets: updated and available counts from their
+    status (they have no deadline, so never stall); with ``OnDelete`` nothing
+    rolls by itself, so there is nothing to wait for. The message names no
+    count, so a replica coming up does not change it.
+    """
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    what = f"{kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    waiting = rolling(kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
+        return waiting
+    strategy = str((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate")
+    if kind == "Deployment":
+        for condition in status.get("conditions") or ():
+            if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+                return Progress("Stalled", f"{what}: {condition.get('message') or 'progress deadline exceeded'}")
+        if spec.get("paused"):
+            return Progress("Progressing", f"{what}: paused; rolls once resumed")
+        wanted, updated = int(spec.get("replicas", 1)), _count(status, "updatedReplicas")
+        done = updated >= wanted and _count(status, "replicas") <= updated
+        done = done and _count(status, "availableReplicas") >= updated
+    elif strategy == "OnDelete":
+        return Progress("Complete")
+    elif kind == "StatefulSet":
+        wanted = int(spec.get("replicas", 1))
+        partition = int(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition") or 0)
+        available = _count(status, "availableReplicas" if "availableReplicas" in status else "readyReplicas")
+        done = _count(status, "updatedReplicas") >= wanted - partition and available >= wanted
+    else:
+        desired = _count(status, "desiredNumberScheduled")
+        done = _count(status, "updatedNumberScheduled") >= desired and _count(status, "numberAvailable") >= desired
+    return Progress("Complete") if done else waiting
+
+
+def rollout_settled(before: Progress | None, after: Progress) -> bool:
+    """Whether a workload event should reconcile the ServiceLinks that rolled it.
+
+    Only when its rollout completes, stalls, or leaves a stall: the start of a
+    rollout is reported by whoever patched it, and a replica coming up mid-way
+    changes nothing a ServiceLink reports, so it costs no reconcile and no write.
+    """
+    if before is None or before.state == after.state:
+        return False
+    return after.state != "Progressing" or before.state == "Stalled"
+
+
 @dataclass(frozen=True)
 class WorkloadView:
     """The parts of a Deployment, StatefulSet or DaemonSet that rollout decisions read."""
@@ -71,6 +146,7 @@ class WorkloadView:
     config_hash: str | None
     rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
     resource_version: str = ""  # guards a patch against a change seen too late
+    progress: Progress = Progress("Complete")
 
     @classmethod
     def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
@@ -87,6 +163,7 @@ class WorkloadView:
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
             rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
             resource_version=str(metadata.get("resourceVersion", "")),
+            progress=read_progress(kind, body),
         )
 
 
@@ -252,3 +329,79 @@ def merge_rollouts(value: str | None, rollouts: Iterable[Rollout]) -> str:
     shares = list(rollouts)
     sources = frozenset().union(*(r.sources for r in shares))
     return render_config_hash(value, sources=sources, updates={r.configmap: r.hash for r in shares})
+
+
+def progress_of(
+    rolled_out: Iterable[RolledOut],
+    *,
+    namespace: str,
+    workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
+    just_rolled: frozenset[tuple[WorkloadKind, str]],
+) -> list[Progress]:
+    """Return the progress of each workload a ServiceLink last rolled that still exists.
+
+    One patched by this very reconcile is rolling, whatever the watch last
+    said of it: that view predates the patch.
+    """
+    found: list[Progress] = []
+    for entry in rolled_out:
+        key = (entry.kind, entry.name)
+        if key in just_rolled:
+            found.append(rolling(entry.kind, namespace, entry.name))
+        elif key in workloads:
+            found.append(workloads[key].progress)
+    return found
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A key whose change is written but not yet rolled out: its Service had no ready endpoint."""
+
+    key: str
+    service: str  # "namespace/name"
+    previous: str | None  # the value the consumers' pods still carry; None when it was unset
+
+
+def restore_deferred(baseline: Mapping[str, str], deferred: Iterable[Deferred]) -> dict[str, str]:
+    """Return ``baseline`` with each deferred key set back to the value the pods carry, so it counts as changed."""
+    restored = dict(baseline)
+    for entry in deferred:
+        if entry.previous is None:
+            restored.pop(entry.key, None)
+        else:
+            restored[entry.key] = entry.previous
+    return restored
+
+
+def _answers(result: LinkResult, services: Mapping[ServiceKey, ServiceView]) -> bool:
+    namespace, _, name = result.service.partition("/")
+    service = services.get((namespace, name))
+    if service is not None and service.type == "ExternalName":
+        return True  # no endpoints to wait for: it answers outside the cluster
+    return result.endpoints is not None and result.endpoints.ready > 0
+
+
+def plan_deferral(
+    results: Iterable[LinkResult],
+    *,
+    services: Mapping[ServiceKey, ServiceView],
+    baseline: Mapping[str, str],
+    desired: Mapping[str, str],
+) -> tuple[list[Deferred], list[Deferred]]:
+    """Return the keys changed since the pods were last rolled, and those of them whose Service has no ready endpoint.
+
+    With ``waitForEndpoints`` the consumers roll only once the second list is
+    empty; until then the first is kept in the status, so the change still
+    counts as one when an endpoint comes up (``restore_deferred``). A link
+    whose Service is ExternalName is never waited for.
+    """
+    changed: list[Deferred] = []
+    blocked: list[Deferred] = []
+    for result in results:
+        if result.key not in desired or desired[result.key] == baseline.get(result.key):
+            continue
+        entry = Deferred(key=result.key, service=result.service, previous=baseline.get(result.key))
+        changed.append(entry)
+        if not _answers(result, services):
+            blocked.append(entry)
+    return changed, blocked

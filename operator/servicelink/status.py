@@ -12,8 +12,9 @@ from servicelink import conditions as c
 from servicelink.cache import Claim
 from servicelink.consent import Skipped
 from servicelink.model import Condition, RolledOut
-from servicelink.render import render_hash
+from servicelink.render import render_hash, summarize
 from servicelink.resolve import LinkResult
+from servicelink.rollout import Deferred, Progress
 
 _MESSAGE_LIMIT = 1000
 
@@ -77,6 +78,58 @@ def judge_sync(*, namespace: str, configmap: str, ours: Mapping[str, str], confl
     )
 
 
+def judge_rollout(
+    *,
+    namespace: str,
+    configmap: str,
+    failures: Sequence[str],
+    skipped: Sequence[Skipped],
+    blocked: Sequence[Deferred],
+    progress: Sequence[Progress],
+    waiting: int = 0,
+) -> Verdict:
+    """RolledOut: True once every consumer this ServiceLink rolled runs its new pods available.
+
+    Otherwise, in this order: a patch refused (``RolloutFailed``), a
+    Deployment past its progress deadline (``RolloutStalled``, its message), a
+    workload not opted in (``WorkloadNotOptedIn``), a rollout held until a
+    changed link's Service has a ready endpoint (``WaitingForEndpoints``), new
+    pods not yet available (``RolloutInProgress``). All are False: the pods do
+    not carry the current values yet, so neither is the ServiceLink Ready.
+    """
+    where = f"ConfigMap {namespace}/{configmap}"
+    if failures:
+        return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures))
+    stalled = [p.message for p in progress if p.state == "Stalled"]
+    if stalled:
+        return Verdict(False, c.ROLLOUT_STALLED, _join(stalled))
+    if skipped:
+        return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, summarize([s.message for s in skipped]))
+    if blocked:
+        services = ", ".join(f"{b.service} ({b.key})" for b in blocked)
+        return Verdict(
+            False,
+            c.WAITING_FOR_ENDPOINTS,
+            _join([f"consumers of {where} roll once these Services have a ready endpoint: {services}"]),
+        )
+    rolling = [p.message for p in progress if p.state == "Progressing"]
+    if rolling:
+        return Verdict(False, c.ROLLOUT_IN_PROGRESS, _join(rolling))
+    message = f"consumers of {where} carry its current hash and their rollouts are complete"
+    if waiting:
+        message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
+    return Verdict(True, c.WORKLOADS_UPDATED, message)
+
+
+def parse_deferred(status: Mapping[str, Any]) -> list[Deferred]:
+    """Read ``status.deferred``: the keys written but not yet rolled out; an entry we cannot read is dropped."""
+    return [
+        Deferred(key=str(e["key"]), service=str(e.get("service", "")), previous=e.get("previous"))
+        for e in status.get("deferred") or ()
+        if isinstance(e, Mapping) and e.get("key")
+    ]
+
+
 def describe_invalid_spec(error: ValidationError) -> str:
     """Return the message of ``InvalidSpec``: each problem with the ``spec.`` field it is in."""
     return "; ".join(
@@ -111,11 +164,13 @@ def render_status(
     skipped: Sequence[Skipped],
     current_conditions: Sequence[Condition],
     now: str,
+    deferred: Sequence[Deferred] = (),
 ) -> dict[str, Any]:
     """Return the whole status a reconcile leaves, conditions in a fixed order.
 
-    ``skipped`` (workloads not rolled for want of their consent) appears only when
-    there are some, so a ServiceLink that never skips keeps the status it had.
+    ``skipped`` (workloads not rolled for want of their consent) and ``deferred``
+    (keys written but not yet rolled out) appear only when there are some, so a
+    ServiceLink that has neither keeps the status it had.
     """
     resolved = judge_resolution(results)
     failing = [v for v in (resolved, synced, rolled) if not v.ok]
@@ -150,6 +205,11 @@ def render_status(
     }
     if skipped:
         status["skipped"] = [{"kind": s.kind, "name": s.name, "message": s.message} for s in skipped]
+    if deferred:
+        status["deferred"] = [
+            {"key": d.key, "service": d.service, **({} if d.previous is None else {"previous": d.previous})}
+            for d in deferred
+        ]
     return status
 
 

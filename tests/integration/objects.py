@@ -61,10 +61,14 @@ def deployment(
     key_refs: dict[str, tuple[str, str]] | None = None,
     labels: dict[str, str] | None = None,
     kind: str = "Deployment",
+    replicas: int = 0,
 ) -> dict[str, Any]:
     """A Deployment (or StatefulSet, DaemonSet) whose container reads a ConfigMap.
 
     ``env_from`` reads a whole ConfigMap; ``key_refs`` maps an env var to (configmap, key).
+    No replicas by default: the control plane has no node, so a pod never becomes
+    available, and a rollout of zero replicas completes as soon as its controller
+    sees it (a DaemonSet has no node to run on, so none either).
     """
     container: dict[str, Any] = {"name": "app", "image": "busybox:1.36", "command": ["sleep", "infinity"]}
     if env_from:
@@ -79,7 +83,7 @@ def deployment(
         "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
     }
     if kind != "DaemonSet":
-        spec["replicas"] = 1
+        spec["replicas"] = replicas
     if kind == "StatefulSet":
         spec["serviceName"] = name
     return {

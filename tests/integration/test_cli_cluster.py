@@ -47,7 +47,7 @@ def ready_endpoints(name: str, namespace: str, port: int) -> list[dict[str, Any]
 
 
 def web(namespace: str, env: dict[str, str]) -> dict[str, Any]:
-    body = deployment("web", namespace, env_from="web-config")
+    body = deployment("web", namespace, env_from="web-config", replicas=1)  # doctor reads its pod
     body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return body
 

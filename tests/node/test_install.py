@@ -2,8 +2,9 @@
 
 The tests run in file order on one node and build on each other, as a user's
 session would: install the operator, apply the gallery, change a port, restart
-the operator. The last one kills every component and checks ``down`` still
-leaves the host clean.
+the operator, watch a rollout stall and recover, hold a rollout until a Service
+answers. The last one kills every component and checks ``down`` still leaves
+the host clean.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ def get(node: Node, *args: str) -> Any:
     return json.loads(node.kubectl("get", *args, "-o", "json").stdout)
 
 
-def operator_pod(node: Node) -> dict[str, Any]:
+def live_operator_pods(node: Node) -> list[dict[str, Any]]:
     pods = get(node, "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/name=servicelink")["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    assert len(live) == 1, [p["metadata"]["name"] for p in pods]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def operator_pod(node: Node) -> dict[str, Any]:
+    live = live_operator_pods(node)
+    assert len(live) == 1, [p["metadata"]["name"] for p in live]
     return dict(live[0])
 
 
@@ -292,7 +297,12 @@ def test_a_new_operator_pod_takes_over_without_writing_or_rolling(node: Node) ->
     before = generations(node)
     old = operator_pod(node)["metadata"]["name"]
     node.kubectl("delete", "pod", "-n", SYSTEM, old, "--wait=false")
-    wait_for(lambda: operator_pod(node)["metadata"]["name"] != old, timeout=60, what="a new operator pod")
+    # strategy Recreate: the old pod terminates before the new one is created, so for a moment there is none.
+    wait_for(
+        lambda: [p for p in live_operator_pods(node) if p["metadata"]["name"] != old],
+        timeout=60,
+        what="a new operator pod",
+    )
     node.kubectl("-n", SYSTEM, "rollout", "status", "deploy/servicelink", "--timeout=120s")
     new = operator_pod(node)["metadata"]["name"]
     wait_for(
@@ -306,6 +316,153 @@ def test_a_new_operator_pod_takes_over_without_writing_or_rolling(node: Node) ->
         for cm in get(node, "configmaps", "-n", GALLERY)["items"]
     } == configmaps
     assert generations(node) == before
+
+
+def app_deployment(name: str, role: str, port: int, **spec: Any) -> dict[str, Any]:
+    """A Deployment of the gallery's app in ``role``, Ready only once its upstreams answer."""
+    container: dict[str, Any] = {
+        "name": role,
+        "image": "ghcr.io/servicelink/gallery-app:0.1.0",
+        "imagePullPolicy": "IfNotPresent",
+        "args": [role],
+        "env": [{"name": "PORT", "value": str(port)}],
+        "ports": [{"name": "http", "containerPort": port}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1},
+    }
+    if role == "gateway":
+        container["envFrom"] = [{"configMapRef": {"name": f"{name}-config"}}]
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": GALLERY},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+            **spec,
+        },
+    }
+
+
+def auth_service(name: str, app: str, port: int = 3001, target: int | str = "http") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": GALLERY},
+        "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": port, "targetPort": target}]},
+    }
+
+
+def rolled_out(node: Node, name: str) -> dict[str, Any]:
+    """The RolledOut condition of a ServiceLink of the gallery."""
+    conditions = get(node, "servicelink", name, "-n", GALLERY).get("status", {}).get("conditions", [])
+    return next((dict(c) for c in conditions if c["type"] == "RolledOut"), {})
+
+
+def wait_rolled_out(node: Node, name: str, reason: str, timeout: float = 120) -> dict[str, Any]:
+    found: dict[str, Any] = wait_for(
+        lambda: (c := rolled_out(node, name)).get("reason") == reason and c,
+        timeout=timeout,
+        interval=0.5,
+        what=f"RolledOut {reason} on {name}",
+    )
+    return found
+
+
+def test_a_consumer_whose_new_pods_never_become_ready_reports_rollout_stalled(node: Node) -> None:
+    """The edge gateway calls auth-edge; a broken targetPort keeps its new pods unready past the deadline."""
+    link = {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "ServiceLink",
+        "metadata": {"name": "edge", "namespace": GALLERY},
+        "spec": {
+            "configMapName": "edge-config",
+            "links": [
+                {"key": "AUTH_SERVICE_URL", "service": "auth-edge"},
+                {"key": "APP_SERVICE_URL", "service": "app-service"},
+            ],
+        },
+    }
+    edge = app_deployment("edge", "gateway", 8080, progressDeadlineSeconds=15)
+    node.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "List", "items": [auth_service("auth-edge", "auth-service"), link, edge],
+    }))  # fmt: skip
+    node.kubectl("-n", GALLERY, "rollout", "status", "deploy/edge", "--timeout=180s")
+    wait_rolled_out(node, "edge", "WorkloadsUpdated")
+
+    # A new port whose targetPort leads nowhere: the value changes, the edge rolls, its new pods never answer.
+    patched = time.time()
+    node.kubectl("apply", "-f", "-", input=json.dumps(auth_service("auth-edge", "auth-service", 3005, 9999)))
+    rolling = wait_rolled_out(node, "edge", "RolloutInProgress", timeout=30)
+    print(f"\n[servicelink] RolloutInProgress {time.time() - patched:.2f}s after the patch: {rolling['message']}")
+    print(node.kubectl("get", "sl", "-n", GALLERY, "-o", "wide").stdout)
+    stalled = wait_rolled_out(node, "edge", "RolloutStalled", timeout=90)
+    print(f"[servicelink] RolloutStalled {time.time() - patched:.2f}s after the patch: {stalled['message']}")
+    print(node.kubectl("get", "sl", "-n", GALLERY, "-o", "wide").stdout)
+    deployment = get(node, "deployment", "edge", "-n", GALLERY)
+    progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "ProgressDeadlineExceeded"
+    assert stalled["message"] == f"Deployment {GALLERY}/edge: {progressing['message']}"
+    warnings = get(node, "events", "-n", GALLERY, "--field-selector", "reason=RolloutStalled")["items"]
+    assert [(e["type"], e["message"]) for e in warnings] == [("Warning", stalled["message"])]
+
+    # Fixing the Service changes no value (the port stays): the new pods become Ready and the stall clears.
+    fixed = time.time()
+    node.kubectl("apply", "-f", "-", input=json.dumps(auth_service("auth-edge", "auth-service", 3005)))
+    done = wait_rolled_out(node, "edge", "WorkloadsUpdated", timeout=120)
+    print(f"[servicelink] WorkloadsUpdated {time.time() - fixed:.2f}s after the fix: {done['message']}")
+    print(node.kubectl("get", "sl", "-n", GALLERY, "-o", "wide").stdout)
+    assert (
+        get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"] == deployment["metadata"]["generation"]
+    )
+    for pod in newest_pods(node, "edge"):
+        env = node.kubectl("exec", "-n", GALLERY, pod["metadata"]["name"], "--", "printenv", "AUTH_SERVICE_URL")
+        assert env.stdout.strip() == "http://auth-edge:3005"
+
+
+def test_wait_for_endpoints_rolls_the_consumer_only_once_the_new_service_has_a_ready_pod(node: Node) -> None:
+    """auth-v3 starts with no pods: the edge's ConfigMap moves to it at once, its pods only once one is Ready."""
+    node.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "List",
+        "items": [auth_service("auth-v3", "auth-v3"), app_deployment("auth-v3", "auth", 3001, replicas=0)],
+    }))  # fmt: skip
+    before = get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"]
+    node.kubectl(
+        "patch", "servicelink", "edge", "-n", GALLERY, "--type=json", "-p",
+        '[{"op": "add", "path": "/spec/waitForEndpoints", "value": true},'
+        ' {"op": "test", "path": "/spec/links/0/key", "value": "AUTH_SERVICE_URL"},'
+        ' {"op": "replace", "path": "/spec/links/0/service", "value": "auth-v3"}]',
+    )  # fmt: skip
+    waiting = wait_rolled_out(node, "edge", "WaitingForEndpoints", timeout=30)
+    print(f"\n[servicelink] {waiting['message']}")
+    print(node.kubectl("get", "sl", "edge", "-n", GALLERY, "-o", "wide").stdout)
+    data = get(node, "configmap", "edge-config", "-n", GALLERY)["data"]
+    assert data["AUTH_SERVICE_URL"] == "http://auth-v3:3001", "the ConfigMap is written at once"
+    assert get(node, "servicelink", "edge", "-n", GALLERY)["status"]["deferred"] == [
+        {"key": "AUTH_SERVICE_URL", "service": f"{GALLERY}/auth-v3", "previous": "http://auth-edge:3005"}
+    ]
+    time.sleep(5)
+    assert get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"] == before, "not rolled yet"
+
+    scaled = time.time()
+    node.kubectl("scale", "deployment", "auth-v3", "-n", GALLERY, "--replicas=1")
+    wait_for(
+        lambda: get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"] > before,
+        timeout=120,
+        interval=0.2,
+        what="the edge rolled",
+    )
+    rolled = time.time() - scaled
+    done = wait_rolled_out(node, "edge", "WorkloadsUpdated", timeout=120)
+    print(
+        f"[servicelink] auth-v3 scaled 0 -> 1: edge rolled {rolled:.2f}s later (its pod Ready), "
+        f"RolledOut=True {time.time() - scaled:.2f}s later: {done['message']}"
+    )
+    assert "deferred" not in get(node, "servicelink", "edge", "-n", GALLERY)["status"]
+    assert get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"] == before + 1, "rolled once"
+    for pod in newest_pods(node, "edge"):
+        env = node.kubectl("exec", "-n", GALLERY, pod["metadata"]["name"], "--", "printenv", "AUTH_SERVICE_URL")
+        assert env.stdout.strip() == "http://auth-v3:3001"
 
 
 def test_down_cleans_up_after_every_component_was_killed(node: Node) -> None:

@@ -179,3 +179,19 @@ def test_an_endpointslice_names_its_service_only_when_its_counts_change() -> Non
     assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) is None
     assert cache.put_endpointslice(endpointslice("a-1", "auth", False)) == ("gallery", "auth")
     assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=0, total=1)
+
+
+def test_a_workload_finds_the_servicelinks_of_what_it_reads_and_those_that_rolled_it() -> None:
+    cache = Cache()
+    cache.put_servicelink(servicelink("gateway", "gateway-config", {"key": "A", "service": "auth"}))
+    opted_in = servicelink("selector", "other-config", {"key": "B", "service": "auth"})
+    cache.put_servicelink({**opted_in, "status": {"rolledOut": [{"kind": "Deployment", "name": "web", "hash": "ab"}]}})
+    cache.put_workload("Deployment", deployment("web", env_from="gateway-config"))
+    assert cache.servicelinks_rolling(("Deployment", "gallery", "web")) == [
+        ("gallery", "gateway"),
+        ("gallery", "selector"),
+    ]
+    cache.put_servicelink(opted_in)  # its next rollout names other workloads
+    assert cache.servicelinks_rolling(("Deployment", "gallery", "web")) == [("gallery", "gateway")]
+    cache.drop_servicelink("gallery", "gateway")
+    assert cache.servicelinks_rolling(("Deployment", "gallery", "web")) == []

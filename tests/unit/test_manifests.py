@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from servicelink.kube import RBAC_RULES
-from servicelink.model import parse_spec
+from servicelink.model import Link, ServiceLinkSpec, Workloads, parse_spec
 from servicelink.resolve import ServiceView, resolve_links
 from servicelink.settings import Settings
 from servicelink.testing.fixtures import SEED_CONFIG
@@ -265,3 +266,17 @@ def test_gallery_pods_probe_their_upstreams_with_the_app_image() -> None:
         "mongodb": ("tcp", None),
         "redis": ("tcp", None),
     }
+
+
+def test_the_crd_and_the_pydantic_model_name_the_same_spec_fields() -> None:
+    """One fact in two places: the CRD's schema (what kubectl explain shows) and model.py (what the operator reads)."""
+    spec = one(REPO / "crds" / "servicelink.yaml")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = spec["properties"]["spec"]["properties"]
+
+    def aliases(model: type[BaseModel]) -> set[str]:
+        return {info.alias or name for name, info in model.model_fields.items()}
+
+    assert set(spec) == aliases(ServiceLinkSpec)
+    assert set(spec["links"]["items"]["properties"]) == aliases(Link)
+    assert set(spec["workloads"]["properties"]) == aliases(Workloads)
+    assert all(field.get("description") for field in spec.values())

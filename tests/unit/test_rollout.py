@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 
-from servicelink.model import Workloads
+from servicelink.model import Endpoints, RolledOut, Workloads
 from servicelink.render import render_hash
+from servicelink.resolve import LinkResult, ServiceView
 from servicelink.rollout import (
+    Deferred,
+    Progress,
     Reads,
     Rollout,
     WorkloadView,
@@ -16,9 +19,14 @@ from servicelink.rollout import (
     consumed,
     merge_rollouts,
     parse_config_hash,
+    plan_deferral,
     plan_rollouts,
+    progress_of,
     read_configmaps,
+    read_progress,
     render_config_hash,
+    restore_deferred,
+    rollout_settled,
     select_consumers,
 )
 
@@ -430,3 +438,170 @@ def test_shares_of_two_servicelinks_go_out_in_one_value() -> None:
     a = Rollout("Deployment", "gallery", "edge", CM, "33333333", BOTH, ("A",))
     b = Rollout("Deployment", "gallery", "edge", OTHER, "44444444", BOTH, ("B",))
     assert merge_rollouts(w.config_hash, [a, b]) == f"{OTHER}=44444444,{CM}=33333333"
+
+
+# --- rollout progress -------------------------------------------------------------------------------
+
+
+def deployment_status(
+    *, generation: int = 2, observed: int = 2, replicas: int = 2, updated: int = 2, total: int = 2, available: int = 2,
+    conditions: list[dict[str, str]] | None = None, paused: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "metadata": {"name": "gateway", "namespace": "gallery", "generation": generation},
+        "spec": {"replicas": replicas, "paused": paused},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "conditions": conditions or [],
+        },
+    }
+
+
+GATEWAY = "Deployment gallery/gateway"
+ROLLING = Progress("Progressing", f"{GATEWAY}: new pods not yet available")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (deployment_status(), Progress("Complete")),
+        (deployment_status(observed=1), ROLLING),  # the controller has not seen the new template
+        (deployment_status(updated=1, total=3, available=2), ROLLING),  # one of two updated
+        (deployment_status(total=3, available=2), ROLLING),  # an old pod still terminating
+        (deployment_status(available=1), ROLLING),  # an updated pod not available yet
+        (deployment_status(replicas=0, updated=0, total=0, available=0), Progress("Complete")),
+        (deployment_status(paused=True, updated=0), Progress("Progressing", f"{GATEWAY}: paused; rolls once resumed")),
+    ],
+)  # fmt: skip
+def test_a_deployment_is_complete_once_every_updated_replica_is_available(
+    body: dict[str, Any], expected: Progress
+) -> None:
+    assert read_progress("Deployment", body) == expected
+
+
+def test_a_deployment_past_its_deadline_stalls_with_its_own_message() -> None:
+    message = 'ReplicaSet "gateway-5cf58646bc" has timed out progressing.'
+    deadline = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": message}
+    body = deployment_status(updated=1, available=0, conditions=[deadline])
+    assert read_progress("Deployment", body) == Progress("Stalled", f"Deployment gallery/gateway: {message}")
+    # A replica count moving does not change what is reported, so it never turns into a status write.
+    assert read_progress("Deployment", deployment_status(updated=1, available=0)) == read_progress(
+        "Deployment", deployment_status(updated=2, available=1)
+    )
+
+
+def test_statefulsets_and_daemonsets_report_from_their_own_status() -> None:
+    meta = {"name": "db", "namespace": "gallery", "generation": 4}
+    sts = {"metadata": meta, "spec": {"replicas": 3}, "status": {"observedGeneration": 4, "updatedReplicas": 3}}
+    assert (
+        read_progress("StatefulSet", {**sts, "status": {**sts["status"], "availableReplicas": 2}}).state
+        == "Progressing"
+    )
+    assert (
+        read_progress("StatefulSet", {**sts, "status": {**sts["status"], "availableReplicas": 3}}).state == "Complete"
+    )
+    assert read_progress("StatefulSet", {**sts, "status": {**sts["status"], "readyReplicas": 3}}).state == "Complete"
+    partitioned = {**sts, "spec": {"replicas": 3, "updateStrategy": {"rollingUpdate": {"partition": 2}}}}
+    partial = {"observedGeneration": 4, "updatedReplicas": 1, "availableReplicas": 3}
+    assert read_progress("StatefulSet", {**partitioned, "status": partial}).state == "Complete"
+    on_delete = {**sts, "spec": {"replicas": 3, "updateStrategy": {"type": "OnDelete"}}}
+    assert read_progress("StatefulSet", on_delete).state == "Complete"  # nothing rolls it by itself
+    ds = {"metadata": meta, "spec": {}, "status": {"observedGeneration": 4, "desiredNumberScheduled": 2}}
+    rolling = {**ds["status"], "updatedNumberScheduled": 2, "numberAvailable": 1}
+    assert read_progress("DaemonSet", {**ds, "status": rolling}).state == "Progressing"
+    assert read_progress("DaemonSet", {**ds, "status": {**rolling, "numberAvailable": 2}}).state == "Complete"
+    assert read_progress("DaemonSet", {**ds, "metadata": {**meta, "generation": 5}}).state == "Progressing"
+
+
+STALLED = Progress("Stalled", "Deployment gallery/gateway: timed out")
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "requeue"),
+    [
+        (ROLLING, Progress("Complete"), True),  # the rollout completed
+        (ROLLING, STALLED, True),  # it stalled
+        (STALLED, Progress("Complete"), True),  # fixed
+        (STALLED, ROLLING, True),  # the stall cleared: a new template, or pods coming
+        (Progress("Complete"), ROLLING, False),  # started: whoever patched it reported that
+        (ROLLING, ROLLING, False),  # a replica came up
+        (Progress("Complete"), Progress("Complete"), False),
+        (None, Progress("Complete"), False),  # the replay at start
+    ],
+)
+def test_only_a_rollout_completing_or_stalling_reconciles_the_servicelinks(
+    before: Progress | None, after: Progress, requeue: bool
+) -> None:
+    assert rollout_settled(before, after) is requeue
+
+
+def test_progress_of_counts_a_workload_patched_just_now_as_rolling_whatever_the_watch_said() -> None:
+    done = WorkloadView.from_body("Deployment", deployment_status())
+    gone = RolledOut(kind="Deployment", name="gone", hash="aa")
+    rolled = [RolledOut(kind="Deployment", name="gateway", hash="bb"), gone]
+    views = {("Deployment", "gateway"): done}
+    assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=frozenset()) == [Progress("Complete")]
+    just = frozenset({("Deployment", "gateway")})
+    assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [ROLLING]
+
+
+# --- waiting for endpoints --------------------------------------------------------------------------
+
+
+def link(key: str, service: str, value: str, ready: int | None) -> LinkResult:
+    endpoints = None if ready is None else Endpoints(ready=ready, total=max(ready, 1))
+    return LinkResult(key=key, service=service, value=value, reason="Resolved", message="", endpoints=endpoints)
+
+
+def test_a_changed_link_whose_service_has_no_ready_endpoint_holds_the_rollout() -> None:
+    results = [
+        link("AUTH_SERVICE_URL", "gallery/auth-v2", "http://auth-v2:3001", 0),
+        link("APP_SERVICE_URL", "gallery/app", APP, None),  # unchanged: never waited for
+    ]
+    baseline = {"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}
+    desired = {"AUTH_SERVICE_URL": "http://auth-v2:3001", "APP_SERVICE_URL": APP}
+    changed, blocked = plan_deferral(results, services={}, baseline=baseline, desired=desired)
+    expected = [Deferred(key="AUTH_SERVICE_URL", service="gallery/auth-v2", previous=AUTH_OLD)]
+    assert changed == blocked == expected
+    # One ready endpoint: nothing blocks.
+    results[0] = link("AUTH_SERVICE_URL", "gallery/auth-v2", "http://auth-v2:3001", 1)
+    assert plan_deferral(results, services={}, baseline=baseline, desired=desired) == (expected, [])
+
+
+def test_an_externalname_service_is_never_waited_for() -> None:
+    external = ServiceView(
+        namespace="gallery",
+        name="db",
+        type="ExternalName",
+        ports=(),
+        external_name="db.example.com",
+        expose_to=frozenset(),
+    )
+    results = [link("DB_HOST", "gallery/db", "db.example.com", None)]
+    _, blocked = plan_deferral(
+        results, services={("gallery", "db"): external}, baseline={}, desired={"DB_HOST": "db.example.com"}
+    )
+    assert blocked == []
+
+
+def test_a_held_back_key_still_counts_as_a_change_the_next_time() -> None:
+    held = [
+        Deferred(key="AUTH_SERVICE_URL", service="gallery/auth-v2", previous=AUTH_OLD),
+        Deferred(key="NEW_URL", service="gallery/new", previous=None),
+    ]
+    written = {"AUTH_SERVICE_URL": AUTH_NEW, "NEW_URL": APP, "OTHER": "x"}
+    assert restore_deferred(written, held) == {"AUTH_SERVICE_URL": AUTH_OLD, "OTHER": "x"}
+    # A consumer never rolled (no entry) rolls for it once the endpoint is ready.
+    view = WorkloadView.from_body("Deployment", workload_body("gateway", {"containers": [container(**env_from())]}))
+    plans = plan_rollouts(
+        [(view, None)],
+        configmap=CM,
+        managed_configmaps=frozenset({CM}),
+        managed=written,
+        baseline=restore_deferred(written, held),
+        desired=written,
+    )
+    assert [p.changed_keys for p in plans] == [("AUTH_SERVICE_URL", "NEW_URL")]

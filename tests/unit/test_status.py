@@ -13,13 +13,16 @@ from servicelink.consent import Skipped
 from servicelink.model import Condition, Endpoints, RolledOut, parse_spec
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
+from servicelink.rollout import Deferred, Progress
 from servicelink.status import (
     Verdict,
     describe_invalid_spec,
     desired_values,
     judge_resolution,
+    judge_rollout,
     judge_sync,
     parse_conditions,
+    parse_deferred,
     render_invalid_status,
     render_link_entries,
     render_status,
@@ -275,3 +278,75 @@ def test_describe_invalid_spec_names_each_field() -> None:
     message = describe_invalid_spec(raised.value)
     assert message.startswith("spec.links.0.key: Value error, key '1X' must match")
     assert "; spec.links.1.service: Field required" in message
+
+
+# --- RolledOut: rollout progress --------------------------------------------------------------------
+
+ROLLING = Progress("Progressing", "Deployment gallery/gateway: new pods not yet available")
+STALLED = Progress("Stalled", 'Deployment gallery/gateway: ReplicaSet "gateway-1" has timed out progressing.')
+HELD = Deferred(key="AUTH_SERVICE_URL", service="gallery/auth-v2", previous="http://auth-service:3001")
+
+
+def rollout(**kwargs: Any) -> Verdict:
+    given: dict[str, Any] = {"failures": [], "skipped": [], "blocked": [], "progress": [], **kwargs}
+    return judge_rollout(namespace="gallery", configmap="cm", **given)
+
+
+def test_rolled_out_is_true_only_once_every_rolled_consumer_completed() -> None:
+    done = rollout(progress=[Progress("Complete")])
+    assert (done.ok, done.reason) == (True, c.WORKLOADS_UPDATED)
+    rolling = rollout(progress=[Progress("Complete"), ROLLING])
+    assert rolling == Verdict(False, c.ROLLOUT_IN_PROGRESS, ROLLING.message)
+    assert rollout(progress=[ROLLING, STALLED]) == Verdict(False, c.ROLLOUT_STALLED, STALLED.message)
+
+
+def test_rolled_out_reasons_come_in_order_of_what_needs_a_hand_first() -> None:
+    skipped = [Skipped(kind="Deployment", name="bystander", message="opt it in")]
+    assert rollout(failures=["HTTP 403"], progress=[STALLED]).reason == c.ROLLOUT_FAILED
+    assert rollout(skipped=skipped, progress=[STALLED]).reason == c.ROLLOUT_STALLED
+    assert rollout(skipped=skipped, blocked=[HELD], progress=[ROLLING]).reason == c.WORKLOAD_NOT_OPTED_IN
+    waiting = rollout(blocked=[HELD], progress=[ROLLING])
+    assert waiting == Verdict(
+        False,
+        c.WAITING_FOR_ENDPOINTS,
+        "consumers of ConfigMap gallery/cm roll once these Services have a ready endpoint: "
+        "gallery/auth-v2 (AUTH_SERVICE_URL)",
+    )
+
+
+def test_a_rollout_in_progress_is_no_problem_and_a_stall_is() -> None:
+    assert c.ROLLOUT_STALLED in c.PROBLEMS
+    assert not {c.ROLLOUT_IN_PROGRESS, c.WAITING_FOR_ENDPOINTS} & c.PROBLEMS
+
+
+def test_an_unchanged_rollout_in_progress_leaves_the_status_as_it_was() -> None:
+    """A replica coming up changes no message, so a reconcile mid-rollout writes nothing."""
+    first = status(rolled=rollout(progress=[ROLLING]))
+    again = status(
+        rolled=rollout(progress=[ROLLING]), current=[Condition.model_validate(x) for x in first["conditions"]], now=T1
+    )
+    assert again == first
+    ready = next(cond for cond in first["conditions"] if cond["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", c.ROLLOUT_IN_PROGRESS)
+
+
+def test_keys_held_back_are_listed_and_read_back() -> None:
+    new = render_status(
+        generation=1,
+        results=[AUTH_OK],
+        values={"AUTH_SERVICE_URL": AUTH},
+        conflicts={},
+        synced=SYNCED,
+        rolled=rollout(blocked=[HELD]),
+        rolled_out=[],
+        skipped=[],
+        deferred=[HELD, Deferred(key="NEW", service="gallery/new", previous=None)],
+        current_conditions=[],
+        now=T0,
+    )
+    assert new["deferred"] == [
+        {"key": "AUTH_SERVICE_URL", "service": "gallery/auth-v2", "previous": "http://auth-service:3001"},
+        {"key": "NEW", "service": "gallery/new"},
+    ]
+    assert parse_deferred(new) == [HELD, Deferred(key="NEW", service="gallery/new", previous=None)]
+    assert "deferred" not in status()
