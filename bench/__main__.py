@@ -1,5 +1,12 @@
-"""Run the benchmark: ``python -m bench [--quick] [--kubeconfig FILE]``; prints a table and writes JSON."""
+"""Run the benchmark: ``python -m bench [--quick] [--kubeconfig FILE]``, or ``--compare reloader``; prints a table."""
 
-from bench.run import main
+import sys
 
-main()
+if "--compare" in sys.argv:
+    from bench.compare import main as compare
+
+    compare(sys.argv[1:])
+else:
+    from bench.run import main
+
+    main()

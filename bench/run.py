@@ -196,15 +196,7 @@ class Bench:
 
     def apply_servicelinks(self) -> None:
         def create(ns: str, sl: str, links: list[tuple[str, str]]) -> None:
-            body = {
-                "apiVersion": "servicelink.dev/v1alpha1",
-                "kind": "ServiceLink",
-                "metadata": {"name": sl},
-                "spec": {
-                    "configMapName": f"{sl}-config",
-                    "links": [{"key": key, "service": svc} for key, svc in links],
-                },
-            }
+            body = servicelink(sl, links)
             self.custom.create_namespaced_custom_object("servicelink.dev", "v1alpha1", ns, "servicelinks", body)
 
         with self.pool() as pool:
@@ -230,6 +222,16 @@ class Bench:
                 resource = "/".join(filter(None, (labels.get("resource", ""), labels.get("subresource", ""))))
                 counts[(labels.get("verb", ""), resource)] += int(float(match.group(2)))
         return counts
+
+
+def servicelink(name: str, links: list[tuple[str, str]]) -> dict[str, Any]:
+    """A ServiceLink ``name`` writing ConfigMap ``<name>-config`` from (key, Service) pairs."""
+    return {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "ServiceLink",
+        "metadata": {"name": name},
+        "spec": {"configMapName": f"{name}-config", "links": [{"key": key, "service": svc} for key, svc in links]},
+    }
 
 
 def _deployment(sl: str) -> dict[str, Any]:

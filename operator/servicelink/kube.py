@@ -10,11 +10,10 @@ the two in step.
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
@@ -43,25 +42,26 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
 )
 
-_WORKLOAD_PATCHERS = {
-    "Deployment": "patch_namespaced_deployment",
-    "StatefulSet": "patch_namespaced_stateful_set",
-    "DaemonSet": "patch_namespaced_daemon_set",
-}
-_WORKLOAD_API_VERSION = "apps/v1"
+# Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
+# method a pydantic validate_call naming the models it serves) cost 27 MB of the
+# operator's memory on import, measured beside Reloader (README, Performance).
+_WORKLOAD_PATHS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
 _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-# kind -> (API attribute, method stem): list_<stem>_for_all_namespaces and list_namespaced_<stem>.
+# kind -> (API prefix, resource): lists are <prefix>/<resource> or <prefix>/namespaces/<ns>/<resource>.
 _LISTERS = {
-    "Service": ("_core", "service"),
-    "EndpointSlice": ("_discovery", "endpoint_slice"),
-    "Deployment": ("_apps", "deployment"),
-    "StatefulSet": ("_apps", "stateful_set"),
-    "DaemonSet": ("_apps", "daemon_set"),
+    "ServiceLink": (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    "Service": ("/api/v1", "services"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
 }
+_JSON = "application/json"
+_MERGE_PATCH = "application/merge-patch+json"
 
 
 class Conflict(Exception):
@@ -117,30 +117,57 @@ def context_namespace(*, kubeconfig: str | None = None, context: str | None = No
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
-def _read(
-    call: Callable[..., Any], *args: Any, timeout: tuple[float, float] = _TIMEOUT, **kwargs: Any
-) -> dict[str, Any]:
-    """Make one call and return the object it answers with, as the API serves it."""
-    response = call(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
-    data: dict[str, Any] = json.loads(response.data)
+def _send(
+    api: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, Any] | None = None,
+    body: Mapping[str, Any] | None = None,
+    content_type: str = _JSON,
+    timeout: tuple[float, float] | float = _TIMEOUT,
+) -> Any:
+    """Make one request with the client's authentication; return the raw urllib3 response.
+
+    Raises ``ApiException`` on any status outside 2xx, as the generated API classes do.
+    """
+    headers = {"Accept": _JSON} | ({"Content-Type": content_type} if body is not None else {})
+    request = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+        header_params=headers,
+        body=dict(body) if body is not None else None,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()  # type: ignore[no-untyped-call]  # the client is untyped; this fills response.data
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response
+
+
+def _read(api: kubernetes.client.ApiClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """Make one request and return the object it answers with, as the API serves it."""
+    data: dict[str, Any] = json.loads(_send(api, method, path, **kwargs).data)
     return data
 
 
-def _write(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Make one call whose answer nobody reads.
+def _write(api: kubernetes.client.ApiClient, method: str, path: str, **kwargs: Any) -> None:
+    """Make one request whose answer nobody reads.
 
     The body is still drained and the connection handed back to the pool:
     an unread raw response keeps it, and the next call opens a new one.
     """
-    response = call(*args, _preload_content=False, _request_timeout=_TIMEOUT, **kwargs)
+    response = _send(api, method, path, **kwargs)
     response.drain_conn()
     response.release_conn()
 
 
-def _read_or_none(call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
-    """``_read``, or None when the object does not exist (404)."""
+def _read_or_none(api: kubernetes.client.ApiClient, path: str) -> dict[str, Any] | None:
+    """GET ``path``, or None when the object does not exist (404)."""
     try:
-        return _read(call, *args)
+        return _read(api, "GET", path)
     except ApiException as error:
         if error.status == 404:
             return None
@@ -160,27 +187,22 @@ class Kube:
     """Typed, synchronous calls on one API client; safe to use from several threads."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self._core = kubernetes.client.CoreV1Api(api_client)
-        self._apps = kubernetes.client.AppsV1Api(api_client)
-        self._custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._discovery = kubernetes.client.DiscoveryV1Api(api_client)
-        self._version = kubernetes.client.VersionApi(api_client)
-        self._coordination = kubernetes.client.CoordinationV1Api(api_client)
+        self._api = api_client
         self._instance = instance_name()
 
     def get_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the Lease, or None when it does not exist (404)."""
-        return _read_or_none(self._coordination.read_namespaced_lease, name, namespace)
+        return _read_or_none(self._api, f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
 
     def write_lease(self, *, body: Mapping[str, Any], create: bool) -> None:
         """Create the Lease, or replace it guarded by its resourceVersion; a lost race raises ``Conflict``."""
         metadata = body["metadata"]
         try:
-            # The client serialises plain dicts as they are; no model object needed.
+            leases = f"/apis/coordination.k8s.io/v1/namespaces/{metadata['namespace']}/leases"
             if create:
-                _write(self._coordination.create_namespaced_lease, metadata["namespace"], dict(body))
+                _write(self._api, "POST", leases, body=body)
             else:
-                _write(self._coordination.replace_namespaced_lease, metadata["name"], metadata["namespace"], dict(body))
+                _write(self._api, "PUT", f"{leases}/{metadata['name']}", body=body)
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(error.body) from error
@@ -188,26 +210,16 @@ class Kube:
 
     def check_api(self) -> None:
         """Ask the API server for its version; raise when it does not answer within 3 seconds."""
-        self._version.get_code(_request_timeout=3)
+        _read(self._api, "GET", "/version/", timeout=3)
 
     def list_objects(self, *, kind: ListedKind, namespace: str | None) -> list[dict[str, Any]]:
         """Return every object of ``kind`` in ``namespace`` (None: all namespaces), paging 500 at a time."""
-        if kind == "ServiceLink":
-            if namespace is None:
-                call = functools.partial(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
-            else:
-                call = functools.partial(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
-        else:
-            api, stem = _LISTERS[kind]
-            target = getattr(self, api)
-            if namespace is None:
-                call = getattr(target, f"list_{stem}_for_all_namespaces")
-            else:
-                call = functools.partial(getattr(target, f"list_namespaced_{stem}"), namespace)
+        prefix, resource = _LISTERS[kind]
+        path = f"{prefix}/{resource}" if namespace is None else f"{prefix}/namespaces/{namespace}/{resource}"
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = _read(call, limit=500, _continue=token, timeout=_LIST_TIMEOUT)
+            page = _read(self._api, "GET", path, query={"limit": 500, "continue": token}, timeout=_LIST_TIMEOUT)
             for item in page.get("items") or ():
                 # What the cache never reads, and a good part of each object's size.
                 metadata = item.get("metadata") or {}
@@ -220,7 +232,7 @@ class Kube:
 
     def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the ConfigMap, or None when it does not exist (404)."""
-        return _read_or_none(self._core.read_namespaced_config_map, name, namespace)
+        return _read_or_none(self._api, f"/api/v1/namespaces/{namespace}/configmaps/{name}")
 
     def apply_configmap(self, *, body: Mapping[str, Any], force: bool) -> dict[str, Any]:
         """Server-side apply ``body`` as field manager ``servicelink``; return the ConfigMap as stored.
@@ -231,13 +243,12 @@ class Kube:
         metadata = body["metadata"]
         try:
             return _read(
-                self._core.patch_namespaced_config_map,
-                metadata["name"],
-                metadata["namespace"],
-                dict(body),
-                field_manager=FIELD_MANAGER,
-                force=force,
-                _content_type="application/apply-patch+yaml",
+                self._api,
+                "PATCH",
+                f"/api/v1/namespaces/{metadata['namespace']}/configmaps/{metadata['name']}",
+                query={"fieldManager": FIELD_MANAGER, "force": force},
+                body=body,
+                content_type="application/apply-patch+yaml",
             )
         except ApiException as error:
             if error.status == 409:
@@ -248,14 +259,11 @@ class Kube:
         """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""
         try:
             _write(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"status": dict(status)},
-                _content_type="application/merge-patch+json",
+                self._api,
+                "PATCH",
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+                body={"status": dict(status)},
+                content_type=_MERGE_PATCH,
             )
         except ApiException as error:
             if error.status != 404:
@@ -271,14 +279,11 @@ class Kube:
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
             _write(
-                self._custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                patch,
-                _content_type="application/merge-patch+json",
+                self._api,
+                "PATCH",
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+                body=patch,
+                content_type=_MERGE_PATCH,
             )
         except ApiException as error:
             if error.status == 409:
@@ -298,12 +303,12 @@ class Kube:
             patch["metadata"] = {"resourceVersion": resource_version}
         try:
             _write(
-                getattr(self._apps, _WORKLOAD_PATCHERS[kind]),
-                name,
-                namespace,
-                patch,
-                field_manager=FIELD_MANAGER,
-                _content_type="application/merge-patch+json",
+                self._api,
+                "PATCH",
+                f"/apis/apps/v1/namespaces/{namespace}/{_WORKLOAD_PATHS[kind]}/{name}",
+                query={"fieldManager": FIELD_MANAGER},
+                body=patch,
+                content_type=_MERGE_PATCH,
             )
         except ApiException as error:
             if error.status == 409:
@@ -340,8 +345,7 @@ class Kube:
             "count": 1,
         }
         try:
-            # The client serialises plain dicts as they are; no model object needed.
-            _write(self._core.create_namespaced_event, involved["namespace"], body)
+            _write(self._api, "POST", f"/api/v1/namespaces/{involved['namespace']}/events", body=body)
         except ApiException as error:
             if error.status not in (403, 404, 409, 422):
                 raise
@@ -350,8 +354,3 @@ class Kube:
 def servicelink_reference(*, namespace: str, name: str, uid: str) -> dict[str, str]:
     """Return the ``involvedObject`` of a ServiceLink for an Event."""
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "namespace": namespace, "name": name, "uid": uid}
-
-
-def workload_reference(*, kind: WorkloadKind, namespace: str, name: str) -> dict[str, str]:
-    """Return the ``involvedObject`` of a workload for an Event."""
-    return {"apiVersion": _WORKLOAD_API_VERSION, "kind": kind, "namespace": namespace, "name": name}

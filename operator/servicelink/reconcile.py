@@ -27,7 +27,6 @@ from servicelink.kube import (
     TransportError,
     is_transient,
     servicelink_reference,
-    workload_reference,
 )
 from servicelink.model import (
     API_VERSION,
@@ -292,12 +291,14 @@ class Reconciler:
             written = await self._write_configmap(
                 body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
             )
+            before = list(rolled_out)
             rolled = await self._roll(
                 body, spec, written, previous=previous, rolled_out=rolled_out, results=results, services=services
             )
-        if written.plan is not None and written.plan.write:
+        newly = [f"{r.kind} {namespace}/{r.name}" for r in rolled.rolled_out if r not in before]
+        if written.plan is not None and (written.plan.write or newly):
             # Reported after the rollouts: the consumers' pods need not wait for an Event.
-            await self._report_changes(body, written.plan, written.values)
+            await self._report_changes(body, written.plan, written.values, rolled=newly)
         new_status = render_status(
             generation=int(metadata.get("generation", 0)),
             results=results,
@@ -379,18 +380,25 @@ class Reconciler:
         verdict = judge_sync(namespace=namespace, configmap=configmap_name, ours=ours, conflicts=conflicts)
         return _Written(ours, verdict, plan, conflicts)
 
-    async def _report_changes(self, body: Mapping[str, Any], plan: ConfigMapPlan, ours: Mapping[str, str]) -> None:
+    async def _report_changes(
+        self, body: Mapping[str, Any], plan: ConfigMapPlan, ours: Mapping[str, str], *, rolled: list[str]
+    ) -> None:
         metadata = body["metadata"]
         involved = servicelink_reference(
             namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
         )
         changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
+        # One Event per reconcile on the ServiceLink, naming the values and the consumers
+        # rolled (status.rolledOut holds them all): a change was three Events, one per
+        # change is what Reloader writes. A new ServiceLink of 256 links is one API call.
+        rolled_part = [f"rolled {', '.join(rolled)}"] if rolled else []
         if changed:
-            # One log line and one Event per write: a new ServiceLink of 256 links is one API
-            # call, not 256. Both stay short; the status holds every value.
-            message = summarize([f"{key}: {_describe(old)} -> {_describe(new)}" for key, old, new in changed])
+            parts = [f"{key}: {_describe(old)} -> {_describe(new)}" for key, old, new in changed]
+            message = summarize([*parts, *rolled_part])
             log.info("%s/%s: values changed: %s", metadata["namespace"], metadata["name"], message)
             await self._event(involved, "ValueChanged", message)
+        elif rolled:
+            await self._event(involved, "RolledOut", summarize([*rolled_part, "config hash brought up to date"]))
         for key, manager in plan.restored.items():
             await self._event(
                 involved,
@@ -578,15 +586,6 @@ class Reconciler:
             or "config hash brought up to date"
         )
         log.info("%s/%s: rolled %s (%s)", metadata["namespace"], metadata["name"], what, changes)
-        involved = servicelink_reference(
-            namespace=metadata["namespace"], name=metadata["name"], uid=metadata.get("uid", "")
-        )
-        await self._event(involved, "RolledOut", f"{what}: {changes}")
-        await self._event(
-            workload_reference(kind=rollout.kind, namespace=rollout.namespace, name=rollout.name),
-            "ConfigChanged",
-            f"rolled by ServiceLink {metadata['name']}: {changes}",
-        )
 
     async def _write_status(self, body: Mapping[str, Any], new_status: dict[str, Any]) -> None:
         metadata = body["metadata"]

@@ -26,5 +26,5 @@ def test_demo_shows_the_new_url_and_the_new_replicaset() -> None:
     replicasets = out.split("kubectl get replicasets", 1)[1].split("$ kubectl get events", 1)[0]
     revisions = [line.split()[1] for line in replicasets.splitlines()[2:] if line.strip()]
     assert sorted(revisions) == ["1", "2"]
-    assert "RolledOut      Deployment gallery/gateway-service" in out
+    assert "rolled Deployment gallery/gateway-service" in out
     assert "stopped the operator and the control plane" in out

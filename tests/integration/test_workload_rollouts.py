@@ -71,15 +71,19 @@ def test_a_port_change_rolls_the_consumer_once_and_nothing_else_rolls(
         key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]),
     )
     assert newest["spec"]["template"]["metadata"]["annotations"][HASH] == new_hash
-    rolled = cluster.kubectl(
+    # One Event per change, on the ServiceLink: the value and the consumers it rolled.
+    reported = cluster.kubectl(
         "get",
         "events",
         "-n",
         namespace,
         "--field-selector",
-        "involvedObject.kind=Deployment,involvedObject.name=gateway-service",
+        "involvedObject.kind=ServiceLink,involvedObject.name=gateway-service,reason=ValueChanged",
     ).stdout
-    assert "AUTH_SERVICE_URL: http://auth-service:3001 -> http://auth-service:4001" in rolled
+    assert (
+        "AUTH_SERVICE_URL: http://auth-service:3001 -> http://auth-service:4001; "
+        f"rolled Deployment {namespace}/gateway-service"
+    ) in reported
     status = cluster.get("sl", "gateway-service", "-n", namespace)["status"]
     assert {"kind": "Deployment", "name": "gateway-service", "hash": new_hash} in status["rolledOut"]
     # True once the Deployment's new (zero) replicas are all available.
