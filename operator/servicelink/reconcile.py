@@ -398,7 +398,9 @@ class Reconciler:
             log.info("%s/%s: values changed: %s", metadata["namespace"], metadata["name"], message)
             await self._event(involved, "ValueChanged", message)
         elif rolled:
-            await self._event(involved, "RolledOut", summarize([*rolled_part, "config hash brought up to date"]))
+            # A rollout that waited (waitForEndpoints, a burst across ServiceLinks) or a hash catching up.
+            message = summarize([f"rolled {', '.join(rolled)} onto the ConfigMap's current values"])
+            await self._event(involved, "RolledOut", message)
         for key, manager in plan.restored.items():
             await self._event(
                 involved,
