@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from objects import condition, data, deployment, service, sl
 
-from servicelink.testing.fixtures import Cluster, wait_for
+from servicelink.testing.fixtures import Cluster, fresh_namespace, wait_for
 
 pytestmark = pytest.mark.controller_manager
 SERVICELINK = str(Path(sys.executable).with_name("servicelink"))
@@ -59,10 +58,8 @@ def pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def other_namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh_namespace(cluster) as name:
+        yield name
 
 
 def test_doctor_reports_each_problem_with_its_fix(

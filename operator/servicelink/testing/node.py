@@ -561,14 +561,31 @@ def _remove_pods(state: Path) -> None:
         _stop(state, "containerd")
 
 
+def _processes_naming(folder: Path) -> dict[int, bytes]:
+    """The processes (not this one) whose command line names ``folder``, with that command line."""
+    found: dict[int, bytes] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if str(folder).encode() in cmdline:
+                    found[int(entry.name)] = cmdline
+    return found
+
+
+def _chains(iptables: str, table: str) -> list[str]:
+    """The KUBE-* and CNI-* chains of one table."""
+    listing = _run_quietly(iptables, "-t", table, "-S").stdout
+    return re.findall(r"^-N ((?:KUBE|CNI)-\S+)", listing, re.MULTILINE)
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    return [m for m in _run_quietly("findmnt", "-rn", "-o", "TARGET").stdout.split() if m.startswith(str(folder))]
+
+
 def _kill_leftovers(state: Path) -> None:
     """SIGKILL every process that still refers to the state folder (shims) or lives in a pod cgroup."""
-    pids: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if str(state).encode() in (entry / "cmdline").read_bytes():
-                    pids.add(int(entry.name))
+    pids = set(_processes_naming(state))
     for procs in Path("/sys/fs/cgroup").glob("*/kubepods/**/cgroup.procs"):
         with contextlib.suppress(OSError):
             pids.update(int(p) for p in procs.read_text().split())
@@ -584,19 +601,18 @@ def _clean_iptables() -> None:
         for chain in ("INPUT", "OUTPUT"):
             _run_quietly(iptables, "-t", "filter", "-D", chain, "-j", "KUBE-FIREWALL")
         for table in ("filter", "nat", "mangle"):
-            listing = _run_quietly(iptables, "-t", table, "-S").stdout
-            for rule in listing.splitlines():
+            for rule in _run_quietly(iptables, "-t", table, "-S").stdout.splitlines():
                 if rule.startswith("-A ") and re.search(r" -j (KUBE-|CNI-)", rule):
                     _run_quietly(iptables, "-t", table, *rule.replace("-A ", "-D ", 1).split())
-            for chain in re.findall(r"^-N ((?:KUBE|CNI)-\S+)", listing, re.MULTILINE):
+            chains = _chains(iptables, table)
+            for chain in chains:
                 _run_quietly(iptables, "-t", table, "-F", chain)
-            for chain in re.findall(r"^-N ((?:KUBE|CNI)-\S+)", listing, re.MULTILINE):
+            for chain in chains:
                 _run_quietly(iptables, "-t", table, "-X", chain)
 
 
 def _unmount_under(folder: Path) -> None:
-    mounts = _run_quietly("findmnt", "-rn", "-o", "TARGET").stdout.split()
-    for target in sorted((m for m in mounts if m.startswith(str(folder))), reverse=True):
+    for target in sorted(_mounts_under(folder), reverse=True):
         if _run_quietly("umount", target).returncode != 0:
             _run_quietly("umount", "-l", target)
 
@@ -688,16 +704,10 @@ def leftovers(state: Path | None = None) -> list[str]:
         found.append("the cni0 bridge")
     for iptables in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle"):
-            chains = re.findall(r"^-N ((?:KUBE|CNI)-\S+)", _run_quietly(iptables, "-t", table, "-S").stdout, re.M)
-            found += [f"{iptables} chain {table}/{chain}" for chain in chains]
-    mounts = _run_quietly("findmnt", "-rn", "-o", "TARGET").stdout.split()
-    found += [f"mount {m}" for m in mounts if m.startswith(str(folder))]
+            found += [f"{iptables} chain {table}/{chain}" for chain in _chains(iptables, table)]
+    found += [f"mount {m}" for m in _mounts_under(folder)]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if str(folder).encode() in (entry / "cmdline").read_bytes():
-                    found.append(f"process {entry.name}: {(entry / 'cmdline').read_bytes()[:80]!r}")
+    found += [f"process {pid}: {cmdline[:80]!r}" for pid, cmdline in _processes_naming(folder).items()]
     return found
 
 
