@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from servicelink.model import WORKLOAD_KINDS, Endpoints, WorkloadKind
 from servicelink.resolve import ServiceKey, ServiceView
@@ -23,6 +23,16 @@ from servicelink.rollout import WorkloadView
 Key = tuple[str, str]
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class Ordered(Protocol):
+    """A ServiceLink's place in the order of claims on a shared key."""
+
+    @property
+    def created(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ class Claim:
     configmap: str
     keys: frozenset[str]
 
-    def precedes(self, other: Claim) -> bool:
+    def precedes(self, other: Ordered) -> bool:
         """Whether this claim came first (older, then by name): the earlier one keeps a shared key."""
         return (self.created, self.name) < (other.created, other.name)
 

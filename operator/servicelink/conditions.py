@@ -14,7 +14,6 @@ ROLLED_OUT = "RolledOut"
 # Ready
 RECONCILED = "Reconciled"
 INVALID_SPEC = "InvalidSpec"
-NOT_READY = "NotReady"
 # Resolved
 ALL_SERVICES_FOUND = "AllServicesFound"
 RESOLVED = "Resolved"
@@ -36,23 +35,6 @@ WORKLOAD_NOT_OPTED_IN = "WorkloadNotOptedIn"
 ROLLOUT_IN_PROGRESS = "RolloutInProgress"
 ROLLOUT_STALLED = "RolloutStalled"
 WAITING_FOR_ENDPOINTS = "WaitingForEndpoints"
-
-# Reasons that describe something wrong, which deserve a Warning Event.
-PROBLEMS = frozenset(
-    {
-        INVALID_SPEC,
-        SERVICE_NOT_FOUND,
-        PORT_NOT_FOUND,
-        CROSS_NAMESPACE_FORBIDDEN,
-        KEY_CONFLICT,
-        CONFIGMAP_TOO_LARGE,
-        WRITE_FAILED,
-        CONFIGMAP_NOT_SHARED,
-        ROLLOUT_FAILED,
-        WORKLOAD_NOT_OPTED_IN,
-        ROLLOUT_STALLED,
-    }
-)
 
 
 def merge_conditions(current: Sequence[Condition], desired: Sequence[Condition], *, now: str) -> list[Condition]:

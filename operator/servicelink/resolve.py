@@ -200,8 +200,3 @@ def resolve_links(
         resolve_link(link, namespace=namespace, services=services, endpoints=endpoints, cluster_domain=cluster_domain)
         for link in spec.links
     ]
-
-
-def referenced_services(spec: ServiceLinkSpec, *, namespace: str) -> set[ServiceKey]:
-    """Return the (namespace, name) of every Service the links point at."""
-    return {(link.namespace or namespace, link.service) for link in spec.links}

@@ -71,8 +71,3 @@ def test_conditions_not_desired_are_dropped() -> None:
     current = [cond(c.READY, "True", c.RECONCILED, time=T0), cond("Legacy", "True", "Old", time=T0)]
     merged = c.merge_conditions(current, [cond(c.READY, "True", c.RECONCILED)], now=T1)
     assert [m.type for m in merged] == [c.READY]
-
-
-def test_problem_reasons_are_the_failure_reasons() -> None:
-    assert {c.SERVICE_NOT_FOUND, c.PORT_NOT_FOUND, c.CROSS_NAMESPACE_FORBIDDEN, c.KEY_CONFLICT} <= c.PROBLEMS
-    assert not {c.RECONCILED, c.ALL_SERVICES_FOUND, c.CONFIGMAP_UP_TO_DATE, c.WORKLOADS_UPDATED} & c.PROBLEMS

@@ -17,6 +17,7 @@ PURE = [
     "consent",
     "conditions",
     "status",
+    "plan",
     "settings",
     "controller",
     "tools/offline",

@@ -13,7 +13,6 @@ from servicelink.resolve import (
     ServiceKey,
     ServicePort,
     ServiceView,
-    referenced_services,
     resolve_link,
     resolve_links,
 )
@@ -329,17 +328,3 @@ def test_resolve_links_keeps_spec_order_and_reports_each() -> None:
         ("AUTH_SERVICE_URL", "http://auth-service:3001", conditions.RESOLVED),
         ("CART_URL", None, conditions.SERVICE_NOT_FOUND),
     ]
-
-
-def test_referenced_services_defaults_to_own_namespace() -> None:
-    parsed = parse_spec(
-        {
-            "configMapName": "cm",
-            "links": [
-                {"key": "A", "service": "auth-service"},
-                {"key": "B", "service": "auth-service", "namespace": OTHER},
-                {"key": "C", "service": "auth-service"},
-            ],
-        }
-    )
-    assert referenced_services(parsed, namespace=HERE) == {(HERE, "auth-service"), (OTHER, "auth-service")}

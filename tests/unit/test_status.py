@@ -314,11 +314,6 @@ def test_rolled_out_reasons_come_in_order_of_what_needs_a_hand_first() -> None:
     )
 
 
-def test_a_rollout_in_progress_is_no_problem_and_a_stall_is() -> None:
-    assert c.ROLLOUT_STALLED in c.PROBLEMS
-    assert not {c.ROLLOUT_IN_PROGRESS, c.WAITING_FOR_ENDPOINTS} & c.PROBLEMS
-
-
 def test_an_unchanged_rollout_in_progress_leaves_the_status_as_it_was() -> None:
     """A replica coming up changes no message, so a reconcile mid-rollout writes nothing."""
     first = status(rolled=rollout(progress=[ROLLING]))

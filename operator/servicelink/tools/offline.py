@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.cache import Cache, claim_of
+from servicelink.cache import Cache, claim_of, linked_services
 from servicelink.model import WORKLOAD_KINDS, ServiceLinkSpec, parse_spec
 from servicelink.render import render_configmap, render_hash
-from servicelink.resolve import LinkResult, referenced_services, resolve_links
+from servicelink.resolve import LinkResult, resolve_links
 from servicelink.status import (
     Verdict,
     describe_invalid_spec,
@@ -96,7 +96,7 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
             invalid = Verdict(False, c.INVALID_SPEC, describe_invalid_spec(error))
             linked.append(LinkedServiceLink(namespace, name, configmap, None, (), {}, {}, invalid, invalid))
             continue
-        refs = referenced_services(spec, namespace=namespace)
+        refs = linked_services(namespace, raw_spec)
         results = resolve_links(
             spec,
             namespace=namespace,

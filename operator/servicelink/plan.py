@@ -1,0 +1,596 @@
+"""Decide what one reconcile of a ServiceLink does, from what the watches know (pure).
+
+Each step of ``reconcile.Reconciler`` asks one function here what to do and
+then does it: which values to write and which keys conflict, what to apply to
+the ConfigMap, which baseline a rollout compares against, the status and its
+merge patch, which Events to record, when the finalizer comes and goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from servicelink import conditions as c
+from servicelink.cache import Claim, linked_services
+from servicelink.consent import Skipped, judge_configmap_write, split_consumers
+from servicelink.model import (
+    API_VERSION,
+    FIELD_MANAGER,
+    FINALIZER,
+    KIND,
+    Endpoints,
+    RolledOut,
+    ServiceLinkSpec,
+    WorkloadKind,
+)
+from servicelink.render import (
+    CONFIGMAP_DATA_LIMIT,
+    ConfigMapPlan,
+    plan_configmap,
+    render_configmap,
+    render_owner_reference,
+    summarize,
+)
+from servicelink.resolve import LinkResult, ServiceKey, ServiceView, resolve_links
+from servicelink.rollout import (
+    Deferred,
+    Rollout,
+    WorkloadView,
+    plan_deferral,
+    plan_rollouts,
+    progress_of,
+    restore_deferred,
+    select_consumers,
+)
+from servicelink.status import (
+    Verdict,
+    desired_values,
+    judge_rollout,
+    judge_sync,
+    parse_conditions,
+    parse_deferred,
+    render_invalid_status,
+    render_status,
+    sibling_conflicts,
+)
+
+# ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
+# refused ServiceLink is found by looking again this often, one GET each time.
+CONSENT_RECHECK_SECONDS = 15.0
+# False Synced and RolledOut reasons that deserve a Warning Event. Not RolloutInProgress nor
+# WaitingForEndpoints: they pass. Not KeyConflict: each link that has one gets its own Event.
+WARNED_CONDITION_REASONS = frozenset(
+    {
+        c.CONFIGMAP_TOO_LARGE,
+        c.WRITE_FAILED,
+        c.CONFIGMAP_NOT_SHARED,
+        c.ROLLOUT_FAILED,
+        c.WORKLOAD_NOT_OPTED_IN,
+        c.ROLLOUT_STALLED,
+    }
+)
+
+
+class World(Protocol):
+    """What the operator's watches know about the cluster right now."""
+
+    def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The ServiceLink as last seen, or None when it is gone."""
+
+    def service(self, key: ServiceKey) -> ServiceView | None:
+        """The Service as last seen, or None when it does not exist."""
+
+    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+        """Ready and total endpoints of a Service across its EndpointSlices, or None if it has none."""
+
+    def claims(self, namespace: str, configmap: str) -> list[Claim]:
+        """Every ServiceLink's claim on one ConfigMap."""
+
+    def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
+        """Deployments, StatefulSets and DaemonSets of a namespace: those whose pods read the
+        ConfigMap ``reading``, or all of them when ``reading`` is None."""
+
+    def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
+        """One Deployment, StatefulSet or DaemonSet as last seen, or None when it is gone."""
+
+
+@dataclass(frozen=True)
+class ServiceLinkView:
+    """What a reconcile reads of a ServiceLink, read once from its body."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str  # creationTimestamp: with the name, the order of claims on a shared key
+    generation: int
+    resource_version: str
+    finalizers: tuple[str, ...]
+    deleting: bool
+    spec: Mapping[str, Any]  # as written: parse_spec tells whether it is valid
+    status: Mapping[str, Any]
+
+    @property
+    def previous(self) -> dict[str, str]:
+        """The values the last status says we wrote."""
+        return dict(self.status.get("values") or {})
+
+    @property
+    def rolled_out(self) -> list[RolledOut]:
+        """The consumers the last status says we rolled."""
+        return [RolledOut.model_validate(r) for r in self.status.get("rolledOut") or ()]
+
+
+def parse_servicelink(body: Mapping[str, Any]) -> ServiceLinkView:
+    """Read the parts of a ServiceLink a reconcile uses."""
+    metadata = body.get("metadata") or {}
+    return ServiceLinkView(
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+        created=str(metadata.get("creationTimestamp", "")),
+        generation=int(metadata.get("generation", 0)),
+        resource_version=str(metadata.get("resourceVersion", "")),
+        finalizers=tuple(metadata.get("finalizers") or ()),
+        deleting=bool(metadata.get("deletionTimestamp")),
+        spec=body.get("spec") or {},
+        status=body.get("status") or {},
+    )
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Event to record on the ServiceLink."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+# --- Finalizer ---------------------------------------------------------------------------------
+
+
+def plan_release_finalizers(view: ServiceLinkView) -> list[str] | None:
+    """The finalizers to leave once our keys are out of a co-managed ConfigMap; None when ours is not there."""
+    if FINALIZER not in view.finalizers:
+        return None
+    return [f for f in view.finalizers if f != FINALIZER]
+
+
+def plan_hold_finalizers(view: ServiceLinkView, plan: ConfigMapPlan) -> list[str] | None:
+    """The finalizers to set before writing a ConfigMap, or None when they stay as they are.
+
+    A ConfigMap we co-manage outlives us: the ServiceLink's deletion waits
+    until our keys are out of it. One we own goes with us through its
+    ownerReference instead.
+    """
+    if not plan.write or plan.with_owner or FINALIZER in view.finalizers:
+        return None
+    return [*view.finalizers, FINALIZER]
+
+
+# --- Values --------------------------------------------------------------------------------------
+
+
+def split_claims(view: ServiceLinkView, claims: Sequence[Claim]) -> tuple[list[Claim], frozenset[str]]:
+    """Return the earlier claims on our ConfigMap, and every key our sibling ServiceLinks claim."""
+    others = [claim for claim in claims if claim.uid != view.uid]
+    earlier = [claim for claim in others if claim.precedes(view)]
+    return earlier, frozenset(key for claim in others for key in claim.keys)
+
+
+@dataclass(frozen=True)
+class Values:
+    """What the links resolve to, and which of those values this ServiceLink may write."""
+
+    results: list[LinkResult]
+    services: dict[ServiceKey, ServiceView]
+    desired: dict[str, str]  # resolved or kept, less the keys an earlier ServiceLink holds
+    conflicts: dict[str, str]  # key -> message
+    siblings: frozenset[str]
+
+
+def plan_values(view: ServiceLinkView, spec: ServiceLinkSpec, world: World, *, cluster_domain: str) -> Values:
+    """Resolve the links; keep a last value where a link may; leave out keys an earlier ServiceLink claims."""
+    refs = linked_services(view.namespace, view.spec)
+    services = {key: svc for key in refs if (svc := world.service(key)) is not None}
+    endpoints = {key: eps for key in refs if (eps := world.endpoints(key)) is not None}
+    results = resolve_links(
+        spec, namespace=view.namespace, services=services, endpoints=endpoints, cluster_domain=cluster_domain
+    )
+    desired = desired_values(results, view.previous)
+    earlier, siblings = split_claims(view, world.claims(view.namespace, spec.config_map_name))
+    conflicts = sibling_conflicts(desired, earlier=earlier, namespace=view.namespace, configmap=spec.config_map_name)
+    kept = {k: v for k, v in desired.items() if k not in conflicts}
+    return Values(results, services, kept, conflicts, siblings)
+
+
+# --- ConfigMap -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the ConfigMap step achieved: the values it holds for us and how that went."""
+
+    values: dict[str, str]
+    verdict: Verdict
+    plan: ConfigMapPlan | None  # None: nothing was written
+    conflicts: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Write:
+    """The ConfigMap step: what to set and apply, and what it achieves once applied."""
+
+    outcome: Written
+    finalizers: list[str] | None = None  # set before the apply
+    apply: dict[str, Any] | None = None  # the body to apply, None when nothing is to be written
+    force: bool = False
+
+
+def _shared_version(configmap: Mapping[str, Any] | None, plan: ConfigMapPlan) -> str | None:
+    """The resourceVersion a write into a shared ConfigMap must find, else None.
+
+    Consent to write was read from this version: should its owner withdraw
+    it meanwhile, the write fails with a conflict and is retried, and refused.
+    """
+    if configmap is None or plan.with_owner:
+        return None
+    version: str | None = (configmap.get("metadata") or {}).get("resourceVersion")
+    return version
+
+
+def plan_write(
+    view: ServiceLinkView, spec: ServiceLinkSpec, values: Values, configmap: Mapping[str, Any] | None
+) -> Write:
+    """Decide the ConfigMap write: refused without consent, refused past the size limit, else the apply.
+
+    A key another field manager holds and we never wrote conflicts; one it
+    changed after we wrote it is taken back (``force``).
+    """
+    previous = view.previous
+    where = f"ConfigMap {view.namespace}/{spec.config_map_name}"
+    refusal = judge_configmap_write(configmap, servicelink=view.name, uid=view.uid)
+    if refusal is not None:
+        return Write(Written(previous, Verdict(False, c.CONFIGMAP_NOT_SHARED, refusal), None, values.conflicts))
+    plan = plan_configmap(
+        configmap,
+        desired=values.desired,
+        previous=previous,
+        siblings=values.siblings,
+        owner_uid=view.uid,
+        manager=FIELD_MANAGER,
+    )
+    conflicts = values.conflicts | {
+        key: (
+            f"key {key} of {where} is owned by field manager {manager!r}; "
+            "remove it from that manager's manifest (or delete the key) and servicelink takes it over"
+        )
+        for key, manager in plan.foreign.items()
+    }
+    if plan.size > CONFIGMAP_DATA_LIMIT:
+        message = (
+            f"{where} would hold {plan.size} bytes of data, over the {CONFIGMAP_DATA_LIMIT}-byte limit; "
+            "split the links across ConfigMaps"
+        )
+        return Write(Written(previous, Verdict(False, c.CONFIGMAP_TOO_LARGE, message), None, conflicts))
+    ours = {k: v for k, v in plan.apply_data.items() if k in values.desired}
+    verdict = judge_sync(namespace=view.namespace, configmap=spec.config_map_name, ours=ours, conflicts=conflicts)
+    if not plan.write:
+        return Write(Written(ours, verdict, plan, conflicts))
+    owner = render_owner_reference(name=view.name, uid=view.uid, api_version=API_VERSION, kind=KIND)
+    apply = render_configmap(
+        name=spec.config_map_name,
+        namespace=view.namespace,
+        data=plan.apply_data,
+        owner=owner if plan.with_owner else None,
+        resource_version=_shared_version(configmap, plan),
+    )
+    return Write(Written(ours, verdict, plan, conflicts), plan_hold_finalizers(view, plan), apply, plan.force)
+
+
+def plan_write_failed(view: ServiceLinkView, spec: ServiceLinkSpec, write: Write, error: str) -> Written:
+    """What the ConfigMap step achieved when the API server refused the apply: nothing."""
+    message = f"cannot write ConfigMap {view.namespace}/{spec.config_map_name}: {error}"
+    return Written(view.previous, Verdict(False, c.WRITE_FAILED, message), None, write.outcome.conflicts)
+
+
+def plan_recheck(written: Written) -> float | None:
+    """Seconds after which to look again when only time can tell (consent not given yet), else None."""
+    return CONSENT_RECHECK_SECONDS if written.verdict.reason == c.CONFIGMAP_NOT_SHARED else None
+
+
+def plan_release(
+    view: ServiceLinkView, configmap_name: str, configmap: Mapping[str, Any] | None, claims: Sequence[Claim]
+) -> dict[str, Any] | None:
+    """The apply that withdraws our keys from a ConfigMap we co-manage as we are deleted, or None.
+
+    None also when the ConfigMap is ours (it goes with its owner) or no
+    longer shared with us (its keys stay as they are).
+    """
+    if configmap is None:
+        return None
+    owners = (configmap.get("metadata") or {}).get("ownerReferences") or ()
+    if any(ref.get("uid") == view.uid for ref in owners):
+        return None
+    if judge_configmap_write(configmap, servicelink=view.name, uid=view.uid) is not None:
+        return None
+    _, siblings = split_claims(view, claims)
+    plan = plan_configmap(
+        configmap, desired={}, previous={}, siblings=siblings, owner_uid=view.uid, manager=FIELD_MANAGER
+    )
+    if not plan.write:
+        return None
+    return render_configmap(
+        name=configmap_name,
+        namespace=view.namespace,
+        data=plan.apply_data,
+        owner=None,
+        resource_version=_shared_version(configmap, plan),
+    )
+
+
+# --- Rollout -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rolled:
+    """What the rollout step achieved, for the status."""
+
+    verdict: Verdict
+    rolled_out: list[RolledOut]
+    skipped: list[Skipped] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)  # written, not yet rolled out
+
+
+@dataclass(frozen=True)
+class Roll:
+    """The rollout step: the patches due, or (``done``) what it achieves without any."""
+
+    done: Rolled | None
+    rollouts: list[Rollout] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    baseline: dict[str, str] = field(default_factory=dict)
+
+
+def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
+    """The values the consumers' pods were last rolled to, which a rollout compares against.
+
+    Our last status; the first time, what the ConfigMap held before we wrote
+    it, and nothing to roll if it did not exist (pods waiting for it start
+    with its values). Keys held back last time (``status.deferred``) count
+    as still changed.
+    """
+    if written.plan is None:
+        raise ValueError("no baseline without a write")
+    if view.status.get("hash") is not None:
+        baseline = view.previous
+    elif written.plan.creates:
+        baseline = dict(written.values)
+    else:
+        baseline = dict(written.values)
+        for key, old, _ in written.plan.changes:
+            if old is None:
+                baseline.pop(key, None)
+            else:
+                baseline[key] = old
+    return restore_deferred(baseline, parse_deferred(view.status))
+
+
+def plan_roll(view: ServiceLinkView, spec: ServiceLinkSpec, values: Values, written: Written, world: World) -> Roll:
+    """Decide which consumers to patch, or why none: rollout off, nothing written, endpoints awaited."""
+    rolled_out = view.rolled_out
+    if spec.rollout == "None":
+        disabled = "spec.rollout is None: consumers are not restarted"
+        return Roll(Rolled(Verdict(True, c.ROLLOUT_DISABLED, disabled), rolled_out))
+    if written.plan is None:
+        nothing = Verdict(True, c.NO_CHANGE, "nothing written, nothing rolled")
+        return Roll(Rolled(nothing, rolled_out, deferred=parse_deferred(view.status)))
+    configmap = spec.config_map_name
+    # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
+    everyone = bool(spec.workloads.names) or spec.workloads.selector is not None
+    candidates = world.workloads(view.namespace, reading=None if everyone else configmap)
+    consumers, skipped = split_consumers(
+        select_consumers(candidates, spec=spec.workloads, configmap=configmap),
+        configmap=configmap,
+        servicelink=view.name,
+    )
+    baseline = plan_baseline(view, written)
+    changed, blocked = plan_deferral(
+        values.results, services=values.services, baseline=baseline, desired=written.values
+    )
+    if spec.wait_for_endpoints and blocked:
+        verdict = judge_rollout(
+            namespace=view.namespace,
+            configmap=configmap,
+            failures=[],
+            skipped=skipped,
+            blocked=blocked,
+            progress=[],
+        )
+        return Roll(Rolled(verdict, rolled_out, skipped, changed))
+    managed_configmaps = frozenset(
+        name for workload, _ in consumers for name in workload.reads if world.claims(view.namespace, name)
+    )
+    rollouts = plan_rollouts(
+        consumers,
+        configmap=configmap,
+        managed_configmaps=managed_configmaps,
+        managed=written.plan.apply_data,
+        baseline=baseline,
+        desired=written.values,
+    )
+    return Roll(None, rollouts, skipped, baseline)
+
+
+def judge_roll(
+    view: ServiceLinkView,
+    spec: ServiceLinkSpec,
+    roll: Roll,
+    outcomes: Mapping[tuple[WorkloadKind, str, str], str | None],
+    world: World,
+) -> Rolled:
+    """What the patches achieved: ``outcomes`` has, by workload patched, None or why the API server refused;
+    a workload missing from it waits for another ServiceLink of a ConfigMap it reads."""
+    failures: list[str] = []
+    done: list[RolledOut] = []
+    waiting = 0
+    for rollout in roll.rollouts:
+        key = (rollout.kind, rollout.namespace, rollout.name)
+        if key not in outcomes:
+            waiting += 1
+        elif (failure := outcomes[key]) is not None:
+            failures.append(failure)
+        else:
+            done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
+    rolled_out = done or view.rolled_out
+    views = {(w.kind, w.name): w for r in rolled_out if (w := world.workload(r.kind, view.namespace, r.name))}
+    progress = progress_of(
+        rolled_out,
+        namespace=view.namespace,
+        workloads=views,
+        just_rolled=frozenset((r.kind, r.name) for r in done if (r.kind, r.name) in views),  # not one gone
+    )
+    verdict = judge_rollout(
+        namespace=view.namespace,
+        configmap=spec.config_map_name,
+        failures=failures,
+        skipped=roll.skipped,
+        blocked=[],
+        progress=progress,
+        waiting=waiting,
+    )
+    return Rolled(verdict, rolled_out, list(roll.skipped))
+
+
+# --- Events --------------------------------------------------------------------------------------
+
+
+def describe_change(key: str, old: str | None, new: str | None) -> str:
+    """Return "key: old -> new", "<unset>" for a missing value."""
+    return f"{key}: {'<unset>' if old is None else old} -> {'<unset>' if new is None else new}"
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a reconcile changed, to report: the Events and how many values changed."""
+
+    events: list[Event]
+    values_changed: int
+
+
+def plan_change_events(view: ServiceLinkView, written: Written, rolled: Rolled) -> Changes:
+    """One Event per reconcile that wrote or rolled: the values changed and the consumers rolled.
+
+    One Event per change, as Reloader writes, names every value and consumer
+    (status.rolledOut holds them all): a new ServiceLink of 256 links is one
+    API call. A value another field manager changed and we took back gets a
+    Warning of its own.
+    """
+    plan = written.plan
+    before = view.rolled_out
+    rolled_now = [f"{r.kind} {view.namespace}/{r.name}" for r in rolled.rolled_out if r not in before]
+    if plan is None or not (plan.write or rolled_now):
+        return Changes([], 0)
+    ours = written.values
+    changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
+    rolled_part = [f"rolled {', '.join(rolled_now)}"] if rolled_now else []
+    events: list[Event] = []
+    if changed:
+        parts = [describe_change(key, old, new) for key, old, new in changed]
+        events.append(Event("ValueChanged", summarize([*parts, *rolled_part])))
+    elif rolled_now:
+        # A rollout that waited (waitForEndpoints, a burst across ServiceLinks) or a hash catching up.
+        events.append(Event("RolledOut", summarize([f"{rolled_part[0]} onto the ConfigMap's current values"])))
+    events.extend(
+        Event("DriftRepaired", f"{key} was changed by field manager {manager!r}; restored to {ours.get(key)}", True)
+        for key, manager in plan.restored.items()
+    )
+    return Changes(events, len(changed))
+
+
+def plan_problem_events(current: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
+    """A Warning Event for each problem that is new since the last status.
+
+    Problems of a link (KeyConflict included) come from ``status.links``;
+    ConfigMap-wide ones from a False Synced or RolledOut condition whose
+    reason is in ``WARNED_CONDITION_REASONS``.
+    """
+    events: list[Event] = []
+    before = {(e.get("key"), e.get("reason"), e.get("message")) for e in current.get("links") or ()}
+    for entry in new.get("links") or ():
+        if entry.get("reason") and (entry["key"], entry["reason"], entry.get("message")) not in before:
+            events.append(Event(entry["reason"], entry.get("message", ""), warning=True))
+    old = {(cond.get("type"), cond.get("reason"), cond.get("message")) for cond in current.get("conditions") or ()}
+    for cond in new.get("conditions") or ():
+        if (
+            (cond["type"], cond["reason"], cond.get("message")) not in old
+            and cond["status"] == "False"
+            and cond["type"] in (c.SYNCED, c.ROLLED_OUT)
+            and cond["reason"] in WARNED_CONDITION_REASONS
+        ):
+            events.append(Event(cond["reason"], cond.get("message", ""), warning=True))
+    return events
+
+
+# --- Status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusWrite:
+    """A status to write: the merge patch, and the Events to record once it is written."""
+
+    patch: dict[str, Any]
+    events: list[Event]
+
+
+def render_merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a merge patch from ``current`` to ``new`` status: changed fields, and nulls for removed ones."""
+    patch: dict[str, Any] = {key: None for key in current if key not in new}
+    for key, value in new.items():
+        if current.get(key) != value:
+            # values is a map: drop removed keys with null, else merge patch keeps them.
+            if key == "values" and isinstance(current.get(key), Mapping):
+                value = {k: None for k in current[key] if k not in value} | dict(value)
+            patch[key] = value
+    return patch
+
+
+def plan_status(
+    view: ServiceLinkView, values: Values, written: Written, rolled: Rolled, *, now: str
+) -> StatusWrite | None:
+    """The status a reconcile of a valid spec leaves, with a Warning per new problem; None when unchanged."""
+    new = render_status(
+        generation=view.generation,
+        results=values.results,
+        values=written.values,
+        conflicts=written.conflicts,
+        synced=written.verdict,
+        rolled=rolled.verdict,
+        rolled_out=rolled.rolled_out,
+        skipped=rolled.skipped,
+        deferred=rolled.deferred,
+        current_conditions=parse_conditions(view.status),
+        now=now,
+    )
+    if dict(view.status) == new:
+        return None
+    return StatusWrite(render_merge_patch(view.status, new), plan_problem_events(view.status, new))
+
+
+def plan_invalid_status(view: ServiceLinkView, problems: str, *, now: str) -> StatusWrite | None:
+    """The status of a ServiceLink whose spec is invalid, with one InvalidSpec Warning; None when unchanged.
+
+    The values written stay, and so do the consumers' pods.
+    """
+    new = render_invalid_status(
+        generation=view.generation,
+        message=problems,
+        current=view.status,
+        current_conditions=parse_conditions(view.status),
+        now=now,
+    )
+    if dict(view.status) == new:
+        return None
+    return StatusWrite(render_merge_patch(view.status, new), [Event(c.INVALID_SPEC, problems, warning=True)])

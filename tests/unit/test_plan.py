@@ -1,0 +1,545 @@
+"""plan.py: every decision of a reconcile, on literal objects and the real in-memory Cache (no API server)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from servicelink import conditions as c
+from servicelink.cache import Cache
+from servicelink.model import CONFIG_HASH_ANNOTATION, FIELD_MANAGER, FINALIZER, WRITABLE_BY_ANNOTATION, parse_spec
+from servicelink.plan import (
+    Event,
+    Roll,
+    ServiceLinkView,
+    Values,
+    Written,
+    judge_roll,
+    parse_servicelink,
+    plan_baseline,
+    plan_change_events,
+    plan_hold_finalizers,
+    plan_invalid_status,
+    plan_problem_events,
+    plan_recheck,
+    plan_release,
+    plan_release_finalizers,
+    plan_roll,
+    plan_status,
+    plan_values,
+    plan_write,
+    plan_write_failed,
+    render_merge_patch,
+)
+from servicelink.render import CONFIGMAP_DATA_LIMIT, render_hash
+from servicelink.rollout import Rollout
+from servicelink.status import Verdict
+
+NS = "gallery"
+T0 = "2026-01-01T00:00:00Z"
+AUTH = "http://auth-service:3001"  # same namespace: the short name
+MONGO = "mongodb.gallery.svc.cluster.local"
+
+
+def body(
+    name: str = "gateway",
+    *links: dict[str, Any],
+    configmap: str = "gw",
+    status: dict[str, Any] | None = None,
+    created: str = "2026-01-01T00:00:00Z",
+    **metadata: Any,
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"uid-{name}",
+            "creationTimestamp": created,
+            "generation": 2,
+            "resourceVersion": "7",
+            **metadata,
+        },
+        "spec": {"configMapName": configmap, "links": list(links) or [AUTH_LINK]},
+        **({"status": status} if status is not None else {}),
+    }
+
+
+AUTH_LINK = {"key": "AUTH_URL", "service": "auth-service", "port": 3001, "scheme": "http"}
+MONGO_LINK = {"key": "MONGO_HOST", "service": "mongodb"}
+
+
+def service(name: str, port: int) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NS}, "spec": {"ports": [{"port": port}]}}
+
+
+def slice_of(service_name: str, *ready: bool) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"{service_name}-x",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "endpoints": [{"conditions": {"ready": r}} for r in ready],
+    }
+
+
+def deployment(name: str, *, reads: str, config_hash: str | None = None) -> dict[str, Any]:
+    annotations = {} if config_hash is None else {CONFIG_HASH_ANNOTATION: config_hash}
+    return {
+        "metadata": {"name": name, "namespace": NS, "resourceVersion": "3"},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {"containers": [{"envFrom": [{"configMapRef": {"name": reads}}]}]},
+            }
+        },
+    }
+
+
+def configmap(
+    data: dict[str, str], *, ours: tuple[str, ...] = (), owner: str | None = None, shared: bool = False, **others: str
+) -> dict[str, Any]:
+    """A ConfigMap as the API returns it: ``ours`` applied by servicelink, ``others`` key -> another manager."""
+    managed = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:data": {f"f:{k}": {} for k in ours}}}]
+    managed += [
+        {"manager": m, "operation": "Update", "fieldsV1": {"f:data": {f"f:{k}": {}}}} for k, m in others.items()
+    ]
+    metadata: dict[str, Any] = {"name": "gw", "namespace": NS, "resourceVersion": "41", "managedFields": managed}
+    if owner is not None:
+        metadata["ownerReferences"] = [{"uid": owner}]
+    if shared:
+        metadata["annotations"] = {WRITABLE_BY_ANNOTATION: "*"}
+    return {"metadata": metadata, "data": data}
+
+
+def world(*servicelinks: dict[str, Any], ready: bool = True) -> Cache:
+    cache = Cache()
+    for sl in servicelinks:
+        cache.put_servicelink(sl)
+    cache.put_service(service("auth-service", 3001))
+    cache.put_endpointslice(slice_of("auth-service", ready))
+    return cache
+
+
+def values_of(sl: dict[str, Any], cache: Cache) -> tuple[ServiceLinkView, Values]:
+    view = parse_servicelink(sl)
+    return view, plan_values(view, parse_spec(sl["spec"]), cache, cluster_domain="cluster.local")
+
+
+# --- The view ------------------------------------------------------------------------------------
+
+
+def test_the_view_reads_a_servicelink_once_and_tolerates_absent_fields() -> None:
+    view = parse_servicelink(body(finalizers=["a", FINALIZER], deletionTimestamp=T0, status={"values": {"A": "1"}}))
+    assert (view.namespace, view.name, view.uid, view.generation, view.resource_version) == (
+        NS,
+        "gateway",
+        "uid-gateway",
+        2,
+        "7",
+    )
+    assert view.finalizers == ("a", FINALIZER)
+    assert view.deleting
+    assert view.previous == {"A": "1"}
+    bare = parse_servicelink({})
+    assert (bare.name, bare.generation, bare.finalizers, bare.deleting, bare.previous) == ("", 0, (), False, {})
+
+
+# --- Values and conflicts ------------------------------------------------------------------------
+
+
+def test_a_resolved_link_is_desired() -> None:
+    _, values = values_of(body(), world())
+    assert values.desired == {"AUTH_URL": AUTH}
+    assert values.conflicts == {}
+
+
+def test_a_link_whose_service_went_keeps_its_last_value() -> None:
+    sl = body("gateway", AUTH_LINK, MONGO_LINK, status={"values": {"MONGO_HOST": "old-mongo"}})
+    _, values = values_of(sl, world())
+    assert values.desired == {"AUTH_URL": AUTH, "MONGO_HOST": "old-mongo"}
+    assert [r.resolved for r in values.results] == [True, False]
+
+
+def test_a_key_an_older_servicelink_claims_conflicts_and_is_not_written() -> None:
+    older = body("older", AUTH_LINK, created="2025-01-01T00:00:00Z")
+    mine = body("gateway", AUTH_LINK, MONGO_LINK)
+    _, values = values_of(mine, world(older, mine))
+    assert values.desired == {}
+    assert set(values.conflicts) == {"AUTH_URL"}
+    assert "ServiceLink gallery/older" in values.conflicts["AUTH_URL"]
+    assert values.siblings == {"AUTH_URL"}
+
+
+def test_the_older_servicelink_keeps_its_key_and_same_age_goes_by_name() -> None:
+    younger = body("younger", AUTH_LINK, created="2027-01-01T00:00:00Z")
+    mine = body("gateway", AUTH_LINK)
+    _, values = values_of(mine, world(younger, mine))
+    assert values.desired == {"AUTH_URL": AUTH}
+    assert values.conflicts == {}
+    assert values.siblings == {"AUTH_URL"}  # kept as they are in the ConfigMap
+    alpha = body("alpha", AUTH_LINK)
+    _, values = values_of(mine, world(alpha, mine))
+    assert set(values.conflicts) == {"AUTH_URL"}
+
+
+# --- The ConfigMap write -------------------------------------------------------------------------
+
+
+def test_a_missing_configmap_is_created_owned_and_needs_no_finalizer() -> None:
+    view, values = values_of(body(), world())
+    write = plan_write(view, parse_spec(body()["spec"]), values, None)
+    assert write.apply is not None
+    assert write.apply["data"] == {"AUTH_URL": AUTH}
+    assert [ref["uid"] for ref in write.apply["metadata"]["ownerReferences"]] == ["uid-gateway"]
+    assert "resourceVersion" not in write.apply["metadata"]
+    assert write.finalizers is None
+    assert write.outcome.verdict.reason == c.CONFIGMAP_UP_TO_DATE
+    assert write.outcome.plan is not None
+    assert write.outcome.plan.creates
+
+
+def test_a_shared_configmap_is_written_at_the_version_consent_was_read_and_holds_deletion() -> None:
+    sl = body(finalizers=["other"])
+    view, values = values_of(sl, world())
+    write = plan_write(view, parse_spec(sl["spec"]), values, configmap({"LOG_LEVEL": "debug"}, shared=True))
+    assert write.apply is not None
+    assert write.apply["metadata"]["resourceVersion"] == "41"
+    assert "ownerReferences" not in write.apply["metadata"]
+    assert write.finalizers == ["other", FINALIZER]
+    held = parse_servicelink(body(finalizers=[FINALIZER]))
+    assert write.outcome.plan is not None
+    assert plan_hold_finalizers(held, write.outcome.plan) is None
+
+
+def test_a_configmap_not_shared_is_refused_and_looked_at_again() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}})
+    view, values = values_of(sl, world())
+    write = plan_write(view, parse_spec(sl["spec"]), values, configmap({"AUTH_URL": "old"}))
+    assert write.apply is None
+    assert write.finalizers is None
+    assert write.outcome.verdict.reason == c.CONFIGMAP_NOT_SHARED
+    assert write.outcome.values == {"AUTH_URL": "old"}  # the status keeps what was written before
+    assert plan_recheck(write.outcome) == pytest.approx(15.0)
+    view, values = values_of(body(), world())
+    assert plan_recheck(plan_write(view, parse_spec(body()["spec"]), values, None).outcome) is None
+
+
+def test_a_configmap_holding_the_values_already_is_not_written() -> None:
+    sl = body(status={"values": {"AUTH_URL": AUTH}})
+    view, values = values_of(sl, world())
+    write = plan_write(
+        view, parse_spec(sl["spec"]), values, configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    assert write.apply is None
+    assert write.outcome.plan is not None
+    assert not write.outcome.plan.write
+    assert write.outcome.values == {"AUTH_URL": AUTH}
+
+
+def test_a_removed_key_leaves_the_configmap() -> None:
+    sl = body(status={"values": {"AUTH_URL": AUTH, "GONE": "x"}})
+    view, values = values_of(sl, world())
+    current = configmap({"AUTH_URL": AUTH, "GONE": "x"}, ours=("AUTH_URL", "GONE"), owner="uid-gateway")
+    write = plan_write(view, parse_spec(sl["spec"]), values, current)
+    assert write.apply is not None
+    assert write.apply["data"] == {"AUTH_URL": AUTH}
+    assert write.outcome.plan is not None
+    assert write.outcome.plan.changes == (("GONE", "x", None),)
+
+
+def test_a_key_another_manager_holds_conflicts_and_one_it_changed_is_taken_back() -> None:
+    sl = body(
+        "gateway", AUTH_LINK, {"key": "MONGO_HOST", "service": "auth-service"}, status={"values": {"MONGO_HOST": "x"}}
+    )
+    view, values = values_of(sl, world())
+    current = configmap(
+        {"AUTH_URL": "theirs", "MONGO_HOST": "edited"}, owner="uid-gateway", AUTH_URL="helm", MONGO_HOST="kubectl"
+    )
+    write = plan_write(view, parse_spec(sl["spec"]), values, current)
+    assert set(write.outcome.conflicts) == {"AUTH_URL"}
+    assert "field manager 'helm'" in write.outcome.conflicts["AUTH_URL"]
+    assert write.outcome.verdict.reason == c.KEY_CONFLICT
+    assert write.force
+    assert write.apply is not None
+    assert set(write.apply["data"]) == {"MONGO_HOST"}
+
+
+def test_a_configmap_over_the_size_limit_is_not_written() -> None:
+    view, values = values_of(body(), world())
+    full = configmap({"BLOB": "x" * CONFIGMAP_DATA_LIMIT}, shared=True)
+    write = plan_write(view, parse_spec(body()["spec"]), values, full)
+    assert write.apply is None
+    assert write.finalizers is None
+    assert write.outcome.verdict.reason == c.CONFIGMAP_TOO_LARGE
+    assert write.outcome.plan is None
+
+
+def test_a_refused_apply_keeps_the_last_values_and_the_conflicts() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}})
+    view, values = values_of(sl, world())
+    spec = parse_spec(sl["spec"])
+    written = plan_write_failed(view, spec, plan_write(view, spec, values, None), "HTTP 403 Forbidden")
+    assert written == Written(
+        {"AUTH_URL": "old"},
+        Verdict(False, c.WRITE_FAILED, "cannot write ConfigMap gallery/gw: HTTP 403 Forbidden"),
+        None,
+        {},
+    )
+
+
+# --- The rollout ---------------------------------------------------------------------------------
+
+
+def written_for(
+    sl: dict[str, Any], cache: Cache, current: dict[str, Any] | None
+) -> tuple[ServiceLinkView, Values, Written]:
+    view, values = values_of(sl, cache)
+    return view, values, plan_write(view, parse_spec(sl["spec"]), values, current).outcome
+
+
+def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
+    sl = body()
+    cache = world(sl)
+    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    view, values, written = written_for(sl, cache, None)
+    assert plan_baseline(view, written) == {"AUTH_URL": AUTH}  # pods waiting for it start with its values
+    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    assert roll.done is None
+    assert roll.rollouts == []
+
+
+def test_the_first_rollout_into_an_existing_configmap_compares_with_what_it_held() -> None:
+    sl = body()
+    cache = world(sl)
+    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    view, values, written = written_for(sl, cache, configmap({"AUTH_URL": "before", "X": "1"}, shared=True))
+    assert plan_baseline(view, written) == {"AUTH_URL": "before"}
+    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    assert [(r.name, r.changed_keys) for r in roll.rollouts] == [("web", ("AUTH_URL",))]
+
+
+def test_a_later_rollout_compares_with_the_last_status_and_held_back_keys() -> None:
+    status = {"values": {"AUTH_URL": "old"}, "hash": "h", "deferred": [{"key": "OTHER", "service": "gallery/x"}]}
+    sl = body(status=status)
+    view, _, written = written_for(
+        sl, world(sl), configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    assert plan_baseline(view, written) == {"AUTH_URL": "old"}  # OTHER had no value before: unset again
+    status["deferred"] = [{"key": "AUTH_URL", "service": "gallery/auth-service", "previous": "older"}]
+    view = parse_servicelink(body(status=status))
+    assert plan_baseline(view, written) == {"AUTH_URL": "older"}
+
+
+def test_a_later_change_rolls_each_consumer_once() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    cache = world(sl)
+    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    cache.put_workload("Deployment", deployment("other", reads="elsewhere"))
+    view, values, written = written_for(
+        sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    assert [(r.kind, r.name, r.hash) for r in roll.rollouts] == [("Deployment", "web", render_hash({"AUTH_URL": AUTH}))]
+    assert roll.baseline == {"AUTH_URL": "old"}
+
+
+def test_no_rollout_when_disabled_or_nothing_was_written() -> None:
+    rolled_out = [{"kind": "Deployment", "name": "web", "hash": "h"}]
+    sl = body(status={"rolledOut": rolled_out, "deferred": [{"key": "AUTH_URL", "service": "gallery/auth-service"}]})
+    sl["spec"]["rollout"] = "None"
+    view, values, written = written_for(sl, world(sl), None)
+    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, world(sl))
+    assert roll.done is not None
+    assert roll.done.verdict.reason == c.ROLLOUT_DISABLED
+    assert [r.name for r in roll.done.rolled_out] == ["web"]
+    sl["spec"]["rollout"] = "Rolling"
+    refused = Written({}, Verdict(False, c.CONFIGMAP_NOT_SHARED, "no"), None, {})
+    roll = plan_roll(view, parse_spec(sl["spec"]), values, refused, world(sl))
+    assert roll.done is not None
+    assert roll.done.verdict.reason == c.NO_CHANGE
+    assert [d.key for d in roll.done.deferred] == ["AUTH_URL"]  # still owed
+
+
+def test_a_change_waits_for_a_ready_endpoint_when_asked() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": "h"})
+    sl["spec"]["waitForEndpoints"] = True
+    cache = world(sl, ready=False)
+    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    view, values, written = written_for(
+        sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    assert roll.done is not None
+    assert roll.done.verdict.reason == c.WAITING_FOR_ENDPOINTS
+    assert [(d.key, d.previous) for d in roll.done.deferred] == [("AUTH_URL", "old")]
+
+
+def rollout(name: str) -> Rollout:
+    return Rollout("Deployment", NS, name, "gw", f"hash-{name}", frozenset({"gw"}), ("AUTH_URL",))
+
+
+def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
+    sl = body(status={"rolledOut": [{"kind": "Deployment", "name": "before", "hash": "h"}]})
+    view, spec = parse_servicelink(sl), parse_spec(sl["spec"])
+    cache = world(sl)
+    roll = Roll(None, [rollout("web"), rollout("api"), rollout("late")])
+    outcomes = {("Deployment", NS, "web"): None, ("Deployment", NS, "api"): "cannot patch: HTTP 403"}
+    rolled = judge_roll(view, spec, roll, outcomes, cache)
+    assert rolled.verdict == Verdict(False, c.ROLLOUT_FAILED, "cannot patch: HTTP 403")
+    assert [r.name for r in rolled.rolled_out] == ["web"]
+    waiting = judge_roll(view, spec, Roll(None, [rollout("late")]), {}, cache)
+    assert waiting.verdict.ok
+    assert "1 roll once the other servicelink ConfigMaps" in waiting.verdict.message
+    assert [r.name for r in waiting.rolled_out] == ["before"]  # nothing rolled now: the last ones stay
+
+
+# --- Events --------------------------------------------------------------------------------------
+
+
+def test_a_write_is_one_event_naming_values_and_consumers_and_drift_is_a_warning() -> None:
+    sl = body(
+        "gateway", AUTH_LINK, {"key": "MONGO_HOST", "service": "auth-service"}, status={"values": {"MONGO_HOST": "x"}}
+    )
+    view, _, written = written_for(
+        sl, world(sl), configmap({"MONGO_HOST": "edited"}, owner="uid-gateway", MONGO_HOST="kubectl")
+    )
+    rolled = judge_roll(
+        view, parse_spec(sl["spec"]), Roll(None, [rollout("web")]), {("Deployment", NS, "web"): None}, world(sl)
+    )
+    changes = plan_change_events(view, written, rolled)
+    assert changes.values_changed == 2
+    assert [(e.reason, e.warning) for e in changes.events] == [("ValueChanged", False), ("DriftRepaired", True)]
+    assert changes.events[0].message.endswith("rolled Deployment gallery/web")
+    assert "MONGO_HOST: edited -> " in changes.events[0].message
+
+
+def test_a_rollout_alone_is_a_rolled_out_event_and_no_change_is_none() -> None:
+    sl = body(status={"values": {"AUTH_URL": AUTH}})
+    view, _, written = written_for(
+        sl, world(sl), configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    nothing = judge_roll(view, parse_spec(sl["spec"]), Roll(None), {}, world(sl))
+    assert plan_change_events(view, written, nothing).events == []
+    rolled = judge_roll(
+        view, parse_spec(sl["spec"]), Roll(None, [rollout("web")]), {("Deployment", NS, "web"): None}, world(sl)
+    )
+    events = plan_change_events(view, written, rolled).events
+    assert events == [Event("RolledOut", "rolled Deployment gallery/web onto the ConfigMap's current values")]
+
+
+def condition(kind: str, reason: str, status: str = "False", message: str = "m") -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+def test_problems_new_since_the_last_status_are_warnings() -> None:
+    link = {"key": "A", "reason": c.SERVICE_NOT_FOUND, "message": "gone"}
+    conflict = {"key": "B", "reason": c.KEY_CONFLICT, "message": "taken"}
+    before = {"links": [link], "conditions": [condition(c.SYNCED, c.WRITE_FAILED)]}
+    after = {
+        "links": [link, conflict, {"key": "C", "resolved": True}],
+        "conditions": [
+            condition(c.SYNCED, c.WRITE_FAILED),  # not new
+            condition(c.SYNCED, c.KEY_CONFLICT),  # told by its link
+            condition(c.ROLLED_OUT, c.ROLLOUT_STALLED),
+            condition(c.READY, c.ROLLOUT_STALLED),  # Ready repeats another condition
+        ],
+    }
+    assert plan_problem_events(before, after) == [
+        Event(c.KEY_CONFLICT, "taken", warning=True),
+        Event(c.ROLLOUT_STALLED, "m", warning=True),
+    ]
+
+
+@pytest.mark.parametrize("reason", [c.ROLLOUT_IN_PROGRESS, c.WAITING_FOR_ENDPOINTS, c.NO_CHANGE])
+def test_a_rollout_that_passes_is_no_problem(reason: str) -> None:
+    assert plan_problem_events({}, {"conditions": [condition(c.ROLLED_OUT, reason)]}) == []
+
+
+# --- Status --------------------------------------------------------------------------------------
+
+
+def test_the_status_is_written_once_and_an_unchanged_one_not_at_all() -> None:
+    sl = body()
+    view, values, written = written_for(sl, world(sl), None)
+    rolled = judge_roll(view, parse_spec(sl["spec"]), Roll(None), {}, world(sl))
+    write = plan_status(view, values, written, rolled, now=T0)
+    assert write is not None
+    assert write.patch["values"] == {"AUTH_URL": AUTH}
+    assert write.events == []
+    again = parse_servicelink(body(status=write.patch))
+    assert plan_status(again, values, written, rolled, now="2030-01-01T00:00:00Z") is None
+
+
+def test_a_removed_key_is_nulled_in_the_status_patch() -> None:
+    sl = body(status={"values": {"AUTH_URL": AUTH, "GONE": "x"}, "skipped": [{"kind": "Deployment"}]})
+    view, values, written = written_for(sl, world(sl), None)
+    rolled = judge_roll(view, parse_spec(sl["spec"]), Roll(None), {}, world(sl))
+    write = plan_status(view, values, written, rolled, now=T0)
+    assert write is not None
+    assert write.patch["values"] == {"GONE": None, "AUTH_URL": AUTH}
+    assert write.patch["skipped"] is None
+
+
+def test_an_invalid_spec_is_one_warning_and_keeps_the_values() -> None:
+    view = parse_servicelink(body(status={"values": {"A": "1"}}))
+    write = plan_invalid_status(view, "spec.links: too short", now=T0)
+    assert write is not None
+    assert "values" not in write.patch
+    assert [c["reason"] for c in write.patch["conditions"]] == [c.INVALID_SPEC]
+    assert write.events == [Event(c.INVALID_SPEC, "spec.links: too short", warning=True)]
+    again = parse_servicelink(body(status={"values": {"A": "1"}, **write.patch}))
+    assert plan_invalid_status(again, "spec.links: too short", now="2030-01-01T00:00:00Z") is None
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a merge patch."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+statuses = st.fixed_dictionaries(
+    {},
+    optional={
+        "values": st.dictionaries(st.sampled_from("ABCDE"), st.text(max_size=3)),
+        "hash": st.text(max_size=3),
+        "observedGeneration": st.integers(0, 3),
+        "links": st.lists(st.fixed_dictionaries({"key": st.sampled_from("AB")}), max_size=2),
+    },
+)
+
+
+@given(current=statuses, new=statuses)
+def test_the_status_patch_turns_the_old_status_into_the_new(current: dict[str, Any], new: dict[str, Any]) -> None:
+    assert apply_merge_patch(current, render_merge_patch(current, new)) == new
+
+
+# --- Deletion ------------------------------------------------------------------------------------
+
+
+def test_deletion_withdraws_our_keys_from_a_shared_configmap_and_then_the_finalizer() -> None:
+    sl = body(finalizers=["other", FINALIZER], deletionTimestamp=T0)
+    view = parse_servicelink(sl)
+    assert plan_release_finalizers(view) == ["other"]
+    assert plan_release_finalizers(parse_servicelink(body())) is None
+    sibling = body("sibling", {"key": "KEPT", "service": "auth-service"})
+    cache = world(sibling)
+    shared = configmap({"AUTH_URL": AUTH, "KEPT": "k", "X": "1"}, ours=("AUTH_URL", "KEPT"), shared=True)
+    apply = plan_release(view, "gw", shared, cache.claims(NS, "gw"))
+    assert apply is not None
+    assert apply["data"] == {"KEPT": "k"}
+    assert apply["metadata"]["resourceVersion"] == "41"
+    assert plan_release(view, "gw", None, []) is None
+    assert plan_release(view, "gw", configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway"), []) is None
+    assert plan_release(view, "gw", configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",)), []) is None  # consent withdrawn
