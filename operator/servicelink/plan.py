@@ -146,6 +146,7 @@ class Event:
     reason: str
     message: str
     warning: bool = False
+    logged_as: str = ""  # what the operator's log calls it, when not its reason
 
 
 # --- Finalizer ---------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class Values:
     siblings: frozenset[str]
 
 
-def plan_values(view: ServiceLinkView, spec: ServiceLinkSpec, world: World, *, cluster_domain: str) -> Values:
+def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, cluster_domain: str) -> Values:
     """Resolve the links; keep a last value where a link may; leave out keys an earlier ServiceLink claims."""
     refs = linked_services(view.namespace, view.spec)
     services = {key: svc for key in refs if (svc := world.service(key)) is not None}
@@ -242,7 +243,7 @@ def _shared_version(configmap: Mapping[str, Any] | None, plan: ConfigMapPlan) ->
 
 
 def plan_write(
-    view: ServiceLinkView, spec: ServiceLinkSpec, values: Values, configmap: Mapping[str, Any] | None
+    view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, configmap: Mapping[str, Any] | None
 ) -> Write:
     """Decide the ConfigMap write: refused without consent, refused past the size limit, else the apply.
 
@@ -290,7 +291,7 @@ def plan_write(
     return Write(Written(ours, verdict, plan, conflicts), plan_hold_finalizers(view, plan), apply, plan.force)
 
 
-def plan_write_failed(view: ServiceLinkView, spec: ServiceLinkSpec, write: Write, error: str) -> Written:
+def plan_write_failed(view: ServiceLinkView, *, spec: ServiceLinkSpec, write: Write, error: str) -> Written:
     """What the ConfigMap step achieved when the API server refused the apply: nothing."""
     message = f"cannot write ConfigMap {view.namespace}/{spec.config_map_name}: {error}"
     return Written(view.previous, Verdict(False, c.WRITE_FAILED, message), None, write.outcome.conflicts)
@@ -301,34 +302,43 @@ def plan_recheck(written: Written) -> float | None:
     return CONSENT_RECHECK_SECONDS if written.verdict.reason == c.CONFIGMAP_NOT_SHARED else None
 
 
-def plan_release(
-    view: ServiceLinkView, configmap_name: str, configmap: Mapping[str, Any] | None, claims: Sequence[Claim]
-) -> dict[str, Any] | None:
-    """The apply that withdraws our keys from a ConfigMap we co-manage as we are deleted, or None.
+@dataclass(frozen=True)
+class Release:
+    """What deletion does to a ConfigMap: the apply that withdraws our keys, or why it leaves them."""
 
-    None also when the ConfigMap is ours (it goes with its owner) or no
-    longer shared with us (its keys stay as they are).
+    apply: dict[str, Any] | None
+    kept: str = ""  # why the keys stay, for the log; empty when nothing is to say
+
+
+def plan_release(
+    view: ServiceLinkView, *, configmap_name: str, configmap: Mapping[str, Any] | None, claims: Sequence[Claim]
+) -> Release:
+    """Withdraw our keys from a ConfigMap we co-manage as we are deleted.
+
+    Nothing to do when the ConfigMap is gone, or ours (it goes with its
+    owner); and when it is no longer shared with us its keys stay as they are.
     """
     if configmap is None:
-        return None
+        return Release(None)
     owners = (configmap.get("metadata") or {}).get("ownerReferences") or ()
     if any(ref.get("uid") == view.uid for ref in owners):
-        return None
+        return Release(None)
     if judge_configmap_write(configmap, servicelink=view.name, uid=view.uid) is not None:
-        return None
+        return Release(None, f"ConfigMap {configmap_name} is no longer shared with it; its keys stay as they are")
     _, siblings = split_claims(view, claims)
     plan = plan_configmap(
         configmap, desired={}, previous={}, siblings=siblings, owner_uid=view.uid, manager=FIELD_MANAGER
     )
     if not plan.write:
-        return None
-    return render_configmap(
+        return Release(None)
+    apply = render_configmap(
         name=configmap_name,
         namespace=view.namespace,
         data=plan.apply_data,
         owner=None,
         resource_version=_shared_version(configmap, plan),
     )
+    return Release(apply)
 
 
 # --- Rollout -------------------------------------------------------------------------------------
@@ -378,7 +388,7 @@ def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
     return restore_deferred(baseline, parse_deferred(view.status))
 
 
-def plan_roll(view: ServiceLinkView, spec: ServiceLinkSpec, values: Values, written: Written, world: World) -> Roll:
+def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, written: Written, world: World) -> Roll:
     """Decide which consumers to patch, or why none: rollout off, nothing written, endpoints awaited."""
     rolled_out = view.rolled_out
     if spec.rollout == "None":
@@ -426,6 +436,7 @@ def plan_roll(view: ServiceLinkView, spec: ServiceLinkSpec, values: Values, writ
 
 def judge_roll(
     view: ServiceLinkView,
+    *,
     spec: ServiceLinkSpec,
     roll: Roll,
     outcomes: Mapping[tuple[WorkloadKind, str, str], str | None],
@@ -480,7 +491,7 @@ class Changes:
     values_changed: int
 
 
-def plan_change_events(view: ServiceLinkView, written: Written, rolled: Rolled) -> Changes:
+def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolled) -> Changes:
     """One Event per reconcile that wrote or rolled: the values changed and the consumers rolled.
 
     One Event per change, as Reloader writes, names every value and consumer
@@ -499,7 +510,7 @@ def plan_change_events(view: ServiceLinkView, written: Written, rolled: Rolled) 
     events: list[Event] = []
     if changed:
         parts = [describe_change(key, old, new) for key, old, new in changed]
-        events.append(Event("ValueChanged", summarize([*parts, *rolled_part])))
+        events.append(Event("ValueChanged", summarize([*parts, *rolled_part]), logged_as="values changed"))
     elif rolled_now:
         # A rollout that waited (waitForEndpoints, a burst across ServiceLinks) or a hash catching up.
         events.append(Event("RolledOut", summarize([f"{rolled_part[0]} onto the ConfigMap's current values"])))
@@ -558,7 +569,7 @@ def render_merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> di
 
 
 def plan_status(
-    view: ServiceLinkView, values: Values, written: Written, rolled: Rolled, *, now: str
+    view: ServiceLinkView, *, values: Values, written: Written, rolled: Rolled, now: str
 ) -> StatusWrite | None:
     """The status a reconcile of a valid spec leaves, with a Warning per new problem; None when unchanged."""
     new = render_status(

@@ -115,7 +115,7 @@ class Reconciler:
         involved = servicelink_reference(namespace=view.namespace, name=view.name, uid=view.uid)
         for event in events:
             level = logging.WARNING if event.warning else logging.INFO
-            log.log(level, "%s/%s: %s: %s", view.namespace, view.name, event.reason, event.message)
+            log.log(level, "%s/%s: %s: %s", view.namespace, view.name, event.logged_as or event.reason, event.message)
             try:
                 await self._call(
                     self.kube.create_event,
@@ -159,21 +159,21 @@ class Reconciler:
         except ValidationError as error:
             await self._write_status(view, plan_invalid_status(view, describe_invalid_spec(error), now=_now()))
             return None
-        values = plan_values(view, spec, self.world, cluster_domain=self.settings.cluster_domain)
+        values = plan_values(view, spec=spec, world=self.world, cluster_domain=self.settings.cluster_domain)
         async with self._lock(namespace, spec.config_map_name):
             written = await self._write_configmap(view, spec, values)
-            roll = plan_roll(view, spec, values, written, self.world)
+            roll = plan_roll(view, spec=spec, values=values, written=written, world=self.world)
             if roll.done is not None:
                 rolled = roll.done
             else:
                 outcomes = await self._roll(view, roll.rollouts, roll.baseline, written)
-                rolled = judge_roll(view, spec, roll, outcomes, self.world)
-        changes = plan_change_events(view, written, rolled)
+                rolled = judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=self.world)
+        changes = plan_change_events(view, written=written, rolled=rolled)
         # Reported after the rollouts: the consumers' pods need not wait for an Event.
         await self._record(view, changes.events)
         if changes.values_changed:
             self.on_values_changed(changes.values_changed)
-        await self._write_status(view, plan_status(view, values, written, rolled, now=_now()))
+        await self._write_status(view, plan_status(view, values=values, written=written, rolled=rolled, now=_now()))
         return plan_recheck(written)
 
     async def _set_finalizers(self, view: ServiceLinkView, finalizers: list[str]) -> None:
@@ -194,7 +194,7 @@ class Reconciler:
     async def _write_configmap(self, view: ServiceLinkView, spec: ServiceLinkSpec, values: Values) -> Written:
         """Read the ConfigMap, then set the finalizer and apply as the plan says; return what that achieved."""
         configmap = await self._call(self.kube.get_configmap, namespace=view.namespace, name=spec.config_map_name)
-        write = plan_write(view, spec, values, configmap)
+        write = plan_write(view, spec=spec, values=values, configmap=configmap)
         if write.finalizers is not None:
             await self._set_finalizers(view, write.finalizers)
         if write.apply is not None:
@@ -204,7 +204,7 @@ class Reconciler:
                 where = f"ConfigMap {view.namespace}/{spec.config_map_name}"
                 raise TransientError(f"{where} changed while we wrote it") from error
             except ApiError as error:
-                return plan_write_failed(view, spec, write, f"HTTP {error.status} {error.reason}")
+                return plan_write_failed(view, spec=spec, write=write, error=f"HTTP {error.status} {error.reason}")
         return write.outcome
 
     async def _roll(
@@ -314,11 +314,13 @@ class Reconciler:
         async with self._lock(view.namespace, configmap_name):
             configmap = await self._call(self.kube.get_configmap, namespace=view.namespace, name=configmap_name)
             claims = self.world.claims(view.namespace, configmap_name)
-            apply = plan_release(view, configmap_name, configmap, claims)
-            if apply is None:
+            release = plan_release(view, configmap_name=configmap_name, configmap=configmap, claims=claims)
+            if release.kept:
+                log.info("%s/%s: %s", view.namespace, view.name, release.kept)
+            if release.apply is None:
                 return
             try:
-                await self._call(self.kube.apply_configmap, body=apply, force=False)
+                await self._call(self.kube.apply_configmap, body=release.apply, force=False)
             except Conflict as error:
                 where = f"ConfigMap {view.namespace}/{configmap_name}"
                 raise TransientError(f"{where} changed while we wrote it") from error

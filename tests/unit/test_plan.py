@@ -14,6 +14,7 @@ from servicelink.cache import Cache
 from servicelink.model import CONFIG_HASH_ANNOTATION, FIELD_MANAGER, FINALIZER, WRITABLE_BY_ANNOTATION, parse_spec
 from servicelink.plan import (
     Event,
+    Release,
     Roll,
     ServiceLinkView,
     Values,
@@ -127,7 +128,7 @@ def world(*servicelinks: dict[str, Any], ready: bool = True) -> Cache:
 
 def values_of(sl: dict[str, Any], cache: Cache) -> tuple[ServiceLinkView, Values]:
     view = parse_servicelink(sl)
-    return view, plan_values(view, parse_spec(sl["spec"]), cache, cluster_domain="cluster.local")
+    return view, plan_values(view, spec=parse_spec(sl["spec"]), world=cache, cluster_domain="cluster.local")
 
 
 # --- The view ------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_the_older_servicelink_keeps_its_key_and_same_age_goes_by_name() -> None
 
 def test_a_missing_configmap_is_created_owned_and_needs_no_finalizer() -> None:
     view, values = values_of(body(), world())
-    write = plan_write(view, parse_spec(body()["spec"]), values, None)
+    write = plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=None)
     assert write.apply is not None
     assert write.apply["data"] == {"AUTH_URL": AUTH}
     assert [ref["uid"] for ref in write.apply["metadata"]["ownerReferences"]] == ["uid-gateway"]
@@ -206,7 +207,9 @@ def test_a_missing_configmap_is_created_owned_and_needs_no_finalizer() -> None:
 def test_a_shared_configmap_is_written_at_the_version_consent_was_read_and_holds_deletion() -> None:
     sl = body(finalizers=["other"])
     view, values = values_of(sl, world())
-    write = plan_write(view, parse_spec(sl["spec"]), values, configmap({"LOG_LEVEL": "debug"}, shared=True))
+    write = plan_write(
+        view, spec=parse_spec(sl["spec"]), values=values, configmap=configmap({"LOG_LEVEL": "debug"}, shared=True)
+    )
     assert write.apply is not None
     assert write.apply["metadata"]["resourceVersion"] == "41"
     assert "ownerReferences" not in write.apply["metadata"]
@@ -219,21 +222,26 @@ def test_a_shared_configmap_is_written_at_the_version_consent_was_read_and_holds
 def test_a_configmap_not_shared_is_refused_and_looked_at_again() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}})
     view, values = values_of(sl, world())
-    write = plan_write(view, parse_spec(sl["spec"]), values, configmap({"AUTH_URL": "old"}))
+    write = plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=configmap({"AUTH_URL": "old"}))
     assert write.apply is None
     assert write.finalizers is None
     assert write.outcome.verdict.reason == c.CONFIGMAP_NOT_SHARED
     assert write.outcome.values == {"AUTH_URL": "old"}  # the status keeps what was written before
     assert plan_recheck(write.outcome) == pytest.approx(15.0)
     view, values = values_of(body(), world())
-    assert plan_recheck(plan_write(view, parse_spec(body()["spec"]), values, None).outcome) is None
+    assert (
+        plan_recheck(plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=None).outcome) is None
+    )
 
 
 def test_a_configmap_holding_the_values_already_is_not_written() -> None:
     sl = body(status={"values": {"AUTH_URL": AUTH}})
     view, values = values_of(sl, world())
     write = plan_write(
-        view, parse_spec(sl["spec"]), values, configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+        view,
+        spec=parse_spec(sl["spec"]),
+        values=values,
+        configmap=configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway"),
     )
     assert write.apply is None
     assert write.outcome.plan is not None
@@ -245,7 +253,7 @@ def test_a_removed_key_leaves_the_configmap() -> None:
     sl = body(status={"values": {"AUTH_URL": AUTH, "GONE": "x"}})
     view, values = values_of(sl, world())
     current = configmap({"AUTH_URL": AUTH, "GONE": "x"}, ours=("AUTH_URL", "GONE"), owner="uid-gateway")
-    write = plan_write(view, parse_spec(sl["spec"]), values, current)
+    write = plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current)
     assert write.apply is not None
     assert write.apply["data"] == {"AUTH_URL": AUTH}
     assert write.outcome.plan is not None
@@ -260,7 +268,7 @@ def test_a_key_another_manager_holds_conflicts_and_one_it_changed_is_taken_back(
     current = configmap(
         {"AUTH_URL": "theirs", "MONGO_HOST": "edited"}, owner="uid-gateway", AUTH_URL="helm", MONGO_HOST="kubectl"
     )
-    write = plan_write(view, parse_spec(sl["spec"]), values, current)
+    write = plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current)
     assert set(write.outcome.conflicts) == {"AUTH_URL"}
     assert "field manager 'helm'" in write.outcome.conflicts["AUTH_URL"]
     assert write.outcome.verdict.reason == c.KEY_CONFLICT
@@ -272,7 +280,7 @@ def test_a_key_another_manager_holds_conflicts_and_one_it_changed_is_taken_back(
 def test_a_configmap_over_the_size_limit_is_not_written() -> None:
     view, values = values_of(body(), world())
     full = configmap({"BLOB": "x" * CONFIGMAP_DATA_LIMIT}, shared=True)
-    write = plan_write(view, parse_spec(body()["spec"]), values, full)
+    write = plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=full)
     assert write.apply is None
     assert write.finalizers is None
     assert write.outcome.verdict.reason == c.CONFIGMAP_TOO_LARGE
@@ -283,7 +291,9 @@ def test_a_refused_apply_keeps_the_last_values_and_the_conflicts() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}})
     view, values = values_of(sl, world())
     spec = parse_spec(sl["spec"])
-    written = plan_write_failed(view, spec, plan_write(view, spec, values, None), "HTTP 403 Forbidden")
+    written = plan_write_failed(
+        view, spec=spec, write=plan_write(view, spec=spec, values=values, configmap=None), error="HTTP 403 Forbidden"
+    )
     assert written == Written(
         {"AUTH_URL": "old"},
         Verdict(False, c.WRITE_FAILED, "cannot write ConfigMap gallery/gw: HTTP 403 Forbidden"),
@@ -299,7 +309,7 @@ def written_for(
     sl: dict[str, Any], cache: Cache, current: dict[str, Any] | None
 ) -> tuple[ServiceLinkView, Values, Written]:
     view, values = values_of(sl, cache)
-    return view, values, plan_write(view, parse_spec(sl["spec"]), values, current).outcome
+    return view, values, plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current).outcome
 
 
 def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
@@ -308,7 +318,7 @@ def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
     cache.put_workload("Deployment", deployment("web", reads="gw"))
     view, values, written = written_for(sl, cache, None)
     assert plan_baseline(view, written) == {"AUTH_URL": AUTH}  # pods waiting for it start with its values
-    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert roll.done is None
     assert roll.rollouts == []
 
@@ -319,7 +329,7 @@ def test_the_first_rollout_into_an_existing_configmap_compares_with_what_it_held
     cache.put_workload("Deployment", deployment("web", reads="gw"))
     view, values, written = written_for(sl, cache, configmap({"AUTH_URL": "before", "X": "1"}, shared=True))
     assert plan_baseline(view, written) == {"AUTH_URL": "before"}
-    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert [(r.name, r.changed_keys) for r in roll.rollouts] == [("web", ("AUTH_URL",))]
 
 
@@ -343,7 +353,7 @@ def test_a_later_change_rolls_each_consumer_once() -> None:
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert [(r.kind, r.name, r.hash) for r in roll.rollouts] == [("Deployment", "web", render_hash({"AUTH_URL": AUTH}))]
     assert roll.baseline == {"AUTH_URL": "old"}
 
@@ -353,13 +363,13 @@ def test_no_rollout_when_disabled_or_nothing_was_written() -> None:
     sl = body(status={"rolledOut": rolled_out, "deferred": [{"key": "AUTH_URL", "service": "gallery/auth-service"}]})
     sl["spec"]["rollout"] = "None"
     view, values, written = written_for(sl, world(sl), None)
-    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, world(sl))
+    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=world(sl))
     assert roll.done is not None
     assert roll.done.verdict.reason == c.ROLLOUT_DISABLED
     assert [r.name for r in roll.done.rolled_out] == ["web"]
     sl["spec"]["rollout"] = "Rolling"
     refused = Written({}, Verdict(False, c.CONFIGMAP_NOT_SHARED, "no"), None, {})
-    roll = plan_roll(view, parse_spec(sl["spec"]), values, refused, world(sl))
+    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=refused, world=world(sl))
     assert roll.done is not None
     assert roll.done.verdict.reason == c.NO_CHANGE
     assert [d.key for d in roll.done.deferred] == ["AUTH_URL"]  # still owed
@@ -373,7 +383,7 @@ def test_a_change_waits_for_a_ready_endpoint_when_asked() -> None:
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    roll = plan_roll(view, parse_spec(sl["spec"]), values, written, cache)
+    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert roll.done is not None
     assert roll.done.verdict.reason == c.WAITING_FOR_ENDPOINTS
     assert [(d.key, d.previous) for d in roll.done.deferred] == [("AUTH_URL", "old")]
@@ -389,10 +399,10 @@ def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
     cache = world(sl)
     roll = Roll(None, [rollout("web"), rollout("api"), rollout("late")])
     outcomes = {("Deployment", NS, "web"): None, ("Deployment", NS, "api"): "cannot patch: HTTP 403"}
-    rolled = judge_roll(view, spec, roll, outcomes, cache)
+    rolled = judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
     assert rolled.verdict == Verdict(False, c.ROLLOUT_FAILED, "cannot patch: HTTP 403")
     assert [r.name for r in rolled.rolled_out] == ["web"]
-    waiting = judge_roll(view, spec, Roll(None, [rollout("late")]), {}, cache)
+    waiting = judge_roll(view, spec=spec, roll=Roll(None, [rollout("late")]), outcomes={}, world=cache)
     assert waiting.verdict.ok
     assert "1 roll once the other servicelink ConfigMaps" in waiting.verdict.message
     assert [r.name for r in waiting.rolled_out] == ["before"]  # nothing rolled now: the last ones stay
@@ -409,9 +419,13 @@ def test_a_write_is_one_event_naming_values_and_consumers_and_drift_is_a_warning
         sl, world(sl), configmap({"MONGO_HOST": "edited"}, owner="uid-gateway", MONGO_HOST="kubectl")
     )
     rolled = judge_roll(
-        view, parse_spec(sl["spec"]), Roll(None, [rollout("web")]), {("Deployment", NS, "web"): None}, world(sl)
+        view,
+        spec=parse_spec(sl["spec"]),
+        roll=Roll(None, [rollout("web")]),
+        outcomes={("Deployment", NS, "web"): None},
+        world=world(sl),
     )
-    changes = plan_change_events(view, written, rolled)
+    changes = plan_change_events(view, written=written, rolled=rolled)
     assert changes.values_changed == 2
     assert [(e.reason, e.warning) for e in changes.events] == [("ValueChanged", False), ("DriftRepaired", True)]
     assert changes.events[0].message.endswith("rolled Deployment gallery/web")
@@ -423,12 +437,16 @@ def test_a_rollout_alone_is_a_rolled_out_event_and_no_change_is_none() -> None:
     view, _, written = written_for(
         sl, world(sl), configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    nothing = judge_roll(view, parse_spec(sl["spec"]), Roll(None), {}, world(sl))
-    assert plan_change_events(view, written, nothing).events == []
+    nothing = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
+    assert plan_change_events(view, written=written, rolled=nothing).events == []
     rolled = judge_roll(
-        view, parse_spec(sl["spec"]), Roll(None, [rollout("web")]), {("Deployment", NS, "web"): None}, world(sl)
+        view,
+        spec=parse_spec(sl["spec"]),
+        roll=Roll(None, [rollout("web")]),
+        outcomes={("Deployment", NS, "web"): None},
+        world=world(sl),
     )
-    events = plan_change_events(view, written, rolled).events
+    events = plan_change_events(view, written=written, rolled=rolled).events
     assert events == [Event("RolledOut", "rolled Deployment gallery/web onto the ConfigMap's current values")]
 
 
@@ -466,20 +484,20 @@ def test_a_rollout_that_passes_is_no_problem(reason: str) -> None:
 def test_the_status_is_written_once_and_an_unchanged_one_not_at_all() -> None:
     sl = body()
     view, values, written = written_for(sl, world(sl), None)
-    rolled = judge_roll(view, parse_spec(sl["spec"]), Roll(None), {}, world(sl))
-    write = plan_status(view, values, written, rolled, now=T0)
+    rolled = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
+    write = plan_status(view, values=values, written=written, rolled=rolled, now=T0)
     assert write is not None
     assert write.patch["values"] == {"AUTH_URL": AUTH}
     assert write.events == []
     again = parse_servicelink(body(status=write.patch))
-    assert plan_status(again, values, written, rolled, now="2030-01-01T00:00:00Z") is None
+    assert plan_status(again, values=values, written=written, rolled=rolled, now="2030-01-01T00:00:00Z") is None
 
 
 def test_a_removed_key_is_nulled_in_the_status_patch() -> None:
     sl = body(status={"values": {"AUTH_URL": AUTH, "GONE": "x"}, "skipped": [{"kind": "Deployment"}]})
     view, values, written = written_for(sl, world(sl), None)
-    rolled = judge_roll(view, parse_spec(sl["spec"]), Roll(None), {}, world(sl))
-    write = plan_status(view, values, written, rolled, now=T0)
+    rolled = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
+    write = plan_status(view, values=values, written=written, rolled=rolled, now=T0)
     assert write is not None
     assert write.patch["values"] == {"GONE": None, "AUTH_URL": AUTH}
     assert write.patch["skipped"] is None
@@ -536,10 +554,17 @@ def test_deletion_withdraws_our_keys_from_a_shared_configmap_and_then_the_finali
     sibling = body("sibling", {"key": "KEPT", "service": "auth-service"})
     cache = world(sibling)
     shared = configmap({"AUTH_URL": AUTH, "KEPT": "k", "X": "1"}, ours=("AUTH_URL", "KEPT"), shared=True)
-    apply = plan_release(view, "gw", shared, cache.claims(NS, "gw"))
+    apply = plan_release(view, configmap_name="gw", configmap=shared, claims=cache.claims(NS, "gw")).apply
     assert apply is not None
     assert apply["data"] == {"KEPT": "k"}
     assert apply["metadata"]["resourceVersion"] == "41"
-    assert plan_release(view, "gw", None, []) is None
-    assert plan_release(view, "gw", configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway"), []) is None
-    assert plan_release(view, "gw", configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",)), []) is None  # consent withdrawn
+    assert plan_release(view, configmap_name="gw", configmap=None, claims=[]) == Release(None)
+    owned = configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    assert plan_release(view, configmap_name="gw", configmap=owned, claims=[]) == Release(
+        None
+    )  # it goes with its owner
+    withdrawn = plan_release(
+        view, configmap_name="gw", configmap=configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",)), claims=[]
+    )
+    assert withdrawn.apply is None
+    assert "no longer shared" in withdrawn.kept

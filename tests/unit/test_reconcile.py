@@ -8,6 +8,7 @@ watches would; what each call decides is tested in test_plan.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -138,7 +139,10 @@ def changed_after_first_reconcile(executor: ThreadPoolExecutor) -> tuple[FakeKub
     return kube, run
 
 
-def test_a_new_servicelink_creates_its_configmap_reports_then_writes_its_status(executor: ThreadPoolExecutor) -> None:
+def test_a_new_servicelink_creates_its_configmap_reports_then_writes_its_status(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="servicelink.reconcile")
     kube = FakeKube(world(body()))
     kube.cache.put_workload("Deployment", deployment("web", reads="gw"))
     run = reconciler(kube, executor)
@@ -146,6 +150,7 @@ def test_a_new_servicelink_creates_its_configmap_reports_then_writes_its_status(
     assert kube.calls == ["get_configmap", "apply_configmap", "create_event", "patch_servicelink_status"]
     assert kube.events == [("ValueChanged", False)]
     assert kube.configmaps[(NS, "gw")]["data"] == {"AUTH_URL": AUTH}
+    assert f"{NS}/gateway: values changed: AUTH_URL: <unset> -> {AUTH}" in caplog.text  # what operators grep for
     assert status(kube)["values"] == {"AUTH_URL": AUTH}
     # Its status comes back through the watch: the next reconcile reads and writes nothing.
     kube.calls.clear()
