@@ -192,7 +192,7 @@ class Reconciler:
 
     async def _event(self, involved: Mapping[str, str], reason: str, message: str, *, warning: bool = False) -> None:
         try:
-            await self._call(self.kube.create_event, involved=involved, reason=reason, message=message, warning=warning)
+            await self._call(self.kube.record_event, involved=involved, reason=reason, message=message, warning=warning)
         except (TransientError, ApiError) as error:
             log.info("event %s on %s/%s not recorded: %s", reason, involved["namespace"], involved["name"], error)
 
