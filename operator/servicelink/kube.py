@@ -413,7 +413,11 @@ class Kube:
                 raise
 
     def _count_event(self, namespace: str, name: str, count: int, now: str) -> bool:
-        """Set a recorded Event's count and lastTimestamp; return False when it is gone (404)."""
+        """Set a recorded Event's count and lastTimestamp.
+
+        Returns False when it is gone (404), or when patching Events is not granted
+        (403, RBAC from before Events were counted): the caller creates one instead.
+        """
         try:
             _write(
                 self._api,
@@ -423,7 +427,7 @@ class Kube:
                 content_type=_MERGE_PATCH,
             )
         except ApiException as error:
-            if error.status == 404:
+            if error.status in (403, 404):
                 return False
             raise
         return True
