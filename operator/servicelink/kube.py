@@ -13,7 +13,11 @@ import datetime
 import json
 import os
 import socket
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
@@ -36,7 +40,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("apps", "deployments", ("list", "watch", "patch")),
     ("apps", "statefulsets", ("list", "watch", "patch")),
     ("apps", "daemonsets", ("list", "watch", "patch")),
-    ("", "events", ("create",)),
+    ("", "events", ("create", "patch")),  # patch: a repeated Event's count
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
@@ -62,6 +66,14 @@ _LISTERS = {
 }
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
+# A repeated Event (same object, reason, type, message, source) within this many seconds of the
+# last one raises that Event's count, as client-go's EventCorrelator does, rather than making a
+# new object: a Service that flaps leaves one Event per distinct message, with its count. An hour
+# is the API server's default --event-ttl: an older Event is most likely gone already.
+EVENT_REPEAT_WINDOW = 3600.0
+# The Events remembered for that, least recently seen dropped first (client-go keeps 4096 too).
+EVENT_CACHE_SIZE = 4096
+_INVOLVED_FIELDS = ("apiVersion", "kind", "namespace", "name", "uid")
 
 
 class Conflict(Exception):
@@ -183,12 +195,48 @@ def instance_name() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    """An Event this process wrote: its name, its count, and when it was last seen (monotonic seconds)."""
+
+    name: str
+    count: int
+    seen: float
+
+
+class _RecentEvents:
+    """The Events recorded lately, by what makes two of them the same; bounded, least recently seen dropped."""
+
+    def __init__(self, *, size: int = EVENT_CACHE_SIZE, window: float = EVENT_REPEAT_WINDOW) -> None:
+        self._size = size
+        self._window = window
+        self._entries: OrderedDict[tuple[str, ...], _Recorded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...], *, now: float) -> _Recorded | None:
+        """Return the Event recorded under ``key`` within the window, else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or now - entry.seen > self._window:
+                return None
+            return entry
+
+    def put(self, key: tuple[str, ...], entry: _Recorded) -> None:
+        """Remember ``entry`` as the latest Event under ``key``."""
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class Kube:
     """Typed, synchronous calls on one API client; safe to use from several threads."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self._api = api_client
         self._instance = instance_name()
+        self._events = _RecentEvents()
 
     def get_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the Lease, or None when it does not exist (404)."""
@@ -318,7 +366,7 @@ class Kube:
             raise
         return True
 
-    def create_event(
+    def record_event(
         self,
         *,
         involved: Mapping[str, str],
@@ -328,27 +376,61 @@ class Kube:
     ) -> None:
         """Record a core/v1 Event on ``involved`` (apiVersion, kind, namespace, name, uid).
 
-        Events are best effort: a refused Event is not worth failing a reconcile for.
+        The same Event again within ``EVENT_REPEAT_WINDOW`` patches the one recorded
+        (count and lastTimestamp): one API call either way. If that Event is gone
+        (404), a new one is created. Events are best effort: a refused Event is not
+        worth failing a reconcile for.
         """
-        now = _now()
-        body = {
-            "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
-            "involvedObject": dict(involved),
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": f"{GROUP}/operator",
-            "reportingInstance": self._instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        namespace = involved["namespace"]
+        kind = "Warning" if warning else "Normal"
+        message = message[:1024]
+        key = (*(involved.get(f, "") for f in _INVOLVED_FIELDS), reason, kind, message)
+        now, seen = _now(), time.monotonic()
+        previous = self._events.get(key, now=seen)
         try:
-            _write(self._api, "POST", f"/api/v1/namespaces/{involved['namespace']}/events", body=body)
+            if previous is not None and self._count_event(namespace, previous.name, previous.count + 1, now):
+                self._events.put(key, _Recorded(previous.name, previous.count + 1, seen))
+                return
+            # Named here, as client-go names them, so the name is known without reading the answer.
+            name = f"{involved['name']}.{time.time_ns():x}"
+            body = {
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": dict(involved),
+                "reason": reason,
+                "message": message,
+                "type": kind,
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": f"{GROUP}/operator",
+                "reportingInstance": self._instance,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            _write(self._api, "POST", f"/api/v1/namespaces/{namespace}/events", body=body)
+            self._events.put(key, _Recorded(name, 1, seen))
         except ApiException as error:
             if error.status not in (403, 404, 409, 422):
                 raise
+
+    def _count_event(self, namespace: str, name: str, count: int, now: str) -> bool:
+        """Set a recorded Event's count and lastTimestamp.
+
+        Returns False when it is gone (404), or when patching Events is not granted
+        (403, RBAC from before Events were counted): the caller creates one instead.
+        """
+        try:
+            _write(
+                self._api,
+                "PATCH",
+                f"/api/v1/namespaces/{namespace}/events/{name}",
+                body={"count": count, "lastTimestamp": now},
+                content_type=_MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status in (403, 404):
+                return False
+            raise
+        return True
 
 
 def servicelink_reference(*, namespace: str, name: str, uid: str) -> dict[str, str]:

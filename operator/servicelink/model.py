@@ -1,12 +1,28 @@
-"""The ServiceLink API as pydantic models, and the names the operator shares with the cluster (pure)."""
+"""The ServiceLink API as pydantic models, and the names the operator shares with the cluster (pure).
+
+The models are the one source of the API: the CRD's schema (crds/servicelink.yaml) is
+generated from them by hack/crd.sh (servicelink.crd). A field's description is what
+``kubectl explain`` prints; its constraints (length, pattern, range) are both what the
+API server checks and what the operator checks; ``json_schema_extra`` carries what only
+the CRD has (CEL rules, list types, the API server's own defaults).
+"""
 
 from __future__ import annotations
 
 import re
 import string
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 GROUP = "servicelink.dev"
 VERSION = "v1alpha1"
@@ -23,18 +39,30 @@ ROLLABLE_BY_ANNOTATION = f"{GROUP}/rollable-by"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 
 DEFAULT_TEMPLATE = "{scheme}://{host}:{port}{path}"
-PLACEHOLDERS = frozenset({"scheme", "host", "port", "path", "service", "namespace", "fqdn"})
+# In the order the CRD's rule and its message name them.
+PLACEHOLDER_NAMES = ("scheme", "host", "port", "path", "service", "namespace", "fqdn")
+PLACEHOLDERS = frozenset(PLACEHOLDER_NAMES)
 MAX_LINKS = 256
 
+# Each pattern is written once, in the syntax both Python and the API server (RE2) read.
 KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# IANA service names as Kubernetes accepts them for port names.
-PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?=[a-z0-9]))*$")
-SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
+# IANA service names as Kubernetes accepts them for port names: lowercase letters, digits and
+# single inner dashes, one letter at least; at most PORT_NAME_MAX characters.
+PORT_NAME = re.compile(r"^(?:[a-z0-9]+-)*[a-z0-9]*[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+PORT_NAME_MAX = 15
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+PATH = re.compile(r"^(/.*)?$")
 # The CRD's CEL rule: literal text and known placeholders, no other braces.
-TEMPLATE = re.compile(r"^([^{}]|\{(" + "|".join(sorted(PLACEHOLDERS)) + r")\})*$")
+TEMPLATE = re.compile(r"^([^{}]|[{](" + "|".join(PLACEHOLDER_NAMES) + r")[}])*$")
+_TEMPLATE_RULE = {
+    "rule": f"self.matches('{TEMPLATE.pattern}')",
+    "message": "template may use only the placeholders "
+    + " ".join("{" + p + "}" for p in PLACEHOLDER_NAMES)
+    + ", and no other braces",
+}
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
@@ -52,6 +80,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _explained(message: str) -> WrapValidator:
+    """Replace pydantic's error for a value that breaks the field's constraints with ``message``.
+
+    ``message`` may name the value as ``{value!r}``.
+    """
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(message.format(value=value)) from None
+
+    return WrapValidator(validate)
+
+
 def template_placeholders(template: str) -> list[str]:
     """Return the placeholder names in ``template``; raise ``ValueError`` on a malformed brace."""
     names: list[str] = []
@@ -67,70 +110,89 @@ def template_placeholders(template: str) -> list[str]:
 class Link(_Strict):
     """One ConfigMap key and the Service whose address it holds."""
 
-    key: str
-    service: str
-    namespace: str | None = None
-    port: int | str | None = None
-    scheme: str = "http"
-    path: str = ""
-    template: str = DEFAULT_TEMPLATE
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        if not KEY_PATTERN.fullmatch(value):
-            raise ValueError(f"key {value!r} must match [A-Za-z_][A-Za-z0-9_]* (an environment variable name)")
-        return value
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, value: str) -> str:
-        if len(value) > 63 or not DNS1035_LABEL.fullmatch(value):
-            raise ValueError(f"service {value!r} must be a DNS-1035 label (lowercase, at most 63 characters)")
-        return value
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 63 or not DNS1123_LABEL.fullmatch(value)):
-            raise ValueError(f"namespace {value!r} must be a DNS-1123 label")
-        return value
-
-    @field_validator("port", mode="before")
-    @classmethod
-    def _port_not_bool(cls, value: object) -> object:
-        # Before pydantic's coercion, which would read true as port 1.
-        if isinstance(value, bool):
-            raise ValueError("port must be a number or a port name, not a boolean")
-        return value
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and not 1 <= value <= 65535:
-            raise ValueError(f"port {value} must be between 1 and 65535")
-        if isinstance(value, str) and not PORT_NAME.fullmatch(value):
-            raise ValueError(f"port {value!r} must be a port name (IANA service name: lowercase, at most 15)")
-        return value
-
-    @field_validator("scheme")
-    @classmethod
-    def _scheme(cls, value: str) -> str:
-        if not SCHEME.fullmatch(value):
-            raise ValueError(f"scheme {value!r} must be a URI scheme such as http or https")
-        return value
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if value and not value.startswith("/"):
-            raise ValueError(f"path {value!r} must start with '/'")
-        return value
+    key: Annotated[
+        str,
+        Field(
+            description="The ConfigMap key, usually the environment variable your code reads, such as"
+            " AUTH_SERVICE_URL. Must match [A-Za-z_][A-Za-z0-9_]* and be unique in links.",
+            min_length=1,
+            max_length=253,
+            pattern=KEY_PATTERN.pattern,
+        ),
+        _explained("key {value!r} must match [A-Za-z_][A-Za-z0-9_]* (an environment variable name), at most 253"),
+    ]
+    service: Annotated[
+        str,
+        Field(
+            description="Name of the Service (a DNS-1035 label, as Service names are).",
+            min_length=1,
+            max_length=63,
+            pattern=DNS1035_LABEL.pattern,
+        ),
+        _explained("service {value!r} must be a DNS-1035 label (lowercase, at most 63 characters)"),
+    ]
+    namespace: Annotated[
+        str | None,
+        Field(
+            description="Namespace of the Service; default this ServiceLink's namespace. A Service in another"
+            " namespace resolves only if its annotation servicelink.dev/expose-to lists this ServiceLink's"
+            ' namespace (comma-separated) or is "*"; its host is then the FQDN'
+            " <service>.<namespace>.svc.<cluster domain>.",
+            min_length=1,
+            max_length=63,
+            pattern=DNS1123_LABEL.pattern,
+        ),
+        _explained("namespace {value!r} must be a DNS-1123 label"),
+    ] = None
+    port: Annotated[
+        # Strict: a string of digits is not a number here, as it is not for the API server.
+        Annotated[int, Field(strict=True, ge=1, le=65535)]
+        | Annotated[str, Field(max_length=PORT_NAME_MAX, pattern=PORT_NAME.pattern)]
+        | None,
+        Field(
+            description='The Service port, by number (1-65535) or by name (such as "http"); a name follows the'
+            " port when it is renumbered. May be left out only when the Service has exactly one port.",
+        ),
+        _explained(
+            "port {value!r} must be a number between 1 and 65535 or a port name"
+            " (IANA service name: lowercase, at most 15)"
+        ),
+    ] = None
+    scheme: Annotated[
+        str,
+        Field(
+            description='The URL scheme for {scheme}; default "http".',
+            min_length=1,
+            max_length=32,
+            pattern=SCHEME.pattern,
+        ),
+        _explained("scheme {value!r} must be a URI scheme such as http or https, at most 32 characters"),
+    ] = "http"
+    path: Annotated[
+        str,
+        Field(
+            description='The path for {path}, such as /v1; default empty. Must start with "/" when set.',
+            max_length=2048,
+            pattern=PATH.pattern,
+        ),
+        _explained("path {value!r} must start with '/' and be one line of at most 2048 characters"),
+    ] = ""
+    template: Annotated[
+        str,
+        Field(
+            description='How the value is rendered; default "{scheme}://{host}:{port}{path}". Placeholders:'
+            " {scheme}, {host} (the short Service name in this namespace, the FQDN in another, the externalName"
+            " of an ExternalName Service), {port}, {path}, {service}, {namespace}, {fqdn} (always the full"
+            ' name). "{host}" gives the seed\'s MONGODB_HOST=mongodb.',
+            max_length=512,
+            json_schema_extra={"x-kubernetes-validations": [_TEMPLATE_RULE]},
+        ),
+    ] = DEFAULT_TEMPLATE
 
     @field_validator("template")
     @classmethod
     def _template(cls, value: str) -> str:
-        known = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
+        known = ", ".join("{" + p + "}" for p in PLACEHOLDER_NAMES)
         unknown = sorted({m for m in re.findall(r"\{([^{}]*)\}", value)} - PLACEHOLDERS)
         if unknown:
             raise ValueError(
@@ -144,49 +206,107 @@ class Link(_Strict):
 class WorkloadRef(_Strict):
     """A workload named in ``spec.workloads.names``."""
 
-    kind: WorkloadKind
-    name: str
+    kind: Annotated[WorkloadKind, Field(description="Deployment, StatefulSet or DaemonSet.")]
+    name: Annotated[str, Field(description="Name of the workload.", min_length=1, max_length=253)]
 
 
 class LabelSelectorRequirement(_Strict):
     """One ``matchExpressions`` entry of a label selector."""
 
-    key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = Field(default_factory=list)
+    key: Annotated[str, Field(description="The label key.")]
+    operator: Annotated[
+        Literal["In", "NotIn", "Exists", "DoesNotExist"], Field(description="In, NotIn, Exists or DoesNotExist.")
+    ]
+    values: list[str] = Field(default_factory=list, description="Values for In and NotIn.")
 
 
 class LabelSelector(_Strict):
     """A standard Kubernetes label selector."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, alias="matchExpressions")
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, alias="matchLabels", description="Labels a workload must carry, all of them."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list,
+        alias="matchExpressions",
+        description="Label requirements a workload must meet, all of them.",
+    )
 
 
 class Workloads(_Strict):
     """Which workloads are rolled when a value changes."""
 
-    auto: bool = True
-    names: list[WorkloadRef] = Field(default_factory=list)
-    selector: LabelSelector | None = None
+    auto: bool = Field(
+        default=True,
+        description="Default true: every Deployment, StatefulSet and DaemonSet in this namespace whose pod template"
+        " reads the ConfigMap (envFrom, env valueFrom configMapKeyRef, volumes, projected volumes). A workload"
+        " reading single keys is rolled only when one of those keys changes.",
+    )
+    names: list[WorkloadRef] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Also roll these workloads of this namespace, by kind and name. One whose pods do not read the"
+        " ConfigMap is rolled only if its annotation servicelink.dev/rollable-by lists this ServiceLink's name,"
+        ' or is "*".',
+    )
+    selector: LabelSelector | None = Field(
+        default=None,
+        description="Also roll the workloads of this namespace whose labels this selector matches; one that does not"
+        " read the ConfigMap only with its consent, as for names.",
+    )
+
+
+def _links_schema(schema: dict[str, Any]) -> None:
+    """Complete the CRD's schema of ``spec.links``: its bounds, a map keyed by key, each entry described."""
+    schema.update(
+        {"minItems": 1, "maxItems": MAX_LINKS, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"]}
+    )
+    schema["items"]["description"] = Link.__doc__
 
 
 class ServiceLinkSpec(_Strict):
-    """``spec`` of a ServiceLink."""
+    """Which ConfigMap holds which keys, and whom to roll when a value changes."""
 
-    config_map_name: Annotated[str, Field(alias="configMapName")]
-    links: list[Link]
-    workloads: Workloads = Field(default_factory=Workloads)
-    rollout: Literal["Rolling", "None"] = "Rolling"
-    # Roll consumers onto a changed value only once its Service has a ready endpoint.
-    wait_for_endpoints: bool = Field(default=False, alias="waitForEndpoints")
-
-    @field_validator("config_map_name")
-    @classmethod
-    def _config_map_name(cls, value: str) -> str:
-        if len(value) > 253 or not DNS1123_SUBDOMAIN.fullmatch(value):
-            raise ValueError(f"configMapName {value!r} must be a DNS-1123 subdomain")
-        return value
+    config_map_name: Annotated[
+        str,
+        Field(
+            alias="configMapName",
+            description="Name of the ConfigMap, in this ServiceLink's namespace, that holds the keys. Created (owned"
+            " by this ServiceLink, deleted with it) if absent. One that exists already (from Helm, say) is written"
+            " only if its owner shared it: its annotation servicelink.dev/writable-by lists this ServiceLink's"
+            ' name, or is "*". Then only this ServiceLink\'s keys are written and every other key is left alone.',
+            min_length=1,
+            max_length=253,
+            pattern=DNS1123_SUBDOMAIN.pattern,
+        ),
+        _explained("configMapName {value!r} must be a DNS-1123 subdomain"),
+    ]
+    links: list[Link] = Field(
+        description="One entry per ConfigMap key (1 to 256). Each key holds the address of one Service, rendered"
+        " through the template; keys are unique.",
+        # The count is checked below, for a message that says what is allowed.
+        json_schema_extra=_links_schema,
+    )
+    workloads: Workloads = Field(
+        default_factory=Workloads,
+        description="Which workloads are rolled when a value changes: their pod template annotation"
+        " servicelink.dev/config-hash is set to the hash of the values they read (one configmap=hash entry per"
+        " servicelink ConfigMap when they read several).",
+    )
+    rollout: Literal["Rolling", "None"] = Field(
+        default="Rolling",
+        description="Rolling (default): when a value changes, roll each consuming workload once. None: write the"
+        " ConfigMap and roll nothing.",
+        json_schema_extra={"default": "Rolling"},  # the one default the API server fills in too
+    )
+    wait_for_endpoints: bool = Field(
+        default=False,
+        alias="waitForEndpoints",
+        description="Default false. When true, a changed value is still written to the ConfigMap at once, but the"
+        " consumers are rolled onto it only once the Service of every changed link has a ready endpoint (an"
+        " ExternalName Service is never waited for); they roll as soon as one is ready. Meanwhile RolledOut is"
+        " False with reason WaitingForEndpoints, and status.deferred lists the keys held back.",
+    )
 
     @model_validator(mode="after")
     def _links(self) -> ServiceLinkSpec:
@@ -200,41 +320,129 @@ class ServiceLinkSpec(_Strict):
         return self
 
 
+_KIND = "Deployment, StatefulSet or DaemonSet."
+_KEY = "The ConfigMap key."
+_SERVICE = "The Service as namespace/name."
+_WORKLOAD = "Name of the workload."
+
+
 class Endpoints(_Strict):
     """Ready and total endpoints behind a Service, from its EndpointSlices."""
 
-    ready: int
-    total: int
+    ready: int = Field(description="Endpoints ready to serve.")
+    total: int = Field(description="All endpoints.")
 
 
 class LinkStatus(_Strict):
-    """How one link resolved."""
+    """How one link resolved: an entry of ``status.links``."""
 
-    key: str
-    service: str
-    resolved: bool
-    endpoints: Endpoints | None = None
-    reason: str | None = None
-    message: str | None = None
+    key: str = Field(description=_KEY)
+    service: str = Field(description=_SERVICE)
+    resolved: bool = Field(description="Whether the Service and port were found and the value rendered.")
+    endpoints: Endpoints | None = Field(
+        default=None, description="Endpoints behind the Service, from its EndpointSlices."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the link did not resolve or was not written (ServiceNotFound, PortNotFound,"
+        " CrossNamespaceForbidden, KeyConflict).",
+    )
+    message: str | None = Field(default=None, description="What is wrong and how to fix it.")
 
 
 class RolledOut(_Strict):
     """A workload patched by the last rollout."""
 
-    kind: WorkloadKind
-    name: str
-    hash: str
+    kind: WorkloadKind = Field(description=_KIND)
+    name: str = Field(description=_WORKLOAD)
+    hash: str = Field(
+        description="The hash of the values it reads of this ConfigMap, as set in servicelink.dev/config-hash on"
+        " its pod template."
+    )
+
+
+class SkippedWorkload(_Strict):
+    """A workload named or selected but not rolled: an entry of ``status.skipped``."""
+
+    kind: WorkloadKind = Field(description=_KIND)
+    name: str = Field(description=_WORKLOAD)
+    message: str = Field(description="Why it was skipped, and the kubectl annotate command that opts it in.")
+
+
+class DeferredKey(_Strict):
+    """A key written whose rollout waits for endpoints: an entry of ``status.deferred``."""
+
+    key: str = Field(description=_KEY)
+    service: str = Field(description=_SERVICE)
+    previous: str | None = Field(
+        default=None, description="The value the consumers' pods still carry; absent when it was unset."
+    )
 
 
 class Condition(_Strict):
     """A ``metav1.Condition``."""
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
-    last_transition_time: str | None = Field(default=None, alias="lastTransitionTime")
+    type: str = Field(description="Ready, Resolved, Synced or RolledOut.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase reason; the README's troubleshooting table explains each.")
+    message: str = Field(default="", description="Human-readable detail naming the object and the fix.")
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        description="The spec generation this condition describes.",
+        json_schema_extra={"format": "int64"},
+    )
+    last_transition_time: str | None = Field(
+        default=None,
+        alias="lastTransitionTime",
+        description="When status last changed.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class ServiceLinkStatus(_Strict):
+    """What the operator found and wrote. Written only when something in it changed."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        description="The spec generation this status describes.",
+        json_schema_extra={"format": "int64"},
+    )
+    values: dict[str, str] = Field(default_factory=dict, description="The values written to the ConfigMap, key by key.")
+    hash: str | None = Field(default=None, description="Short digest of values; changes exactly when a value changes.")
+    link_summary: str | None = Field(
+        default=None, alias="linkSummary", description="Links resolved / links in the spec (the LINKS column)."
+    )
+    endpoint_summary: str | None = Field(
+        default=None,
+        alias="endpointSummary",
+        description="Links whose Service has at least one ready endpoint / links (the ENDPOINTS column).",
+    )
+    links: list[LinkStatus] = Field(default_factory=list, description="One entry per spec.links entry, in order.")
+    rolled_out: list[RolledOut] = Field(
+        default_factory=list,
+        alias="rolledOut",
+        description="The workloads the last rollout patched, with the hash they were given.",
+    )
+    skipped: list[SkippedWorkload] = Field(
+        default_factory=list,
+        description="Workloads that spec.workloads names or selects but that are not rolled: they do not read the"
+        " ConfigMap and have not opted in with the annotation servicelink.dev/rollable-by.",
+    )
+    deferred: list[DeferredKey] = Field(
+        default_factory=list,
+        description="Keys written to the ConfigMap whose rollout waits (spec.waitForEndpoints) until their Service"
+        " has a ready endpoint.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready (all below hold), Resolved (every Service and port found), Synced (the ConfigMap holds"
+        " the values) and RolledOut (consumers carry the current hash and their rollouts are complete: False with"
+        " RolloutInProgress while new pods are not available yet, RolloutStalled when a Deployment passed its"
+        " progress deadline, WaitingForEndpoints while spec.waitForEndpoints holds the rollout back).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 def parse_spec(spec: object) -> ServiceLinkSpec:

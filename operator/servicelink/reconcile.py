@@ -118,7 +118,7 @@ class Reconciler:
             log.log(level, "%s/%s: %s: %s", view.namespace, view.name, event.logged_as or event.reason, event.message)
             try:
                 await self._call(
-                    self.kube.create_event,
+                    self.kube.record_event,
                     involved=involved,
                     reason=event.reason,
                     message=event.message,

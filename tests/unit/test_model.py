@@ -267,3 +267,16 @@ def test_bad_rollout_workload_kind_operator_or_extra_field_is_rejected(field: st
 def test_parse_spec_on_a_non_mapping_raises_validation_error() -> None:
     with pytest.raises(ValidationError):
         parse_spec(["not", "a", "spec"])
+
+
+# --- the CRD's bounds, checked by the model too (both come from the same Field) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "longest"),
+    [("key", "K" * 253), ("scheme", "h" * 32), ("path", "/" + "p" * 2047), ("template", "t" * 512)],
+)
+def test_a_value_at_the_crds_max_length_is_accepted_and_one_longer_rejected(field: str, longest: str) -> None:
+    assert getattr(Link.model_validate(link(**{field: longest})), field) == longest
+    with pytest.raises(ValidationError, match=field):
+        Link.model_validate(link(**{field: longest + longest[-1]}))

@@ -63,7 +63,8 @@ def requested() -> set[tuple[str, str, str]]:
         kube.set_workload_config_hash(
             kind=workload, namespace="ns", name="n", annotation="a", value="v", resource_version=""
         )
-    kube.create_event(involved={"namespace": "ns", "name": "n"}, reason="R", message="m")
+    for _ in range(2):  # the second one patches the first one's count
+        kube.record_event(involved={"namespace": "ns", "name": "n"}, reason="R", message="m")
     return set().union(*(authorized_as(*request) for request in recorder.requests))
 
 

@@ -98,8 +98,8 @@ class FakeKube:
         self.cache.put_workload("Deployment", deployment(name, reads="gw", config_hash=value))
         return True
 
-    def create_event(self, *, involved: Mapping[str, str], reason: str, message: str, warning: bool = False) -> None:
-        self._call("create_event")
+    def record_event(self, *, involved: Mapping[str, str], reason: str, message: str, warning: bool = False) -> None:
+        self._call("record_event")
         self.events.append((reason, warning))
 
 
@@ -147,7 +147,7 @@ def test_a_new_servicelink_creates_its_configmap_reports_then_writes_its_status(
     kube.cache.put_workload("Deployment", deployment("web", reads="gw"))
     run = reconciler(kube, executor)
     assert reconcile(run) is None
-    assert kube.calls == ["get_configmap", "apply_configmap", "create_event", "patch_servicelink_status"]
+    assert kube.calls == ["get_configmap", "apply_configmap", "record_event", "patch_servicelink_status"]
     assert kube.events == [("ValueChanged", False)]
     assert kube.configmaps[(NS, "gw")]["data"] == {"AUTH_URL": AUTH}
     assert f"{NS}/gateway: values changed: AUTH_URL: <unset> -> {AUTH}" in caplog.text  # what operators grep for
@@ -166,7 +166,7 @@ def test_a_change_patches_the_consumer_before_reporting_it(executor: ThreadPoolE
         "get_configmap",
         "apply_configmap",
         "set_workload_config_hash",
-        "create_event",
+        "record_event",
         "patch_servicelink_status",
     ]
     assert [r["name"] for r in status(kube)["rolledOut"]] == ["web"]
@@ -197,7 +197,7 @@ def test_a_configmap_not_shared_is_reported_and_looked_at_again(executor: Thread
     kube = FakeKube(world(body()))
     kube.configmaps[(NS, "gw")] = configmap({"LOG_LEVEL": "debug"}, LOG_LEVEL="helm")
     assert reconcile(reconciler(kube, executor)) == pytest.approx(15.0)
-    assert kube.calls == ["get_configmap", "patch_servicelink_status", "create_event"]
+    assert kube.calls == ["get_configmap", "patch_servicelink_status", "record_event"]
     assert kube.events == [(c.CONFIGMAP_NOT_SHARED, True)]
 
 
@@ -210,7 +210,7 @@ def test_a_lost_race_on_the_configmap_is_retried_without_a_status(executor: Thre
     assert kube.calls == ["get_configmap", "apply_configmap"]
     kube.calls.clear()
     reconcile(run)
-    assert kube.calls == ["get_configmap", "apply_configmap", "create_event", "patch_servicelink_status"]
+    assert kube.calls == ["get_configmap", "apply_configmap", "record_event", "patch_servicelink_status"]
 
 
 @pytest.mark.parametrize("status_code", [429, 500, 503])
@@ -226,14 +226,14 @@ def test_a_refused_write_is_a_status_and_one_warning(executor: ThreadPoolExecuto
     kube = FakeKube(world(body()))
     kube.fail("apply_configmap", ApiError(status=403, reason="Forbidden"))
     reconcile(reconciler(kube, executor))
-    assert kube.calls == ["get_configmap", "apply_configmap", "patch_servicelink_status", "create_event"]
+    assert kube.calls == ["get_configmap", "apply_configmap", "patch_servicelink_status", "record_event"]
     assert kube.events == [(c.WRITE_FAILED, True)]
     assert reason(kube, c.SYNCED) == c.WRITE_FAILED
 
 
 def test_a_refused_event_does_not_fail_the_reconcile(executor: ThreadPoolExecutor) -> None:
     kube = FakeKube(world(body()))
-    kube.fail("create_event", ApiError(status=500, reason="busy"))
+    kube.fail("record_event", ApiError(status=500, reason="busy"))
     reconcile(reconciler(kube, executor))
     assert kube.calls[-1] == "patch_servicelink_status"
     assert status(kube)["values"] == {"AUTH_URL": AUTH}
@@ -246,7 +246,7 @@ def test_a_lost_race_on_a_workload_keeps_its_rollout_for_the_retry(executor: Thr
         reconcile(run)
     kube.calls.clear()
     reconcile(run)  # the ConfigMap holds the new value already; the rollout owed goes out
-    assert kube.calls == ["get_configmap", "set_workload_config_hash", "create_event", "patch_servicelink_status"]
+    assert kube.calls == ["get_configmap", "set_workload_config_hash", "record_event", "patch_servicelink_status"]
     assert kube.events[-1] == ("RolledOut", False)
     web = kube.cache.workload("Deployment", NS, "web")
     assert web is not None
@@ -259,7 +259,7 @@ def test_an_invalid_spec_is_reported_once(executor: ThreadPoolExecutor) -> None:
     kube = FakeKube(world(invalid))
     run = reconciler(kube, executor)
     reconcile(run)
-    assert kube.calls == ["patch_servicelink_status", "create_event"]
+    assert kube.calls == ["patch_servicelink_status", "record_event"]
     assert kube.events == [(c.INVALID_SPEC, True)]
     kube.calls.clear()
     reconcile(run)

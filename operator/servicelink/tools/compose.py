@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, PORT_NAME
+from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, PORT_NAME, PORT_NAME_MAX
 from servicelink.resolve import ServiceKey, ServiceView
 from servicelink.tools.address import link_fields, parse_address, propose_link
 
@@ -90,7 +90,7 @@ def _container_ports(name: str, service: Mapping[str, Any], notes: list[str]) ->
 
 def _port_name(number: int, schemes: set[str], taken: set[str]) -> str:
     for scheme in sorted(schemes):
-        if PORT_NAME.fullmatch(scheme) and scheme not in taken:
+        if len(scheme) <= PORT_NAME_MAX and PORT_NAME.fullmatch(scheme) and scheme not in taken:
             return scheme
     return f"port-{number}"
 
