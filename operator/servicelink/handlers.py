@@ -24,13 +24,13 @@ import kopf
 
 from servicelink import metrics
 from servicelink.cache import Cache, WorkloadKey, needs_reconcile
-from servicelink.controller import WorkQueue
 from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, ListedKind, WorkloadKind
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.rollout import rollout_settled
 from servicelink.settings import Loaded, Settings, load_settings
+from servicelink.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 # kopf's default registry, where the decorators below register; run_operator hands it over explicitly.

@@ -18,7 +18,7 @@ PURE = [
     "conditions",
     "status",
     "settings",
-    "controller",
+    "workqueue",
     "tools/offline",
     "tools/graph",
     "tools/address",

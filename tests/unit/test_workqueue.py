@@ -1,4 +1,4 @@
-"""controller.py: the WorkQueue coalesces triggers, never overlaps one key, and retries failures.
+"""workqueue.py: the WorkQueue coalesces triggers, never overlaps one key, and retries failures.
 
 Runs a real asyncio loop with a plain async function as reconcile.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from servicelink.controller import _BACKOFF_START, Key, WorkQueue
+from servicelink.workqueue import _BACKOFF_START, Key, WorkQueue
 
 A: Key = ("gallery", "gateway-service")
 B: Key = ("gallery", "cart-service")
