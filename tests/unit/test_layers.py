@@ -36,6 +36,7 @@ IO_LIBRARIES = {
     "aiohttp",
     "servicelink.kube",
     "servicelink.handlers",
+    "servicelink.runtime",
     "servicelink.reconcile",
     "prometheus_client",
 }
