@@ -16,32 +16,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicelink.model import WORKLOAD_KINDS, Endpoints, WorkloadKind
-from servicelink.resolve import ServiceKey, ServiceView
-from servicelink.rollout import WorkloadView
+from servicelink.model import WORKLOAD_KINDS, WorkloadKind
+from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView
 
-Key = tuple[str, str]
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
-@dataclass(frozen=True)
-class Claim:
-    """The keys one ServiceLink writes into one ConfigMap."""
-
-    namespace: str
-    name: str
-    uid: str
-    created: str
-    configmap: str
-    keys: frozenset[str]
-
-    def precedes(self, other: Claim) -> bool:
-        """Whether this claim came first (older, then by name): the earlier one keeps a shared key."""
-        return (self.created, self.name) < (other.created, other.name)
-
-
-def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
+def _meta(body: Mapping[str, Any]) -> ObjectKey:
     metadata = body.get("metadata") or {}
     return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
@@ -79,7 +61,7 @@ def needs_reconcile(before: Mapping[str, Any] | None, after: Mapping[str, Any]) 
     )
 
 
-def linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ServiceKey]:
+def linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ObjectKey]:
     """The (namespace, name) of the Services a ServiceLink's raw spec points at; tolerant of bad input."""
     links = spec.get("links")
     if not isinstance(links, list):
@@ -131,40 +113,40 @@ def endpoints_of(body: Mapping[str, Any]) -> Endpoints:
 class Cache:
     """The ``World`` of reconcile. Mutated only from the event loop's thread."""
 
-    _servicelinks: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
-    _links_to: dict[Key, set[ServiceKey]] = field(default_factory=dict)
-    _links_by_service: defaultdict[ServiceKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
-    _claims: dict[Key, Claim] = field(default_factory=dict)
-    _claims_by_configmap: defaultdict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
-    _rolled: dict[Key, set[WorkloadKey]] = field(default_factory=dict)  # from each status.rolledOut
-    _rolled_by: defaultdict[WorkloadKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
-    _services: dict[ServiceKey, ServiceView] = field(default_factory=dict)
-    _slices: dict[Key, tuple[ServiceKey, Endpoints]] = field(default_factory=dict)
-    _slices_by_service: defaultdict[ServiceKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    _servicelinks: dict[ObjectKey, Mapping[str, Any]] = field(default_factory=dict)
+    _links_to: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
+    _links_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _claims: dict[ObjectKey, Claim] = field(default_factory=dict)
+    _claims_by_configmap: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _rolled: dict[ObjectKey, set[WorkloadKey]] = field(default_factory=dict)  # from each status.rolledOut
+    _rolled_by: defaultdict[WorkloadKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _services: dict[ObjectKey, ServiceView] = field(default_factory=dict)
+    _slices: dict[ObjectKey, tuple[ObjectKey, Endpoints]] = field(default_factory=dict)
+    _slices_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
-    _readers: defaultdict[Key, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
+    _readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     _by_namespace: defaultdict[str, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     # Event order: each put or drop gets the next tick, so a relist can tell which objects
     # changed after its list began (the event is newer than the list) and leave those alone.
     _tick: int = 0
-    _seen: dict[tuple[str, Key], int] = field(default_factory=dict)
+    _seen: dict[tuple[str, ObjectKey], int] = field(default_factory=dict)
 
     def mark(self) -> int:
         """The current tick: take it before a relist's list, hand it to the ``replace_*`` calls."""
         return self._tick
 
-    def _touch(self, kind: str, key: Key) -> None:
+    def _touch(self, kind: str, key: ObjectKey) -> None:
         self._tick += 1
         self._seen[(kind, key)] = self._tick
 
     def _replace(
         self,
         kind: str,
-        current: Iterable[Key],
-        fresh: Mapping[Key, Mapping[str, Any]],
+        current: Iterable[ObjectKey],
+        fresh: Mapping[ObjectKey, Mapping[str, Any]],
         since: int,
         put: Callable[[Mapping[str, Any]], object],
-        drop: Callable[[Key], object],
+        drop: Callable[[ObjectKey], object],
     ) -> None:
         for key in set(current) | fresh.keys():
             if self._seen.get((kind, key), 0) > since:
@@ -216,15 +198,15 @@ class Cache:
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._servicelinks.get((namespace, name))
 
-    def servicelink_keys(self) -> list[Key]:
+    def servicelink_keys(self) -> list[ObjectKey]:
         """Every ServiceLink known."""
         return list(self._servicelinks)
 
-    def servicelinks_of(self, service: ServiceKey) -> list[Key]:
+    def servicelinks_of(self, service: ObjectKey) -> list[ObjectKey]:
         """The ServiceLinks pointing at ``service``."""
         return sorted(self._links_by_service.get(service, ()))
 
-    def servicelinks_rolling(self, workload: WorkloadKey) -> list[Key]:
+    def servicelinks_rolling(self, workload: WorkloadKey) -> list[ObjectKey]:
         """The ServiceLinks that may have rolled ``workload``: those of the ConfigMaps its pods read, and
         those whose ``status.rolledOut`` names it.
 
@@ -255,14 +237,14 @@ class Cache:
         self._touch("Service", (namespace, name))
         return self._services.pop((namespace, name), None) is not None
 
-    def service(self, key: ServiceKey) -> ServiceView | None:
+    def service(self, key: ObjectKey) -> ServiceView | None:
         return self._services.get(key)
 
-    def service_keys(self) -> list[ServiceKey]:
+    def service_keys(self) -> list[ObjectKey]:
         """Every Service known."""
         return list(self._services)
 
-    def put_endpointslice(self, body: Mapping[str, Any]) -> ServiceKey | None:
+    def put_endpointslice(self, body: Mapping[str, Any]) -> ObjectKey | None:
         """Record an EndpointSlice; return the Service it belongs to if its endpoint counts changed, else None."""
         key = _meta(body)
         service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
@@ -278,7 +260,7 @@ class Cache:
         self._slices_by_service[entry[0]].add(key)
         return entry[0]
 
-    def drop_endpointslice(self, namespace: str, name: str) -> ServiceKey | None:
+    def drop_endpointslice(self, namespace: str, name: str) -> ObjectKey | None:
         """Forget an EndpointSlice; return the Service it belonged to."""
         self._touch("EndpointSlice", (namespace, name))
         entry = self._slices.pop((namespace, name), None)
@@ -287,7 +269,7 @@ class Cache:
         self._slices_by_service[entry[0]].discard((namespace, name))
         return entry[0]
 
-    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+    def endpoints(self, key: ObjectKey) -> Endpoints | None:
         slices = [self._slices[s][1] for s in self._slices_by_service.get(key, ())]
         if not slices:
             return None

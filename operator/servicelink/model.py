@@ -200,24 +200,6 @@ class ServiceLinkSpec(_Strict):
         return self
 
 
-class Endpoints(_Strict):
-    """Ready and total endpoints behind a Service, from its EndpointSlices."""
-
-    ready: int
-    total: int
-
-
-class LinkStatus(_Strict):
-    """How one link resolved."""
-
-    key: str
-    service: str
-    resolved: bool
-    endpoints: Endpoints | None = None
-    reason: str | None = None
-    message: str | None = None
-
-
 class RolledOut(_Strict):
     """A workload patched by the last rollout."""
 

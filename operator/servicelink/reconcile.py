@@ -18,7 +18,6 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.cache import Claim
 from servicelink.consent import Skipped, judge_configmap_write, split_consumers
 from servicelink.kube import (
     ApiError,
@@ -34,7 +33,6 @@ from servicelink.model import (
     FIELD_MANAGER,
     FINALIZER,
     KIND,
-    Endpoints,
     RolledOut,
     ServiceLinkSpec,
     WorkloadKind,
@@ -48,11 +46,10 @@ from servicelink.render import (
     render_owner_reference,
     summarize,
 )
-from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
+from servicelink.resolve import LinkResult, referenced_services, resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
-    WorkloadView,
     merge_rollouts,
     plan_deferral,
     plan_rollouts,
@@ -73,6 +70,7 @@ from servicelink.status import (
     render_status,
     sibling_conflicts,
 )
+from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,10 +85,10 @@ class World(Protocol):
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The ServiceLink as last seen, or None when it is gone."""
 
-    def service(self, key: ServiceKey) -> ServiceView | None:
+    def service(self, key: ObjectKey) -> ServiceView | None:
         """The Service as last seen, or None when it does not exist."""
 
-    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+    def endpoints(self, key: ObjectKey) -> Endpoints | None:
         """Ready and total endpoints of a Service across its EndpointSlices, or None if it has none."""
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
@@ -420,7 +418,7 @@ class Reconciler:
         previous: Mapping[str, str],
         rolled_out: list[RolledOut],
         results: list[LinkResult],
-        services: Mapping[ServiceKey, ServiceView],
+        services: Mapping[ObjectKey, ServiceView],
     ) -> _Rolled:
         deferred = parse_deferred(body.get("status") or {})
         if spec.rollout == "None":

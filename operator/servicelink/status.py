@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.cache import Claim
 from servicelink.consent import Skipped
 from servicelink.model import Condition, RolledOut
 from servicelink.render import render_hash, summarize
 from servicelink.resolve import LinkResult
-from servicelink.rollout import Deferred, Progress
+from servicelink.rollout import Deferred
+from servicelink.views import Claim, Progress
 
 _MESSAGE_LIMIT = 1000
 
@@ -143,7 +143,7 @@ def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, s
     for result in results:
         entry: dict[str, Any] = {"key": result.key, "service": result.service, "resolved": result.resolved}
         if result.endpoints is not None:
-            entry["endpoints"] = result.endpoints.model_dump()
+            entry["endpoints"] = asdict(result.endpoints)
         if not result.resolved:
             entry["reason"], entry["message"] = result.reason, result.message
         elif result.key in conflicts:

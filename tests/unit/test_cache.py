@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from servicelink.cache import Cache, claim_of, endpoints_of, linked_services
-from servicelink.model import Endpoints
+from servicelink.views import Endpoints
 
 
 def servicelink(

@@ -10,6 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "servicelink"
 PURE = [
     "cache",
+    "views",
     "model",
     "resolve",
     "render",
