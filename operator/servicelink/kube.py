@@ -20,6 +20,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from servicelink.messages import EVENT_MESSAGE_LIMIT, truncate
 from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, ListedKind, WorkloadKind
 
 # Re-exported so callers handle API errors without importing the client themselves.
@@ -335,7 +336,7 @@ class Kube:
             "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
             "involvedObject": dict(involved),
             "reason": reason,
-            "message": message[:1024],
+            "message": truncate(message, EVENT_MESSAGE_LIMIT),
             "type": "Warning" if warning else "Normal",
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": f"{GROUP}/operator",

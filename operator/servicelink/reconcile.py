@@ -27,6 +27,7 @@ from servicelink.kube import (
     is_transient,
     servicelink_reference,
 )
+from servicelink.messages import summarize
 from servicelink.model import (
     API_VERSION,
     CONFIG_HASH_ANNOTATION,
@@ -44,7 +45,6 @@ from servicelink.render import (
     plan_configmap,
     render_configmap,
     render_owner_reference,
-    summarize,
 )
 from servicelink.resolve import LinkResult, referenced_services, resolve_links
 from servicelink.rollout import (

@@ -14,6 +14,7 @@ PURE = [
     "model",
     "resolve",
     "render",
+    "messages",
     "rollout",
     "consent",
     "conditions",
