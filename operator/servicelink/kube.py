@@ -9,11 +9,12 @@ the two in step.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kubernetes
@@ -67,6 +68,17 @@ _MERGE_PATCH = "application/merge-patch+json"
 
 class Conflict(Exception):
     """A write lost a race (HTTP 409): the caller re-reads and tries again."""
+
+
+@contextlib.contextmanager
+def _conflict_raised() -> Iterator[None]:
+    """Turn an HTTP 409 from the calls inside into ``Conflict``; other errors pass as they are."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(error.body) from error
+        raise
 
 
 # The API server could not be reached at all: refused, reset, timed out.
@@ -198,16 +210,12 @@ class Kube:
     def write_lease(self, *, body: Mapping[str, Any], create: bool) -> None:
         """Create the Lease, or replace it guarded by its resourceVersion; a lost race raises ``Conflict``."""
         metadata = body["metadata"]
-        try:
-            leases = f"/apis/coordination.k8s.io/v1/namespaces/{metadata['namespace']}/leases"
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{metadata['namespace']}/leases"
+        with _conflict_raised():
             if create:
                 _write(self._api, "POST", leases, body=body)
             else:
                 _write(self._api, "PUT", f"{leases}/{metadata['name']}", body=body)
-        except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
-            raise
 
     def check_api(self) -> None:
         """Ask the API server for its version; raise when it does not answer within 3 seconds."""
@@ -242,7 +250,7 @@ class Kube:
         Raises ``Conflict`` on a 409 (a foreign owner, or a lost race).
         """
         metadata = body["metadata"]
-        try:
+        with _conflict_raised():
             return _read(
                 self._api,
                 "PATCH",
@@ -251,10 +259,6 @@ class Kube:
                 body=body,
                 content_type="application/apply-patch+yaml",
             )
-        except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
-            raise
 
     def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""
@@ -279,16 +283,15 @@ class Kube:
         """
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            _write(
-                self._api,
-                "PATCH",
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
-                body=patch,
-                content_type=_MERGE_PATCH,
-            )
+            with _conflict_raised():
+                _write(
+                    self._api,
+                    "PATCH",
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+                    body=patch,
+                    content_type=_MERGE_PATCH,
+                )
         except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
             if error.status != 404:
                 raise
 
@@ -303,17 +306,16 @@ class Kube:
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
         try:
-            _write(
-                self._api,
-                "PATCH",
-                f"/apis/apps/v1/namespaces/{namespace}/{_WORKLOAD_PATHS[kind]}/{name}",
-                query={"fieldManager": FIELD_MANAGER},
-                body=patch,
-                content_type=_MERGE_PATCH,
-            )
+            with _conflict_raised():
+                _write(
+                    self._api,
+                    "PATCH",
+                    f"/apis/apps/v1/namespaces/{namespace}/{_WORKLOAD_PATHS[kind]}/{name}",
+                    query={"fieldManager": FIELD_MANAGER},
+                    body=patch,
+                    content_type=_MERGE_PATCH,
+                )
         except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
             if error.status == 404:
                 return False
             raise
