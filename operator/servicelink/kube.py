@@ -187,7 +187,8 @@ def _read_or_none(api: kubernetes.client.ApiClient, path: str) -> dict[str, Any]
         raise
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Return the time now as the API's timestamps are written, to the second (``2026-11-26T14:00:00Z``)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -333,7 +334,7 @@ class Kube:
 
         Events are best effort: a refused Event is not worth failing a reconcile for.
         """
-        now = _now()
+        now = utc_now()
         body = {
             "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
             "involvedObject": dict(involved),

@@ -7,7 +7,6 @@ restart) ends here, and nothing here depends on which one fired.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from servicelink.kube import (
     TransportError,
     is_transient,
     servicelink_reference,
+    utc_now,
 )
 from servicelink.messages import summarize
 from servicelink.model import (
@@ -104,10 +104,6 @@ class World(Protocol):
 
 class TransientError(Exception):
     """The API server could not take a call now; the ServiceLink is retried with backoff."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe(value: str | None) -> str:
@@ -308,7 +304,7 @@ class Reconciler:
             skipped=rolled.skipped,
             deferred=rolled.deferred,
             current_conditions=parse_conditions(status),
-            now=_now(),
+            now=utc_now(),
         )
         await self._write_status(body, new_status)
         return written.verdict
@@ -652,7 +648,7 @@ class Reconciler:
             message=problems,
             current=status,
             current_conditions=parse_conditions(status),
-            now=_now(),
+            now=utc_now(),
         )
         if dict(status) == new_status:
             return
