@@ -25,7 +25,7 @@ import kopf
 from servicelink import metrics
 from servicelink.cache import WorkloadKey, needs_reconcile
 from servicelink.kube import instance_name
-from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_KINDS, WorkloadKind
+from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_RESOURCES, WorkloadKind
 from servicelink.rollout import rollout_settled
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
@@ -121,7 +121,7 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
     return workload_changed
 
 
-for _kind, _plural in zip(WORKLOAD_KINDS, ("deployments", "statefulsets", "daemonsets"), strict=True):
+for _kind, _plural in WORKLOAD_RESOURCES.items():
     kopf.on.event("apps", "v1", _plural, id=f"{_plural}_changed")(_keeps_workloads(_kind))
 
 

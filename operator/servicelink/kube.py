@@ -22,7 +22,16 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from servicelink.messages import EVENT_MESSAGE_LIMIT, truncate
-from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, ListedKind, WorkloadKind
+from servicelink.model import (
+    FIELD_MANAGER,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    WORKLOAD_RESOURCES,
+    ListedKind,
+    WorkloadKind,
+)
 
 # Re-exported so callers handle API errors without importing the client themselves.
 ApiError = ApiException
@@ -35,32 +44,27 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("list", "watch")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
-    ("apps", "deployments", ("list", "watch", "patch")),
-    ("apps", "statefulsets", ("list", "watch", "patch")),
-    ("apps", "daemonsets", ("list", "watch", "patch")),
+    *(("apps", resource, ("list", "watch", "patch")) for resource in WORKLOAD_RESOURCES.values()),
     ("", "events", ("create",)),
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
 )
 
-# Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
-# method a pydantic validate_call naming the models it serves) cost 27 MB of the
-# operator's memory on import, measured beside Reloader (README, Performance).
-_WORKLOAD_PATHS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
 _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
+# method a pydantic validate_call naming the models it serves) cost 27 MB of the
+# operator's memory on import, measured beside Reloader (README, Performance).
 # kind -> (API prefix, resource): lists are <prefix>/<resource> or <prefix>/namespaces/<ns>/<resource>.
-_LISTERS = {
+_LISTERS: dict[ListedKind, tuple[str, str]] = {
     "ServiceLink": (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "Service": ("/api/v1", "services"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
-    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    **{kind: ("/apis/apps/v1", resource) for kind, resource in WORKLOAD_RESOURCES.items()},
 }
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
@@ -311,7 +315,7 @@ class Kube:
                 _write(
                     self._api,
                     "PATCH",
-                    f"/apis/apps/v1/namespaces/{namespace}/{_WORKLOAD_PATHS[kind]}/{name}",
+                    f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_RESOURCES[kind]}/{name}",
                     query={"fieldManager": FIELD_MANAGER},
                     body=patch,
                     content_type=_MERGE_PATCH,
