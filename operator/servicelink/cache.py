@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelink.model import WORKLOAD_KINDS, WorkloadKind
-from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView
+from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView, slim
 
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -26,22 +26,6 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 def _meta(body: Mapping[str, Any]) -> ObjectKey:
     metadata = body.get("metadata") or {}
     return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-
-
-def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A ServiceLink without what reconciles never read (managedFields, last-applied).
-
-    A shallow copy: the rest is shared with the watch event, which nobody changes.
-    """
-    kept = dict(body)
-    metadata = {k: v for k, v in (kept.get("metadata") or {}).items() if k != "managedFields"}
-    annotations = metadata.get("annotations") or {}
-    if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
-        metadata["annotations"] = {
-            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
-        }
-    kept["metadata"] = metadata
-    return kept
 
 
 def needs_reconcile(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
@@ -165,7 +149,7 @@ class Cache:
         key = _meta(body)
         self.drop_servicelink(*key)
         self._touch("ServiceLink", key)
-        self._servicelinks[key] = _slim(body)
+        self._servicelinks[key] = slim(body)
         targets = linked_services(key[0], body.get("spec") or {})
         self._links_to[key] = targets
         for service in targets:

@@ -32,6 +32,7 @@ from servicelink.model import (
     ListedKind,
     WorkloadKind,
 )
+from servicelink.views import slim
 
 # Re-exported so callers handle API errors without importing the client themselves.
 ApiError = ApiException
@@ -55,7 +56,6 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
 _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
 # method a pydantic validate_call naming the models it serves) cost 27 MB of the
 # operator's memory on import, measured beside Reloader (README, Performance).
@@ -234,12 +234,7 @@ class Kube:
         token: str | None = None
         while True:
             page = _read(self._api, "GET", path, query={"limit": 500, "continue": token}, timeout=_LIST_TIMEOUT)
-            for item in page.get("items") or ():
-                # What the cache never reads, and a good part of each object's size.
-                metadata = item.get("metadata") or {}
-                metadata.pop("managedFields", None)
-                (metadata.get("annotations") or {}).pop(_LAST_APPLIED, None)
-                items.append(item)
+            items.extend(slim(item) for item in page.get("items") or ())
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items

@@ -15,6 +15,22 @@ from servicelink.model import (
 )
 
 ObjectKey = tuple[str, str]  # (namespace, name) of a Service, a ServiceLink or any namespaced object
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``body`` without what no view and no reconcile reads: managedFields and kubectl's last-applied copy.
+
+    Both are a good part of each object's size. A shallow copy: the rest is
+    shared with ``body``, which nobody changes.
+    """
+    kept = dict(body)
+    metadata = {k: v for k, v in (kept.get("metadata") or {}).items() if k != "managedFields"}
+    annotations = metadata.get("annotations") or {}
+    if LAST_APPLIED_ANNOTATION in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED_ANNOTATION}
+    kept["metadata"] = metadata
+    return kept
 
 
 @dataclass(frozen=True)
