@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelink.model import WORKLOAD_KINDS, WorkloadKind
+from servicelink.rollout import rollout_settled
 from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView, slim
 
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
@@ -95,7 +96,11 @@ def endpoints_of(body: Mapping[str, Any]) -> Endpoints:
 
 @dataclass
 class Cache:
-    """The ``World`` of reconcile. Mutated only from the event loop's thread."""
+    """The ``World`` of reconcile. Mutated only from the event loop's thread.
+
+    Every ``put_*`` and ``drop_*`` returns the ServiceLinks the change calls on
+    to reconcile (often none), so a watch handler only queues what it is given.
+    """
 
     _servicelinks: dict[ObjectKey, Mapping[str, Any]] = field(default_factory=dict)
     _links_to: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
@@ -144,10 +149,15 @@ class Cache:
 
     # --- ServiceLinks --------------------------------------------------------------------------
 
-    def put_servicelink(self, body: Mapping[str, Any]) -> None:
-        """Record a ServiceLink as last seen."""
+    def put_servicelink(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a ServiceLink as last seen; return the ServiceLinks to reconcile for it.
+
+        None when only its status or resourceVersion changed (``needs_reconcile``),
+        else it and the others sharing its ConfigMap (a freed key moves).
+        """
         key = _meta(body)
-        self.drop_servicelink(*key)
+        before = self._servicelinks.get(key)
+        self._forget_servicelink(key)
         self._touch("ServiceLink", key)
         self._servicelinks[key] = slim(body)
         targets = linked_services(key[0], body.get("spec") or {})
@@ -161,12 +171,22 @@ class Cache:
         self._rolled[key] = rolled_workloads(body)
         for workload in self._rolled[key]:
             self._rolled_by[workload].add(key)
+        return self._sharing_configmap(key, body) if needs_reconcile(before, body) else []
 
-    def drop_servicelink(self, namespace: str, name: str) -> None:
-        """Forget a deleted ServiceLink."""
+    def drop_servicelink(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted ServiceLink; return it and the others sharing its ConfigMap, to reconcile."""
         key = (namespace, name)
+        body = self._forget_servicelink(key)
         self._touch("ServiceLink", key)
-        self._servicelinks.pop(key, None)
+        return self._sharing_configmap(key, body or {})
+
+    def _sharing_configmap(self, key: ObjectKey, body: Mapping[str, Any]) -> list[ObjectKey]:
+        configmap = (body.get("spec") or {}).get("configMapName")
+        siblings = self.claims(key[0], configmap) if isinstance(configmap, str) else []
+        return [key, *((claim.namespace, claim.name) for claim in siblings)]
+
+    def _forget_servicelink(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        body = self._servicelinks.pop(key, None)
         for service in self._links_to.pop(key, ()):
             self._links_by_service[service].discard(key)
             if not self._links_by_service[service]:
@@ -178,6 +198,7 @@ class Cache:
             self._rolled_by[workload].discard(key)
             if not self._rolled_by[workload]:
                 del self._rolled_by[workload]
+        return body
 
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._servicelinks.get((namespace, name))
@@ -207,19 +228,23 @@ class Cache:
 
     # --- Services and their endpoints ------------------------------------------------------------
 
-    def put_service(self, body: Mapping[str, Any]) -> bool:
-        """Record a Service as last seen; return whether anything a ServiceLink reads of it changed."""
+    def put_service(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a Service as last seen; return the ServiceLinks pointing at it if a part they read changed.
+
+        A label change, or the replay of the Services listed at start, returns none.
+        """
         key = _meta(body)
         self._touch("Service", key)
         view = ServiceView.from_body(body)
         changed = self._services.get(key) != view
         self._services[key] = view
-        return changed
+        return self.servicelinks_of(key) if changed else []
 
-    def drop_service(self, namespace: str, name: str) -> bool:
-        """Forget a deleted Service; return whether it was known."""
-        self._touch("Service", (namespace, name))
-        return self._services.pop((namespace, name), None) is not None
+    def drop_service(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted Service; return the ServiceLinks pointing at it, if it was known."""
+        key = (namespace, name)
+        self._touch("Service", key)
+        return self.servicelinks_of(key) if self._services.pop(key, None) is not None else []
 
     def service(self, key: ObjectKey) -> ServiceView | None:
         return self._services.get(key)
@@ -228,29 +253,34 @@ class Cache:
         """Every Service known."""
         return list(self._services)
 
-    def put_endpointslice(self, body: Mapping[str, Any]) -> ObjectKey | None:
-        """Record an EndpointSlice; return the Service it belongs to if its endpoint counts changed, else None."""
+    def put_endpointslice(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record an EndpointSlice; return the ServiceLinks of its Service if its endpoint counts changed."""
         key = _meta(body)
         service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
         entry = ((key[0], str(service)), endpoints_of(body)) if service else None
         if entry is not None and self._slices.get(key) == entry:
             self._touch("EndpointSlice", key)
-            return None
-        self.drop_endpointslice(*key)
+            return []
+        self._forget_endpointslice(key)
         self._touch("EndpointSlice", key)
         if entry is None:
-            return None
+            return []
         self._slices[key] = entry
         self._slices_by_service[entry[0]].add(key)
-        return entry[0]
+        return self.servicelinks_of(entry[0])
 
-    def drop_endpointslice(self, namespace: str, name: str) -> ObjectKey | None:
-        """Forget an EndpointSlice; return the Service it belonged to."""
-        self._touch("EndpointSlice", (namespace, name))
-        entry = self._slices.pop((namespace, name), None)
+    def drop_endpointslice(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget an EndpointSlice; return the ServiceLinks of the Service it belonged to."""
+        key = (namespace, name)
+        self._touch("EndpointSlice", key)
+        service = self._forget_endpointslice(key)
+        return self.servicelinks_of(service) if service is not None else []
+
+    def _forget_endpointslice(self, key: ObjectKey) -> ObjectKey | None:
+        entry = self._slices.pop(key, None)
         if entry is None:
             return None
-        self._slices_by_service[entry[0]].discard((namespace, name))
+        self._slices_by_service[entry[0]].discard(key)
         return entry[0]
 
     def endpoints(self, key: ObjectKey) -> Endpoints | None:
@@ -261,28 +291,37 @@ class Cache:
 
     # --- workloads ------------------------------------------------------------------------------
 
-    def put_workload(self, kind: WorkloadKind, body: Mapping[str, Any]) -> None:
-        """Record a Deployment, StatefulSet or DaemonSet, by the ConfigMaps its pods read."""
+    def put_workload(self, kind: WorkloadKind, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a Deployment, StatefulSet or DaemonSet, by the ConfigMaps its pods read.
+
+        Return the ServiceLinks that may have rolled it when its rollout completes
+        or stalls (``rollout_settled``); a replica coming up returns none.
+        """
         namespace, name = _meta(body)
-        self.drop_workload(kind, namespace, name)
+        key: WorkloadKey = (kind, namespace, name)
+        before = self._forget_workload(key)
         self._touch(kind, (namespace, name))
         view = WorkloadView.from_body(kind, body)
-        key: WorkloadKey = (kind, namespace, name)
         self._workloads[key] = view
         self._by_namespace[namespace].add(key)
         for configmap in view.reads:
             self._readers[(namespace, configmap)].add(key)
+        settled = rollout_settled(before.progress if before else None, view.progress)
+        return self.servicelinks_rolling(key) if settled else []
 
-    def drop_workload(self, kind: WorkloadKind, namespace: str, name: str) -> None:
-        """Forget a deleted workload."""
-        key: WorkloadKey = (kind, namespace, name)
+    def drop_workload(self, kind: WorkloadKind, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted workload; return no ServiceLinks (a deleted workload rolls nothing)."""
         self._touch(kind, (namespace, name))
+        self._forget_workload((kind, namespace, name))
+        return []
+
+    def _forget_workload(self, key: WorkloadKey) -> WorkloadView | None:
         view = self._workloads.pop(key, None)
-        if view is None:
-            return
-        self._by_namespace[namespace].discard(key)
-        for configmap in view.reads:
-            self._readers[(namespace, configmap)].discard(key)
+        if view is not None:
+            self._by_namespace[key[1]].discard(key)
+            for configmap in view.reads:
+                self._readers[(key[1], configmap)].discard(key)
+        return view
 
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
         keys = (

@@ -23,10 +23,8 @@ from typing import Any
 import kopf
 
 from servicelink import metrics
-from servicelink.cache import WorkloadKey, needs_reconcile
 from servicelink.kube import instance_name
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_RESOURCES, WorkloadKind
-from servicelink.rollout import rollout_settled
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
 
@@ -57,17 +55,9 @@ async def servicelink_changed(
 ) -> None:
     """A ServiceLink changed: reconcile it, and the others sharing its ConfigMap (a freed key moves)."""
     runtime = _runtime(memo)
-    ns = str(namespace)
-    before = runtime.cache.servicelink(ns, name)
-    if type == "DELETED":
-        runtime.cache.drop_servicelink(ns, name)
-    else:
-        runtime.cache.put_servicelink(body)
-        if not needs_reconcile(before, body):
-            return
-    configmap = (body.get("spec") or {}).get("configMapName")
-    siblings = runtime.cache.claims(ns, configmap) if isinstance(configmap, str) else []
-    runtime.queue.add_all([(ns, name), *((cl.namespace, cl.name) for cl in siblings)])
+    cache = runtime.cache
+    due = cache.drop_servicelink(str(namespace), name) if type == "DELETED" else cache.put_servicelink(body)
+    runtime.queue.add_all(due)
 
 
 @kopf.on.event("", "v1", "services")
@@ -79,10 +69,9 @@ async def service_changed(
     A label change, or the replay of the Services listed at start, reconciles nothing.
     """
     runtime = _runtime(memo)
-    key = (str(namespace), name)
-    changed = runtime.cache.drop_service(*key) if type == "DELETED" else runtime.cache.put_service(body)
-    if changed:
-        runtime.queue.add_all(runtime.cache.servicelinks_of(key))
+    cache = runtime.cache
+    due = cache.drop_service(str(namespace), name) if type == "DELETED" else cache.put_service(body)
+    runtime.queue.add_all(due)
 
 
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices")
@@ -91,12 +80,9 @@ async def endpointslice_changed(
 ) -> None:
     """Endpoints changed: reconcile the ServiceLinks of that Service (their endpoint counts), if the counts did."""
     runtime = _runtime(memo)
-    if type == "DELETED":
-        service = runtime.cache.drop_endpointslice(str(namespace), name)
-    else:
-        service = runtime.cache.put_endpointslice(body)
-    if service is not None:
-        runtime.queue.add_all(runtime.cache.servicelinks_of(service))
+    cache = runtime.cache
+    due = cache.drop_endpointslice(str(namespace), name) if type == "DELETED" else cache.put_endpointslice(body)
+    runtime.queue.add_all(due)
 
 
 def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
@@ -104,15 +90,9 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
         *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any
     ) -> None:
         runtime = _runtime(memo)
-        key: WorkloadKey = (kind, str(namespace), name)
-        if type == "DELETED":
-            runtime.cache.drop_workload(*key)
-            return
-        before = runtime.cache.workload(*key)
-        runtime.cache.put_workload(kind, body)
-        after = runtime.cache.workload(*key)
-        if after is not None and rollout_settled(before.progress if before else None, after.progress):
-            runtime.queue.add_all(runtime.cache.servicelinks_rolling(key))
+        cache = runtime.cache
+        due = cache.drop_workload(kind, str(namespace), name) if type == "DELETED" else cache.put_workload(kind, body)
+        runtime.queue.add_all(due)
 
     workload_changed.__doc__ = (
         f"A {kind} changed: keep which ConfigMaps its pods read; when a rollout a ServiceLink caused "
