@@ -7,7 +7,6 @@ restart) ends here, and nothing here depends on which one fired.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -18,7 +17,6 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.cache import Claim
 from servicelink.consent import Skipped, judge_configmap_write, split_consumers
 from servicelink.kube import (
     ApiError,
@@ -27,14 +25,15 @@ from servicelink.kube import (
     TransportError,
     is_transient,
     servicelink_reference,
+    utc_now,
 )
+from servicelink.messages import summarize
 from servicelink.model import (
     API_VERSION,
     CONFIG_HASH_ANNOTATION,
     FIELD_MANAGER,
     FINALIZER,
     KIND,
-    Endpoints,
     RolledOut,
     ServiceLinkSpec,
     WorkloadKind,
@@ -46,13 +45,11 @@ from servicelink.render import (
     plan_configmap,
     render_configmap,
     render_owner_reference,
-    summarize,
 )
-from servicelink.resolve import LinkResult, ServiceKey, ServiceView, referenced_services, resolve_links
+from servicelink.resolve import LinkResult, referenced_services, resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
-    WorkloadView,
     merge_rollouts,
     plan_deferral,
     plan_rollouts,
@@ -73,6 +70,7 @@ from servicelink.status import (
     render_status,
     sibling_conflicts,
 )
+from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,10 +85,10 @@ class World(Protocol):
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The ServiceLink as last seen, or None when it is gone."""
 
-    def service(self, key: ServiceKey) -> ServiceView | None:
+    def service(self, key: ObjectKey) -> ServiceView | None:
         """The Service as last seen, or None when it does not exist."""
 
-    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+    def endpoints(self, key: ObjectKey) -> Endpoints | None:
         """Ready and total endpoints of a Service across its EndpointSlices, or None if it has none."""
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
@@ -106,10 +104,6 @@ class World(Protocol):
 
 class TransientError(Exception):
     """The API server could not take a call now; the ServiceLink is retried with backoff."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe(value: str | None) -> str:
@@ -310,7 +304,7 @@ class Reconciler:
             skipped=rolled.skipped,
             deferred=rolled.deferred,
             current_conditions=parse_conditions(status),
-            now=_now(),
+            now=utc_now(),
         )
         await self._write_status(body, new_status)
         return written.verdict
@@ -420,7 +414,7 @@ class Reconciler:
         previous: Mapping[str, str],
         rolled_out: list[RolledOut],
         results: list[LinkResult],
-        services: Mapping[ServiceKey, ServiceView],
+        services: Mapping[ObjectKey, ServiceView],
     ) -> _Rolled:
         deferred = parse_deferred(body.get("status") or {})
         if spec.rollout == "None":
@@ -654,7 +648,7 @@ class Reconciler:
             message=problems,
             current=status,
             current_conditions=parse_conditions(status),
-            now=_now(),
+            now=utc_now(),
         )
         if dict(status) == new_status:
             return
