@@ -14,62 +14,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from servicelink.model import WORKLOAD_KINDS, Endpoints, WorkloadKind
-from servicelink.resolve import ServiceKey, ServiceView
-from servicelink.rollout import WorkloadView
+from servicelink.model import WORKLOAD_KINDS, WorkloadKind
+from servicelink.rollout import rollout_settled
+from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView, slim
 
-Key = tuple[str, str]
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
-class Ordered(Protocol):
-    """A ServiceLink's place in the order of claims on a shared key."""
-
-    @property
-    def created(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The keys one ServiceLink writes into one ConfigMap."""
-
-    namespace: str
-    name: str
-    uid: str
-    created: str
-    configmap: str
-    keys: frozenset[str]
-
-    def precedes(self, other: Ordered) -> bool:
-        """Whether this claim came first (older, then by name): the earlier one keeps a shared key."""
-        return (self.created, self.name) < (other.created, other.name)
-
-
-def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
+def _meta(body: Mapping[str, Any]) -> ObjectKey:
     metadata = body.get("metadata") or {}
     return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-
-
-def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A ServiceLink without what reconciles never read (managedFields, last-applied).
-
-    A shallow copy: the rest is shared with the watch event, which nobody changes.
-    """
-    kept = dict(body)
-    metadata = {k: v for k, v in (kept.get("metadata") or {}).items() if k != "managedFields"}
-    annotations = metadata.get("annotations") or {}
-    if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
-        metadata["annotations"] = {
-            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
-        }
-    kept["metadata"] = metadata
-    return kept
 
 
 def needs_reconcile(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
@@ -89,7 +46,7 @@ def needs_reconcile(before: Mapping[str, Any] | None, after: Mapping[str, Any]) 
     )
 
 
-def linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ServiceKey]:
+def linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ObjectKey]:
     """The (namespace, name) of the Services a ServiceLink's raw spec points at; tolerant of bad input."""
     links = spec.get("links")
     if not isinstance(links, list):
@@ -139,42 +96,46 @@ def endpoints_of(body: Mapping[str, Any]) -> Endpoints:
 
 @dataclass
 class Cache:
-    """The ``World`` of reconcile. Mutated only from the event loop's thread."""
+    """The ``World`` of reconcile. Mutated only from the event loop's thread.
 
-    _servicelinks: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
-    _links_to: dict[Key, set[ServiceKey]] = field(default_factory=dict)
-    _links_by_service: defaultdict[ServiceKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
-    _claims: dict[Key, Claim] = field(default_factory=dict)
-    _claims_by_configmap: defaultdict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
-    _rolled: dict[Key, set[WorkloadKey]] = field(default_factory=dict)  # from each status.rolledOut
-    _rolled_by: defaultdict[WorkloadKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
-    _services: dict[ServiceKey, ServiceView] = field(default_factory=dict)
-    _slices: dict[Key, tuple[ServiceKey, Endpoints]] = field(default_factory=dict)
-    _slices_by_service: defaultdict[ServiceKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    Every ``put_*`` and ``drop_*`` returns the ServiceLinks the change calls on
+    to reconcile (often none), so a watch handler only queues what it is given.
+    """
+
+    _servicelinks: dict[ObjectKey, Mapping[str, Any]] = field(default_factory=dict)
+    _links_to: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
+    _links_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _claims: dict[ObjectKey, Claim] = field(default_factory=dict)
+    _claims_by_configmap: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _rolled: dict[ObjectKey, set[WorkloadKey]] = field(default_factory=dict)  # from each status.rolledOut
+    _rolled_by: defaultdict[WorkloadKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _services: dict[ObjectKey, ServiceView] = field(default_factory=dict)
+    _slices: dict[ObjectKey, tuple[ObjectKey, Endpoints]] = field(default_factory=dict)
+    _slices_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
-    _readers: defaultdict[Key, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
+    _readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     _by_namespace: defaultdict[str, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     # Event order: each put or drop gets the next tick, so a relist can tell which objects
     # changed after its list began (the event is newer than the list) and leave those alone.
     _tick: int = 0
-    _seen: dict[tuple[str, Key], int] = field(default_factory=dict)
+    _seen: dict[tuple[str, ObjectKey], int] = field(default_factory=dict)
 
     def mark(self) -> int:
         """The current tick: take it before a relist's list, hand it to the ``replace_*`` calls."""
         return self._tick
 
-    def _touch(self, kind: str, key: Key) -> None:
+    def _touch(self, kind: str, key: ObjectKey) -> None:
         self._tick += 1
         self._seen[(kind, key)] = self._tick
 
     def _replace(
         self,
         kind: str,
-        current: Iterable[Key],
-        fresh: Mapping[Key, Mapping[str, Any]],
+        current: Iterable[ObjectKey],
+        fresh: Mapping[ObjectKey, Mapping[str, Any]],
         since: int,
         put: Callable[[Mapping[str, Any]], object],
-        drop: Callable[[Key], object],
+        drop: Callable[[ObjectKey], object],
     ) -> None:
         for key in set(current) | fresh.keys():
             if self._seen.get((kind, key), 0) > since:
@@ -188,12 +149,17 @@ class Cache:
 
     # --- ServiceLinks --------------------------------------------------------------------------
 
-    def put_servicelink(self, body: Mapping[str, Any]) -> None:
-        """Record a ServiceLink as last seen."""
+    def put_servicelink(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a ServiceLink as last seen; return the ServiceLinks to reconcile for it.
+
+        None when only its status or resourceVersion changed (``needs_reconcile``),
+        else it and the others sharing its ConfigMap (a freed key moves).
+        """
         key = _meta(body)
-        self.drop_servicelink(*key)
+        before = self._servicelinks.get(key)
+        self._forget_servicelink(key)
         self._touch("ServiceLink", key)
-        self._servicelinks[key] = _slim(body)
+        self._servicelinks[key] = slim(body)
         targets = linked_services(key[0], body.get("spec") or {})
         self._links_to[key] = targets
         for service in targets:
@@ -205,12 +171,22 @@ class Cache:
         self._rolled[key] = rolled_workloads(body)
         for workload in self._rolled[key]:
             self._rolled_by[workload].add(key)
+        return self._sharing_configmap(key, body) if needs_reconcile(before, body) else []
 
-    def drop_servicelink(self, namespace: str, name: str) -> None:
-        """Forget a deleted ServiceLink."""
+    def drop_servicelink(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted ServiceLink; return it and the others sharing its ConfigMap, to reconcile."""
         key = (namespace, name)
+        body = self._forget_servicelink(key)
         self._touch("ServiceLink", key)
-        self._servicelinks.pop(key, None)
+        return self._sharing_configmap(key, body or {})
+
+    def _sharing_configmap(self, key: ObjectKey, body: Mapping[str, Any]) -> list[ObjectKey]:
+        configmap = (body.get("spec") or {}).get("configMapName")
+        siblings = self.claims(key[0], configmap) if isinstance(configmap, str) else []
+        return [key, *((claim.namespace, claim.name) for claim in siblings)]
+
+    def _forget_servicelink(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        body = self._servicelinks.pop(key, None)
         for service in self._links_to.pop(key, ()):
             self._links_by_service[service].discard(key)
             if not self._links_by_service[service]:
@@ -222,19 +198,20 @@ class Cache:
             self._rolled_by[workload].discard(key)
             if not self._rolled_by[workload]:
                 del self._rolled_by[workload]
+        return body
 
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._servicelinks.get((namespace, name))
 
-    def servicelink_keys(self) -> list[Key]:
+    def servicelink_keys(self) -> list[ObjectKey]:
         """Every ServiceLink known."""
         return list(self._servicelinks)
 
-    def servicelinks_of(self, service: ServiceKey) -> list[Key]:
+    def servicelinks_of(self, service: ObjectKey) -> list[ObjectKey]:
         """The ServiceLinks pointing at ``service``."""
         return sorted(self._links_by_service.get(service, ()))
 
-    def servicelinks_rolling(self, workload: WorkloadKey) -> list[Key]:
+    def servicelinks_rolling(self, workload: WorkloadKey) -> list[ObjectKey]:
         """The ServiceLinks that may have rolled ``workload``: those of the ConfigMaps its pods read, and
         those whose ``status.rolledOut`` names it.
 
@@ -251,53 +228,62 @@ class Cache:
 
     # --- Services and their endpoints ------------------------------------------------------------
 
-    def put_service(self, body: Mapping[str, Any]) -> bool:
-        """Record a Service as last seen; return whether anything a ServiceLink reads of it changed."""
+    def put_service(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a Service as last seen; return the ServiceLinks pointing at it if a part they read changed.
+
+        A label change, or the replay of the Services listed at start, returns none.
+        """
         key = _meta(body)
         self._touch("Service", key)
         view = ServiceView.from_body(body)
         changed = self._services.get(key) != view
         self._services[key] = view
-        return changed
+        return self.servicelinks_of(key) if changed else []
 
-    def drop_service(self, namespace: str, name: str) -> bool:
-        """Forget a deleted Service; return whether it was known."""
-        self._touch("Service", (namespace, name))
-        return self._services.pop((namespace, name), None) is not None
+    def drop_service(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted Service; return the ServiceLinks pointing at it, if it was known."""
+        key = (namespace, name)
+        self._touch("Service", key)
+        return self.servicelinks_of(key) if self._services.pop(key, None) is not None else []
 
-    def service(self, key: ServiceKey) -> ServiceView | None:
+    def service(self, key: ObjectKey) -> ServiceView | None:
         return self._services.get(key)
 
-    def service_keys(self) -> list[ServiceKey]:
+    def service_keys(self) -> list[ObjectKey]:
         """Every Service known."""
         return list(self._services)
 
-    def put_endpointslice(self, body: Mapping[str, Any]) -> ServiceKey | None:
-        """Record an EndpointSlice; return the Service it belongs to if its endpoint counts changed, else None."""
+    def put_endpointslice(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record an EndpointSlice; return the ServiceLinks of its Service if its endpoint counts changed."""
         key = _meta(body)
         service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
         entry = ((key[0], str(service)), endpoints_of(body)) if service else None
         if entry is not None and self._slices.get(key) == entry:
             self._touch("EndpointSlice", key)
-            return None
-        self.drop_endpointslice(*key)
+            return []
+        self._forget_endpointslice(key)
         self._touch("EndpointSlice", key)
         if entry is None:
-            return None
+            return []
         self._slices[key] = entry
         self._slices_by_service[entry[0]].add(key)
-        return entry[0]
+        return self.servicelinks_of(entry[0])
 
-    def drop_endpointslice(self, namespace: str, name: str) -> ServiceKey | None:
-        """Forget an EndpointSlice; return the Service it belonged to."""
-        self._touch("EndpointSlice", (namespace, name))
-        entry = self._slices.pop((namespace, name), None)
+    def drop_endpointslice(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget an EndpointSlice; return the ServiceLinks of the Service it belonged to."""
+        key = (namespace, name)
+        self._touch("EndpointSlice", key)
+        service = self._forget_endpointslice(key)
+        return self.servicelinks_of(service) if service is not None else []
+
+    def _forget_endpointslice(self, key: ObjectKey) -> ObjectKey | None:
+        entry = self._slices.pop(key, None)
         if entry is None:
             return None
-        self._slices_by_service[entry[0]].discard((namespace, name))
+        self._slices_by_service[entry[0]].discard(key)
         return entry[0]
 
-    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+    def endpoints(self, key: ObjectKey) -> Endpoints | None:
         slices = [self._slices[s][1] for s in self._slices_by_service.get(key, ())]
         if not slices:
             return None
@@ -305,28 +291,37 @@ class Cache:
 
     # --- workloads ------------------------------------------------------------------------------
 
-    def put_workload(self, kind: WorkloadKind, body: Mapping[str, Any]) -> None:
-        """Record a Deployment, StatefulSet or DaemonSet, by the ConfigMaps its pods read."""
+    def put_workload(self, kind: WorkloadKind, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a Deployment, StatefulSet or DaemonSet, by the ConfigMaps its pods read.
+
+        Return the ServiceLinks that may have rolled it when its rollout completes
+        or stalls (``rollout_settled``); a replica coming up returns none.
+        """
         namespace, name = _meta(body)
-        self.drop_workload(kind, namespace, name)
+        key: WorkloadKey = (kind, namespace, name)
+        before = self._forget_workload(key)
         self._touch(kind, (namespace, name))
         view = WorkloadView.from_body(kind, body)
-        key: WorkloadKey = (kind, namespace, name)
         self._workloads[key] = view
         self._by_namespace[namespace].add(key)
         for configmap in view.reads:
             self._readers[(namespace, configmap)].add(key)
+        settled = rollout_settled(before.progress if before else None, view.progress)
+        return self.servicelinks_rolling(key) if settled else []
 
-    def drop_workload(self, kind: WorkloadKind, namespace: str, name: str) -> None:
-        """Forget a deleted workload."""
-        key: WorkloadKey = (kind, namespace, name)
+    def drop_workload(self, kind: WorkloadKind, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted workload; return no ServiceLinks (a deleted workload rolls nothing)."""
         self._touch(kind, (namespace, name))
+        self._forget_workload((kind, namespace, name))
+        return []
+
+    def _forget_workload(self, key: WorkloadKey) -> WorkloadView | None:
         view = self._workloads.pop(key, None)
-        if view is None:
-            return
-        self._by_namespace[namespace].discard(key)
-        for configmap in view.reads:
-            self._readers[(namespace, configmap)].discard(key)
+        if view is not None:
+            self._by_namespace[key[1]].discard(key)
+            for configmap in view.reads:
+                self._readers[(key[1], configmap)].discard(key)
+        return view
 
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
         keys = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servicelink.model import ROLLABLE_BY_ANNOTATION, WRITABLE_BY_ANNOTATION, WorkloadKind, parse_name_list
-from servicelink.rollout import Reads, WorkloadView
+from servicelink.views import Reads, WorkloadView
 
 ANYONE = "*"
 

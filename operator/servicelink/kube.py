@@ -9,6 +9,7 @@ the two in step.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -16,7 +17,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,18 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from servicelink.model import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION, ListedKind, WorkloadKind
+from servicelink.messages import EVENT_MESSAGE_LIMIT, truncate
+from servicelink.model import (
+    FIELD_MANAGER,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    WORKLOAD_RESOURCES,
+    ListedKind,
+    WorkloadKind,
+)
+from servicelink.views import slim
 
 # Re-exported so callers handle API errors without importing the client themselves.
 ApiError = ApiException
@@ -37,32 +49,26 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("list", "watch")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
-    ("apps", "deployments", ("list", "watch", "patch")),
-    ("apps", "statefulsets", ("list", "watch", "patch")),
-    ("apps", "daemonsets", ("list", "watch", "patch")),
+    *(("apps", resource, ("list", "watch", "patch")) for resource in WORKLOAD_RESOURCES.values()),
     ("", "events", ("create", "patch")),  # patch: a repeated Event's count
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
 )
 
-# Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
-# method a pydantic validate_call naming the models it serves) cost 27 MB of the
-# operator's memory on import, measured beside Reloader (README, Performance).
-_WORKLOAD_PATHS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
 _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
+# method a pydantic validate_call naming the models it serves) cost 27 MB of the
+# operator's memory on import, measured beside Reloader (README, Performance).
 # kind -> (API prefix, resource): lists are <prefix>/<resource> or <prefix>/namespaces/<ns>/<resource>.
-_LISTERS = {
+_LISTERS: dict[ListedKind, tuple[str, str]] = {
     "ServiceLink": (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "Service": ("/api/v1", "services"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
-    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    **{kind: ("/apis/apps/v1", resource) for kind, resource in WORKLOAD_RESOURCES.items()},
 }
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
@@ -78,6 +84,17 @@ _INVOLVED_FIELDS = ("apiVersion", "kind", "namespace", "name", "uid")
 
 class Conflict(Exception):
     """A write lost a race (HTTP 409): the caller re-reads and tries again."""
+
+
+@contextlib.contextmanager
+def _conflict_raised() -> Iterator[None]:
+    """Turn an HTTP 409 from the calls inside into ``Conflict``; other errors pass as they are."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(error.body) from error
+        raise
 
 
 # The API server could not be reached at all: refused, reset, timed out.
@@ -186,7 +203,8 @@ def _read_or_none(api: kubernetes.client.ApiClient, path: str) -> dict[str, Any]
         raise
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Return the time now as the API's timestamps are written, to the second (``2026-11-26T14:00:00Z``)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -245,16 +263,12 @@ class Kube:
     def write_lease(self, *, body: Mapping[str, Any], create: bool) -> None:
         """Create the Lease, or replace it guarded by its resourceVersion; a lost race raises ``Conflict``."""
         metadata = body["metadata"]
-        try:
-            leases = f"/apis/coordination.k8s.io/v1/namespaces/{metadata['namespace']}/leases"
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{metadata['namespace']}/leases"
+        with _conflict_raised():
             if create:
                 _write(self._api, "POST", leases, body=body)
             else:
                 _write(self._api, "PUT", f"{leases}/{metadata['name']}", body=body)
-        except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
-            raise
 
     def check_api(self) -> None:
         """Ask the API server for its version; raise when it does not answer within 3 seconds."""
@@ -268,12 +282,7 @@ class Kube:
         token: str | None = None
         while True:
             page = _read(self._api, "GET", path, query={"limit": 500, "continue": token}, timeout=_LIST_TIMEOUT)
-            for item in page.get("items") or ():
-                # What the cache never reads, and a good part of each object's size.
-                metadata = item.get("metadata") or {}
-                metadata.pop("managedFields", None)
-                (metadata.get("annotations") or {}).pop(_LAST_APPLIED, None)
-                items.append(item)
+            items.extend(slim(item) for item in page.get("items") or ())
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
@@ -289,7 +298,7 @@ class Kube:
         Raises ``Conflict`` on a 409 (a foreign owner, or a lost race).
         """
         metadata = body["metadata"]
-        try:
+        with _conflict_raised():
             return _read(
                 self._api,
                 "PATCH",
@@ -298,10 +307,6 @@ class Kube:
                 body=body,
                 content_type="application/apply-patch+yaml",
             )
-        except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
-            raise
 
     def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""
@@ -326,16 +331,15 @@ class Kube:
         """
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            _write(
-                self._api,
-                "PATCH",
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
-                body=patch,
-                content_type=_MERGE_PATCH,
-            )
+            with _conflict_raised():
+                _write(
+                    self._api,
+                    "PATCH",
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+                    body=patch,
+                    content_type=_MERGE_PATCH,
+                )
         except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
             if error.status != 404:
                 raise
 
@@ -350,17 +354,16 @@ class Kube:
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
         try:
-            _write(
-                self._api,
-                "PATCH",
-                f"/apis/apps/v1/namespaces/{namespace}/{_WORKLOAD_PATHS[kind]}/{name}",
-                query={"fieldManager": FIELD_MANAGER},
-                body=patch,
-                content_type=_MERGE_PATCH,
-            )
+            with _conflict_raised():
+                _write(
+                    self._api,
+                    "PATCH",
+                    f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_RESOURCES[kind]}/{name}",
+                    query={"fieldManager": FIELD_MANAGER},
+                    body=patch,
+                    content_type=_MERGE_PATCH,
+                )
         except ApiException as error:
-            if error.status == 409:
-                raise Conflict(error.body) from error
             if error.status == 404:
                 return False
             raise
@@ -383,9 +386,9 @@ class Kube:
         """
         namespace = involved["namespace"]
         kind = "Warning" if warning else "Normal"
-        message = message[:1024]
+        message = truncate(message, EVENT_MESSAGE_LIMIT)
         key = (*(involved.get(f, "") for f in _INVOLVED_FIELDS), reason, kind, message)
-        now, seen = _now(), time.monotonic()
+        now, seen = utc_now(), time.monotonic()
         previous = self._events.get(key, now=seen)
         try:
             if previous is not None and self._count_event(namespace, previous.name, previous.count + 1, now):

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Histogram, start_http_server
 
-from servicelink.controller import TRIGGERED_AT
+from servicelink.workqueue import TRIGGERED_AT
 
 RECONCILES = Counter("servicelink_reconciles_total", "ServiceLink reconciles, by result", ["result"])
 RECONCILE_SECONDS = Histogram(

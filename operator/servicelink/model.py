@@ -65,7 +65,13 @@ _TEMPLATE_RULE = {
 }
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
-WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
+# Each workload kind's resource in apps/v1: the one table of the kinds, their paths and their watches.
+WORKLOAD_RESOURCES: dict[WorkloadKind, str] = {
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets",
+}
+WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(WORKLOAD_RESOURCES)
 # The kinds the operator lists and watches.
 ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
 LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS)

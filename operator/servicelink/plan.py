@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from servicelink import conditions as c
-from servicelink.cache import Claim, linked_services
+from servicelink.cache import linked_services
 from servicelink.consent import Skipped, judge_configmap_write, split_consumers
+from servicelink.messages import summarize
 from servicelink.model import (
     API_VERSION,
     FIELD_MANAGER,
     FINALIZER,
     KIND,
-    Endpoints,
     RolledOut,
     ServiceLinkSpec,
     WorkloadKind,
@@ -31,13 +31,11 @@ from servicelink.render import (
     plan_configmap,
     render_configmap,
     render_owner_reference,
-    summarize,
 )
-from servicelink.resolve import LinkResult, ServiceKey, ServiceView, resolve_links
+from servicelink.resolve import LinkResult, resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
-    WorkloadView,
     plan_deferral,
     plan_rollouts,
     progress_of,
@@ -55,6 +53,7 @@ from servicelink.status import (
     render_status,
     sibling_conflicts,
 )
+from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView
 
 # ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
 # refused ServiceLink is found by looking again this often, one GET each time.
@@ -79,10 +78,10 @@ class World(Protocol):
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The ServiceLink as last seen, or None when it is gone."""
 
-    def service(self, key: ServiceKey) -> ServiceView | None:
+    def service(self, key: ObjectKey) -> ServiceView | None:
         """The Service as last seen, or None when it does not exist."""
 
-    def endpoints(self, key: ServiceKey) -> Endpoints | None:
+    def endpoints(self, key: ObjectKey) -> Endpoints | None:
         """Ready and total endpoints of a Service across its EndpointSlices, or None if it has none."""
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
@@ -186,7 +185,7 @@ class Values:
     """What the links resolve to, and which of those values this ServiceLink may write."""
 
     results: list[LinkResult]
-    services: dict[ServiceKey, ServiceView]
+    services: dict[ObjectKey, ServiceView]
     desired: dict[str, str]  # resolved or kept, less the keys an earlier ServiceLink holds
     conflicts: dict[str, str]  # key -> message
     siblings: frozenset[str]

@@ -9,7 +9,6 @@ when a workload shared by several ServiceLinks is patched.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from servicelink.kube import (
     TransportError,
     is_transient,
     servicelink_reference,
+    utc_now,
 )
 from servicelink.model import CONFIG_HASH_ANNOTATION, ServiceLinkSpec, WorkloadKind, parse_spec
 from servicelink.plan import (
@@ -52,9 +52,10 @@ from servicelink.plan import (
     plan_write,
     plan_write_failed,
 )
-from servicelink.rollout import Rollout, WorkloadView, merge_rollouts
+from servicelink.rollout import Rollout, merge_rollouts
 from servicelink.settings import Settings
 from servicelink.status import describe_invalid_spec
+from servicelink.views import WorkloadView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,10 +63,6 @@ T = TypeVar("T")
 
 class TransientError(Exception):
     """The API server could not take a call now; the ServiceLink is retried with backoff."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ class Reconciler:
         try:
             spec = parse_spec(view.spec)
         except ValidationError as error:
-            await self._write_status(view, plan_invalid_status(view, describe_invalid_spec(error), now=_now()))
+            await self._write_status(view, plan_invalid_status(view, describe_invalid_spec(error), now=utc_now()))
             return None
         values = plan_values(view, spec=spec, world=self.world, cluster_domain=self.settings.cluster_domain)
         async with self._lock(namespace, spec.config_map_name):
@@ -173,7 +170,7 @@ class Reconciler:
         await self._record(view, changes.events)
         if changes.values_changed:
             self.on_values_changed(changes.values_changed)
-        await self._write_status(view, plan_status(view, values=values, written=written, rolled=rolled, now=_now()))
+        await self._write_status(view, plan_status(view, values=values, written=written, rolled=rolled, now=utc_now()))
         return plan_recheck(written)
 
     async def _set_finalizers(self, view: ServiceLinkView, finalizers: list[str]) -> None:

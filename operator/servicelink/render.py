@@ -1,4 +1,4 @@
-"""Render values into a ConfigMap apply body and a short hash of them (pure)."""
+"""Render values into a ConfigMap apply body and a short hash of them, and plan the write of one ConfigMap (pure)."""
 
 from __future__ import annotations
 
@@ -141,23 +141,3 @@ def plan_configmap(
         restored=restored,
         size=render_data_size(after),
     )
-
-
-MESSAGE_LIMIT = 1000  # characters of a log line or Event message (an Event holds 1,024)
-
-
-def summarize(parts: list[str], limit: int = MESSAGE_LIMIT) -> str:
-    """Join ``parts`` with "; "; past ``limit`` characters, keep the first ones and say how many are left out."""
-    text = "; ".join(parts)
-    if len(text) <= limit:
-        return text
-    room = limit - len(f"; and {len(parts)} more")
-    shown, size = 0, -len("; ")
-    for part in parts:
-        size += len("; ") + len(part)
-        if size > room:
-            break
-        shown += 1
-    head = "; ".join(parts[:shown]) if shown else parts[0][: room - 3] + "..."
-    left = len(parts) - max(shown, 1)
-    return f"{head}; and {left} more" if left else head

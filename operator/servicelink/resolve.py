@@ -6,66 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicelink import conditions
-from servicelink.model import (
-    EXPOSE_TO_ANNOTATION,
-    Endpoints,
-    Link,
-    ServiceLinkSpec,
-    parse_name_list,
-    template_placeholders,
-)
-
-ServiceKey = tuple[str, str]  # (namespace, name)
-
-
-@dataclass(frozen=True)
-class ServicePort:
-    """One entry of a Service's ``spec.ports``."""
-
-    name: str | None
-    port: int
-
-    def describe(self) -> str:
-        """Return ``name:port``, or the number alone for an unnamed port."""
-        return f"{self.name}:{self.port}" if self.name else str(self.port)
-
-
-@dataclass(frozen=True)
-class ServiceView:
-    """The parts of a Service that resolution reads."""
-
-    namespace: str
-    name: str
-    type: str
-    ports: tuple[ServicePort, ...]
-    external_name: str | None
-    expose_to: frozenset[str]
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, object]) -> ServiceView:
-        """Build a view from a Service as the API returns it; tolerate absent fields."""
-        metadata = body.get("metadata") or {}
-        spec = body.get("spec") or {}
-        assert isinstance(metadata, Mapping)
-        assert isinstance(spec, Mapping)
-        annotations = metadata.get("annotations") or {}
-        ports = tuple(
-            ServicePort(name=p.get("name") or None, port=int(p["port"]))
-            for p in spec.get("ports") or ()
-            if isinstance(p, Mapping) and "port" in p
-        )
-        return cls(
-            namespace=str(metadata.get("namespace", "")),
-            name=str(metadata.get("name", "")),
-            type=str(spec.get("type") or "ClusterIP"),
-            ports=ports,
-            external_name=spec.get("externalName") or None,
-            expose_to=parse_name_list(annotations.get(EXPOSE_TO_ANNOTATION)),
-        )
-
-    def allows(self, namespace: str) -> bool:
-        """Return whether a ServiceLink in ``namespace`` may resolve this Service."""
-        return namespace == self.namespace or "*" in self.expose_to or namespace in self.expose_to
+from servicelink.model import EXPOSE_TO_ANNOTATION, Link, ServiceLinkSpec, template_placeholders
+from servicelink.views import Endpoints, ObjectKey, ServiceView
 
 
 @dataclass(frozen=True)
@@ -123,8 +65,8 @@ def resolve_link(
     link: Link,
     *,
     namespace: str,
-    services: Mapping[ServiceKey, ServiceView],
-    endpoints: Mapping[ServiceKey, Endpoints],
+    services: Mapping[ObjectKey, ServiceView],
+    endpoints: Mapping[ObjectKey, Endpoints],
     cluster_domain: str,
 ) -> LinkResult:
     """Resolve one link of a ServiceLink in ``namespace``."""
@@ -191,8 +133,8 @@ def resolve_links(
     spec: ServiceLinkSpec,
     *,
     namespace: str,
-    services: Mapping[ServiceKey, ServiceView],
-    endpoints: Mapping[ServiceKey, Endpoints],
+    services: Mapping[ObjectKey, ServiceView],
+    endpoints: Mapping[ObjectKey, Endpoints],
     cluster_domain: str,
 ) -> list[LinkResult]:
     """Resolve every link of ``spec``, in order."""

@@ -4,122 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from servicelink.model import (
-    CONFIG_HASH_ANNOTATION,
-    ROLLABLE_BY_ANNOTATION,
     LabelSelector,
     RolledOut,
     WorkloadKind,
     Workloads,
-    parse_name_list,
 )
 from servicelink.render import render_hash
-from servicelink.resolve import LinkResult, ServiceKey, ServiceView
-
-# What a pod template reads of one ConfigMap: a set of keys, or None for all of it.
-Reads = frozenset[str] | None
-
-
-def _merge(reads: dict[str, Reads], configmap: str, keys: Reads) -> None:
-    if configmap in reads:
-        old = reads[configmap]
-        reads[configmap] = None if old is None or keys is None else old | keys
-    else:
-        reads[configmap] = keys
-
-
-def _volume_reads(source: Mapping[str, Any]) -> Reads:
-    items = source.get("items")
-    return frozenset(str(i["key"]) for i in items if "key" in i) if items else None
-
-
-def read_configmaps(pod_spec: Mapping[str, Any]) -> dict[str, Reads]:
-    """Return, for each ConfigMap a pod spec reads, the keys it reads (None: every key).
-
-    Counts ``envFrom``, ``env[].valueFrom.configMapKeyRef``, ``configMap`` volumes
-    and ``projected`` volumes, in containers and init containers.
-    """
-    reads: dict[str, Reads] = {}
-    for container in [*(pod_spec.get("initContainers") or ()), *(pod_spec.get("containers") or ())]:
-        for source in container.get("envFrom") or ():
-            ref = source.get("configMapRef")
-            if ref and ref.get("name"):
-                _merge(reads, ref["name"], None)
-        for env in container.get("env") or ():
-            ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
-            if ref and ref.get("name") and ref.get("key"):
-                _merge(reads, ref["name"], frozenset({ref["key"]}))
-    for volume in pod_spec.get("volumes") or ():
-        if volume.get("configMap") and volume["configMap"].get("name"):
-            _merge(reads, volume["configMap"]["name"], _volume_reads(volume["configMap"]))
-        for projected in (volume.get("projected") or {}).get("sources") or ():
-            source = projected.get("configMap")
-            if source and source.get("name"):
-                _merge(reads, source["name"], _volume_reads(source))
-    return reads
-
-
-RolloutState = Literal["Complete", "Progressing", "Stalled"]
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a workload's rollout stands, from its own status; the message is stable while the state holds."""
-
-    state: RolloutState
-    message: str = ""
-
-
-def rolling(kind: WorkloadKind, namespace: str, name: str) -> Progress:
-    """The progress of a workload whose new pods are not all available yet."""
-    return Progress("Progressing", f"{kind} {namespace}/{name}: new pods not yet available")
-
-
-def _count(status: Mapping[str, Any], field_name: str) -> int:
-    return int(status.get(field_name) or 0)
-
-
-def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
-    """Return whether the workload's newest pod template runs available everywhere, as ``kubectl rollout status`` tells.
-
-    Deployments: the controller saw the generation, every replica is updated,
-    no old one is left, and the updated ones are available; ``Stalled`` with the
-    Deployment's own message once it reports ``ProgressDeadlineExceeded``.
-    StatefulSets and DaemonSets: updated and available counts from their
-    status (they have no deadline, so never stall); with ``OnDelete`` nothing
-    rolls by itself, so there is nothing to wait for. The message names no
-    count, so a replica coming up does not change it.
-    """
-    metadata = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    what = f"{kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
-    waiting = rolling(kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
-        return waiting
-    strategy = str((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate")
-    if kind == "Deployment":
-        for condition in status.get("conditions") or ():
-            if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-                return Progress("Stalled", f"{what}: {condition.get('message') or 'progress deadline exceeded'}")
-        if spec.get("paused"):
-            return Progress("Progressing", f"{what}: paused; rolls once resumed")
-        wanted, updated = int(spec.get("replicas", 1)), _count(status, "updatedReplicas")
-        done = updated >= wanted and _count(status, "replicas") <= updated
-        done = done and _count(status, "availableReplicas") >= updated
-    elif strategy == "OnDelete":
-        return Progress("Complete")
-    elif kind == "StatefulSet":
-        wanted = int(spec.get("replicas", 1))
-        partition = int(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition") or 0)
-        available = _count(status, "availableReplicas" if "availableReplicas" in status else "readyReplicas")
-        done = _count(status, "updatedReplicas") >= wanted - partition and available >= wanted
-    else:
-        desired = _count(status, "desiredNumberScheduled")
-        done = _count(status, "updatedNumberScheduled") >= desired and _count(status, "numberAvailable") >= desired
-    return Progress("Complete") if done else waiting
+from servicelink.resolve import LinkResult
+from servicelink.views import ObjectKey, Progress, Reads, ServiceView, WorkloadView, rolling
 
 
 def rollout_settled(before: Progress | None, after: Progress) -> bool:
@@ -132,39 +26,6 @@ def rollout_settled(before: Progress | None, after: Progress) -> bool:
     if before is None or before.state == after.state:
         return False
     return after.state != "Progressing" or before.state == "Stalled"
-
-
-@dataclass(frozen=True)
-class WorkloadView:
-    """The parts of a Deployment, StatefulSet or DaemonSet that rollout decisions read."""
-
-    kind: WorkloadKind
-    namespace: str
-    name: str
-    labels: Mapping[str, str]
-    reads: Mapping[str, Reads]
-    config_hash: str | None
-    rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
-    resource_version: str = ""  # guards a patch against a change seen too late
-    progress: Progress = Progress("Complete")
-
-    @classmethod
-    def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
-        """Build a view from a workload as the API returns it."""
-        metadata = body.get("metadata") or {}
-        template = (body.get("spec") or {}).get("template") or {}
-        annotations = (template.get("metadata") or {}).get("annotations") or {}
-        return cls(
-            kind=kind,
-            namespace=str(metadata.get("namespace", "")),
-            name=str(metadata.get("name", "")),
-            labels=dict(metadata.get("labels") or {}),
-            reads=read_configmaps(template.get("spec") or {}),
-            config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
-            rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
-            resource_version=str(metadata.get("resourceVersion", "")),
-            progress=read_progress(kind, body),
-        )
 
 
 def _matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -373,7 +234,7 @@ def restore_deferred(baseline: Mapping[str, str], deferred: Iterable[Deferred]) 
     return restored
 
 
-def _answers(result: LinkResult, services: Mapping[ServiceKey, ServiceView]) -> bool:
+def _answers(result: LinkResult, services: Mapping[ObjectKey, ServiceView]) -> bool:
     namespace, _, name = result.service.partition("/")
     service = services.get((namespace, name))
     if service is not None and service.type == "ExternalName":
@@ -384,7 +245,7 @@ def _answers(result: LinkResult, services: Mapping[ServiceKey, ServiceView]) -> 
 def plan_deferral(
     results: Iterable[LinkResult],
     *,
-    services: Mapping[ServiceKey, ServiceView],
+    services: Mapping[ObjectKey, ServiceView],
     baseline: Mapping[str, str],
     desired: Mapping[str, str],
 ) -> tuple[list[Deferred], list[Deferred]]:

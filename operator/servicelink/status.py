@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.cache import Claim
 from servicelink.consent import Skipped
+from servicelink.messages import summarize, truncate
 from servicelink.model import Condition, RolledOut
-from servicelink.render import render_hash, summarize
+from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
-from servicelink.rollout import Deferred, Progress
-
-_MESSAGE_LIMIT = 1000
+from servicelink.rollout import Deferred
+from servicelink.views import Claim, Progress
 
 
 @dataclass(frozen=True)
@@ -28,17 +27,12 @@ class Verdict:
     message: str
 
 
-def _join(messages: Sequence[str]) -> str:
-    text = "; ".join(messages)
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
-
-
 def judge_resolution(results: Sequence[LinkResult]) -> Verdict:
     """Resolved: every link found its Service and port, or the first reason it did not."""
     problems = [r for r in results if not r.resolved]
     if not problems:
         return Verdict(True, c.ALL_SERVICES_FOUND, f"all {len(results)} links resolved")
-    return Verdict(False, problems[0].reason, _join([p.message for p in problems]))
+    return Verdict(False, problems[0].reason, truncate("; ".join(p.message for p in problems)))
 
 
 def desired_values(results: Sequence[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
@@ -102,7 +96,7 @@ def judge_rollout(
         return Verdict(False, c.ROLLOUT_FAILED, "; ".join(failures))
     stalled = [p.message for p in progress if p.state == "Stalled"]
     if stalled:
-        return Verdict(False, c.ROLLOUT_STALLED, _join(stalled))
+        return Verdict(False, c.ROLLOUT_STALLED, truncate("; ".join(stalled)))
     if skipped:
         return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, summarize([s.message for s in skipped]))
     if blocked:
@@ -110,11 +104,11 @@ def judge_rollout(
         return Verdict(
             False,
             c.WAITING_FOR_ENDPOINTS,
-            _join([f"consumers of {where} roll once these Services have a ready endpoint: {services}"]),
+            truncate(f"consumers of {where} roll once these Services have a ready endpoint: {services}"),
         )
     rolling = [p.message for p in progress if p.state == "Progressing"]
     if rolling:
-        return Verdict(False, c.ROLLOUT_IN_PROGRESS, _join(rolling))
+        return Verdict(False, c.ROLLOUT_IN_PROGRESS, truncate("; ".join(rolling)))
     message = f"consumers of {where} carry its current hash and their rollouts are complete"
     if waiting:
         message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
@@ -143,7 +137,7 @@ def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, s
     for result in results:
         entry: dict[str, Any] = {"key": result.key, "service": result.service, "resolved": result.resolved}
         if result.endpoints is not None:
-            entry["endpoints"] = result.endpoints.model_dump()
+            entry["endpoints"] = asdict(result.endpoints)
         if not result.resolved:
             entry["reason"], entry["message"] = result.reason, result.message
         elif result.key in conflicts:
@@ -218,7 +212,11 @@ def render_invalid_status(
 ) -> dict[str, Any]:
     """Return the status of a ServiceLink whose spec the operator cannot use; written values stay."""
     verdict = Condition(
-        type=c.READY, status="False", reason=c.INVALID_SPEC, message=_join([message]), observed_generation=generation
+        type=c.READY,
+        status="False",
+        reason=c.INVALID_SPEC,
+        message=truncate(message),
+        observed_generation=generation,
     )
     kept = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
     others = [cond for cond in current_conditions if cond.type != c.READY]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from servicelink.cache import Cache, claim_of, endpoints_of, linked_services
-from servicelink.model import Endpoints
+from servicelink.views import Endpoints
 
 
 def servicelink(
@@ -71,12 +71,13 @@ def test_claims_by_configmap_leave_out_servicelinks_being_deleted() -> None:
 
 def test_endpoints_add_up_over_slices_and_unknown_readiness_counts_as_ready() -> None:
     cache = Cache()
-    assert cache.put_endpointslice(endpointslice("a-1", "auth", True, False)) == ("gallery", "auth")
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", True, False)) == [("gallery", "gateway")]
     cache.put_endpointslice(endpointslice("a-2", "auth", None))
     assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=2, total=3)
-    assert cache.drop_endpointslice("gallery", "a-1") == ("gallery", "auth")
+    assert cache.drop_endpointslice("gallery", "a-1") == [("gallery", "gateway")]
     assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=1, total=1)
-    assert cache.put_endpointslice({"metadata": {"name": "orphan", "namespace": "gallery"}}) is None
+    assert cache.put_endpointslice({"metadata": {"name": "orphan", "namespace": "gallery"}}) == []
     assert cache.endpoints(("gallery", "nothing")) is None
 
 
@@ -163,21 +164,25 @@ def test_relisting_workloads_and_slices_keeps_their_indexes() -> None:
 
 def test_only_a_change_a_servicelink_reads_counts_as_a_service_change() -> None:
     cache = Cache()
-    assert cache.put_service(service("auth", 3001)) is True
-    assert cache.put_service(service("auth", 3001)) is False  # replayed, as at start
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    gateway = [("gallery", "gateway")]
+    assert cache.put_service(service("auth", 3001)) == gateway
+    assert cache.put_service(service("auth", 3001)) == []  # replayed, as at start
     labelled = service("auth", 3001)
     labelled["metadata"]["labels"] = {"tier": "backend"}
-    assert cache.put_service(labelled) is False
-    assert cache.put_service(service("auth", 3002)) is True
-    assert cache.drop_service("gallery", "auth") is True
-    assert cache.drop_service("gallery", "auth") is False
+    assert cache.put_service(labelled) == []
+    assert cache.put_service(service("auth", 3002)) == gateway
+    assert cache.drop_service("gallery", "auth") == gateway
+    assert cache.drop_service("gallery", "auth") == []
 
 
-def test_an_endpointslice_names_its_service_only_when_its_counts_change() -> None:
+def test_an_endpointslice_names_its_servicelinks_only_when_its_counts_change() -> None:
     cache = Cache()
-    assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) == ("gallery", "auth")
-    assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) is None
-    assert cache.put_endpointslice(endpointslice("a-1", "auth", False)) == ("gallery", "auth")
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    gateway = [("gallery", "gateway")]
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) == gateway
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", True)) == []
+    assert cache.put_endpointslice(endpointslice("a-1", "auth", False)) == gateway
     assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=0, total=1)
 
 
@@ -195,3 +200,27 @@ def test_a_workload_finds_the_servicelinks_of_what_it_reads_and_those_that_rolle
     assert cache.servicelinks_rolling(("Deployment", "gallery", "web")) == [("gallery", "gateway")]
     cache.drop_servicelink("gallery", "gateway")
     assert cache.servicelinks_rolling(("Deployment", "gallery", "web")) == []
+
+
+def test_a_servicelink_change_reconciles_it_and_its_configmap_siblings_but_its_own_status_write_nothing() -> None:
+    cache = Cache()
+    cache.put_servicelink(servicelink("first", "shared", {"key": "A", "service": "a"}))
+    second = servicelink("second", "shared", {"key": "A", "service": "b"})
+    assert cache.put_servicelink(second) == [("gallery", "second"), ("gallery", "first"), ("gallery", "second")]
+    assert cache.put_servicelink({**second, "status": {"observedGeneration": 1}}) == []
+    assert cache.drop_servicelink("gallery", "second") == [("gallery", "second"), ("gallery", "first")]
+
+
+def test_a_workload_names_the_servicelinks_that_rolled_it_only_when_its_rollout_settles() -> None:
+    cache = Cache()
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    rolling = deployment("web", env_from="gw")
+    rolling["metadata"]["generation"] = 2
+    assert cache.put_workload("Deployment", rolling) == []  # first seen: nothing to compare with
+    rolled = {
+        **deployment("web", env_from="gw"),
+        "status": {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+    assert cache.put_workload("Deployment", rolled) == [("gallery", "gateway")]
+    assert cache.put_workload("Deployment", rolled) == []  # a replay, or a replica coming up
+    assert cache.drop_workload("Deployment", "gallery", "web") == []

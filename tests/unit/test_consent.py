@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from servicelink.consent import judge_configmap_write, render_consent_command, split_consumers
-from servicelink.rollout import WorkloadView
+from servicelink.views import WorkloadView
 
 UID = "0b5c1f7e-0000-4000-8000-000000000001"
 

@@ -15,9 +15,10 @@ from pydantic import BaseModel
 
 from servicelink.kube import RBAC_RULES
 from servicelink.model import Link, ServiceLinkSpec, Workloads, parse_spec
-from servicelink.resolve import ServiceView, resolve_links
+from servicelink.resolve import resolve_links
 from servicelink.settings import Settings
 from servicelink.testing.fixtures import SEED_CONFIG
+from servicelink.views import ServiceView
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

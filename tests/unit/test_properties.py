@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from servicelink.model import DEFAULT_TEMPLATE, FIELD_MANAGER, MAX_LINKS, PLACEHOLDERS, ServiceLinkSpec, parse_spec
 from servicelink.render import plan_configmap, render_configmap, render_data_size, render_hash
-from servicelink.resolve import ServicePort, ServiceView, resolve_links
-from servicelink.rollout import Reads, WorkloadView, consumed, merge_rollouts, plan_rollouts
+from servicelink.resolve import resolve_links
+from servicelink.rollout import consumed, merge_rollouts, plan_rollouts
+from servicelink.views import Reads, ServicePort, ServiceView, WorkloadView
 
 FULL = os.environ.get("SERVICELINK_FULL") == "1"
 EXAMPLES = settings(

@@ -9,14 +9,12 @@ import pytest
 
 from servicelink.model import FIELD_MANAGER
 from servicelink.render import (
-    MESSAGE_LIMIT,
     managed_keys,
     plan_configmap,
     render_configmap,
     render_data_size,
     render_hash,
     render_owner_reference,
-    summarize,
 )
 
 URL = "http://auth-service:3001"
@@ -350,23 +348,3 @@ def test_existing_configmap_without_data_gets_our_keys(data: dict[str, str] | No
     assert result.write
     assert result.apply_data == {"AUTH_SERVICE_URL": URL}
     assert not result.with_owner
-
-
-def test_a_short_summary_names_every_part() -> None:
-    assert summarize(["A: <unset> -> x", "B: y -> z"]) == "A: <unset> -> x; B: y -> z"
-
-
-def test_a_long_summary_stays_within_the_limit_and_counts_what_it_leaves_out() -> None:
-    parts = [f"K{i}: http://old-{i}:3001 -> http://new-{i}:3002" for i in range(256)]
-    text = summarize(parts)
-    assert len(text) <= MESSAGE_LIMIT
-    assert text.startswith(parts[0] + "; " + parts[1])
-    shown = text.count(" -> ")
-    assert text.endswith(f"; and {256 - shown} more")
-
-
-def test_one_part_longer_than_the_limit_is_cut() -> None:
-    assert summarize(["x" * 5000]) == "x" * (MESSAGE_LIMIT - len("; and 1 more") - 3) + "..."
-    text = summarize(["x" * 5000, "B: y -> z"])
-    assert len(text) <= MESSAGE_LIMIT
-    assert text.endswith("...; and 1 more")

@@ -7,15 +7,9 @@ from typing import Any
 import pytest
 
 from servicelink import conditions
-from servicelink.model import Endpoints, Link, parse_spec
-from servicelink.resolve import (
-    LinkResult,
-    ServiceKey,
-    ServicePort,
-    ServiceView,
-    resolve_link,
-    resolve_links,
-)
+from servicelink.model import Link, parse_spec
+from servicelink.resolve import LinkResult, resolve_link, resolve_links
+from servicelink.views import Endpoints, ObjectKey, ServicePort, ServiceView
 
 HERE = "gallery"
 OTHER = "identity"
@@ -43,7 +37,7 @@ def service_body(
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
-def world(*bodies: dict[str, Any]) -> dict[ServiceKey, ServiceView]:
+def world(*bodies: dict[str, Any]) -> dict[ObjectKey, ServiceView]:
     views = [ServiceView.from_body(body) for body in bodies]
     return {(view.namespace, view.name): view for view in views}
 
@@ -52,7 +46,7 @@ def resolve(
     raw_link: dict[str, Any],
     *bodies: dict[str, Any],
     namespace: str = HERE,
-    endpoints: dict[ServiceKey, Endpoints] | None = None,
+    endpoints: dict[ObjectKey, Endpoints] | None = None,
     cluster_domain: str = "cluster.local",
 ) -> LinkResult:
     return resolve_link(

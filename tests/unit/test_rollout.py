@@ -6,15 +6,12 @@ from typing import Any
 
 import pytest
 
-from servicelink.model import Endpoints, RolledOut, Workloads
+from servicelink.model import RolledOut, Workloads
 from servicelink.render import render_hash
-from servicelink.resolve import LinkResult, ServiceView
+from servicelink.resolve import LinkResult
 from servicelink.rollout import (
     Deferred,
-    Progress,
-    Reads,
     Rollout,
-    WorkloadView,
     carried_hash,
     consumed,
     merge_rollouts,
@@ -22,13 +19,12 @@ from servicelink.rollout import (
     plan_deferral,
     plan_rollouts,
     progress_of,
-    read_configmaps,
-    read_progress,
     render_config_hash,
     restore_deferred,
     rollout_settled,
     select_consumers,
 )
+from servicelink.views import Endpoints, Progress, Reads, ServiceView, WorkloadView, read_configmaps, read_progress
 
 CM = "gateway-service-config"
 AUTH_OLD = "http://auth-service:3001"

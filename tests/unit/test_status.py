@@ -8,12 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from servicelink import conditions as c
-from servicelink.cache import Claim
 from servicelink.consent import Skipped
-from servicelink.model import Condition, Endpoints, RolledOut, parse_spec
+from servicelink.model import Condition, RolledOut, parse_spec
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
-from servicelink.rollout import Deferred, Progress
+from servicelink.rollout import Deferred
 from servicelink.status import (
     Verdict,
     describe_invalid_spec,
@@ -28,6 +27,7 @@ from servicelink.status import (
     render_status,
     sibling_conflicts,
 )
+from servicelink.views import Claim, Endpoints, Progress
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-02T00:00:00Z"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from servicelink.resolve import ServiceView
 from servicelink.tools.address import Address, link_fields, parse_address, propose_link, service_of
+from servicelink.views import ServiceView
 
 
 def view(namespace: str, name: str, *ports: tuple[str | None, int], expose_to: str = "") -> ServiceView:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from servicelink.model import DEFAULT_TEMPLATE, Link
-from servicelink.resolve import ServiceKey, ServiceView, resolve_link
+from servicelink.resolve import resolve_link
+from servicelink.views import ObjectKey, ServiceView
 
 _URL = re.compile(
     r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)(?::(?P<port>\d{1,5}))?(?P<path>/\S*)?$"
@@ -48,7 +49,7 @@ def parse_address(value: str) -> Address | None:
     return None
 
 
-def service_of(host: str, *, namespace: str, cluster_domain: str) -> tuple[ServiceKey, str] | None:
+def service_of(host: str, *, namespace: str, cluster_domain: str) -> tuple[ObjectKey, str] | None:
     """Return the Service a host names as cluster DNS reads it from ``namespace``, and the placeholder form used.
 
     ``auth`` (this namespace), ``auth.ns``, ``auth.ns.svc``, ``auth.ns.svc.<cluster domain>``.
@@ -82,7 +83,7 @@ def propose_link(
     value: str,
     *,
     namespace: str,
-    services: Mapping[ServiceKey, ServiceView],
+    services: Mapping[ObjectKey, ServiceView],
     cluster_domain: str,
 ) -> Link | str:
     """Return a link whose rendered value equals ``value`` byte for byte, or why there is none.

@@ -38,13 +38,19 @@ class Cluster:
         self.default_namespace = kube.context_namespace(kubeconfig=kubeconfig, context=context)
 
     def _list_core(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
-        stem = {"ConfigMap": "config_map", "Pod": "pod"}[kind]
+        # Called by name, not built with getattr, so grep and mypy see the client calls the CLI makes.
+        # With _preload_content=False each returns the raw response, not the model its stub names.
+        core, preload = self._core, False
+        response: Any
         if namespace is None:
-            call = getattr(self._core, f"list_{stem}_for_all_namespaces")
-            response = call(_preload_content=False, _request_timeout=_TIMEOUT)
+            if kind == "ConfigMap":
+                response = core.list_config_map_for_all_namespaces(_preload_content=preload, _request_timeout=_TIMEOUT)
+            else:
+                response = core.list_pod_for_all_namespaces(_preload_content=preload, _request_timeout=_TIMEOUT)
+        elif kind == "ConfigMap":
+            response = core.list_namespaced_config_map(namespace, _preload_content=preload, _request_timeout=_TIMEOUT)
         else:
-            call = getattr(self._core, f"list_namespaced_{stem}")
-            response = call(namespace, _preload_content=False, _request_timeout=_TIMEOUT)
+            response = core.list_namespaced_pod(namespace, _preload_content=preload, _request_timeout=_TIMEOUT)
         items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return items
 

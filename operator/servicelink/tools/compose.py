@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, PORT_NAME, PORT_NAME_MAX
-from servicelink.resolve import ServiceKey, ServiceView
 from servicelink.tools.address import link_fields, parse_address, propose_link
+from servicelink.views import ObjectKey, ServiceView
 
 # What the import reads; every other key of a Compose service is reported as not translated.
 READ_KEYS = frozenset({"environment", "env_file", "ports", "expose"})
@@ -138,7 +138,7 @@ def import_compose(
                     schemes[(address.host, address.port)].add(address.scheme)
 
     ns_meta = {"namespace": namespace} if namespace else {}
-    views: dict[ServiceKey, ServiceView] = {}
+    views: dict[ObjectKey, ServiceView] = {}
     for name, numbers in ports.items():
         if not numbers:
             continue

@@ -13,8 +13,9 @@ from typing import Any
 
 from servicelink.cache import Cache
 from servicelink.model import WORKLOAD_KINDS
-from servicelink.resolve import ServiceView, service_fqdn
+from servicelink.resolve import service_fqdn
 from servicelink.tools.address import parse_address, service_of
+from servicelink.views import ServiceView
 
 SERVICE_NOT_FOUND = "ServiceNotFound"
 SHORT_NAME_ACROSS_NAMESPACES = "ShortNameAcrossNamespaces"

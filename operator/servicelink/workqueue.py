@@ -22,9 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-log = logging.getLogger(__name__)
+from servicelink.views import ObjectKey
 
-Key = tuple[str, str]  # (namespace, name) of a ServiceLink
+log = logging.getLogger(__name__)
 # While a reconcile runs: the monotonic time of the first trigger it serves, for latency metrics.
 TRIGGERED_AT: contextvars.ContextVar[float] = contextvars.ContextVar("servicelink_triggered_at")
 _BACKOFF_START = 0.5
@@ -41,16 +41,16 @@ class WorkQueue:
     ``RequeueAfter``). None: only the next trigger reconciles it.
     """
 
-    reconcile: Callable[[Key], Awaitable[float | None]]
+    reconcile: Callable[[ObjectKey], Awaitable[float | None]]
     window: float
     workers: int
     is_transient: Callable[[BaseException], bool]
-    _due: list[tuple[float, int, Key]] = field(default_factory=list)
-    _pending: dict[Key, float] = field(default_factory=dict)
-    _first_added: dict[Key, float] = field(default_factory=dict)
-    _running: set[Key] = field(default_factory=set)
-    _again: set[Key] = field(default_factory=set)
-    _failures: dict[Key, int] = field(default_factory=dict)
+    _due: list[tuple[float, int, ObjectKey]] = field(default_factory=list)
+    _pending: dict[ObjectKey, float] = field(default_factory=dict)
+    _first_added: dict[ObjectKey, float] = field(default_factory=dict)
+    _running: set[ObjectKey] = field(default_factory=set)
+    _again: set[ObjectKey] = field(default_factory=set)
+    _failures: dict[ObjectKey, int] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -58,7 +58,7 @@ class WorkQueue:
     active: asyncio.Event = field(default_factory=asyncio.Event)
     _counter: int = 0
 
-    def add(self, key: Key, *, delay: float | None = None) -> None:
+    def add(self, key: ObjectKey, *, delay: float | None = None) -> None:
         """Schedule ``key``: after ``delay`` if given (a retry), else once the window passes with no new trigger."""
         if key in self._running:
             self._again.add(key)
@@ -78,12 +78,12 @@ class WorkQueue:
         heapq.heappush(self._due, (due, self._counter, key))
         self._wakeup.set()
 
-    def add_all(self, keys: Iterable[Key]) -> None:
+    def add_all(self, keys: Iterable[ObjectKey]) -> None:
         """Schedule every key in ``keys``."""
         for key in keys:
             self.add(key)
 
-    async def add_gradually(self, keys: Iterable[Key]) -> None:
+    async def add_gradually(self, keys: Iterable[ObjectKey]) -> None:
         """Schedule every key in ``keys`` to run at once, while fewer than ``workers`` keys are busy.
 
         For a resync: keys already queued are skipped, and one added later by a
@@ -98,7 +98,7 @@ class WorkQueue:
                 await self._finished.wait()
             self.add(key, delay=0.0)
 
-    def is_waiting(self, key: Key) -> bool:
+    def is_waiting(self, key: ObjectKey) -> bool:
         """Whether ``key`` is queued to run within its window (not waiting out a retry backoff)."""
         return key in self._pending and key not in self._failures
 
@@ -124,7 +124,7 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def _next(self) -> tuple[Key, float]:
+    async def _next(self) -> tuple[ObjectKey, float]:
         while True:
             while self._due and self._pending.get(self._due[0][2]) != self._due[0][0]:
                 heapq.heappop(self._due)  # superseded by an earlier entry for the same key

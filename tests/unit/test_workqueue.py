@@ -1,4 +1,4 @@
-"""controller.py: the WorkQueue coalesces triggers, never overlaps one key, and retries failures.
+"""workqueue.py: the WorkQueue coalesces triggers, never overlaps one key, and retries failures.
 
 Runs a real asyncio loop with a plain async function as reconcile.
 """
@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from servicelink.controller import _BACKOFF_START, Key, WorkQueue
+from servicelink.views import ObjectKey
+from servicelink.workqueue import _BACKOFF_START, WorkQueue
 
-A: Key = ("gallery", "gateway-service")
-B: Key = ("gallery", "cart-service")
+A: ObjectKey = ("gallery", "gateway-service")
+B: ObjectKey = ("gallery", "cart-service")
 WINDOW = 0.05
 
 
@@ -34,7 +35,7 @@ async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None
 
 
 def queue(
-    reconcile: Callable[[Key], Awaitable[None]],
+    reconcile: Callable[[ObjectKey], Awaitable[None]],
     *,
     workers: int = 2,
     is_transient: Callable[[BaseException], bool] = lambda error: True,
@@ -42,11 +43,11 @@ def queue(
     return WorkQueue(reconcile=reconcile, window=WINDOW, workers=workers, is_transient=is_transient)
 
 
-def settled_counts(feed: Callable[[WorkQueue], Awaitable[None]], expected: set[Key]) -> Counter[Key]:
+def settled_counts(feed: Callable[[WorkQueue], Awaitable[None]], expected: set[ObjectKey]) -> Counter[ObjectKey]:
     """Reconciles per key after ``feed`` filled a fresh queue and every expected key ran, then a few windows more."""
-    calls: Counter[Key] = Counter()
+    calls: Counter[ObjectKey] = Counter()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         calls[key] += 1
 
     async def scenario() -> None:
@@ -75,7 +76,7 @@ def test_key_added_many_times_within_the_window_reconciles_once() -> None:
 def test_reconcile_waits_the_coalescing_window() -> None:
     started: list[float] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         started.append(time.monotonic())
 
     async def scenario() -> None:
@@ -100,10 +101,10 @@ def test_different_keys_each_reconcile_once() -> None:
 
 
 def test_key_added_while_running_reconciles_once_more_afterwards() -> None:
-    calls: list[Key] = []
+    calls: list[ObjectKey] = []
     release = asyncio.Event()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         calls.append(key)
         if len(calls) == 1:
             await release.wait()
@@ -131,7 +132,7 @@ def test_key_added_while_running_reconciles_once_more_afterwards() -> None:
 def test_a_reconcile_that_asks_to_look_again_runs_again_after_that_long() -> None:
     times: list[float] = []
 
-    async def reconcile(key: Key) -> float | None:
+    async def reconcile(key: ObjectKey) -> float | None:
         times.append(time.monotonic())
         return WINDOW * 5 if len(times) < 3 else None  # like a ConfigMap not shared yet, then shared
 
@@ -151,12 +152,12 @@ def test_a_reconcile_that_asks_to_look_again_runs_again_after_that_long() -> Non
 
 
 def test_one_key_never_runs_concurrently_while_other_keys_do() -> None:
-    active: Counter[Key] = Counter()
-    peak: Counter[Key] = Counter()
+    active: Counter[ObjectKey] = Counter()
+    peak: Counter[ObjectKey] = Counter()
     overall: list[int] = []
-    calls: Counter[Key] = Counter()
+    calls: Counter[ObjectKey] = Counter()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         active[key] += 1
         peak[key] = max(peak[key], active[key])
         overall.append(sum(active.values()))
@@ -187,7 +188,7 @@ def test_one_key_never_runs_concurrently_while_other_keys_do() -> None:
 def test_steady_triggers_reconcile_once_after_they_stop() -> None:
     started: list[float] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         started.append(time.monotonic())
 
     async def scenario() -> None:
@@ -212,7 +213,7 @@ def test_steady_triggers_reconcile_once_after_they_stop() -> None:
 def test_never_ending_triggers_still_reconcile() -> None:
     calls: list[float] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         calls.append(time.monotonic())
 
     async def scenario() -> None:
@@ -235,7 +236,7 @@ def test_failing_reconcile_is_retried_until_it_succeeds() -> None:
     attempts: list[float] = []
     seen_errors: list[BaseException] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         attempts.append(time.monotonic())
         if len(attempts) == 1:
             raise RuntimeError("HTTP 503 Service Unavailable")
@@ -261,9 +262,9 @@ def test_failing_reconcile_is_retried_until_it_succeeds() -> None:
 
 
 def test_non_transient_failure_is_retried_too_and_does_not_stop_other_keys() -> None:
-    calls: Counter[Key] = Counter()
+    calls: Counter[ObjectKey] = Counter()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         calls[key] += 1
         if key == A and calls[A] == 1:
             raise ValueError("bug in one ServiceLink")
@@ -283,9 +284,9 @@ def test_non_transient_failure_is_retried_too_and_does_not_stop_other_keys() -> 
 
 def test_len_counts_pending_and_running_keys() -> None:
     release = asyncio.Event()
-    started: list[Key] = []
+    started: list[ObjectKey] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         started.append(key)
         await release.wait()
 
@@ -308,9 +309,9 @@ def test_len_counts_pending_and_running_keys() -> None:
 
 @pytest.mark.parametrize("workers", [1, 3])
 def test_stop_cancels_a_running_reconcile(workers: int) -> None:
-    cancelled: list[Key] = []
+    cancelled: list[ObjectKey] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -329,14 +330,14 @@ def test_stop_cancels_a_running_reconcile(workers: int) -> None:
 
 
 def test_gradual_keys_never_queue_more_than_the_workers_and_a_trigger_overtakes_them() -> None:
-    order: list[Key] = []
+    order: list[ObjectKey] = []
     backlog: list[int] = []
-    keys: list[Key] = [("resync", f"link-{i}") for i in range(40)]
+    keys: list[ObjectKey] = [("resync", f"link-{i}") for i in range(40)]
 
     async def scenario() -> None:
         q: WorkQueue
 
-        async def reconcile(key: Key) -> None:
+        async def reconcile(key: ObjectKey) -> None:
             backlog.append(len(q))
             order.append(key)
             await asyncio.sleep(0.02)
@@ -367,11 +368,11 @@ def test_gradual_keys_skip_what_is_already_queued() -> None:
 
 
 def test_keys_in_retry_backoff_never_stall_a_gradual_feed() -> None:
-    done: list[Key] = []
-    failing: list[Key] = [("broken", f"link-{i}") for i in range(4)]
-    healthy: list[Key] = [("resync", f"link-{i}") for i in range(6)]
+    done: list[ObjectKey] = []
+    failing: list[ObjectKey] = [("broken", f"link-{i}") for i in range(4)]
+    healthy: list[ObjectKey] = [("resync", f"link-{i}") for i in range(6)]
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         if key in failing:
             raise ValueError("a bug in this ServiceLink")
         done.append(key)
@@ -394,7 +395,7 @@ def test_a_key_is_waiting_while_queued_but_not_while_running_or_in_backoff() -> 
     seen: dict[str, bool] = {}
     attempts: list[float] = []
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: ObjectKey) -> None:
         attempts.append(time.monotonic())
         seen.setdefault("running", q.is_waiting(key))
         raise RuntimeError("HTTP 503 Service Unavailable")

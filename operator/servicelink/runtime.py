@@ -1,0 +1,160 @@
+"""The operator's life cycle outside kopf: start-up, relist, resync and the Lease election (does I/O).
+
+``handlers.py`` wires these to kopf's start-up and cleanup; nothing here imports kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from servicelink import metrics
+from servicelink.cache import Cache
+from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
+from servicelink.leader import LEASE_NAME, decide
+from servicelink.model import WORKLOAD_KINDS, ListedKind
+from servicelink.reconcile import Reconciler, TransientError
+from servicelink.settings import Settings
+from servicelink.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 15  # a Lease not renewed for this long may be taken over
+RENEW_SECONDS = 5  # the holder renews this often; others retry this often
+
+
+@dataclass
+class Runtime:
+    """What the operator holds while it runs; kept in kopf's memo, never in a module global."""
+
+    settings: Settings
+    queue: WorkQueue
+    cache: Cache
+    reconciler: Reconciler
+    kube: Kube
+    executor: ThreadPoolExecutor
+    resync: asyncio.Task[None] | None = None
+    election: asyncio.Task[None] | None = None
+
+    async def relist(self) -> None:
+        """Rebuild the cache from one fresh list of every watched kind."""
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+
+        async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
+            loop = asyncio.get_running_loop()
+            calls = [functools.partial(self.kube.list_objects, kind=kind, namespace=ns) for ns in namespaces]
+            pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
+            return [item for page in pages for item in page]
+
+        since = self.cache.mark()
+        servicelinks, services, slices, *workloads = await asyncio.gather(
+            fetch("ServiceLink"), fetch("Service"), fetch("EndpointSlice"), *(fetch(k) for k in WORKLOAD_KINDS)
+        )
+        self.cache.replace_servicelinks(servicelinks, since=since)
+        self.cache.replace_services(services, since=since)
+        self.cache.replace_endpointslices(slices, since=since)
+        for kind, bodies in zip(WORKLOAD_KINDS, workloads, strict=True):
+            self.cache.replace_workloads(kind, bodies, since=since)
+
+
+async def start_runtime(config: Settings) -> Runtime:
+    """List the cluster into a new cache, then start the workers, the resync timer and the election."""
+    executor = ThreadPoolExecutor(config.workers + 2, thread_name_prefix="servicelink-api")
+    kube = Kube(load_client())
+    cache = Cache()
+    reconciler = Reconciler(
+        kube=kube,
+        world=cache,
+        settings=config,
+        executor=executor,
+        on_values_changed=metrics.record_values_changed,
+        on_rollout=metrics.record_rollout,
+    )
+    queue = WorkQueue(
+        reconcile=metrics.timed(reconciler.reconcile),
+        window=config.coalesce_seconds,
+        workers=config.workers,
+        is_transient=lambda error: isinstance(error, TransientError),
+    )
+    reconciler.is_waiting = queue.is_waiting
+    runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
+    await runtime.relist()
+    queue.start(active=not config.leader_elect)
+    queue.add_all(cache.servicelink_keys())
+    runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
+    if config.leader_elect:
+        identity = f"{instance_name()}-{os.getpid()}"
+        runtime.election = asyncio.create_task(_elect(runtime, identity), name="servicelink-election")
+    return runtime
+
+
+async def stop_runtime(runtime: Runtime) -> None:
+    """Stop the resync timer, the election and the workers; reconciles in flight are cancelled."""
+    for task in (runtime.resync, runtime.election):
+        if task is not None:
+            task.cancel()
+    await runtime.queue.stop()
+    runtime.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _resync(runtime: Runtime) -> None:
+    """Each period, relist and reconcile every ServiceLink, to repair drift nobody announced."""
+    while True:
+        await asyncio.sleep(runtime.settings.resync_seconds)
+        try:
+            await runtime.relist()
+        except Exception as error:  # the API server may be away; the watches keep the cache meanwhile
+            log.warning("resync could not list the cluster: %s", error)
+        await runtime.queue.add_gradually(runtime.cache.servicelink_keys())
+
+
+async def _elect(runtime: Runtime, identity: str) -> None:
+    """Hold the Lease while we can; reconcile only while holding it.
+
+    A replica stops acting the moment a renewal fails, well before its Lease
+    lapses and another replica may take over, so two never act at once. On
+    taking over, it relists and reconciles everything: a change made while no
+    one led is found by comparing, not replayed.
+    """
+    loop = asyncio.get_running_loop()
+    leading = False
+    namespace = runtime.settings.lease_namespace
+    while True:
+        try:
+            lease = await loop.run_in_executor(
+                runtime.executor, functools.partial(runtime.kube.get_lease, namespace=namespace, name=LEASE_NAME)
+            )
+            decision = decide(
+                lease,
+                identity=identity,
+                namespace=namespace,
+                now=datetime.datetime.now(datetime.UTC),
+                duration=LEASE_SECONDS,
+            )
+            if decision.body is not None:
+                write = functools.partial(
+                    runtime.kube.write_lease, body=decision.body, create=decision.action == "create"
+                )
+                await loop.run_in_executor(runtime.executor, write)
+            now_leading = decision.leading
+        except (Conflict, ApiError, *TransportError) as error:
+            if leading:
+                log.warning("could not renew the Lease %s/%s: %s", namespace, LEASE_NAME, error)
+            now_leading = False
+        if now_leading and not leading:
+            log.info("leading as %s (Lease %s/%s)", identity, namespace, LEASE_NAME)
+            await runtime.relist()
+            runtime.queue.active.set()
+            runtime.queue.add_all(runtime.cache.servicelink_keys())
+        elif leading and not now_leading:
+            log.warning("no longer leading: another replica may act")
+            runtime.queue.active.clear()
+            runtime.reconciler.stand_down()
+        leading = now_leading
+        await asyncio.sleep(RENEW_SECONDS)

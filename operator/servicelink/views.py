@@ -1,0 +1,254 @@
+"""The views the cache keeps of watched objects, and how each is read from an API body (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from servicelink.model import (
+    CONFIG_HASH_ANNOTATION,
+    EXPOSE_TO_ANNOTATION,
+    ROLLABLE_BY_ANNOTATION,
+    WorkloadKind,
+    parse_name_list,
+)
+
+ObjectKey = tuple[str, str]  # (namespace, name) of a Service, a ServiceLink or any namespaced object
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``body`` without what no view and no reconcile reads: managedFields and kubectl's last-applied copy.
+
+    Both are a good part of each object's size. A shallow copy: the rest is
+    shared with ``body``, which nobody changes.
+    """
+    kept = dict(body)
+    metadata = {k: v for k, v in (kept.get("metadata") or {}).items() if k != "managedFields"}
+    annotations = metadata.get("annotations") or {}
+    if LAST_APPLIED_ANNOTATION in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED_ANNOTATION}
+    kept["metadata"] = metadata
+    return kept
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One entry of a Service's ``spec.ports``."""
+
+    name: str | None
+    port: int
+
+    def describe(self) -> str:
+        """Return ``name:port``, or the number alone for an unnamed port."""
+        return f"{self.name}:{self.port}" if self.name else str(self.port)
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """The parts of a Service that resolution reads."""
+
+    namespace: str
+    name: str
+    type: str
+    ports: tuple[ServicePort, ...]
+    external_name: str | None
+    expose_to: frozenset[str]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, object]) -> ServiceView:
+        """Build a view from a Service as the API returns it; tolerate absent fields."""
+        metadata = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        assert isinstance(metadata, Mapping)
+        assert isinstance(spec, Mapping)
+        annotations = metadata.get("annotations") or {}
+        ports = tuple(
+            ServicePort(name=p.get("name") or None, port=int(p["port"]))
+            for p in spec.get("ports") or ()
+            if isinstance(p, Mapping) and "port" in p
+        )
+        return cls(
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            type=str(spec.get("type") or "ClusterIP"),
+            ports=ports,
+            external_name=spec.get("externalName") or None,
+            expose_to=parse_name_list(annotations.get(EXPOSE_TO_ANNOTATION)),
+        )
+
+    def allows(self, namespace: str) -> bool:
+        """Return whether a ServiceLink in ``namespace`` may resolve this Service."""
+        return namespace == self.namespace or "*" in self.expose_to or namespace in self.expose_to
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Ready and total endpoints behind a Service, from its EndpointSlices."""
+
+    ready: int
+    total: int
+
+
+# What a pod template reads of one ConfigMap: a set of keys, or None for all of it.
+Reads = frozenset[str] | None
+
+
+def _merge(reads: dict[str, Reads], configmap: str, keys: Reads) -> None:
+    if configmap in reads:
+        old = reads[configmap]
+        reads[configmap] = None if old is None or keys is None else old | keys
+    else:
+        reads[configmap] = keys
+
+
+def _volume_reads(source: Mapping[str, Any]) -> Reads:
+    items = source.get("items")
+    return frozenset(str(i["key"]) for i in items if "key" in i) if items else None
+
+
+def read_configmaps(pod_spec: Mapping[str, Any]) -> dict[str, Reads]:
+    """Return, for each ConfigMap a pod spec reads, the keys it reads (None: every key).
+
+    Counts ``envFrom``, ``env[].valueFrom.configMapKeyRef``, ``configMap`` volumes
+    and ``projected`` volumes, in containers and init containers.
+    """
+    reads: dict[str, Reads] = {}
+    for container in [*(pod_spec.get("initContainers") or ()), *(pod_spec.get("containers") or ())]:
+        for source in container.get("envFrom") or ():
+            ref = source.get("configMapRef")
+            if ref and ref.get("name"):
+                _merge(reads, ref["name"], None)
+        for env in container.get("env") or ():
+            ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
+            if ref and ref.get("name") and ref.get("key"):
+                _merge(reads, ref["name"], frozenset({ref["key"]}))
+    for volume in pod_spec.get("volumes") or ():
+        if volume.get("configMap") and volume["configMap"].get("name"):
+            _merge(reads, volume["configMap"]["name"], _volume_reads(volume["configMap"]))
+        for projected in (volume.get("projected") or {}).get("sources") or ():
+            source = projected.get("configMap")
+            if source and source.get("name"):
+                _merge(reads, source["name"], _volume_reads(source))
+    return reads
+
+
+RolloutState = Literal["Complete", "Progressing", "Stalled"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a workload's rollout stands, from its own status; the message is stable while the state holds."""
+
+    state: RolloutState
+    message: str = ""
+
+
+def rolling(kind: WorkloadKind, namespace: str, name: str) -> Progress:
+    """The progress of a workload whose new pods are not all available yet."""
+    return Progress("Progressing", f"{kind} {namespace}/{name}: new pods not yet available")
+
+
+def _count(status: Mapping[str, Any], field_name: str) -> int:
+    return int(status.get(field_name) or 0)
+
+
+def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
+    """Return whether the workload's newest pod template runs available everywhere, as ``kubectl rollout status`` tells.
+
+    Deployments: the controller saw the generation, every replica is updated,
+    no old one is left, and the updated ones are available; ``Stalled`` with the
+    Deployment's own message once it reports ``ProgressDeadlineExceeded``.
+    StatefulSets and DaemonSets: updated and available counts from their
+    status (they have no deadline, so never stall); with ``OnDelete`` nothing
+    rolls by itself, so there is nothing to wait for. The message names no
+    count, so a replica coming up does not change it.
+    """
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    what = f"{kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    waiting = rolling(kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
+        return waiting
+    strategy = str((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate")
+    if kind == "Deployment":
+        for condition in status.get("conditions") or ():
+            if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+                return Progress("Stalled", f"{what}: {condition.get('message') or 'progress deadline exceeded'}")
+        if spec.get("paused"):
+            return Progress("Progressing", f"{what}: paused; rolls once resumed")
+        wanted, updated = int(spec.get("replicas", 1)), _count(status, "updatedReplicas")
+        done = updated >= wanted and _count(status, "replicas") <= updated
+        done = done and _count(status, "availableReplicas") >= updated
+    elif strategy == "OnDelete":
+        return Progress("Complete")
+    elif kind == "StatefulSet":
+        wanted = int(spec.get("replicas", 1))
+        partition = int(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition") or 0)
+        available = _count(status, "availableReplicas" if "availableReplicas" in status else "readyReplicas")
+        done = _count(status, "updatedReplicas") >= wanted - partition and available >= wanted
+    else:
+        desired = _count(status, "desiredNumberScheduled")
+        done = _count(status, "updatedNumberScheduled") >= desired and _count(status, "numberAvailable") >= desired
+    return Progress("Complete") if done else waiting
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    """The parts of a Deployment, StatefulSet or DaemonSet that rollout decisions read."""
+
+    kind: WorkloadKind
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    reads: Mapping[str, Reads]
+    config_hash: str | None
+    rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
+    resource_version: str = ""  # guards a patch against a change seen too late
+    progress: Progress = Progress("Complete")
+
+    @classmethod
+    def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
+        """Build a view from a workload as the API returns it."""
+        metadata = body.get("metadata") or {}
+        template = (body.get("spec") or {}).get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        return cls(
+            kind=kind,
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            labels=dict(metadata.get("labels") or {}),
+            reads=read_configmaps(template.get("spec") or {}),
+            config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+            rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            progress=read_progress(kind, body),
+        )
+
+
+class Ordered(Protocol):
+    """A ServiceLink's place in the order of claims on a shared key."""
+
+    @property
+    def created(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The keys one ServiceLink writes into one ConfigMap."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    configmap: str
+    keys: frozenset[str]
+
+    def precedes(self, other: Ordered) -> bool:
+        """Whether this claim came first (older, then by name): the earlier one keeps a shared key."""
+        return (self.created, self.name) < (other.created, other.name)
