@@ -24,6 +24,7 @@ import kopf
 
 from servicelink import metrics
 from servicelink.kube import instance_name
+from servicelink.memory import limit_memory
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_RESOURCES, WorkloadKind
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
@@ -121,9 +122,14 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.watching.server_timeout = 300  # an integer: the API server refuses "300.0"
     settings.watching.connect_timeout = 10.0
     settings.networking.request_timeout = 60.0
-    # kopf keeps a task per object for this long after its last event. The initial listing
-    # replays every Service and workload at once; at 5 s (the default) they all live together.
-    settings.queueing.idle_timeout = 1.0
+    # kopf keeps a task per object for this long after its last event, holding that event's
+    # body. The initial listing replays every Service and workload at once; at 5 s (the
+    # default) they all live together. 0.1 s against 1 s: 2-4 MB less peak RSS (README,
+    # Performance); a later event starts a new task, which costs microseconds.
+    settings.queueing.idle_timeout = 0.1
+    # kopf lists each watched kind and namespace in one response by default, and all of them
+    # at once; in pages of 50, fewer bodies are decoded and waiting at a time: 2 MB less.
+    settings.watching.chunk_size = 50
 
 
 @kopf.on.startup()
@@ -166,6 +172,7 @@ async def stop(memo: Memo, **_: Any) -> None:
 
 def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
     """Run the operator in this thread until SIGINT or SIGTERM (``servicelink run``)."""
+    limit_memory()  # before kopf, the metrics server and the workers start their threads
     settings = loaded.settings
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
