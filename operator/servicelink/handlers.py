@@ -109,6 +109,23 @@ for _kind, _plural in WORKLOAD_RESOURCES.items():
 # --- lifecycle -------------------------------------------------------------------------------------
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: only change handlers read it, and servicelink has none.
+
+    kopf builds one for every watch event otherwise, two deep copies of the
+    object, though only ``@kopf.on.event`` handlers run here.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     """Tune kopf for a level-triggered operator; each setting says why."""
     # Our own Events carry what users need; kopf's per-handler log Events would be noise.
@@ -130,6 +147,10 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     # kopf lists each watched kind and namespace in one response by default, and all of them
     # at once; in pages of 50, fewer bodies are decoded and waiting at a time: 2 MB less.
     settings.watching.chunk_size = 50
+    # Operator CPU per Service change (3 watch events each: the Service, then our own
+    # Deployment patch and status patch), 60 changes at window 0: 12.2 ms with kopf's
+    # diff base, 9.8 ms without.
+    settings.persistence.diffbase_storage = _NoDiffBase()
 
 
 @kopf.on.startup()

@@ -7,6 +7,7 @@ restart) ends here, and nothing here depends on which one fired.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -106,6 +107,10 @@ class TransientError(Exception):
     """The API server could not take a call now; the ServiceLink is retried with backoff."""
 
 
+class _Stale(Exception):
+    """The ConfigMap last seen did not lead to a write the API server accepted: read it again."""
+
+
 def _describe(value: str | None) -> str:
     return "<unset>" if value is None else value
 
@@ -171,6 +176,9 @@ class Reconciler:
     on_rollout: Callable[[str], None] = lambda kind: None
     is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # Each ConfigMap as our last apply (or read) returned it. A change then writes without
+    # reading first, guarded by that resourceVersion: one round trip less (README, Performance).
+    _configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _writing: set[tuple[str, str]] = field(default_factory=set)  # reconciling, ConfigMap not yet written
     _owed: dict[tuple[WorkloadKind, str, str], list[_Share]] = field(default_factory=dict)
 
@@ -209,6 +217,8 @@ class Reconciler:
     async def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.world.servicelink(namespace, name)
         if body is None:
+            for gone in [key for key in self._configmaps if not self.world.claims(*key)]:
+                del self._configmaps[gone]
             return None
         metadata = body.get("metadata") or {}
         finalizers = list(metadata.get("finalizers") or ())
@@ -319,10 +329,50 @@ class Reconciler:
         siblings: frozenset[str],
         conflicts: dict[str, str],
     ) -> _Written:
+        """Write our keys into the ConfigMap: over the copy last seen if there is one, else over a fresh read.
+
+        The copy saves the GET before every change; should it be stale, or
+        lead to no write (drift shows only in a fresh read), the ConfigMap is
+        read and the write decided again.
+        """
+        metadata = body["metadata"]
+        where = (metadata["namespace"], spec.config_map_name)
+        write = functools.partial(
+            self._write_into, body, spec, desired=desired, previous=previous, siblings=siblings, conflicts=conflicts
+        )
+        seen = self._configmaps.pop(where, None)
+        if seen is not None:
+            with contextlib.suppress(_Stale):
+                return await write(seen, guard=seen["metadata"]["resourceVersion"])
+        configmap = await self._call(self.kube.get_configmap, namespace=where[0], name=where[1])
+        if configmap is not None:
+            self._configmaps[where] = configmap
+        return await write(configmap, guard=None)
+
+    async def _write_into(
+        self,
+        body: Mapping[str, Any],
+        spec: ServiceLinkSpec,
+        configmap: dict[str, Any] | None,
+        *,
+        guard: str | None,
+        desired: dict[str, str],
+        previous: Mapping[str, str],
+        siblings: frozenset[str],
+        conflicts: dict[str, str],
+    ) -> _Written:
+        """Write our keys into ``configmap`` as last read.
+
+        With ``guard``, ``configmap`` is the copy last seen, not read now: the
+        apply must find that resourceVersion, and anything but a write it
+        accepts raises ``_Stale``. A revoked consent or another manager's edit
+        changes the version, so a copy that is no longer current never decides.
+        """
         metadata = body["metadata"]
         namespace, configmap_name = metadata["namespace"], spec.config_map_name
-        configmap = await self._call(self.kube.get_configmap, namespace=namespace, name=configmap_name)
         refusal = judge_configmap_write(configmap, servicelink=metadata["name"], uid=metadata.get("uid", ""))
+        if refusal is not None and guard is not None:
+            raise _Stale
         if refusal is not None:
             return _Written(dict(previous), Verdict(False, c.CONFIGMAP_NOT_SHARED, refusal), None, conflicts)
         plan = plan_configmap(
@@ -342,6 +392,8 @@ class Reconciler:
         }
         ours = {k: v for k, v in plan.apply_data.items() if k in desired}
         where = f"ConfigMap {namespace}/{configmap_name}"
+        if guard is not None and (not plan.write or plan.size > CONFIGMAP_DATA_LIMIT):
+            raise _Stale  # nothing to write, or nothing we may: only a fresh read can tell
         if plan.size > CONFIGMAP_DATA_LIMIT:
             message = (
                 f"{where} would hold {plan.size} bytes of data, over the {CONFIGMAP_DATA_LIMIT}-byte limit; "
@@ -362,15 +414,20 @@ class Reconciler:
                 namespace=namespace,
                 data=plan.apply_data,
                 owner=owner if plan.with_owner else None,
-                resource_version=_shared_version(configmap, plan),
+                resource_version=guard or _shared_version(configmap, plan),
             )
             try:
-                await self._call(self.kube.apply_configmap, body=apply_body, force=plan.force)
+                stored = await self._call(self.kube.apply_configmap, body=apply_body, force=plan.force)
             except Conflict as error:
+                if guard is not None:
+                    raise _Stale from error
                 raise TransientError(f"{where} changed while we wrote it") from error
             except ApiError as error:
+                if guard is not None and error.status == 404:
+                    raise _Stale from error
                 message = f"cannot write {where}: HTTP {error.status} {error.reason}"
                 return _Written(dict(previous), Verdict(False, c.WRITE_FAILED, message), None, conflicts)
+            self._configmaps[(namespace, configmap_name)] = stored
         verdict = judge_sync(namespace=namespace, configmap=configmap_name, ours=ours, conflicts=conflicts)
         return _Written(ours, verdict, plan, conflicts)
 
@@ -672,6 +729,7 @@ class Reconciler:
         if not configmap_name:
             return
         async with self._lock(namespace, configmap_name):
+            self._configmaps.pop((namespace, configmap_name), None)
             configmap = await self._call(self.kube.get_configmap, namespace=namespace, name=configmap_name)
             if configmap is None:
                 return
