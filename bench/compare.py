@@ -33,7 +33,7 @@ from servicelink.testing.controlplane import ControlPlane, free_port, start_cont
 ACCOUNTS = "operators-bench"  # the namespace of the operators' ServiceAccounts
 RELOADER_PORT = 9090  # fixed in Reloader: /metrics and /live
 RELOADER_ARGS = ("--auto-reload-all",)  # and --namespaces; every other flag at its default (env-vars strategy)
-SMALL_WINDOW = "0.02"
+SMALL_WINDOW = "0"
 _AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived, ResponseStarted]

@@ -24,6 +24,7 @@ import kopf
 
 from servicelink import metrics
 from servicelink.kube import instance_name
+from servicelink.memory import limit_memory
 from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_RESOURCES, WorkloadKind
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
@@ -108,6 +109,23 @@ for _kind, _plural in WORKLOAD_RESOURCES.items():
 # --- lifecycle -------------------------------------------------------------------------------------
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: only change handlers read it, and servicelink has none.
+
+    kopf builds one for every watch event otherwise, two deep copies of the
+    object, though only ``@kopf.on.event`` handlers run here.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     """Tune kopf for a level-triggered operator; each setting says why."""
     # Our own Events carry what users need; kopf's per-handler log Events would be noise.
@@ -121,9 +139,18 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.watching.server_timeout = 300  # an integer: the API server refuses "300.0"
     settings.watching.connect_timeout = 10.0
     settings.networking.request_timeout = 60.0
-    # kopf keeps a task per object for this long after its last event. The initial listing
-    # replays every Service and workload at once; at 5 s (the default) they all live together.
-    settings.queueing.idle_timeout = 1.0
+    # kopf keeps a task per object for this long after its last event, holding that event's
+    # body. The initial listing replays every Service and workload at once; at 5 s (the
+    # default) they all live together. 0.1 s against 1 s: 2-4 MB less peak RSS (README,
+    # Performance); a later event starts a new task, which costs microseconds.
+    settings.queueing.idle_timeout = 0.1
+    # kopf lists each watched kind and namespace in one response by default, and all of them
+    # at once; in pages of 50, fewer bodies are decoded and waiting at a time: 2 MB less.
+    settings.watching.chunk_size = 50
+    # Operator CPU per Service change (3 watch events each: the Service, then our own
+    # Deployment patch and status patch), 60 changes at window 0: 12.2 ms with kopf's
+    # diff base, 9.8 ms without.
+    settings.persistence.diffbase_storage = _NoDiffBase()
 
 
 @kopf.on.startup()
@@ -166,6 +193,7 @@ async def stop(memo: Memo, **_: Any) -> None:
 
 def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
     """Run the operator in this thread until SIGINT or SIGTERM (``servicelink run``)."""
+    limit_memory()  # before kopf, the metrics server and the workers start their threads
     settings = loaded.settings
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL

@@ -242,12 +242,19 @@ def _shared_version(configmap: Mapping[str, Any] | None, plan: ConfigMapPlan) ->
 
 
 def plan_write(
-    view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, configmap: Mapping[str, Any] | None
+    view: ServiceLinkView,
+    *,
+    spec: ServiceLinkSpec,
+    values: Values,
+    configmap: Mapping[str, Any] | None,
+    guard: str | None = None,
 ) -> Write:
     """Decide the ConfigMap write: refused without consent, refused past the size limit, else the apply.
 
     A key another field manager holds and we never wrote conflicts; one it
     changed after we wrote it is taken back (``force``).
+
+    With ``guard``, the apply must find that resourceVersion (``plan_write_over_seen``).
     """
     previous = view.previous
     where = f"ConfigMap {view.namespace}/{spec.config_map_name}"
@@ -285,9 +292,27 @@ def plan_write(
         namespace=view.namespace,
         data=plan.apply_data,
         owner=owner if plan.with_owner else None,
-        resource_version=_shared_version(configmap, plan),
+        resource_version=guard or _shared_version(configmap, plan),
     )
     return Write(Written(ours, verdict, plan, conflicts), plan_hold_finalizers(view, plan), apply, plan.force)
+
+
+def plan_write_over_seen(
+    view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, seen: Mapping[str, Any]
+) -> Write | None:
+    """Decide the write on ``seen``, the ConfigMap as our last apply returned it, without reading it first.
+
+    The apply must find that copy's resourceVersion, so a copy no longer
+    current (consent revoked, another manager's edit) never decides. It
+    decides only a write: None when it would refuse, write nothing (drift
+    shows only in a fresh read) or go over the size limit; then the
+    ConfigMap is read and the write decided again.
+    """
+    guard = str((seen.get("metadata") or {}).get("resourceVersion", "")) or None
+    if guard is None:
+        return None
+    write = plan_write(view, spec=spec, values=values, configmap=seen, guard=guard)
+    return write if write.apply is not None else None
 
 
 def plan_write_failed(view: ServiceLinkView, *, spec: ServiceLinkSpec, write: Write, error: str) -> Written:

@@ -9,6 +9,7 @@ when a workload shared by several ServiceLinks is patched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from servicelink.plan import (
     StatusWrite,
     Values,
     World,
+    Write,
     Written,
     describe_change,
     judge_roll,
@@ -51,6 +53,7 @@ from servicelink.plan import (
     plan_values,
     plan_write,
     plan_write_failed,
+    plan_write_over_seen,
 )
 from servicelink.rollout import Rollout, merge_rollouts
 from servicelink.settings import Settings
@@ -63,6 +66,10 @@ T = TypeVar("T")
 
 class TransientError(Exception):
     """The API server could not take a call now; the ServiceLink is retried with backoff."""
+
+
+class _Stale(Exception):
+    """The ConfigMap last seen did not lead to a write the API server accepted: read it again."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,9 @@ class Reconciler:
     on_rollout: Callable[[str], None] = lambda kind: None
     is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # Each ConfigMap as our last apply (or read) returned it. A change then writes without
+    # reading first, guarded by that resourceVersion: one round trip less (README, Performance).
+    _configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _writing: set[tuple[str, str]] = field(default_factory=set)  # reconciling, ConfigMap not yet written
     _owed: dict[tuple[WorkloadKind, str, str], list[_Share]] = field(default_factory=dict)
 
@@ -143,6 +153,8 @@ class Reconciler:
     async def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.world.servicelink(namespace, name)
         if body is None:
+            for gone in [key for key in self._configmaps if not self.world.claims(*key)]:
+                del self._configmaps[gone]
             return None
         view = parse_servicelink(body)
         if view.deleting:
@@ -189,19 +201,45 @@ class Reconciler:
         return self._configmap_locks.setdefault((namespace, configmap), asyncio.Lock())
 
     async def _write_configmap(self, view: ServiceLinkView, spec: ServiceLinkSpec, values: Values) -> Written:
-        """Read the ConfigMap, then set the finalizer and apply as the plan says; return what that achieved."""
-        configmap = await self._call(self.kube.get_configmap, namespace=view.namespace, name=spec.config_map_name)
-        write = plan_write(view, spec=spec, values=values, configmap=configmap)
+        """Write our keys over the ConfigMap last seen if that decides it, else over a fresh read.
+
+        The copy saves the GET before every change; should the API server
+        refuse its version, the ConfigMap is read and the write decided again.
+        """
+        key = (view.namespace, spec.config_map_name)
+        seen = self._configmaps.pop(key, None)
+        write = None if seen is None else plan_write_over_seen(view, spec=spec, values=values, seen=seen)
+        if write is not None:
+            with contextlib.suppress(_Stale):
+                return await self._apply(view, spec, write, guarded=True)
+        configmap = await self._call(self.kube.get_configmap, namespace=key[0], name=key[1])
+        if configmap is not None:
+            self._configmaps[key] = configmap
+        return await self._apply(view, spec, plan_write(view, spec=spec, values=values, configmap=configmap))
+
+    async def _apply(
+        self, view: ServiceLinkView, spec: ServiceLinkSpec, write: Write, *, guarded: bool = False
+    ) -> Written:
+        """Set the finalizer and apply as planned; return what that achieved.
+
+        ``guarded``: planned on the copy last seen, so a conflict or a 404 raises ``_Stale``.
+        """
+        key = (view.namespace, spec.config_map_name)
         if write.finalizers is not None:
             await self._set_finalizers(view, write.finalizers)
-        if write.apply is not None:
-            try:
-                await self._call(self.kube.apply_configmap, body=write.apply, force=write.force)
-            except Conflict as error:
-                where = f"ConfigMap {view.namespace}/{spec.config_map_name}"
-                raise TransientError(f"{where} changed while we wrote it") from error
-            except ApiError as error:
-                return plan_write_failed(view, spec=spec, write=write, error=f"HTTP {error.status} {error.reason}")
+        if write.apply is None:
+            return write.outcome
+        try:
+            stored = await self._call(self.kube.apply_configmap, body=write.apply, force=write.force)
+        except Conflict as error:
+            if guarded:
+                raise _Stale from error
+            raise TransientError(f"ConfigMap {key[0]}/{key[1]} changed while we wrote it") from error
+        except ApiError as error:
+            if guarded and error.status == 404:
+                raise _Stale from error
+            return plan_write_failed(view, spec=spec, write=write, error=f"HTTP {error.status} {error.reason}")
+        self._configmaps[key] = stored
         return write.outcome
 
     async def _roll(
@@ -309,6 +347,7 @@ class Reconciler:
         if not configmap_name:
             return
         async with self._lock(view.namespace, configmap_name):
+            self._configmaps.pop((view.namespace, configmap_name), None)
             configmap = await self._call(self.kube.get_configmap, namespace=view.namespace, name=configmap_name)
             claims = self.world.claims(view.namespace, configmap_name)
             release = plan_release(view, configmap_name=configmap_name, configmap=configmap, claims=claims)

@@ -43,6 +43,16 @@ def external_service(name: str, namespace: str, external_name: str) -> dict[str,
     }
 
 
+def shared_configmap(name: str, namespace: str, writable_by: str, data: dict[str, str]) -> dict[str, Any]:
+    """A ConfigMap whose owner lets ServiceLink ``writable_by`` write into it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {"servicelink.dev/writable-by": writable_by}},
+        "data": data,
+    }
+
+
 def servicelink(name: str, namespace: str, configmap: str, *links: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """A ServiceLink writing ``links`` into ``configmap``."""
     return {

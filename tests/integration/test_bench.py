@@ -67,13 +67,13 @@ def test_compare_with_reloader_runs_and_counts(tmp_path: Path) -> None:
     done = _bench("--compare", "reloader", "--quick", *tiny)
     assert "to pod template" in done.stdout
     sides = json.loads(output.read_text())["sides"]
-    assert list(sides) == ["servicelink", "servicelink-0.02s", "reloader"]
+    assert list(sides) == ["servicelink", "servicelink-0s", "reloader"]
     for name, side in sides.items():
         assert side["missed"] == {"configmap": 0, "pod_template": 0}, name
         assert side["requests_per_change"]["PATCH deployments"] == 1, name
         assert side["burst_100"]["rolled"] == side["burst_100"]["consumers"] == 4, name
         assert side["restart"]["rollouts_with_nothing_changed"] == 0, name
-    for name in ("servicelink", "servicelink-0.02s"):
+    for name in ("servicelink", "servicelink-0s"):
         assert sides[name]["requests_per_change"]["PATCH configmaps"] == 1
         assert sides[name]["idle_write_requests"] == {}
         assert sides[name]["restart"]["changes_at_start_reached"] == 2

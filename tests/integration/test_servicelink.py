@@ -5,7 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from objects import data, deployment, external_service, service, servicelink, sl, wait_condition
+from objects import (
+    data,
+    deployment,
+    external_service,
+    service,
+    servicelink,
+    set_port,
+    shared_configmap,
+    sl,
+    wait_condition,
+)
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, wait_for
 
@@ -172,17 +182,7 @@ def test_existing_configmap_is_co_managed_once_shared(
 ) -> None:
     # As a Helm chart would ship it: its own keys, and the consent annotation naming the ServiceLink.
     cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": "gateway-service-config",
-                "namespace": namespace,
-                "annotations": {"servicelink.dev/writable-by": "gateway"},
-            },
-            "data": {"LOG_LEVEL": "debug"},
-        },
-        "--field-manager=helm",
+        shared_configmap("gateway-service-config", namespace, "gateway", {"LOG_LEVEL": "debug"}), "--field-manager=helm"
     )
     cluster.apply(
         [
@@ -211,6 +211,50 @@ def test_existing_configmap_is_co_managed_once_shared(
 
     cluster.kubectl("delete", "servicelink", "gateway", "-n", namespace, "--timeout=30s")
     assert data(cluster, namespace, "gateway-service-config") == {"LOG_LEVEL": "debug"}
+
+
+def test_a_change_writes_over_the_configmap_last_seen_only_while_it_is_current(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    # A Service change writes without reading the ConfigMap first, guarded by the
+    # resourceVersion of our last write: any edit since makes it read and decide again.
+    helm = "--field-manager=helm"
+    cluster.apply(shared_configmap("shared-config", namespace, "gateway", {"LOG_LEVEL": "debug"}), helm)
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("gateway", namespace, "shared-config", GATEWAY_LINKS[0]),
+            servicelink("own", namespace, "own-config", GATEWAY_LINKS[0]),
+        ]
+    )
+    first = {"LOG_LEVEL": "debug", "AUTH_SERVICE_URL": "http://auth-service:3001"}
+    wait_for(lambda: data(cluster, namespace, "shared-config") == first, what="co-managed ConfigMap")
+    wait_for(lambda: data(cluster, namespace, "own-config"), what="own ConfigMap")
+
+    # Another manager's edit since our write: the next change keeps it.
+    cluster.apply(shared_configmap("shared-config", namespace, "gateway", {"LOG_LEVEL": "info"}), helm)
+    # Our own ConfigMap deleted by hand: the next change creates it again.
+    cluster.kubectl("delete", "configmap", "own-config", "-n", namespace)
+    set_port(cluster, namespace, "auth-service", 3002)
+    second = {"LOG_LEVEL": "info", "AUTH_SERVICE_URL": "http://auth-service:3002"}
+    wait_for(lambda: data(cluster, namespace, "shared-config") == second, what="written over the edit")
+    wait_for(
+        lambda: data(cluster, namespace, "own-config") == {"AUTH_SERVICE_URL": "http://auth-service:3002"},
+        what="own ConfigMap created again",
+    )
+
+    # Consent revoked just before a change: that change writes nothing.
+    cluster.kubectl("annotate", "configmap", "shared-config", "-n", namespace, "servicelink.dev/writable-by-")
+    revoked = cluster.get("configmap", "shared-config", "-n", namespace)["metadata"]["resourceVersion"]
+    set_port(cluster, namespace, "auth-service", 3003)
+    wait_condition(cluster, namespace, "gateway", "Synced", "False", "ConfigMapNotShared")
+    wait_for(
+        lambda: data(cluster, namespace, "own-config") == {"AUTH_SERVICE_URL": "http://auth-service:3003"},
+        what="the change reached the own ConfigMap",
+    )
+    after = cluster.get("configmap", "shared-config", "-n", namespace)
+    assert after["data"] == second
+    assert after["metadata"]["resourceVersion"] == revoked
 
 
 def test_created_configmap_is_collected_with_its_servicelink(

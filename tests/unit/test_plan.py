@@ -34,6 +34,7 @@ from servicelink.plan import (
     plan_values,
     plan_write,
     plan_write_failed,
+    plan_write_over_seen,
     render_merge_patch,
 )
 from servicelink.render import CONFIGMAP_DATA_LIMIT, render_hash
@@ -285,6 +286,21 @@ def test_a_configmap_over_the_size_limit_is_not_written() -> None:
     assert write.finalizers is None
     assert write.outcome.verdict.reason == c.CONFIGMAP_TOO_LARGE
     assert write.outcome.plan is None
+
+
+def test_the_copy_last_seen_decides_only_a_write() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}})
+    view, values = values_of(sl, world())
+    spec = parse_spec(sl["spec"])
+    seen = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    write = plan_write_over_seen(view, spec=spec, values=values, seen=seen)
+    assert write is not None
+    assert write.apply is not None
+    assert write.apply["metadata"]["resourceVersion"] == "41"  # a newer ConfigMap makes the apply fail
+    current = configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    assert plan_write_over_seen(view, spec=spec, values=values, seen=current) is None  # nothing to write
+    not_shared = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",))
+    assert plan_write_over_seen(view, spec=spec, values=values, seen=not_shared) is None  # refused: read again
 
 
 def test_a_refused_apply_keeps_the_last_values_and_the_conflicts() -> None:

@@ -8,6 +8,7 @@ watches would; what each call decides is tested in test_plan.py.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +50,7 @@ class FakeKube:
 
     def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         self._call("get_configmap")
-        return self.configmaps.get((namespace, name))
+        return copy.deepcopy(self.configmaps.get((namespace, name)))
 
     def apply_configmap(self, *, body: Mapping[str, Any], force: bool) -> dict[str, Any]:
         self._call("apply_configmap")
@@ -73,7 +74,7 @@ class FakeKube:
         if "ownerReferences" in metadata:
             after["metadata"]["ownerReferences"] = metadata["ownerReferences"]
         self.configmaps[key] = after
-        return after
+        return copy.deepcopy(after)  # what the server returns is the caller's own
 
     def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._call("patch_servicelink_status")
@@ -158,13 +159,14 @@ def test_a_new_servicelink_creates_its_configmap_reports_then_writes_its_status(
     assert kube.calls == ["get_configmap"]
 
 
-def test_a_change_patches_the_consumer_before_reporting_it(executor: ThreadPoolExecutor) -> None:
+def test_a_change_writes_over_the_copy_last_seen_and_patches_the_consumer_before_reporting_it(
+    executor: ThreadPoolExecutor,
+) -> None:
     kube, run = changed_after_first_reconcile(executor)
     kube.calls.clear()
     reconcile(run)
     assert kube.calls == [
-        "get_configmap",
-        "apply_configmap",
+        "apply_configmap",  # guarded by the version our last apply returned: no read first
         "set_workload_config_hash",
         "record_event",
         "patch_servicelink_status",
@@ -211,6 +213,34 @@ def test_a_lost_race_on_the_configmap_is_retried_without_a_status(executor: Thre
     kube.calls.clear()
     reconcile(run)
     assert kube.calls == ["get_configmap", "apply_configmap", "record_event", "patch_servicelink_status"]
+
+
+def test_a_copy_no_longer_current_is_read_again_and_decides_nothing(executor: ThreadPoolExecutor) -> None:
+    kube, run = changed_after_first_reconcile(executor)
+    kube.configmaps[(NS, "gw")]["metadata"]["resourceVersion"] = "99"  # someone else wrote it meanwhile
+    kube.calls.clear()
+    reconcile(run)
+    assert kube.calls[:3] == ["apply_configmap", "get_configmap", "apply_configmap"]
+    assert kube.configmaps[(NS, "gw")]["data"] == {"AUTH_URL": f"{AUTH}/v2"}
+
+
+def test_consent_withdrawn_since_the_copy_was_seen_stops_the_write(executor: ThreadPoolExecutor) -> None:
+    kube = FakeKube(world(body()))
+    kube.configmaps[(NS, "gw")] = configmap({"LOG_LEVEL": "debug"}, shared=True, LOG_LEVEL="helm")
+    run = reconciler(kube, executor)
+    reconcile(run)
+    stored = kube.configmaps[(NS, "gw")]
+    del stored["metadata"]["annotations"]  # the owner takes its consent back: a new version
+    stored["metadata"]["resourceVersion"] = "99"
+    sl = kube._servicelink(NS, "gateway")
+    sl["spec"] = {**sl["spec"], "links": [{**sl["spec"]["links"][0], "path": "/v2"}]}
+    kube.cache.put_servicelink(sl)
+    kube.calls.clear()
+    assert reconcile(run) == pytest.approx(15.0)
+    assert kube.calls[:2] == ["apply_configmap", "get_configmap"]
+    assert "apply_configmap" not in kube.calls[1:]
+    assert kube.configmaps[(NS, "gw")]["data"]["AUTH_URL"] == AUTH
+    assert reason(kube, c.SYNCED) == c.CONFIGMAP_NOT_SHARED
 
 
 @pytest.mark.parametrize("status_code", [429, 500, 503])
