@@ -16,6 +16,7 @@ from servicelink.plan import (
     Event,
     Release,
     Roll,
+    Rolled,
     ServiceLinkView,
     Values,
     Written,
@@ -427,6 +428,17 @@ def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
 # --- Events --------------------------------------------------------------------------------------
 
 
+def rolled_web(view: ServiceLinkView, sl: dict[str, Any]) -> Rolled:
+    """What the rollout step achieved when it patched Deployment web."""
+    return judge_roll(
+        view,
+        spec=parse_spec(sl["spec"]),
+        roll=Roll(None, [rollout("web")]),
+        outcomes={("Deployment", NS, "web"): None},
+        world=world(sl),
+    )
+
+
 def test_a_write_is_one_event_naming_values_and_consumers_and_drift_is_a_warning() -> None:
     sl = body(
         "gateway", AUTH_LINK, {"key": "MONGO_HOST", "service": "auth-service"}, status={"values": {"MONGO_HOST": "x"}}
@@ -434,13 +446,7 @@ def test_a_write_is_one_event_naming_values_and_consumers_and_drift_is_a_warning
     view, _, written = written_for(
         sl, world(sl), configmap({"MONGO_HOST": "edited"}, owner="uid-gateway", MONGO_HOST="kubectl")
     )
-    rolled = judge_roll(
-        view,
-        spec=parse_spec(sl["spec"]),
-        roll=Roll(None, [rollout("web")]),
-        outcomes={("Deployment", NS, "web"): None},
-        world=world(sl),
-    )
+    rolled = rolled_web(view, sl)
     changes = plan_change_events(view, written=written, rolled=rolled)
     assert changes.values_changed == 2
     assert [(e.reason, e.warning) for e in changes.events] == [("ValueChanged", False), ("DriftRepaired", True)]
@@ -455,13 +461,7 @@ def test_a_rollout_alone_is_a_rolled_out_event_and_no_change_is_none() -> None:
     )
     nothing = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
     assert plan_change_events(view, written=written, rolled=nothing).events == []
-    rolled = judge_roll(
-        view,
-        spec=parse_spec(sl["spec"]),
-        roll=Roll(None, [rollout("web")]),
-        outcomes={("Deployment", NS, "web"): None},
-        world=world(sl),
-    )
+    rolled = rolled_web(view, sl)
     events = plan_change_events(view, written=written, rolled=rolled).events
     assert events == [Event("RolledOut", "rolled Deployment gallery/web onto the ConfigMap's current values")]
 
