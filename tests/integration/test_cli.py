@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from objects import data, sl
 
@@ -129,12 +129,65 @@ def servicelinks(draw: st.DrawFn) -> list[dict[str, Any]]:
     return found
 
 
+def _servicelink(name: str, *links: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "ServiceLink",
+        "metadata": {"name": name},
+        "spec": {"configMapName": "cm-2", "links": list(links)},
+    }
+
+
+def _service(name: str, *ports: tuple[str, int]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": port, "port": number} for port, number in ports]},
+    }
+
+
+# Issue 15: a three-way conflict on C, and A claimed first by sl-b for a Service that does not exist.
+THREE_WAY_CONFLICT = {
+    "services": [
+        _service("alpha", ("http", 1000), ("grpc", 1003), ("metrics", 1001)),
+        _service("gamma", ("http", 1000)),
+        _service("beta", ("http", 1000)),
+    ],
+    "links": [
+        _servicelink(
+            "sl-a",
+            {
+                "key": "C",
+                "service": "alpha",
+                "port": 1000,
+                "scheme": "redis",
+                "path": "/",
+                "template": "{scheme}://{fqdn}:{port}{path}",
+            },
+        ),
+        _servicelink(
+            "sl-b",
+            {"key": "A", "service": "missing", "template": "{host}:{port}", "scheme": "redis"},
+            {"key": "C", "service": "gamma", "template": "{service}"},
+        ),
+        _servicelink(
+            "sl-c",
+            {"key": "C", "service": "alpha", "port": "grpc", "template": "{service}"},
+            {"key": "A", "service": "gamma"},
+            {"key": "B", "service": "gamma", "template": "{host}:{port}"},
+        ),
+    ],
+}
+
+
 @settings(
     max_examples=4,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(services=services(), links=servicelinks())
+@example(**THREE_WAY_CONFLICT)
 def test_render_agrees_with_the_operator_on_generated_servicelinks(
     cluster: Cluster, operator: Any, tmp_path: Path, services: list[dict[str, Any]], links: list[dict[str, Any]]
 ) -> None:

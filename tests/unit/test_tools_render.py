@@ -80,7 +80,7 @@ def test_cluster_domain_and_consent_across_namespaces(capsys: pytest.CaptureFixt
     assert "CrossNamespaceForbidden: Service nope/auth does not exist or does not list namespace 'shop'" in ran.err
 
 
-def test_two_servicelinks_of_one_configmap_merge_and_the_later_reports_key_conflict(
+def test_the_later_servicelink_of_one_configmap_writes_nothing_until_it_is_shared(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     (tmp_path / "in.yaml").write_text(
@@ -94,11 +94,10 @@ def test_two_servicelinks_of_one_configmap_merge_and_the_later_reports_key_confl
     )
     ran = run(capsys, "render", "-f", str(tmp_path / "in.yaml"))
     assert ran.code == 1
-    assert yaml.safe_load(ran.out)["data"] == {"A": "http://auth:3001", "B": "http://auth:3001"}
-    assert (
-        "KeyConflict: key A of ConfigMap shop/cfg is already written by ServiceLink shop/a; remove it from one of them"
-        in ran.err
-    )
+    # cfg is created for "a", the first by name; the operator refuses "b" until cfg's owner shares it.
+    assert yaml.safe_load(ran.out)["data"] == {"A": "http://auth:3001"}
+    assert "ConfigMapNotShared: ConfigMap shop/cfg was not created by this ServiceLink" in ran.err
+    assert "servicelink.dev/writable-by=b" in ran.err
 
 
 def test_an_invalid_spec_is_reported_with_its_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

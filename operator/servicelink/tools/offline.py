@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from servicelink import conditions as c
 from servicelink.cache import Cache, claim_of, linked_services
+from servicelink.consent import judge_configmap_write
 from servicelink.model import WORKLOAD_KINDS, ServiceLinkSpec, parse_spec
 from servicelink.render import render_configmap, render_hash
 from servicelink.resolve import LinkResult, resolve_links
@@ -28,6 +29,7 @@ from servicelink.status import (
     render_link_entries,
     sibling_conflicts,
 )
+from servicelink.views import Claim
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,12 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
 
     Key conflicts between ServiceLinks of one ConfigMap follow the operator's
     rule: the older keeps the key, then the first by name (objects not yet
-    created have no age, so by name).
+    created have no age, so by name). The ConfigMap is created for the first
+    valid ServiceLink that names it, so by the same order; the others may not
+    write into it (``ConfigMapNotShared``) until its owner shares it.
     """
     linked: list[LinkedServiceLink] = []
+    creators = _configmap_creators(world)
     for namespace, name in sorted(world.servicelink_keys()):
         body = world.servicelink(namespace, name) or {}
         raw_spec = body.get("spec") or {}
@@ -109,6 +114,11 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
         earlier = [cl for cl in world.claims(namespace, configmap) if me is not None and cl.precedes(me)]
         conflicts = sibling_conflicts(desired, earlier=earlier, namespace=namespace, configmap=configmap)
         values = {k: v for k, v in desired.items() if k not in conflicts}
+        synced = judge_sync(namespace=namespace, configmap=configmap, ours=values, conflicts=conflicts)
+        if creators.get((namespace, configmap), name) != name:
+            existing = {"metadata": {"name": configmap, "namespace": namespace}}
+            refusal = judge_configmap_write(existing, servicelink=name, uid="")
+            values, synced = {}, Verdict(False, c.CONFIGMAP_NOT_SHARED, refusal or "")
         linked.append(
             LinkedServiceLink(
                 namespace=namespace,
@@ -119,10 +129,28 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
                 values=values,
                 conflicts=conflicts,
                 resolved=judge_resolution(results),
-                synced=judge_sync(namespace=namespace, configmap=configmap, ours=values, conflicts=conflicts),
+                synced=synced,
             )
         )
     return linked
+
+
+def _configmap_creators(world: Cache) -> dict[tuple[str, str], str]:
+    """The ServiceLink each ConfigMap is created for: the first valid one naming it, oldest then by name."""
+    first: dict[tuple[str, str], Claim] = {}
+    for namespace, name in world.servicelink_keys():
+        body = world.servicelink(namespace, name) or {}
+        claim = claim_of(body)
+        if claim is None:
+            continue
+        try:
+            parse_spec(body.get("spec") or {})
+        except ValidationError:
+            continue  # the operator writes nothing for it, so creates nothing
+        key = (namespace, claim.configmap)
+        if key not in first or claim.precedes(first[key]):
+            first[key] = claim
+    return {key: claim.name for key, claim in first.items()}
 
 
 def render_configmaps(linked: Sequence[LinkedServiceLink]) -> list[dict[str, Any]]:
@@ -154,7 +182,10 @@ def render_report(linked: Sequence[LinkedServiceLink]) -> str:
         width = max(len(r.key) for r in sl.results)
         for entry in sl.status_links():
             key = entry["key"]
-            shown = f"{entry['reason']}: {entry['message']}" if "reason" in entry else sl.values[key]
+            if "reason" in entry:
+                shown = f"{entry['reason']}: {entry['message']}"
+            else:
+                shown = sl.values.get(key, f"{sl.synced.reason}: not written")
             lines.append(f"  {key:<{width}}  {shown}")
         if sl.values:
             lines.append(f"  hash {render_hash(sl.values)}")
