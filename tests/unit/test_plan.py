@@ -10,34 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from servicelink import conditions as c
+from servicelink import plan as planner
 from servicelink.cache import Cache
 from servicelink.model import CONFIG_HASH_ANNOTATION, FIELD_MANAGER, FINALIZER, WRITABLE_BY_ANNOTATION, parse_spec
-from servicelink.plan import (
-    Event,
-    Release,
-    Roll,
-    Rolled,
-    ServiceLinkView,
-    Values,
-    Written,
-    judge_roll,
-    parse_servicelink,
-    plan_baseline,
-    plan_change_events,
-    plan_hold_finalizers,
-    plan_invalid_status,
-    plan_problem_events,
-    plan_recheck,
-    plan_release,
-    plan_release_finalizers,
-    plan_roll,
-    plan_status,
-    plan_values,
-    plan_write,
-    plan_write_failed,
-    plan_write_over_seen,
-    render_merge_patch,
-)
 from servicelink.render import CONFIGMAP_DATA_LIMIT, render_hash
 from servicelink.rollout import Rollout
 from servicelink.status import Verdict
@@ -128,16 +103,18 @@ def world(*servicelinks: dict[str, Any], ready: bool = True) -> Cache:
     return cache
 
 
-def values_of(sl: dict[str, Any], cache: Cache) -> tuple[ServiceLinkView, Values]:
-    view = parse_servicelink(sl)
-    return view, plan_values(view, spec=parse_spec(sl["spec"]), world=cache, cluster_domain="cluster.local")
+def values_of(sl: dict[str, Any], cache: Cache) -> tuple[planner.ServiceLinkView, planner.Values]:
+    view = planner.parse_servicelink(sl)
+    return view, planner.plan_values(view, spec=parse_spec(sl["spec"]), world=cache, cluster_domain="cluster.local")
 
 
 # --- The view ------------------------------------------------------------------------------------
 
 
 def test_the_view_reads_a_servicelink_once_and_tolerates_absent_fields() -> None:
-    view = parse_servicelink(body(finalizers=["a", FINALIZER], deletionTimestamp=T0, status={"values": {"A": "1"}}))
+    view = planner.parse_servicelink(
+        body(finalizers=["a", FINALIZER], deletionTimestamp=T0, status={"values": {"A": "1"}})
+    )
     assert (view.namespace, view.name, view.uid, view.generation, view.resource_version) == (
         NS,
         "gateway",
@@ -148,11 +125,11 @@ def test_the_view_reads_a_servicelink_once_and_tolerates_absent_fields() -> None
     assert view.finalizers == ("a", FINALIZER)
     assert view.deleting
     assert view.previous == {"A": "1"}
-    bare = parse_servicelink({})
+    bare = planner.parse_servicelink({})
     assert (bare.name, bare.generation, bare.finalizers, bare.deleting, bare.previous) == ("", 0, (), False, {})
 
 
-# --- Values and conflicts ------------------------------------------------------------------------
+# --- planner.Values and conflicts ------------------------------------------------------------------------
 
 
 def test_a_resolved_link_is_desired() -> None:
@@ -195,7 +172,7 @@ def test_the_older_servicelink_keeps_its_key_and_same_age_goes_by_name() -> None
 
 def test_a_missing_configmap_is_created_owned_and_needs_no_finalizer() -> None:
     view, values = values_of(body(), world())
-    write = plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=None)
+    write = planner.plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=None)
     assert write.apply is not None
     assert write.apply["data"] == {"AUTH_URL": AUTH}
     assert [ref["uid"] for ref in write.apply["metadata"]["ownerReferences"]] == ["uid-gateway"]
@@ -209,37 +186,42 @@ def test_a_missing_configmap_is_created_owned_and_needs_no_finalizer() -> None:
 def test_a_shared_configmap_is_written_at_the_version_consent_was_read_and_holds_deletion() -> None:
     sl = body(finalizers=["other"])
     view, values = values_of(sl, world())
-    write = plan_write(
+    write = planner.plan_write(
         view, spec=parse_spec(sl["spec"]), values=values, configmap=configmap({"LOG_LEVEL": "debug"}, shared=True)
     )
     assert write.apply is not None
     assert write.apply["metadata"]["resourceVersion"] == "41"
     assert "ownerReferences" not in write.apply["metadata"]
     assert write.finalizers == ["other", FINALIZER]
-    held = parse_servicelink(body(finalizers=[FINALIZER]))
+    held = planner.parse_servicelink(body(finalizers=[FINALIZER]))
     assert write.outcome.plan is not None
-    assert plan_hold_finalizers(held, write.outcome.plan) is None
+    assert planner.plan_hold_finalizers(held, write.outcome.plan) is None
 
 
 def test_a_configmap_not_shared_is_refused_and_looked_at_again() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}})
     view, values = values_of(sl, world())
-    write = plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=configmap({"AUTH_URL": "old"}))
+    write = planner.plan_write(
+        view, spec=parse_spec(sl["spec"]), values=values, configmap=configmap({"AUTH_URL": "old"})
+    )
     assert write.apply is None
     assert write.finalizers is None
     assert write.outcome.verdict.reason == c.CONFIGMAP_NOT_SHARED
     assert write.outcome.values == {"AUTH_URL": "old"}  # the status keeps what was written before
-    assert plan_recheck(write.outcome) == pytest.approx(15.0)
+    assert planner.plan_recheck(write.outcome) == pytest.approx(15.0)
     view, values = values_of(body(), world())
     assert (
-        plan_recheck(plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=None).outcome) is None
+        planner.plan_recheck(
+            planner.plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=None).outcome
+        )
+        is None
     )
 
 
 def test_a_configmap_holding_the_values_already_is_not_written() -> None:
     sl = body(status={"values": {"AUTH_URL": AUTH}})
     view, values = values_of(sl, world())
-    write = plan_write(
+    write = planner.plan_write(
         view,
         spec=parse_spec(sl["spec"]),
         values=values,
@@ -255,7 +237,7 @@ def test_a_removed_key_leaves_the_configmap() -> None:
     sl = body(status={"values": {"AUTH_URL": AUTH, "GONE": "x"}})
     view, values = values_of(sl, world())
     current = configmap({"AUTH_URL": AUTH, "GONE": "x"}, ours=("AUTH_URL", "GONE"), owner="uid-gateway")
-    write = plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current)
+    write = planner.plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current)
     assert write.apply is not None
     assert write.apply["data"] == {"AUTH_URL": AUTH}
     assert write.outcome.plan is not None
@@ -270,7 +252,7 @@ def test_a_key_another_manager_holds_conflicts_and_one_it_changed_is_taken_back(
     current = configmap(
         {"AUTH_URL": "theirs", "MONGO_HOST": "edited"}, owner="uid-gateway", AUTH_URL="helm", MONGO_HOST="kubectl"
     )
-    write = plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current)
+    write = planner.plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current)
     assert set(write.outcome.conflicts) == {"AUTH_URL"}
     assert "field manager 'helm'" in write.outcome.conflicts["AUTH_URL"]
     assert write.outcome.verdict.reason == c.KEY_CONFLICT
@@ -282,7 +264,7 @@ def test_a_key_another_manager_holds_conflicts_and_one_it_changed_is_taken_back(
 def test_a_configmap_over_the_size_limit_is_not_written() -> None:
     view, values = values_of(body(), world())
     full = configmap({"BLOB": "x" * CONFIGMAP_DATA_LIMIT}, shared=True)
-    write = plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=full)
+    write = planner.plan_write(view, spec=parse_spec(body()["spec"]), values=values, configmap=full)
     assert write.apply is None
     assert write.finalizers is None
     assert write.outcome.verdict.reason == c.CONFIGMAP_TOO_LARGE
@@ -294,24 +276,27 @@ def test_the_copy_last_seen_decides_only_a_write() -> None:
     view, values = values_of(sl, world())
     spec = parse_spec(sl["spec"])
     seen = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
-    write = plan_write_over_seen(view, spec=spec, values=values, seen=seen)
+    write = planner.plan_write_over_seen(view, spec=spec, values=values, seen=seen)
     assert write is not None
     assert write.apply is not None
     assert write.apply["metadata"]["resourceVersion"] == "41"  # a newer ConfigMap makes the apply fail
     current = configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
-    assert plan_write_over_seen(view, spec=spec, values=values, seen=current) is None  # nothing to write
+    assert planner.plan_write_over_seen(view, spec=spec, values=values, seen=current) is None  # nothing to write
     not_shared = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",))
-    assert plan_write_over_seen(view, spec=spec, values=values, seen=not_shared) is None  # refused: read again
+    assert planner.plan_write_over_seen(view, spec=spec, values=values, seen=not_shared) is None  # refused: read again
 
 
 def test_a_refused_apply_keeps_the_last_values_and_the_conflicts() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}})
     view, values = values_of(sl, world())
     spec = parse_spec(sl["spec"])
-    written = plan_write_failed(
-        view, spec=spec, write=plan_write(view, spec=spec, values=values, configmap=None), error="HTTP 403 Forbidden"
+    written = planner.plan_write_failed(
+        view,
+        spec=spec,
+        write=planner.plan_write(view, spec=spec, values=values, configmap=None),
+        error="HTTP 403 Forbidden",
     )
-    assert written == Written(
+    assert written == planner.Written(
         {"AUTH_URL": "old"},
         Verdict(False, c.WRITE_FAILED, "cannot write ConfigMap gallery/gw: HTTP 403 Forbidden"),
         None,
@@ -324,9 +309,9 @@ def test_a_refused_apply_keeps_the_last_values_and_the_conflicts() -> None:
 
 def written_for(
     sl: dict[str, Any], cache: Cache, current: dict[str, Any] | None
-) -> tuple[ServiceLinkView, Values, Written]:
+) -> tuple[planner.ServiceLinkView, planner.Values, planner.Written]:
     view, values = values_of(sl, cache)
-    return view, values, plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current).outcome
+    return view, values, planner.plan_write(view, spec=parse_spec(sl["spec"]), values=values, configmap=current).outcome
 
 
 def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
@@ -334,8 +319,8 @@ def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
     cache = world(sl)
     cache.put_workload("Deployment", deployment("web", reads="gw"))
     view, values, written = written_for(sl, cache, None)
-    assert plan_baseline(view, written) == {"AUTH_URL": AUTH}  # pods waiting for it start with its values
-    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
+    assert planner.plan_baseline(view, written) == {"AUTH_URL": AUTH}  # pods waiting for it start with its values
+    roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert roll.done is None
     assert roll.rollouts == []
 
@@ -345,8 +330,8 @@ def test_the_first_rollout_into_an_existing_configmap_compares_with_what_it_held
     cache = world(sl)
     cache.put_workload("Deployment", deployment("web", reads="gw"))
     view, values, written = written_for(sl, cache, configmap({"AUTH_URL": "before", "X": "1"}, shared=True))
-    assert plan_baseline(view, written) == {"AUTH_URL": "before"}
-    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
+    assert planner.plan_baseline(view, written) == {"AUTH_URL": "before"}
+    roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert [(r.name, r.changed_keys) for r in roll.rollouts] == [("web", ("AUTH_URL",))]
 
 
@@ -356,10 +341,10 @@ def test_a_later_rollout_compares_with_the_last_status_and_held_back_keys() -> N
     view, _, written = written_for(
         sl, world(sl), configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    assert plan_baseline(view, written) == {"AUTH_URL": "old"}  # OTHER had no value before: unset again
+    assert planner.plan_baseline(view, written) == {"AUTH_URL": "old"}  # OTHER had no value before: unset again
     status["deferred"] = [{"key": "AUTH_URL", "service": "gallery/auth-service", "previous": "older"}]
-    view = parse_servicelink(body(status=status))
-    assert plan_baseline(view, written) == {"AUTH_URL": "older"}
+    view = planner.parse_servicelink(body(status=status))
+    assert planner.plan_baseline(view, written) == {"AUTH_URL": "older"}
 
 
 def test_a_later_change_rolls_each_consumer_once() -> None:
@@ -370,7 +355,7 @@ def test_a_later_change_rolls_each_consumer_once() -> None:
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
+    roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert [(r.kind, r.name, r.hash) for r in roll.rollouts] == [("Deployment", "web", render_hash({"AUTH_URL": AUTH}))]
     assert roll.baseline == {"AUTH_URL": "old"}
 
@@ -380,13 +365,13 @@ def test_no_rollout_when_disabled_or_nothing_was_written() -> None:
     sl = body(status={"rolledOut": rolled_out, "deferred": [{"key": "AUTH_URL", "service": "gallery/auth-service"}]})
     sl["spec"]["rollout"] = "None"
     view, values, written = written_for(sl, world(sl), None)
-    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=world(sl))
+    roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=world(sl))
     assert roll.done is not None
     assert roll.done.verdict.reason == c.ROLLOUT_DISABLED
     assert [r.name for r in roll.done.rolled_out] == ["web"]
     sl["spec"]["rollout"] = "Rolling"
-    refused = Written({}, Verdict(False, c.CONFIGMAP_NOT_SHARED, "no"), None, {})
-    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=refused, world=world(sl))
+    refused = planner.Written({}, Verdict(False, c.CONFIGMAP_NOT_SHARED, "no"), None, {})
+    roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=refused, world=world(sl))
     assert roll.done is not None
     assert roll.done.verdict.reason == c.NO_CHANGE
     assert [d.key for d in roll.done.deferred] == ["AUTH_URL"]  # still owed
@@ -400,7 +385,7 @@ def test_a_change_waits_for_a_ready_endpoint_when_asked() -> None:
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    roll = plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
+    roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
     assert roll.done is not None
     assert roll.done.verdict.reason == c.WAITING_FOR_ENDPOINTS
     assert [(d.key, d.previous) for d in roll.done.deferred] == [("AUTH_URL", "old")]
@@ -412,14 +397,14 @@ def rollout(name: str) -> Rollout:
 
 def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
     sl = body(status={"rolledOut": [{"kind": "Deployment", "name": "before", "hash": "h"}]})
-    view, spec = parse_servicelink(sl), parse_spec(sl["spec"])
+    view, spec = planner.parse_servicelink(sl), parse_spec(sl["spec"])
     cache = world(sl)
-    roll = Roll(None, [rollout("web"), rollout("api"), rollout("late")])
+    roll = planner.Roll(None, [rollout("web"), rollout("api"), rollout("late")])
     outcomes = {("Deployment", NS, "web"): None, ("Deployment", NS, "api"): "cannot patch: HTTP 403"}
-    rolled = judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
     assert rolled.verdict == Verdict(False, c.ROLLOUT_FAILED, "cannot patch: HTTP 403")
     assert [r.name for r in rolled.rolled_out] == ["web"]
-    waiting = judge_roll(view, spec=spec, roll=Roll(None, [rollout("late")]), outcomes={}, world=cache)
+    waiting = planner.judge_roll(view, spec=spec, roll=planner.Roll(None, [rollout("late")]), outcomes={}, world=cache)
     assert waiting.verdict.ok
     assert "1 roll once the other servicelink ConfigMaps" in waiting.verdict.message
     assert [r.name for r in waiting.rolled_out] == ["before"]  # nothing rolled now: the last ones stay
@@ -428,12 +413,12 @@ def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
 # --- Events --------------------------------------------------------------------------------------
 
 
-def rolled_web(view: ServiceLinkView, sl: dict[str, Any]) -> Rolled:
+def rolled_web(view: planner.ServiceLinkView, sl: dict[str, Any]) -> planner.Rolled:
     """What the rollout step achieved when it patched Deployment web."""
-    return judge_roll(
+    return planner.judge_roll(
         view,
         spec=parse_spec(sl["spec"]),
-        roll=Roll(None, [rollout("web")]),
+        roll=planner.Roll(None, [rollout("web")]),
         outcomes={("Deployment", NS, "web"): None},
         world=world(sl),
     )
@@ -447,7 +432,7 @@ def test_a_write_is_one_event_naming_values_and_consumers_and_drift_is_a_warning
         sl, world(sl), configmap({"MONGO_HOST": "edited"}, owner="uid-gateway", MONGO_HOST="kubectl")
     )
     rolled = rolled_web(view, sl)
-    changes = plan_change_events(view, written=written, rolled=rolled)
+    changes = planner.plan_change_events(view, written=written, rolled=rolled)
     assert changes.values_changed == 2
     assert [(e.reason, e.warning) for e in changes.events] == [("ValueChanged", False), ("DriftRepaired", True)]
     assert changes.events[0].message.endswith("rolled Deployment gallery/web")
@@ -459,11 +444,13 @@ def test_a_rollout_alone_is_a_rolled_out_event_and_no_change_is_none() -> None:
     view, _, written = written_for(
         sl, world(sl), configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
     )
-    nothing = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
-    assert plan_change_events(view, written=written, rolled=nothing).events == []
+    nothing = planner.judge_roll(
+        view, spec=parse_spec(sl["spec"]), roll=planner.Roll(None), outcomes={}, world=world(sl)
+    )
+    assert planner.plan_change_events(view, written=written, rolled=nothing).events == []
     rolled = rolled_web(view, sl)
-    events = plan_change_events(view, written=written, rolled=rolled).events
-    assert events == [Event("RolledOut", "rolled Deployment gallery/web onto the ConfigMap's current values")]
+    events = planner.plan_change_events(view, written=written, rolled=rolled).events
+    assert events == [planner.Event("RolledOut", "rolled Deployment gallery/web onto the ConfigMap's current values")]
 
 
 def condition(kind: str, reason: str, status: str = "False", message: str = "m") -> dict[str, str]:
@@ -483,15 +470,15 @@ def test_problems_new_since_the_last_status_are_warnings() -> None:
             condition(c.READY, c.ROLLOUT_STALLED),  # Ready repeats another condition
         ],
     }
-    assert plan_problem_events(before, after) == [
-        Event(c.KEY_CONFLICT, "taken", warning=True),
-        Event(c.ROLLOUT_STALLED, "m", warning=True),
+    assert planner.plan_problem_events(before, after) == [
+        planner.Event(c.KEY_CONFLICT, "taken", warning=True),
+        planner.Event(c.ROLLOUT_STALLED, "m", warning=True),
     ]
 
 
 @pytest.mark.parametrize("reason", [c.ROLLOUT_IN_PROGRESS, c.WAITING_FOR_ENDPOINTS, c.NO_CHANGE])
 def test_a_rollout_that_passes_is_no_problem(reason: str) -> None:
-    assert plan_problem_events({}, {"conditions": [condition(c.ROLLED_OUT, reason)]}) == []
+    assert planner.plan_problem_events({}, {"conditions": [condition(c.ROLLED_OUT, reason)]}) == []
 
 
 # --- Status --------------------------------------------------------------------------------------
@@ -500,34 +487,38 @@ def test_a_rollout_that_passes_is_no_problem(reason: str) -> None:
 def test_the_status_is_written_once_and_an_unchanged_one_not_at_all() -> None:
     sl = body()
     view, values, written = written_for(sl, world(sl), None)
-    rolled = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
-    write = plan_status(view, values=values, written=written, rolled=rolled, now=T0)
+    rolled = planner.judge_roll(
+        view, spec=parse_spec(sl["spec"]), roll=planner.Roll(None), outcomes={}, world=world(sl)
+    )
+    write = planner.plan_status(view, values=values, written=written, rolled=rolled, now=T0)
     assert write is not None
     assert write.patch["values"] == {"AUTH_URL": AUTH}
     assert write.events == []
-    again = parse_servicelink(body(status=write.patch))
-    assert plan_status(again, values=values, written=written, rolled=rolled, now="2030-01-01T00:00:00Z") is None
+    again = planner.parse_servicelink(body(status=write.patch))
+    assert planner.plan_status(again, values=values, written=written, rolled=rolled, now="2030-01-01T00:00:00Z") is None
 
 
 def test_a_removed_key_is_nulled_in_the_status_patch() -> None:
     sl = body(status={"values": {"AUTH_URL": AUTH, "GONE": "x"}, "skipped": [{"kind": "Deployment"}]})
     view, values, written = written_for(sl, world(sl), None)
-    rolled = judge_roll(view, spec=parse_spec(sl["spec"]), roll=Roll(None), outcomes={}, world=world(sl))
-    write = plan_status(view, values=values, written=written, rolled=rolled, now=T0)
+    rolled = planner.judge_roll(
+        view, spec=parse_spec(sl["spec"]), roll=planner.Roll(None), outcomes={}, world=world(sl)
+    )
+    write = planner.plan_status(view, values=values, written=written, rolled=rolled, now=T0)
     assert write is not None
     assert write.patch["values"] == {"GONE": None, "AUTH_URL": AUTH}
     assert write.patch["skipped"] is None
 
 
 def test_an_invalid_spec_is_one_warning_and_keeps_the_values() -> None:
-    view = parse_servicelink(body(status={"values": {"A": "1"}}))
-    write = plan_invalid_status(view, "spec.links: too short", now=T0)
+    view = planner.parse_servicelink(body(status={"values": {"A": "1"}}))
+    write = planner.plan_invalid_status(view, "spec.links: too short", now=T0)
     assert write is not None
     assert "values" not in write.patch
     assert [c["reason"] for c in write.patch["conditions"]] == [c.INVALID_SPEC]
-    assert write.events == [Event(c.INVALID_SPEC, "spec.links: too short", warning=True)]
-    again = parse_servicelink(body(status={"values": {"A": "1"}, **write.patch}))
-    assert plan_invalid_status(again, "spec.links: too short", now="2030-01-01T00:00:00Z") is None
+    assert write.events == [planner.Event(c.INVALID_SPEC, "spec.links: too short", warning=True)]
+    again = planner.parse_servicelink(body(status={"values": {"A": "1"}, **write.patch}))
+    assert planner.plan_invalid_status(again, "spec.links: too short", now="2030-01-01T00:00:00Z") is None
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
@@ -556,7 +547,7 @@ statuses = st.fixed_dictionaries(
 
 @given(current=statuses, new=statuses)
 def test_the_status_patch_turns_the_old_status_into_the_new(current: dict[str, Any], new: dict[str, Any]) -> None:
-    assert apply_merge_patch(current, render_merge_patch(current, new)) == new
+    assert apply_merge_patch(current, planner.render_merge_patch(current, new)) == new
 
 
 # --- Deletion ------------------------------------------------------------------------------------
@@ -564,22 +555,22 @@ def test_the_status_patch_turns_the_old_status_into_the_new(current: dict[str, A
 
 def test_deletion_withdraws_our_keys_from_a_shared_configmap_and_then_the_finalizer() -> None:
     sl = body(finalizers=["other", FINALIZER], deletionTimestamp=T0)
-    view = parse_servicelink(sl)
-    assert plan_release_finalizers(view) == ["other"]
-    assert plan_release_finalizers(parse_servicelink(body())) is None
+    view = planner.parse_servicelink(sl)
+    assert planner.plan_release_finalizers(view) == ["other"]
+    assert planner.plan_release_finalizers(planner.parse_servicelink(body())) is None
     sibling = body("sibling", {"key": "KEPT", "service": "auth-service"})
     cache = world(sibling)
     shared = configmap({"AUTH_URL": AUTH, "KEPT": "k", "X": "1"}, ours=("AUTH_URL", "KEPT"), shared=True)
-    apply = plan_release(view, configmap_name="gw", configmap=shared, claims=cache.claims(NS, "gw")).apply
+    apply = planner.plan_release(view, configmap_name="gw", configmap=shared, claims=cache.claims(NS, "gw")).apply
     assert apply is not None
     assert apply["data"] == {"KEPT": "k"}
     assert apply["metadata"]["resourceVersion"] == "41"
-    assert plan_release(view, configmap_name="gw", configmap=None, claims=[]) == Release(None)
+    assert planner.plan_release(view, configmap_name="gw", configmap=None, claims=[]) == planner.Release(None)
     owned = configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
-    assert plan_release(view, configmap_name="gw", configmap=owned, claims=[]) == Release(
+    assert planner.plan_release(view, configmap_name="gw", configmap=owned, claims=[]) == planner.Release(
         None
     )  # it goes with its owner
-    withdrawn = plan_release(
+    withdrawn = planner.plan_release(
         view, configmap_name="gw", configmap=configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",)), claims=[]
     )
     assert withdrawn.apply is None
