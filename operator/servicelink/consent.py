@@ -66,6 +66,29 @@ def judge_configmap_write(configmap: Mapping[str, Any] | None, *, servicelink: s
     )
 
 
+def judge_configmap_create(*, namespace: str, name: str, servicelink: str, creator: str | None) -> str | None:
+    """Return None when ServiceLink ``servicelink`` may create the missing ConfigMap ``name``, else why not.
+
+    ``creator`` is the oldest ServiceLink with a valid spec naming it (creationTimestamp,
+    then name), None when that is this one: it creates it whatever the order of
+    reconciles, and the others need its consent as for any ConfigMap they did not create.
+    """
+    if creator is None:
+        return None
+    command = render_consent_command(
+        resource="configmap",
+        name=name,
+        namespace=namespace,
+        annotation=WRITABLE_BY_ANNOTATION,
+        granted=frozenset(),
+        servicelink=servicelink,
+    )
+    return (
+        f"ConfigMap {namespace}/{name} does not exist yet: ServiceLink {namespace}/{creator}, older, creates it "
+        f"and owns it; nothing is written. To share it once it exists: {command}"
+    )
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A workload ``spec.workloads`` asks for that the ServiceLink may not roll, and why."""

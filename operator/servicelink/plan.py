@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from servicelink import conditions as c
 from servicelink.cache import linked_services
-from servicelink.consent import Skipped, judge_configmap_write, split_consumers
+from servicelink.consent import Skipped, judge_configmap_create, judge_configmap_write, split_consumers
 from servicelink.messages import summarize
 from servicelink.model import (
     API_VERSION,
@@ -24,6 +26,7 @@ from servicelink.model import (
     RolledOut,
     ServiceLinkSpec,
     WorkloadKind,
+    parse_spec,
 )
 from servicelink.render import (
     CONFIGMAP_DATA_LIMIT,
@@ -189,6 +192,21 @@ class Values:
     desired: dict[str, str]  # resolved or kept, less the keys an earlier ServiceLink holds
     conflicts: dict[str, str]  # key -> message
     siblings: frozenset[str]
+    creator: str | None = None  # the older ServiceLink that creates our ConfigMap while it is missing
+
+
+def _first_valid(claims: Sequence[Claim], world: World) -> str | None:
+    """The name of the oldest claimant whose spec is valid (the operator writes nothing for another), else None."""
+    for claim in sorted(claims, key=lambda claim: (claim.created, claim.name)):
+        body = world.servicelink(claim.namespace, claim.name)
+        if body is None:
+            continue
+        try:
+            parse_spec(body.get("spec") or {})
+        except ValidationError:
+            continue
+        return claim.name
+    return None
 
 
 def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, cluster_domain: str) -> Values:
@@ -203,7 +221,7 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
     earlier, siblings = split_claims(view, world.claims(view.namespace, spec.config_map_name))
     conflicts = sibling_conflicts(desired, earlier=earlier, namespace=view.namespace, configmap=spec.config_map_name)
     kept = {k: v for k, v in desired.items() if k not in conflicts}
-    return Values(results, services, kept, conflicts, siblings)
+    return Values(results, services, kept, conflicts, siblings, _first_valid(earlier, world))
 
 
 # --- ConfigMap -----------------------------------------------------------------------------------
@@ -251,6 +269,9 @@ def plan_write(
 ) -> Write:
     """Decide the ConfigMap write: refused without consent, refused past the size limit, else the apply.
 
+    A missing ConfigMap is created by the oldest valid ServiceLink naming it
+    (``Values.creator``); a younger one waits, refused, until it exists.
+
     A key another field manager holds and we never wrote conflicts; one it
     changed after we wrote it is taken back (``force``).
 
@@ -258,7 +279,13 @@ def plan_write(
     """
     previous = view.previous
     where = f"ConfigMap {view.namespace}/{spec.config_map_name}"
-    refusal = judge_configmap_write(configmap, servicelink=view.name, uid=view.uid)
+    refusal = (
+        judge_configmap_create(
+            namespace=view.namespace, name=spec.config_map_name, servicelink=view.name, creator=values.creator
+        )
+        if configmap is None
+        else judge_configmap_write(configmap, servicelink=view.name, uid=view.uid)
+    )
     if refusal is not None:
         return Write(Written(previous, Verdict(False, c.CONFIGMAP_NOT_SHARED, refusal), None, values.conflicts))
     plan = plan_configmap(

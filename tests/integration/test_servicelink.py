@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from objects import (
@@ -17,7 +19,7 @@ from objects import (
     wait_condition,
 )
 
-from servicelink.testing.fixtures import Cluster, OperatorProcess, wait_for
+from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 GATEWAY_LINKS = (
     {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
@@ -306,6 +308,34 @@ def test_two_servicelinks_claiming_one_key(cluster: Cluster, namespace: str, ope
         lambda: (data(cluster, namespace, "shared") or {}).get("AUTH_SERVICE_URL") == "http://auth-v2:4001",
         what="key handed over",
     )
+
+
+def test_the_oldest_servicelink_creates_a_new_configmap_whatever_the_order_of_reconciles(
+    cluster: Cluster, namespace: str, kubeconfig_env: Path, crd: Path, tmp_path: Path
+) -> None:
+    cluster.apply(
+        [service("auth-service", namespace, 3001), servicelink("z-older", namespace, "shared", *GATEWAY_LINKS[:1])]
+    )
+    time.sleep(1.2)  # creationTimestamp has 1 s resolution
+    cluster.apply(servicelink("a-younger", namespace, "shared", {"key": "OTHER_URL", "service": "auth-service"}))
+    # Started now, the operator knows both at once and queues "a-younger" first by name.
+    process = start_operator_process(kubeconfig_env, tmp_path / "operator.log")
+    try:
+        wait_condition(cluster, namespace, "z-older", "Synced", "True")
+        refused = wait_condition(cluster, namespace, "a-younger", "Synced", "False", "ConfigMapNotShared")
+        assert "kubectl annotate configmap shared" in refused["message"]  # before and after "shared" exists
+        owners = cluster.get("configmap", "shared", "-n", namespace)["metadata"]["ownerReferences"]
+        assert [ref["name"] for ref in owners] == ["z-older"]
+        assert data(cluster, namespace, "shared") == {"AUTH_SERVICE_URL": "http://auth-service:3001"}
+        # Once the older one and its ConfigMap are gone, the next oldest creates it.
+        cluster.kubectl("delete", "servicelink", "z-older", "-n", namespace, "--timeout=30s")
+        wait_condition(cluster, namespace, "a-younger", "Synced", "True", timeout=90)
+        owners = cluster.get("configmap", "shared", "-n", namespace)["metadata"]["ownerReferences"]
+        assert [ref["name"] for ref in owners] == ["a-younger"]
+        assert data(cluster, namespace, "shared") == {"OTHER_URL": "http://auth-service:3001"}
+    finally:
+        process.stop()
+        print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
 
 
 def _revisions(cluster: Cluster, namespace: str) -> dict[str, str]:

@@ -183,6 +183,49 @@ def test_a_missing_configmap_is_created_owned_and_needs_no_finalizer() -> None:
     assert write.outcome.plan.creates
 
 
+def test_a_missing_configmap_is_left_to_the_oldest_valid_servicelink_naming_it() -> None:
+    older = body("older", MONGO_LINK, created="2025-01-01T00:00:00Z")
+    mine = body("gateway", AUTH_LINK)
+    view, values = values_of(mine, world(older, mine))
+    write = planner.plan_write(view, spec=parse_spec(mine["spec"]), values=values, configmap=None)
+    assert write.apply is None
+    assert write.finalizers is None
+    assert write.outcome.verdict.reason == c.CONFIGMAP_NOT_SHARED
+    assert "ServiceLink gallery/older" in write.outcome.verdict.message
+    assert f"kubectl annotate configmap gw -n {NS} {WRITABLE_BY_ANNOTATION}=gateway" in write.outcome.verdict.message
+    assert planner.plan_recheck(write.outcome) == pytest.approx(15.0)
+    # Once it exists, owned by the older one, the ordinary consent rule refuses the same way.
+    owned = configmap({}, owner="uid-older")
+    assert planner.plan_write(view, spec=parse_spec(mine["spec"]), values=values, configmap=owned).apply is None
+
+
+@pytest.mark.parametrize(
+    "older",
+    [
+        body("older", created="2025-01-01T00:00:00Z", deletionTimestamp=T0),
+        {**body("older", created="2025-01-01T00:00:00Z"), "spec": {"configMapName": "gw", "links": [{"key": 1}]}},
+        body("younger", created="2027-01-01T00:00:00Z"),
+    ],
+    ids=["deleting", "invalid", "younger"],
+)
+def test_a_missing_configmap_is_created_when_no_older_valid_servicelink_names_it(older: dict[str, Any]) -> None:
+    mine = body("gateway", AUTH_LINK)
+    view, values = values_of(mine, world(older, mine))
+    write = planner.plan_write(view, spec=parse_spec(mine["spec"]), values=values, configmap=None)
+    assert write.apply is not None
+    assert [ref["uid"] for ref in write.apply["metadata"]["ownerReferences"]] == ["uid-gateway"]
+
+
+def test_the_next_oldest_valid_servicelink_creates_it_when_the_oldest_is_invalid() -> None:
+    invalid = {**body("first", created="2024-01-01T00:00:00Z"), "spec": {"configMapName": "gw", "links": [{}]}}
+    second = body("second", MONGO_LINK, created="2025-01-01T00:00:00Z")
+    mine = body("gateway", AUTH_LINK)
+    _, values = values_of(mine, world(invalid, second, mine))
+    assert values.creator == "second"
+    _, values = values_of(second, world(invalid, second, mine))
+    assert values.creator is None
+
+
 def test_a_shared_configmap_is_written_at_the_version_consent_was_read_and_holds_deletion() -> None:
     sl = body(finalizers=["other"])
     view, values = values_of(sl, world())
