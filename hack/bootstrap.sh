@@ -30,8 +30,8 @@ export HELM
 echo "[bootstrap] helm ready in $((SECONDS - _started))s ($HELM)" >&2
 
 # What a one-node cluster needs, made ready as root on Linux: the Debian packages (containerd,
-# runc, the CNI plugins, conntrack, iptables, docker.io, debootstrap), the node binaries (built once
-# into the cache) and the operator's and gallery's images (hack/image.sh, saved for containerd).
+# runc, the CNI plugins, conntrack, iptables, nftables, docker.io, debootstrap), the node binaries
+# (built once into the cache) and the operator's and gallery's images (hack/image.sh, saved for containerd).
 # Elsewhere nothing is installed, and the node tests say what is missing.
 IMAGES_DIR="${SERVICELINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/servicelink}/image/saved"
 prepare_node() {
@@ -55,6 +55,7 @@ install_node_packages() {
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
   command -v conntrack >/dev/null || missing+=(conntrack)
   command -v iptables >/dev/null || missing+=(iptables)
+  command -v nft >/dev/null || missing+=(nftables) # kube-proxy's nftables mode
   command -v dockerd >/dev/null || missing+=(docker.io)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   [ ${#missing[@]} -gt 0 ] || return 0

@@ -33,7 +33,7 @@ trap stop_dockerd EXIT
 
 start_dockerd() { # $1: storage driver; fails when the daemon does not answer within 30 s
   mkdir -p "$CACHE/docker"
-  dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver="$1" \
+  dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none --storage-driver="$1" \
     --data-root="$CACHE/docker/data-$1" --exec-root="$CACHE/docker/exec" \
     --pidfile="$CACHE/docker/dockerd.pid" --host="unix://$CACHE/docker/docker.sock" \
     >>"$CACHE/docker/dockerd.log" 2>&1 &

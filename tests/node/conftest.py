@@ -2,6 +2,11 @@
 
 They need root on Linux and the Debian packages ``hack/test.sh`` installs. In CI a
 machine that cannot run a node fails with the reason; elsewhere the tests skip with it.
+
+For the whole session a capture on the host counts every frame the node sends
+over its link to anywhere but the link's subnet, and every packet of the
+cluster's ranges on the host's other interfaces; the host's firewall, routes,
+links and sysctls are read before ``up`` and compared after ``down``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,18 @@ from pathlib import Path
 import pytest
 
 from servicelink.testing.assets import default_cache_root
-from servicelink.testing.node import Node, down, leftovers, missing_prerequisites, up
+from servicelink.testing.capture import Capture
+from servicelink.testing.node import (
+    CLUSTER_RANGES,
+    HOST_LINK,
+    LINK_SUBNET,
+    Node,
+    down,
+    host_network_state,
+    leftovers,
+    missing_prerequisites,
+    up,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -38,7 +54,22 @@ def _saved_images() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def node() -> Iterator[Node]:
+def host_before() -> dict[str, str]:
+    """The host's firewall, routes, links and sysctls before the node first starts."""
+    return host_network_state()
+
+
+@pytest.fixture(scope="session")
+def capture() -> Iterator[Capture]:
+    """Every frame the node sends towards the host, or off it, for the whole session."""
+    if os.geteuid() != 0:
+        pytest.skip("capturing frames needs root")
+    with Capture(link=HOST_LINK, link_subnet=LINK_SUBNET, watched=CLUSTER_RANGES) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def node(host_before: dict[str, str], capture: Capture) -> Iterator[Node]:
     """The one node of this machine, with both images imported; torn down, and checked clean, at the end."""
     missing = missing_prerequisites()
     if missing:
@@ -54,3 +85,6 @@ def node() -> Iterator[Node]:
         down()
         left = leftovers()
         assert not left, f"down left behind: {left}"
+        assert host_network_state() == host_before, "down left the host's network changed"
+        print(f"\n[servicelink] capture, up to down: {capture.summary()}", file=sys.stderr)
+        assert not capture.snapshot()[1], "the node sent packets it must not"

@@ -10,7 +10,7 @@ gateway -> app-service -> mongodb, and gateway -> auth-service on ``/auth``.
 - ``worker``: polls ``$APP_SERVICE_URL`` every 2 s; ``/`` shows the last poll.
 - ``tcp``: a stub database that greets each connection (mongodb, redis).
 - ``probe``: calls each URL in ``$TARGETS`` every ``$INTERVAL`` seconds (0.1) and prints one
-  JSON line per call: when, which URL, whether it succeeded, and the answer.
+  JSON line per call: when, which URL, how long it took, whether it succeeded, and the answer.
 
 ``/healthz`` is liveness; ``/ready`` is readiness and checks the role's own upstreams, so a
 pod whose URL is wrong never becomes Ready. ``/env`` shows the URLs the pod started with.
@@ -18,6 +18,7 @@ pod whose URL is wrong never becomes Ready. ``/env`` shows the URLs the pod star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -127,12 +129,18 @@ def _probe_forever() -> None:
     while True:
         started = time.time()
         for url in targets:
-            line: dict[str, object] = {"t": round(time.time(), 3), "url": url}
+            began = time.time()
+            line: dict[str, object] = {"t": round(began, 3), "url": url}
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     line.update(ok=True, answer=json.load(response))
+            except urllib.error.HTTPError as error:  # a gateway's answer says why its upstream failed
+                line.update(ok=False, error=f"HTTPError: {error}")
+                with contextlib.suppress(ValueError, OSError):
+                    line["answer"] = json.loads(error.read())
             except Exception as error:
                 line.update(ok=False, error=f"{type(error).__name__}: {error}")
+            line["s"] = round(time.time() - began, 3)
             print(json.dumps(line), flush=True)
         time.sleep(max(0.0, interval - (time.time() - started)))
 

@@ -254,15 +254,19 @@ def start_control_plane(
     extra_apiserver_args: Sequence[str] = (),
     extra_controllers: Sequence[str] = (),
     advertise_address: str | None = None,
+    command_prefix: Sequence[str] = (),
     detached: bool = False,
     timeout: float = 60.0,
 ) -> ControlPlane:
     """Start etcd, kube-apiserver and (by default) kube-controller-manager; return when ready.
 
-    With ``advertise_address`` the API server listens on every interface and
+    With ``advertise_address`` the API server listens on every interface,
     advertises that address, so pods reach it through the ``kubernetes``
-    Service. ``detached`` processes outlive this one (a cluster started by a
-    command that then exits); each writes its PID next to its log.
+    Service, and the kubeconfig calls it there. ``command_prefix`` runs each
+    component through a wrapper (``nsenter`` into a network namespace, say,
+    from which this process reaches ``advertise_address``). ``detached``
+    processes outlive this one (a cluster started by a command that then
+    exits); each writes its PID next to its log.
 
     Raises ``TimeoutError`` or ``RuntimeError`` naming the log folder when a
     component does not come up; whatever was started is stopped first.
@@ -279,7 +283,7 @@ def start_control_plane(
     token = secrets.token_hex(16)
     (pki / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
     etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
-    server = f"https://127.0.0.1:{api_port}"
+    server = f"https://{advertise_address or '127.0.0.1'}:{api_port}"
     kubeconfig = root / "kubeconfig"
     kubeconfig.write_text(_kubeconfig(server, pki / "ca.crt", token))
     plane = ControlPlane(
@@ -348,6 +352,7 @@ def start_control_plane(
             log_dir / "kube-controller-manager.log",
         )
     for process in plane.processes.values():
+        process.args[:0] = command_prefix
         process.detached = detached
     if not detached:
         _live.append(plane)

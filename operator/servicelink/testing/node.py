@@ -2,11 +2,18 @@
 
 On top of the local control plane (etcd, kube-apiserver, kube-controller-manager
 with the node-lifecycle and root-CA publisher controllers) it runs containerd,
-the kubelet, kube-scheduler, kube-proxy, the CNI bridge and CoreDNS, so pods run,
-resolve Service names and reach ClusterIPs and the API server. Images are
-imported into containerd from tarballs; nothing is pulled.
+the kubelet, kube-scheduler, kube-proxy (nftables mode), the CNI bridge and
+CoreDNS, so pods run, resolve Service names and reach ClusterIPs and the API
+server. Images are imported into containerd from tarballs; nothing is pulled.
 
-One node per machine: the kubelet's ports and the host's iptables are global.
+All of it runs in a network namespace of its own, whose one link to the host is
+a veth pair on a /30 of the benchmarking range 198.18.0.0/15. Inside there is
+no default route: a packet for anything but that /30, the pod range and a
+Service that kube-proxy knows is refused inside, never sent off the machine. The
+host's firewall, routes and network sysctls are never touched; the host reaches
+the API server at ``NODE_ADDRESS`` over the link.
+
+One node per machine: the link's names and the kubelet's cgroups are global.
 Every process is detached and recorded by PID under the state folder, so
 ``down`` works from any process, after any component was killed, any number
 of times, and leaves the host as ``up`` found it.
@@ -23,7 +30,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -40,11 +46,17 @@ POD_CIDR = "10.244.0.0/24"
 DNS_IP = "10.96.0.10"  # in the control plane's service range, 10.96.0.0/16
 PAUSE_IMAGE = "localhost/servicelink/pause:1"
 COREDNS_IMAGE = "localhost/servicelink/coredns:1"
-# Ports the node's components listen on: fixed, so a second node cannot share the machine.
-PORTS = {10250: "kubelet", 10248: "kubelet healthz", 10249: "kube-proxy metrics", 10256: "kube-proxy healthz"}
+# The node's one link to the host: the host's end, the node's end, their addresses and subnet.
+HOST_LINK, NODE_LINK, SERVICES_LINK = "sl-host", "sl-node", "sl-services"
+SERVICE_RANGE = "10.96.0.0/16"  # the control plane's --service-cluster-ip-range
+HOST_ADDRESS, NODE_ADDRESS = "198.18.0.1", "198.18.0.2"
+LINK_SUBNET = "198.18.0.0/30"
+# Where the cluster's addresses live: the Service range and the pod range, routed only inside.
+CLUSTER_RANGES = ("10.96.0.0/12", "10.244.0.0/16")
 _COMPONENTS = ("containerd", "kubelet", "kube-scheduler", "kube-proxy")
 _CONTROL_PLANE = ("kube-controller-manager", "kube-apiserver", "etcd")
-# The kubelet always sets these (no opt-out), and kube-proxy sets route_localnet: saved and restored.
+# The kubelet always sets these (no opt-out), and no namespace holds them: saved and restored.
+# The net.* ones that the kubelet, kube-proxy and the CNI plugins set are the node namespace's own.
 _SYSCTLS = (
     "vm.overcommit_memory",
     "vm.panic_on_oom",
@@ -52,9 +64,7 @@ _SYSCTLS = (
     "kernel.panic_on_oops",
     "kernel.keys.root_maxkeys",
     "kernel.keys.root_maxbytes",
-    "net.ipv4.conf.all.route_localnet",
 )
-_KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 
 
 class NodeError(RuntimeError):
@@ -88,22 +98,15 @@ def missing_prerequisites() -> list[str]:
     if platform.system() != "Linux":
         return [f"Linux (this is {platform.system()})"]
     missing = [] if os.geteuid() == 0 else ["root (the kubelet and containerd manage mounts, cgroups and iptables)"]
-    for binary in ("containerd", "ctr", "runc", "iptables", "conntrack", "ip", "mount"):
+    for binary in ("containerd", "ctr", "runc", "iptables", "conntrack", "ip", "mount", "nsenter", "unshare"):
         if shutil.which(binary) is None:
             missing.append(f"the {binary} command")
+    if shutil.which("nft") is None:
+        missing.append("the nft command (Debian: nftables), for kube-proxy's nftables mode")
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
         if not os.access(f"/usr/lib/cni/{plugin}", os.X_OK):
             missing.append(f"the CNI plugin /usr/lib/cni/{plugin} (Debian: containernetworking-plugins)")
     return missing
-
-
-def node_ip() -> str:
-    """Return the address this machine's default route leaves from: the node's InternalIP."""
-    route = subprocess.run(["ip", "-4", "route", "get", "192.0.2.1"], capture_output=True, text=True).stdout
-    found = re.search(r"\bsrc (\S+)", route)
-    if not found:
-        raise NodeError("no IPv4 route: the node needs an address pods can reach it on")
-    return found.group(1)
 
 
 def _pid(state: Path, name: str) -> int | None:
@@ -123,16 +126,6 @@ def running_components(state: Path | None = None) -> list[str]:
     return [name for name in (*_COMPONENTS, *_CONTROL_PLANE) if _pid(folder, name) is not None]
 
 
-def _port_taken(port: int) -> bool:
-    """Whether anything listens on ``port``, on any address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-        return False
-
-
 def _say(message: str) -> None:
     print(f"[node] {message}", file=sys.stderr, flush=True)
 
@@ -145,6 +138,124 @@ def _wait(what: str, check: Callable[[], object], *, timeout: float, state: Path
                 return
         time.sleep(0.3)
     raise NodeError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {state / 'logs'}")
+
+
+# --- the network namespace ------------------------------------------------------------------------
+
+
+def _netns(state: Path) -> Path:
+    """The node's network namespace, kept by a bind mount on this file of the state folder."""
+    return state / "netns"
+
+
+def _inside(state: Path) -> list[str]:
+    """The command prefix that runs a program in the node's network namespace, and in no other of its own.
+
+    ``nsenter --net`` switches that namespace only: ``ip netns exec`` would also
+    remount ``/sys`` in a new mount namespace, hiding the cgroups the kubelet uses.
+    """
+    return ["nsenter", f"--net={_netns(state)}", "--"]
+
+
+def _has_netns(state: Path) -> bool:
+    return os.path.ismount(_netns(state))
+
+
+def _link_exists(name: str) -> bool:
+    return _run_quietly("ip", "link", "show", name).returncode == 0
+
+
+def _run_checked(*args: str) -> None:
+    done = _run_quietly(*args)
+    if done.returncode != 0:
+        raise NodeError(f"{' '.join(args)} failed: {done.stderr.strip()}")
+
+
+def _make_network(state: Path) -> None:
+    """Make the node's namespace and its one link to the host; inside, nothing routes off the link's /30.
+
+    IPv6 is off on both ends of the link, so neither sends router solicitations
+    or multicast reports across it; the host's own settings are left alone.
+    """
+    netns = _netns(state)
+    netns.touch()
+    _run_checked("unshare", f"--net={netns}", "true")
+    inside = _inside(state)
+    # Made inside with its peer moved out to this process's namespace: the host gets only its end.
+    _run_checked(*inside, "ip", "link", "add", NODE_LINK, "type", "veth", "peer", "name", HOST_LINK,
+                 "netns", str(os.getpid()))  # fmt: skip
+    _run_quietly("sysctl", "-w", f"net.ipv6.conf.{HOST_LINK}.disable_ipv6=1")
+    _run_quietly(*inside, "sysctl", "-w", f"net.ipv6.conf.{NODE_LINK}.disable_ipv6=1")
+    _run_checked("ip", "address", "add", f"{HOST_ADDRESS}/30", "dev", HOST_LINK)
+    _run_checked("ip", "link", "set", HOST_LINK, "up")
+    _run_checked(*inside, "ip", "link", "set", "lo", "up")
+    _run_checked(*inside, "ip", "address", "add", f"{NODE_ADDRESS}/30", "dev", NODE_LINK)
+    _run_checked(*inside, "ip", "link", "set", NODE_LINK, "up")
+    # The Service range leads to a bridge with no ports (a dead end, like a dummy link, which this
+    # kernel may lack), so that a packet for a port that no Service serves reaches kube-proxy's
+    # reject rule in the forward hook. With no route at all it would be dropped before that hook,
+    # its sender answered at most once a second, and calls would time out.
+    _run_checked(*inside, "ip", "link", "add", SERVICES_LINK, "type", "bridge")
+    _run_checked(*inside, "ip", "link", "set", SERVICES_LINK, "up")
+    _run_checked(*inside, "ip", "route", "add", SERVICE_RANGE, "dev", SERVICES_LINK)
+
+
+def _processes_inside(state: Path) -> list[int]:
+    """The processes whose network namespace is the node's."""
+    try:
+        node = os.stat(_netns(state))
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                mine = os.stat(entry / "ns" / "net")
+                if (mine.st_dev, mine.st_ino) == (node.st_dev, node.st_ino):
+                    found.append(int(entry.name))
+    return found if _has_netns(state) else []
+
+
+def _remove_network(state: Path) -> None:
+    """Delete the link (both ends go together) and let the namespace go with its mount and last process."""
+    netns = _netns(state)
+    if _has_netns(state):
+        if _link_exists(HOST_LINK):
+            _run_quietly("ip", "link", "delete", HOST_LINK)
+        if _run_quietly("umount", str(netns)).returncode != 0:
+            _run_quietly("umount", "-l", str(netns))
+    netns.unlink(missing_ok=True)
+
+
+def host_network_state() -> dict[str, str]:
+    """What a node must leave as it found it: the host's firewall, routes, links and the sysctls it may touch.
+
+    Counters and the dated comments of ``iptables-save`` are dropped; a command
+    that is missing reads as its error, the same before and after.
+    """
+    commands = {
+        "iptables-save": ["iptables-save"],
+        "ip6tables-save": ["ip6tables-save"],
+        "nft list ruleset": ["nft", "list", "ruleset"],
+        "ip route": ["ip", "route"],
+        "ip -6 route": ["ip", "-6", "route"],
+        "ip -br link": ["ip", "-br", "link"],
+        "sysctl": [
+            "sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet", "net.ipv4.conf.all.forwarding",
+            "net.ipv6.conf.all.forwarding", *_SYSCTLS,
+        ],
+    }  # fmt: skip
+    state = {}
+    for name, command in commands.items():
+        try:
+            done = _run_quietly(*command)
+            text = done.stdout + done.stderr
+        except FileNotFoundError as error:
+            text = str(error)
+        if name.endswith("-save"):
+            text = re.sub(r"\[\d+:\d+\]", "", "\n".join(line for line in text.splitlines() if not line.startswith("#")))
+        state[name] = text
+    return state
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -304,12 +415,14 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
 hairpinMode: hairpin-veth
 """
     )
+    # nftables mode rejects a packet for a ClusterIP port that no Service serves, where iptables
+    # mode lets it follow the routes (kubernetes/kubernetes#22952): refused at once, as in a cluster.
     (state / "etc" / "kube-proxy.yaml").write_text(
         f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {{kubeconfig: {kubeconfig}}}
 hostnameOverride: {NODE_NAME}
-mode: iptables
+mode: nftables
 clusterCIDR: 10.244.0.0/16
 oomScoreAdj: 0
 metricsBindAddress: 127.0.0.1:10249
@@ -392,9 +505,10 @@ def _coredns_objects() -> str:
 
 
 def _start(state: Path, name: str, args: Sequence[str]) -> None:
+    """Start component ``name`` detached, in the node's network namespace, and record its PID."""
     log = (state / "logs" / f"{name}.log").open("ab")
     process = subprocess.Popen(
-        list(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        [*_inside(state), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
     log.close()
     (state / "run" / f"{name}.pid").write_text(f"{process.pid}\n")
@@ -410,9 +524,11 @@ def _check_can_start(state: Path) -> None:
             f"a node is already running here ({', '.join(running)}; state in {state}): "
             "use it, or stop it first with `hack/cluster.sh down`"
         )
-    for port, what in PORTS.items():
-        if _port_taken(port):
-            raise NodeError(f"port {port} ({what}) is already taken on this machine: stop what listens there")
+    if _link_exists(HOST_LINK) and not _has_netns(state):
+        raise NodeError(
+            f"another node runs on this machine (the host has its link {HOST_LINK}), and there is one node per "
+            "machine: use it, or stop it first with `hack/cluster.sh down`"
+        )
 
 
 def _ctr(state: Path, *args: str) -> str:
@@ -449,10 +565,11 @@ def up(*, images: Iterable[Path] = (), state: Path | None = None) -> Node:
 
 
 def _bring_up(state: Path, control: Assets, binaries: Assets, images: Iterable[Path], started: float) -> Node:
-    ip = node_ip()
+    ip = NODE_ADDRESS
     kubeconfig = state / "kubeconfig"
     saved = subprocess.run(["sysctl", *_SYSCTLS], capture_output=True, text=True, check=True).stdout
     (state / "run" / "sysctl.saved").write_text(saved)
+    _make_network(state)
     _write_configs(state, ip, kubeconfig)
 
     _start(state, "containerd", ["containerd", "--config", str(state / "etc" / "containerd.toml")])
@@ -465,6 +582,7 @@ def _bring_up(state: Path, control: Assets, binaries: Assets, images: Iterable[P
     plane = start_control_plane(
         workdir=state / "cp",
         advertise_address=ip,
+        command_prefix=_inside(state),
         extra_apiserver_args=["--kubelet-preferred-address-types=InternalIP,Hostname"],
         extra_controllers=("node-lifecycle-controller", "root-ca-certificate-publisher-controller"),
         detached=True,
@@ -548,7 +666,7 @@ def _remove_pods(state: Path) -> None:
     crictl = binaries.path("crictl")
     sock = f"unix://{state / 'run' / 'containerd.sock'}"
     started_here = False
-    if _pid(state, "containerd") is None and (state / "containerd" / "state").exists():
+    if _pid(state, "containerd") is None and (state / "containerd" / "state").exists() and _has_netns(state):
         # A killed containerd still owns sandboxes: bring it back just to remove them.
         _start(state, "containerd", ["containerd", "--config", str(state / "etc" / "containerd.toml")])
         started_here = True
@@ -573,19 +691,13 @@ def _processes_naming(folder: Path) -> dict[int, bytes]:
     return found
 
 
-def _chains(iptables: str, table: str) -> list[str]:
-    """The KUBE-* and CNI-* chains of one table."""
-    listing = _run_quietly(iptables, "-t", table, "-S").stdout
-    return re.findall(r"^-N ((?:KUBE|CNI)-\S+)", listing, re.MULTILINE)
-
-
 def _mounts_under(folder: Path) -> list[str]:
     return [m for m in _run_quietly("findmnt", "-rn", "-o", "TARGET").stdout.split() if m.startswith(str(folder))]
 
 
 def _kill_leftovers(state: Path) -> None:
-    """SIGKILL every process that still refers to the state folder (shims) or lives in a pod cgroup."""
-    pids = set(_processes_naming(state))
+    """SIGKILL every process that refers to the state folder (shims), lives in a pod cgroup or the node's netns."""
+    pids = set(_processes_naming(state)) | set(_processes_inside(state))
     for procs in Path("/sys/fs/cgroup").glob("*/kubepods/**/cgroup.procs"):
         with contextlib.suppress(OSError):
             pids.update(int(p) for p in procs.read_text().split())
@@ -593,22 +705,6 @@ def _kill_leftovers(state: Path) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _clean_iptables() -> None:
-    """Remove the chains the kubelet and the CNI plugins add (kube-proxy --cleanup removes its own)."""
-    for iptables in ("iptables", "ip6tables"):
-        for chain in ("INPUT", "OUTPUT"):
-            _run_quietly(iptables, "-t", "filter", "-D", chain, "-j", "KUBE-FIREWALL")
-        for table in ("filter", "nat", "mangle"):
-            for rule in _run_quietly(iptables, "-t", table, "-S").stdout.splitlines():
-                if rule.startswith("-A ") and re.search(r" -j (KUBE-|CNI-)", rule):
-                    _run_quietly(iptables, "-t", table, *rule.replace("-A ", "-D ", 1).split())
-            chains = _chains(iptables, table)
-            for chain in chains:
-                _run_quietly(iptables, "-t", table, "-F", chain)
-            for chain in chains:
-                _run_quietly(iptables, "-t", table, "-X", chain)
 
 
 def _unmount_under(folder: Path) -> None:
@@ -634,8 +730,9 @@ def down(*, state: Path | None = None, quiet: bool = False) -> None:
 
     Pods first (while the kubelet runs, so volumes and networks are torn down
     in order), then every component by its recorded PID, then whatever a killed
-    component left: sandboxes, shims, iptables chains, the ``cni0`` bridge,
-    mounts, cgroups, log links and sysctls.
+    component left: sandboxes, shims, the network namespace with its link (and
+    with them every firewall rule, route and bridge made inside), mounts,
+    cgroups, log links and sysctls.
     """
     folder = state or default_state_dir()
     if not folder.exists():
@@ -654,14 +751,11 @@ def down(*, state: Path | None = None, quiet: bool = False) -> None:
         _stop(folder, name)
     _remove_pods(folder)
     _stop(folder, "kube-proxy")
-    binaries = find_node_assets()
-    if binaries is not None:
-        _run_quietly(binaries.path("kube-proxy"), "--cleanup")
     _stop(folder, "containerd")
     for name in _CONTROL_PLANE:
         _stop(folder, name)
     _kill_leftovers(folder)
-    _clean_iptables()
+    _remove_network(folder)
     saved = folder / "run" / "sysctl.saved"
     if saved.exists():
         for line in saved.read_text().splitlines():
@@ -669,8 +763,6 @@ def down(*, state: Path | None = None, quiet: bool = False) -> None:
             _run_quietly("sysctl", "-w", f"{key}={value}")
         saved.unlink()
     _unmount_under(folder)
-    if _run_quietly("ip", "link", "show", "cni0").returncode == 0:
-        _run_quietly("ip", "link", "delete", "cni0")
     containers_log = Path("/var/log/containers")
     if containers_log.is_dir():
         for link in containers_log.iterdir():
@@ -700,11 +792,10 @@ def leftovers(state: Path | None = None) -> list[str]:
     """Say what of a node is still on this host; an empty list means ``down`` left it clean."""
     folder = state or default_state_dir()
     found = [f"process {name}" for name in running_components(folder)]
-    if _run_quietly("ip", "link", "show", "cni0").returncode == 0:
-        found.append("the cni0 bridge")
-    for iptables in ("iptables", "ip6tables"):
-        for table in ("filter", "nat", "mangle"):
-            found += [f"{iptables} chain {table}/{chain}" for chain in _chains(iptables, table)]
+    found += [f"the link {name}" for name in (HOST_LINK, "cni0") if _link_exists(name)]
+    if _has_netns(folder):
+        found.append(f"the network namespace {_netns(folder)}")
+    found += [f"process {pid} in the node's network namespace" for pid in _processes_inside(folder)]
     found += [f"mount {m}" for m in _mounts_under(folder)]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
     found += [f"process {pid}: {cmdline[:80]!r}" for pid, cmdline in _processes_naming(folder).items()]
