@@ -1,5 +1,5 @@
-# Sourced by the other scripts: a virtual environment with the project and its test extras,
-# installed from the project's own files, the control-plane binaries and helm (built once, cached).
+# Sourced by the other scripts: a virtual environment with the project and its test and docs
+# extras, installed from the project's own files, the control-plane binaries and helm (built once, cached).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,7 +12,7 @@ fi
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+  "$VENV/bin/python" -m pip install --quiet -e '.[test,docs]'
   touch "$stamp"
 fi
 echo "[bootstrap] python environment ready in $((SECONDS - _started))s ($VENV)" >&2

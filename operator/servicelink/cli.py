@@ -12,7 +12,8 @@ from servicelink.settings import OPTIONS, Settings, SettingsError, load_settings
 from servicelink.tools import commands as tools
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the `servicelink` command (docs/reference/cli.md is generated from it)."""
     # Flags are read as text and checked by settings.load_settings, like the environment;
     # no flag has a default here, so one left out falls back to its variable.
     defaults = Settings()
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         demo.main(argv[1:])
         return
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if hasattr(args, "tool"):
         sys.exit(args.tool(args))
     try:

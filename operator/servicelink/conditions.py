@@ -36,6 +36,28 @@ ROLLOUT_IN_PROGRESS = "RolloutInProgress"
 ROLLOUT_STALLED = "RolloutStalled"
 WAITING_FOR_ENDPOINTS = "WaitingForEndpoints"
 
+# Each condition type and the reasons it carries, in the order the status lists them. A False Ready
+# carries the reason of the first condition that fails. docs/reference/servicelink-fields.md is
+# generated from these two tables, and test_conditions.py keeps every reason above in one of them.
+REASONS: dict[str, tuple[str, ...]] = {
+    READY: (RECONCILED, INVALID_SPEC),
+    RESOLVED_TYPE: (ALL_SERVICES_FOUND, SERVICE_NOT_FOUND, PORT_NOT_FOUND, CROSS_NAMESPACE_FORBIDDEN),
+    SYNCED: (CONFIGMAP_UP_TO_DATE, KEY_CONFLICT, CONFIGMAP_TOO_LARGE, WRITE_FAILED, CONFIGMAP_NOT_SHARED),
+    ROLLED_OUT: (
+        WORKLOADS_UPDATED,
+        NO_CHANGE,
+        ROLLOUT_DISABLED,
+        ROLLOUT_FAILED,
+        WORKLOAD_NOT_OPTED_IN,
+        ROLLOUT_IN_PROGRESS,
+        ROLLOUT_STALLED,
+        WAITING_FOR_ENDPOINTS,
+    ),
+}
+# The reasons of an entry of status.links that did not resolve or was not written. A resolved link's
+# reason (RESOLVED) stays inside the operator: its entry carries none.
+LINK_REASONS: tuple[str, ...] = (SERVICE_NOT_FOUND, PORT_NOT_FOUND, CROSS_NAMESPACE_FORBIDDEN, KEY_CONFLICT)
+
 
 def merge_conditions(current: Sequence[Condition], desired: Sequence[Condition], *, now: str) -> list[Condition]:
     """Return ``desired`` with ``lastTransitionTime`` carried over where the status did not flip.

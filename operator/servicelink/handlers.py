@@ -141,8 +141,8 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.networking.request_timeout = 60.0
     # kopf keeps a task per object for this long after its last event, holding that event's
     # body. The initial listing replays every Service and workload at once; at 5 s (the
-    # default) they all live together. 0.1 s against 1 s: 2-4 MB less peak RSS (README,
-    # Performance); a later event starts a new task, which costs microseconds.
+    # default) they all live together. 0.1 s against 1 s: 2-4 MB less peak RSS (docs/explanation/
+    # performance.md); a later event starts a new task, which costs microseconds.
     settings.queueing.idle_timeout = 0.1
     # kopf lists each watched kind and namespace in one response by default, and all of them
     # at once; in pages of 50, fewer bodies are decoded and waiting at a time: 2 MB less.

@@ -62,7 +62,7 @@ _TIMEOUT = (5.0, 15.0)
 _LIST_TIMEOUT = (5.0, 120.0)
 # Paths, not the client's generated API classes: those (CoreV1Api and the rest, every
 # method a pydantic validate_call naming the models it serves) cost 27 MB of the
-# operator's memory on import, measured beside Reloader (README, Performance).
+# operator's memory on import, measured beside Reloader (docs/explanation/performance.md).
 # kind -> (API prefix, resource): lists are <prefix>/<resource> or <prefix>/namespaces/<ns>/<resource>.
 _LISTERS: dict[ListedKind, tuple[str, str]] = {
     "ServiceLink": (f"/apis/{GROUP}/{VERSION}", PLURAL),

@@ -1,6 +1,6 @@
 """Process-wide memory limits of ``servicelink run``, each with the measurement behind it (no I/O).
 
-Measured beside Reloader (README, Performance) at 1,000 Services and 200
+Measured beside Reloader (docs/explanation/performance.md) at 1,000 Services and 200
 consumers in 5 namespaces: peak RSS 98.5 MB before these limits and kopf's two
 settings in ``handlers.configure_kopf``, 80 MB after.
 """

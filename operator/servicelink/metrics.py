@@ -1,4 +1,8 @@
-"""Prometheus metrics of the operator, served by ``servicelink run`` (the server does I/O)."""
+"""Prometheus metrics of the operator, served by ``servicelink run`` (the server does I/O).
+
+Every metric is a module-level object here, its help text the one a user reads in /metrics and in
+docs/reference/metrics.md (generated from this module by ``python -m servicelink.reference``).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,23 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from servicelink.workqueue import TRIGGERED_AT
 
-RECONCILES = Counter("servicelink_reconciles_total", "ServiceLink reconciles, by result", ["result"])
+RECONCILES = Counter("servicelink_reconciles_total", "ServiceLink reconciles, by result (ok or error)", ["result"])
 RECONCILE_SECONDS = Histogram(
     "servicelink_reconcile_duration_seconds",
     "Time one reconcile takes",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-ERRORS = Counter("servicelink_errors_total", "Failed reconciles, by reason", ["reason"])
+ERRORS = Counter(
+    "servicelink_errors_total",
+    "Failed reconciles, by reason (the exception type); each is retried with backoff",
+    ["reason"],
+)
 VALUES_CHANGED = Counter("servicelink_values_changed_total", "ConfigMap values written with a new value")
-ROLLOUTS = Counter("servicelink_rollouts_total", "Pod templates patched to roll a workload, by kind", ["kind"])
+ROLLOUTS = Counter(
+    "servicelink_rollouts_total",
+    "Pod templates patched to roll a workload, by kind (Deployment, StatefulSet, DaemonSet)",
+    ["kind"],
+)
 PROPAGATION = Histogram(
     "servicelink_propagation_seconds",
     "From the first Service or ServiceLink change observed to the ConfigMap written (stage=configmap) "

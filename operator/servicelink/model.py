@@ -390,7 +390,10 @@ class Condition(_Strict):
 
     type: str = Field(description="Ready, Resolved, Synced or RolledOut.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="A CamelCase reason; the README's troubleshooting table explains each.")
+    reason: str = Field(
+        description="A CamelCase reason; the docs' field reference lists each condition's, the troubleshooting guide"
+        " explains them."
+    )
     message: str = Field(default="", description="Human-readable detail naming the object and the fix.")
     observed_generation: int | None = Field(
         default=None,

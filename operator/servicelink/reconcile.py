@@ -102,7 +102,7 @@ class Reconciler:
     is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Each ConfigMap as our last apply (or read) returned it. A change then writes without
-    # reading first, guarded by that resourceVersion: one round trip less (README, Performance).
+    # reading first, guarded by that resourceVersion: one round trip less (docs/explanation/performance.md).
     _configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _writing: set[tuple[str, str]] = field(default_factory=set)  # reconciling, ConfigMap not yet written
     _owed: dict[tuple[WorkloadKind, str, str], list[_Share]] = field(default_factory=dict)

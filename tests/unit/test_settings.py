@@ -100,13 +100,13 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         *("--workers", "4", "--watch-inactivity-seconds", "30", "--log-format", "json"),
         *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
     ]
-    flags = cli._flags(cli._parser().parse_args(argv))
+    flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}
     assert load_settings(flags=flags, environ=environ).settings == EVERY_SETTING
 
 
 def test_a_flag_left_out_falls_back_to_its_variable_then_the_default() -> None:
-    flags = cli._flags(cli._parser().parse_args(["run", "--workers", "3", "--no-leader-elect"]))
+    flags = cli._flags(cli.build_parser().parse_args(["run", "--workers", "3", "--no-leader-elect"]))
     loaded = load_settings(flags=flags, environ={"SERVICELINK_RESYNC_SECONDS": "60", "SERVICELINK_LEADER_ELECT": "1"})
     assert loaded.settings == Settings(workers=3, resync_seconds=60.0)
 

@@ -67,9 +67,9 @@ def test_states_and_external_names_without_consumers(capsys: pytest.CaptureFixtu
     assert '  ConfigMap_shop_shop_config -.->|"OTHER_URL: forbidden"| Service_elsewhere_closed' in lines
 
 
-def test_the_readme_shows_the_graph_the_command_draws() -> None:
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+def test_the_cli_reference_shows_the_graph_the_command_draws() -> None:
+    page = (REPO / "docs" / "reference" / "cli.md").read_text()
+    block = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
     assert block == (GOLDEN / "graph-gallery.mmd").read_text()
 
 

@@ -1,6 +1,6 @@
 """Check every service address a workload reads against the cluster, with the fix for each problem (pure).
 
-The checks and fixes are the README's troubleshooting table (itself grown from
+The checks and fixes are the troubleshooting table of docs/how-to/troubleshoot.md (itself grown from
 the seed's "Common Issues & Solutions").
 """
 

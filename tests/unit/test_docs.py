@@ -1,0 +1,77 @@
+"""The README stays short, the docs carry no project history, and every page under docs/ is in the site's nav."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+USER_PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *DOCS.rglob("*.md")])
+
+# Our own issue numbers and commits are history, not documentation. Upstream references stay
+# allowed as full URLs (kubernetes/kubernetes#22952 is preceded by a word character, so it passes),
+# and so does hex in code, such as a sha256 digest or a config hash: only "commit <hex>" is flagged.
+HISTORY = re.compile(
+    r"\bissues?\s+#?\d+"  # "issue 15", "issues 12 and 14"
+    r"|(?<![\w/])#\d+\b"  # "#123"
+    r"|\bcommits?\s+`?[0-9a-f]{7,40}\b",  # "commit a8d1167"
+    re.IGNORECASE,
+)
+
+
+class _MkDocsLoader(yaml.SafeLoader):
+    """A safe loader that reads mkdocs.yml's `!!python/name:` tags as plain strings."""
+
+
+_MkDocsLoader.add_multi_constructor(
+    "tag:yaml.org,2002:python/name:", lambda _loader, suffix, _node: f"python/name:{suffix}"
+)
+
+
+def _nav_pages(entries: Any) -> Iterator[str]:
+    if isinstance(entries, str):
+        yield entries
+    elif isinstance(entries, list):
+        for entry in entries:
+            yield from _nav_pages(entry)
+    elif isinstance(entries, dict):
+        for value in entries.values():
+            yield from _nav_pages(value)
+
+
+def test_the_readme_fits_on_a_few_screens() -> None:
+    assert len((REPO / "README.md").read_text().splitlines()) <= 260
+
+
+@pytest.mark.parametrize("page", USER_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_no_page_names_our_issues_or_commits(page: Path) -> None:
+    found = [
+        f"line {number}: {match.group(0)!r}"
+        for number, line in enumerate(page.read_text().splitlines(), start=1)
+        for match in HISTORY.finditer(line)
+    ]
+    assert found == []
+
+
+def test_the_history_pattern_flags_history_and_spares_upstream_links_and_digests() -> None:
+    assert HISTORY.search("Upgrade notes (issue 15)")
+    assert HISTORY.search("fixed in #123")
+    assert HISTORY.search("The migration (commit a8d1167) replaces")
+    assert not HISTORY.search("https://github.com/kubernetes/kubernetes/issues/22952")
+    assert not HISTORY.search("kubernetes/kubernetes#22952")
+    assert not HISTORY.search("sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+    assert not HISTORY.search("hash a191b442; see [Status](#status)")
+
+
+def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
+    config = yaml.load((REPO / "mkdocs.yml").read_text(), Loader=_MkDocsLoader)
+    in_nav = list(_nav_pages(config["nav"]))
+    on_disk = sorted(str(page.relative_to(DOCS)) for page in DOCS.rglob("*.md"))
+    assert sorted(in_nav) == on_disk
+    assert len(in_nav) == len(set(in_nav))
