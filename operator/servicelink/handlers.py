@@ -102,8 +102,10 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
     return workload_changed
 
 
-for _kind, _plural in WORKLOAD_RESOURCES.items():
-    kopf.on.event("apps", "v1", _plural, id=f"{_plural}_changed")(_keeps_workloads(_kind))
+for _kind, _resource in WORKLOAD_RESOURCES.items():
+    kopf.on.event(_resource.group, _resource.version, _resource.plural, id=f"{_resource.plural}_changed")(
+        _keeps_workloads(_kind)
+    )
 
 
 # --- lifecycle -------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("list", "watch")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
-    *(("apps", resource, ("list", "watch", "patch")) for resource in WORKLOAD_RESOURCES.values()),
+    *((r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values()),
     ("", "events", ("create", "patch")),  # patch: a repeated Event's count
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
@@ -68,7 +68,7 @@ _LISTERS: dict[ListedKind, tuple[str, str]] = {
     "ServiceLink": (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "Service": ("/api/v1", "services"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
-    **{kind: ("/apis/apps/v1", resource) for kind, resource in WORKLOAD_RESOURCES.items()},
+    **{kind: (f"/apis/{r.group}/{r.version}", r.plural) for kind, r in WORKLOAD_RESOURCES.items()},
 }
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
@@ -348,9 +348,13 @@ class Kube:
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
+        A CronJob's pod template is its jobTemplate's: its next Jobs run it.
         Returns False when the workload no longer exists (404); a 409 raises ``Conflict``.
         """
-        patch: dict[str, Any] = {"spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        resource = WORKLOAD_RESOURCES[kind]
+        patch: dict[str, Any] = {"metadata": {"annotations": {annotation: value}}}
+        for key in reversed(resource.template):
+            patch = {key: patch}
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
         try:
@@ -358,7 +362,7 @@ class Kube:
                 _write(
                     self._api,
                     "PATCH",
-                    f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_RESOURCES[kind]}/{name}",
+                    f"/apis/{resource.group}/{resource.version}/namespaces/{namespace}/{resource.plural}/{name}",
                     query={"fieldManager": FIELD_MANAGER},
                     body=patch,
                     content_type=_MERGE_PATCH,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -64,17 +65,38 @@ _TEMPLATE_RULE = {
     + ", and no other braces",
 }
 
-WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
-# Each workload kind's resource in apps/v1: the one table of the kinds, their paths and their watches.
-WORKLOAD_RESOURCES: dict[WorkloadKind, str] = {
-    "Deployment": "deployments",
-    "StatefulSet": "statefulsets",
-    "DaemonSet": "daemonsets",
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob"]
+
+
+class WorkloadResource(NamedTuple):
+    """Where a workload kind is served, where its pod template sits, and whether patching it rolls pods."""
+
+    group: str
+    version: str
+    plural: str
+    template: tuple[str, ...]  # the keys from the object to its pod template
+    rolls: bool  # False: a patched template starts no rollout (a CronJob's next Jobs run it); none is awaited
+
+
+# The one table of the kinds, their paths and their watches.
+WORKLOAD_RESOURCES: dict[WorkloadKind, WorkloadResource] = {
+    "Deployment": WorkloadResource("apps", "v1", "deployments", ("spec", "template"), rolls=True),
+    "StatefulSet": WorkloadResource("apps", "v1", "statefulsets", ("spec", "template"), rolls=True),
+    "DaemonSet": WorkloadResource("apps", "v1", "daemonsets", ("spec", "template"), rolls=True),
+    "CronJob": WorkloadResource("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template"), rolls=False),
 }
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(WORKLOAD_RESOURCES)
 # The kinds the operator lists and watches.
-ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet"]
+ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet", "CronJob"]
 LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS)
+
+
+def pod_template(kind: WorkloadKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the pod template of a workload of ``kind`` as the API serves it; empty when absent."""
+    found: Any = body
+    for key in WORKLOAD_RESOURCES[kind].template:
+        found = found.get(key) if isinstance(found, Mapping) else None
+    return found if isinstance(found, Mapping) else {}
 
 
 def parse_name_list(value: object) -> frozenset[str]:
@@ -212,7 +234,7 @@ class Link(_Strict):
 class WorkloadRef(_Strict):
     """A workload named in ``spec.workloads.names``."""
 
-    kind: Annotated[WorkloadKind, Field(description="Deployment, StatefulSet or DaemonSet.")]
+    kind: Annotated[WorkloadKind, Field(description="Deployment, StatefulSet, DaemonSet or CronJob.")]
     name: Annotated[str, Field(description="Name of the workload.", min_length=1, max_length=253)]
 
 
@@ -244,9 +266,11 @@ class Workloads(_Strict):
 
     auto: bool = Field(
         default=True,
-        description="Default true: every Deployment, StatefulSet and DaemonSet in this namespace whose pod template"
-        " reads the ConfigMap (envFrom, env valueFrom configMapKeyRef, volumes, projected volumes). A workload"
-        " reading single keys is rolled only when one of those keys changes.",
+        description="Default true: every Deployment, StatefulSet, DaemonSet and CronJob in this namespace whose pod"
+        " template (a CronJob's jobTemplate) reads the ConfigMap (envFrom, env valueFrom configMapKeyRef, volumes,"
+        " projected volumes). A workload reading single keys is rolled only when one of those keys changes. A"
+        " CronJob is not rolled: its pod template is annotated, so the Jobs it starts from then on read the"
+        " current values; Jobs already running are left alone.",
     )
     names: list[WorkloadRef] = Field(
         default_factory=list,
@@ -326,7 +350,7 @@ class ServiceLinkSpec(_Strict):
         return self
 
 
-_KIND = "Deployment, StatefulSet or DaemonSet."
+_KIND = "Deployment, StatefulSet, DaemonSet or CronJob."
 _KEY = "The ConfigMap key."
 _SERVICE = "The Service as namespace/name."
 _WORKLOAD = "Name of the workload."
@@ -432,7 +456,8 @@ class ServiceLinkStatus(_Strict):
     rolled_out: list[RolledOut] = Field(
         default_factory=list,
         alias="rolledOut",
-        description="The workloads the last rollout patched, with the hash they were given.",
+        description="The workloads the last rollout patched, with the hash they were given. A CronJob listed here"
+        " starts its next Jobs on these values; it has no rollout, so RolledOut never waits for it.",
     )
     skipped: list[SkippedWorkload] = Field(
         default_factory=list,
@@ -447,9 +472,10 @@ class ServiceLinkStatus(_Strict):
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready (all below hold), Resolved (every Service and port found), Synced (the ConfigMap holds"
-        " the values) and RolledOut (consumers carry the current hash and their rollouts are complete: False with"
-        " RolloutInProgress while new pods are not available yet, RolloutStalled when a Deployment passed its"
-        " progress deadline, WaitingForEndpoints while spec.waitForEndpoints holds the rollout back).",
+        " the values) and RolledOut (consumers carry the current hash and their rollouts are complete; a CronJob"
+        " has none, so it counts once patched: False with RolloutInProgress while new pods are not available yet,"
+        " RolloutStalled when a Deployment passed its progress deadline, WaitingForEndpoints while"
+        " spec.waitForEndpoints holds the rollout back).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

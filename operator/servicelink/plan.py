@@ -23,6 +23,7 @@ from servicelink.model import (
     FIELD_MANAGER,
     FINALIZER,
     KIND,
+    WORKLOAD_RESOURCES,
     RolledOut,
     ServiceLinkSpec,
     WorkloadKind,
@@ -91,11 +92,11 @@ class World(Protocol):
         """Every ServiceLink's claim on one ConfigMap."""
 
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
-        """Deployments, StatefulSets and DaemonSets of a namespace: those whose pods read the
+        """Deployments, StatefulSets, DaemonSets and CronJobs of a namespace: those whose pods read the
         ConfigMap ``reading``, or all of them when ``reading`` is None."""
 
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
-        """One Deployment, StatefulSet or DaemonSet as last seen, or None when it is gone."""
+        """One Deployment, StatefulSet, DaemonSet or CronJob as last seen, or None when it is gone."""
 
 
 @dataclass(frozen=True)
@@ -547,12 +548,17 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
 
     One Event per change, as Reloader writes, names every value and consumer
     (status.rolledOut holds them all): a new ServiceLink of 256 links is one
-    API call. A value another field manager changed and we took back gets a
-    Warning of its own.
+    API call. A CronJob is named with "(its next Jobs)": its patched template
+    rolls nothing, only the Jobs it starts next run it. A value another field
+    manager changed and we took back gets a Warning of its own.
     """
     plan = written.plan
     before = view.rolled_out
-    rolled_now = [f"{r.kind} {view.namespace}/{r.name}" for r in rolled.rolled_out if r not in before]
+    rolled_now = [
+        f"{r.kind} {view.namespace}/{r.name}" + ("" if WORKLOAD_RESOURCES[r.kind].rolls else " (its next Jobs)")
+        for r in rolled.rolled_out
+        if r not in before
+    ]
     if plan is None or not (plan.write or rolled_now):
         return Changes([], 0)
     ours = written.values

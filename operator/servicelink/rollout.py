@@ -13,7 +13,7 @@ from servicelink.model import (
 )
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
-from servicelink.views import ObjectKey, Progress, Reads, ServiceView, WorkloadView, rolling
+from servicelink.views import ObjectKey, Progress, Reads, ServiceView, WorkloadView, patched
 
 
 def rollout_settled(before: Progress | None, after: Progress) -> bool:
@@ -202,13 +202,14 @@ def progress_of(
     """Return the progress of each workload a ServiceLink last rolled that still exists.
 
     One patched by this very reconcile is rolling, whatever the watch last
-    said of it: that view predates the patch.
+    said of it: that view predates the patch. A CronJob never is: patching
+    it starts no rollout (``views.patched``).
     """
     found: list[Progress] = []
     for entry in rolled_out:
         key = (entry.kind, entry.name)
         if key in just_rolled:
-            found.append(rolling(entry.kind, namespace, entry.name))
+            found.append(patched(entry.kind, namespace, entry.name))
         elif key in workloads:
             found.append(workloads[key].progress)
     return found

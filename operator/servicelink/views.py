@@ -10,8 +10,10 @@ from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
     EXPOSE_TO_ANNOTATION,
     ROLLABLE_BY_ANNOTATION,
+    WORKLOAD_RESOURCES,
     WorkloadKind,
     parse_name_list,
+    pod_template,
 )
 
 ObjectKey = tuple[str, str]  # (namespace, name) of a Service, a ServiceLink or any namespaced object
@@ -150,6 +152,14 @@ def rolling(kind: WorkloadKind, namespace: str, name: str) -> Progress:
     return Progress("Progressing", f"{kind} {namespace}/{name}: new pods not yet available")
 
 
+def patched(kind: WorkloadKind, namespace: str, name: str) -> Progress:
+    """The progress of a workload whose pod template was just patched: rolling, unless its kind starts no rollout.
+
+    A CronJob's patched template is only what its next Jobs run: there is nothing to wait for.
+    """
+    return rolling(kind, namespace, name) if WORKLOAD_RESOURCES[kind].rolls else Progress("Complete")
+
+
 def _count(status: Mapping[str, Any], field_name: str) -> int:
     return int(status.get(field_name) or 0)
 
@@ -162,9 +172,13 @@ def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
     Deployment's own message once it reports ``ProgressDeadlineExceeded``.
     StatefulSets and DaemonSets: updated and available counts from their
     status (they have no deadline, so never stall); with ``OnDelete`` nothing
-    rolls by itself, so there is nothing to wait for. The message names no
-    count, so a replica coming up does not change it.
+    rolls by itself, so there is nothing to wait for. A CronJob is always
+    ``Complete``: a patched template starts no rollout, only its next Jobs
+    run it, and a Job already running is not ours to wait for. The message
+    names no count, so a replica coming up does not change it.
     """
+    if not WORKLOAD_RESOURCES[kind].rolls:
+        return Progress("Complete")
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
     status = body.get("status") or {}
@@ -197,7 +211,7 @@ def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
 
 @dataclass(frozen=True)
 class WorkloadView:
-    """The parts of a Deployment, StatefulSet or DaemonSet that rollout decisions read."""
+    """The parts of a Deployment, StatefulSet, DaemonSet or CronJob that rollout decisions read."""
 
     kind: WorkloadKind
     namespace: str
@@ -213,7 +227,7 @@ class WorkloadView:
     def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
         """Build a view from a workload as the API returns it."""
         metadata = body.get("metadata") or {}
-        template = (body.get("spec") or {}).get("template") or {}
+        template = pod_template(kind, body)
         annotations = (template.get("metadata") or {}).get("annotations") or {}
         return cls(
             kind=kind,

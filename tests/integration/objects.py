@@ -104,6 +104,29 @@ def deployment(
     }
 
 
+def cronjob(
+    name: str,
+    namespace: str,
+    *,
+    env_from: str | None = None,
+    key_refs: dict[str, tuple[str, str]] | None = None,
+    schedule: str = "0 0 1 1 *",
+) -> dict[str, Any]:
+    """A CronJob whose Jobs' container reads a ConfigMap, as ``deployment`` reads it.
+
+    The test control plane runs no CronJob controller, and the default schedule
+    (once a year) would start nothing soon anyway: only servicelink writes it.
+    """
+    template = deployment(name, namespace, env_from=env_from, key_refs=key_refs)["spec"]["template"]
+    template["spec"]["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": template}}},
+    }
+
+
 def servicelinks_only(namespace: str, subject: dict[str, str], *, verbs: tuple[str, ...]) -> list[dict[str, Any]]:
     """A Role allowing only ``verbs`` on ServiceLinks, and its binding to ``subject``: a user limited to them."""
     return [

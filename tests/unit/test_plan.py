@@ -453,6 +453,40 @@ def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
     assert [r.name for r in waiting.rolled_out] == ["before"]  # nothing rolled now: the last ones stay
 
 
+def cronjob(name: str, *, reads: str) -> dict[str, Any]:
+    """A CronJob whose Jobs' pods read ConfigMap ``reads``: the pod template is its jobTemplate's."""
+    template = deployment(name, reads=reads)["spec"]["template"]
+    return {
+        "metadata": {"name": name, "namespace": NS, "resourceVersion": "5"},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
+
+
+def test_a_cronjob_is_patched_like_any_consumer_and_rolled_out_waits_only_for_the_others() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    cache = world(sl)
+    cache.put_workload("CronJob", cronjob("report", reads="gw"))
+    cache.put_workload("CronJob", cronjob("unrelated", reads="elsewhere"))
+    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    view, values, written = written_for(
+        sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    spec = parse_spec(sl["spec"])
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
+    assert [(r.kind, r.name) for r in roll.rollouts] == [("CronJob", "report"), ("Deployment", "web")]
+    outcomes = {(r.kind, NS, r.name): None for r in roll.rollouts}
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
+    # Both are listed; only the Deployment's new pods are waited for.
+    assert [(r.kind, r.name) for r in rolled.rolled_out] == [("CronJob", "report"), ("Deployment", "web")]
+    assert rolled.verdict == Verdict(False, c.ROLLOUT_IN_PROGRESS, f"Deployment {NS}/web: new pods not yet available")
+    (event,) = planner.plan_change_events(view, written=written, rolled=rolled).events
+    assert event.message.endswith(f"rolled CronJob {NS}/report (its next Jobs), Deployment {NS}/web")
+    only_cronjob = planner.Roll(None, roll.rollouts[:1], baseline=roll.baseline)
+    alone = planner.judge_roll(view, spec=spec, roll=only_cronjob, outcomes=outcomes, world=cache)
+    assert alone.verdict.ok
+    assert alone.verdict.reason == c.WORKLOADS_UPDATED
+
+
 # --- Events --------------------------------------------------------------------------------------
 
 

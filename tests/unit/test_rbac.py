@@ -9,6 +9,7 @@ from typing import Any
 
 from servicelink import handlers
 from servicelink.kube import _LISTERS, RBAC_RULES, Kube
+from servicelink.model import WORKLOAD_KINDS
 
 
 class _Recorder:
@@ -59,7 +60,7 @@ def requested() -> set[tuple[str, str, str]]:
     kube.apply_configmap(body=meta, force=False)
     kube.patch_servicelink_status(namespace="ns", name="n", status={})
     kube.set_servicelink_finalizers(namespace="ns", name="n", finalizers=[], resource_version="1")
-    for workload in ("Deployment", "StatefulSet", "DaemonSet"):
+    for workload in WORKLOAD_KINDS:
         kube.set_workload_config_hash(
             kind=workload, namespace="ns", name="n", annotation="a", value="v", resource_version=""
         )

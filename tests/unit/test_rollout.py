@@ -67,6 +67,18 @@ def view(name: str, pod_spec: dict[str, Any], kind: Any = "Deployment", **kw: An
     return WorkloadView.from_body(kind, workload_body(name, pod_spec, **kw))
 
 
+def cronjob_body(name: str, pod_spec: dict[str, Any], *, config_hash: str | None = None) -> dict[str, Any]:
+    """A CronJob whose Jobs run the pod template of ``workload_body``: it sits under ``spec.jobTemplate``."""
+    template = workload_body(name, pod_spec, config_hash=config_hash)["spec"]["template"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "namespace": "gallery", "generation": 3, "resourceVersion": "41"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}},
+        "status": {"lastScheduleTime": "2026-12-06T22:00:00Z"},
+    }
+
+
 def workloads(**raw: Any) -> Workloads:
     return Workloads.model_validate(raw)
 
@@ -197,6 +209,19 @@ def test_workload_view_tolerates_a_bare_body() -> None:
     assert got.labels == {}
 
 
+def test_a_cronjob_is_read_from_its_job_template() -> None:
+    body = cronjob_body("report", {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]}, config_hash="ab")
+    got = WorkloadView.from_body("CronJob", body)
+    assert got.reads == {CM: frozenset({"AUTH_SERVICE_URL"})}
+    assert got.config_hash == "ab"
+    assert got.resource_version == "41"
+    # Its own spec.template would be a Deployment's place: a CronJob has none, and reads nothing from it.
+    assert (
+        WorkloadView.from_body("CronJob", workload_body("report", {"containers": [container(**env_from())]})).reads
+        == {}
+    )
+
+
 # --- select_consumers ---------------------------------------------------------------------------------------
 
 
@@ -310,6 +335,28 @@ def test_consumer_without_hash_is_not_patched_when_nothing_changed() -> None:
     values = {"AUTH_SERVICE_URL": AUTH_OLD}
     w = view("late-comer", {"containers": [container(**env_from())]})
     assert plan([(w, None)], managed=values, baseline=values, desired=values) == []
+
+
+def test_a_cronjob_follows_the_same_rule_as_a_deployment() -> None:
+    old = {"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}
+    new = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
+    reads_auth = {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]}
+    reads_app = {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]}
+    auth = WorkloadView.from_body("CronJob", cronjob_body("auth-report", reads_auth))
+    app = WorkloadView.from_body("CronJob", cronjob_body("app-report", reads_app))
+    consumers = select_consumers([auth, app], spec=workloads(), configmap=CM)
+    plans = plan(consumers, managed=new, baseline=old, desired=new)
+    # Key-level precision: only the CronJob reading the changed key, with the hash of what it reads.
+    auth_hash = render_hash({"AUTH_SERVICE_URL": AUTH_NEW})
+    assert [(p.kind, p.name, p.hash) for p in plans] == [("CronJob", "auth-report", auth_hash)]
+    # Never for nothing: carrying the hash, it is not patched again, whether a change is recorded or not.
+    done = WorkloadView.from_body("CronJob", cronjob_body("auth-report", reads_auth, config_hash=auth_hash))
+    only_auth = frozenset({"AUTH_SERVICE_URL"})
+    assert plan([(done, only_auth)], managed=new, baseline=new, desired=new) == []
+    assert plan([(done, only_auth)], managed=new, baseline=old, desired=new) == []
+    # One created after the change (no hash) is not patched either.
+    late = WorkloadView.from_body("CronJob", cronjob_body("late", reads_auth))
+    assert plan([(late, only_auth)], managed=new, baseline=new, desired=new) == []
 
 
 def test_key_ref_consumer_is_not_rolled_when_only_another_key_changes() -> None:
@@ -542,6 +589,18 @@ def test_progress_of_counts_a_workload_patched_just_now_as_rolling_whatever_the_
     assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=frozenset()) == [Progress("Complete")]
     just = frozenset({("Deployment", "gateway")})
     assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [ROLLING]
+
+
+def test_a_cronjob_has_no_rollout_to_wait_for() -> None:
+    body = cronjob_body("report", {"containers": [container(**env_from())]})
+    # Whatever its status says (a Job running, generation ahead of anything observed), nothing is progressing.
+    assert read_progress("CronJob", body) == Progress("Complete")
+    assert read_progress("CronJob", {**body, "status": {"active": [{"name": "report-29001"}]}}) == Progress("Complete")
+    views = {("CronJob", "report"): WorkloadView.from_body("CronJob", body)}
+    rolled = [RolledOut(kind="CronJob", name="report", hash="cc")]
+    just = frozenset({("CronJob", "report")})
+    # Patched just now, it is still complete: only the Jobs it starts next run the new template.
+    assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [Progress("Complete")]
 
 
 # --- waiting for endpoints --------------------------------------------------------------------------

@@ -147,3 +147,24 @@ def test_a_missing_configmap_is_a_problem_of_the_workload() -> None:
     )
     assert [p.check for p in report.problems] == ["ConfigMapNotFound"]
     assert report.problem_count == 1
+
+
+def cronjob(name: str, *, env: list[dict[str, Any]]) -> dict[str, Any]:
+    template = deployment(name, env=env)["spec"]["template"]
+    return {
+        "kind": "CronJob",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
+
+
+def test_a_cronjob_is_checked_through_its_job_template() -> None:
+    env = [{"name": "API_URL", "value": "http://api:8080"}, {"name": "MISSING_URL", "value": "http://nope:80"}]
+    objects = [*CLUSTER, cronjob("report", env=env), pod("report", "2020-01-01T00:00:00Z")]
+    (report,) = examine(ClusterState.from_objects(objects), cluster_domain="cluster.local")
+    assert (report.kind, report.name) == ("CronJob", "report")
+    # No selector, so no pods of its own to call stale: the next Job reads the ConfigMap afresh.
+    assert {f.variable: tuple(p.check for p in f.problems) for f in report.findings} == {
+        "API_URL": (),
+        "MISSING_URL": ("ServiceNotFound",),
+    }

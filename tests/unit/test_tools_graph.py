@@ -117,3 +117,50 @@ def test_hand_written_addresses_are_drawn_without_any_servicelink(
             "not found",
         ),
     }
+
+
+CRONJOB = """
+apiVersion: v1
+kind: Service
+metadata: {name: app-service}
+spec: {ports: [{port: 3002}]}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: ServiceLink
+metadata: {name: worker-service}
+spec:
+  configMapName: worker-service-config
+  links: [{key: APP_SERVICE_URL, service: app-service, port: 3002}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: worker-service}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+            - name: worker
+              env:
+                - name: APP_SERVICE_URL
+                  valueFrom: {configMapKeyRef: {name: worker-service-config, key: APP_SERVICE_URL}}
+"""
+
+
+def test_a_cronjob_is_drawn_as_the_consumer_its_job_template_reads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "worker.yaml").write_text(CRONJOB)
+    ran = run(capsys, "graph", "-f", str(tmp_path), "-n", "gallery", "-o", "json")
+    graph = json.loads(ran.out)
+    assert {
+        "id": "CronJob_gallery_worker_service",
+        "kind": "CronJob",
+        "namespace": "gallery",
+        "name": "worker-service",
+    } in graph["nodes"]
+    edges = {(e["source"], e["key"], e["target"], e["state"]) for e in graph["edges"]}
+    assert edges == {("CronJob_gallery_worker_service", "APP_SERVICE_URL", "Service_gallery_app_service", "resolved")}

@@ -120,6 +120,9 @@ KIND_ALIASES = {
     "daemonset": "DaemonSet",
     "daemonsets": "DaemonSet",
     "ds": "DaemonSet",
+    "cronjob": "CronJob",
+    "cronjobs": "CronJob",
+    "cj": "CronJob",
 }
 
 
@@ -141,7 +144,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.target:
         kind, _, name = args.target.partition("/")
         if kind.lower() not in KIND_ALIASES or not name:
-            return _fail(f"{args.target}: expected KIND/NAME, KIND one of Deployment, StatefulSet, DaemonSet")
+            return _fail(f"{args.target}: expected KIND/NAME, KIND one of {', '.join(WORKLOAD_KINDS)}")
         only = (KIND_ALIASES[kind.lower()], name)
     try:
         cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
@@ -281,8 +284,8 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         "doctor",
         help="check every service address workloads read, and say how to fix each problem (read-only)",
         description=(
-            "For each Deployment, StatefulSet and DaemonSet, check every environment value that looks like a "
-            "service address (literal env, configMapKeyRef, envFrom), hand-written or managed by a ServiceLink: "
+            "For each Deployment, StatefulSet, DaemonSet and CronJob, check every environment value that looks "
+            "like a service address (literal env, configMapKeyRef, envFrom), hand-written or managed by a ServiceLink: "
             "the Service exists where the name resolves, the port is one of its ports, it has ready endpoints, "
             "a short name is not used across namespaces, ExternalName targets, and pods older than the value. "
             "Exit code 1 when a problem is found."

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from servicelink.cache import Cache
-from servicelink.model import WORKLOAD_KINDS
+from servicelink.model import WORKLOAD_KINDS, WorkloadKind, pod_template
 from servicelink.resolve import service_fqdn
 from servicelink.tools.address import parse_address, service_of
 from servicelink.views import ServiceView
@@ -185,6 +185,8 @@ def _key_changed_at(configmap: Mapping[str, Any], key: str) -> str:
 
 
 def _pods_of(workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The running pods of a workload, by its selector: none for a CronJob, which has none (its next Jobs
+    read the ConfigMap afresh)."""
     metadata = workload.get("metadata") or {}
     selector = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return [
@@ -222,7 +224,8 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
     """Check each value a workload's containers read: literal ``env``, ``configMapKeyRef`` and ``envFrom``."""
     metadata = workload.get("metadata") or {}
     namespace, kind = str(metadata.get("namespace", "")), str(workload.get("kind", ""))
-    pod_spec = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    # One of WORKLOAD_KINDS: ClusterState.from_objects keeps no other.
+    pod_spec = pod_template(cast(WorkloadKind, kind), workload).get("spec") or {}
     values: list[tuple[str, str, str | None, str]] = []  # (variable, value, configmap, key)
     problems: list[Problem] = []
 
