@@ -17,11 +17,6 @@ def build_parser() -> argparse.ArgumentParser:
     # Flags are read as text and checked by settings.load_settings, like the environment;
     # no flag has a default here, so one left out falls back to its variable.
     defaults = Settings()
-    described = {
-        "namespaces": "all namespaces",
-        "leader_elect": "off",
-        "lease_namespace": "$POD_NAMESPACE, else default",
-    }
     parser = argparse.ArgumentParser(prog="servicelink", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
@@ -30,9 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the operator. Every flag also reads SERVICELINK_<FLAG> from the environment.",
     )
     for option in OPTIONS:
-        default = getattr(defaults, option.field)
-        shown = described.get(option.field) or (f"{default:g}" if isinstance(default, float) else str(default))
-        text = f"{option.help}; {option.rule.allowed} ({option.env}; default: {shown})"
+        text = f"{option.help}; {option.rule.allowed} ({option.env}; default: {option.describe_default()})"
         if option.field == "namespaces":
             run.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NAMESPACE", help=text)
         elif option.field == "leader_elect":

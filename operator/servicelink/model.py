@@ -104,6 +104,54 @@ def parse_name_list(value: object) -> frozenset[str]:
     return frozenset(str(value or "").replace(",", " ").split())
 
 
+class Annotation(NamedTuple):
+    """An annotation servicelink reads or writes, as docs/reference/annotations.md describes it."""
+
+    name: str
+    set_by: str
+    on: str
+    value: str
+    effect: str
+
+
+_WORKLOAD_KINDS_TEXT = ", ".join(WORKLOAD_KINDS[:-1]) + " or " + WORKLOAD_KINDS[-1]
+# The consent annotations go on the object whose owner consents, so only someone who may edit it can set them.
+ANNOTATIONS: tuple[Annotation, ...] = (
+    Annotation(
+        EXPOSE_TO_ANNOTATION,
+        "the Service's owner",
+        "a Service",
+        "namespaces, comma-separated, or `*`",
+        "ServiceLinks in those namespaces may resolve it; without it a link from another namespace reports"
+        " `CrossNamespaceForbidden`. Removing it revokes the value",
+    ),
+    Annotation(
+        WRITABLE_BY_ANNOTATION,
+        "the ConfigMap's owner",
+        "a ConfigMap the ServiceLink did not create",
+        "ServiceLink names of the same namespace, comma-separated, or `*`",
+        "those ServiceLinks may write their keys into it (co-managing it); without it they report"
+        " `ConfigMapNotShared` and write nothing",
+    ),
+    Annotation(
+        ROLLABLE_BY_ANNOTATION,
+        "the workload's owner",
+        f"a {_WORKLOAD_KINDS_TEXT} (its own metadata)",
+        "ServiceLink names of the same namespace, comma-separated, or `*`",
+        "a workload named or selected in `spec.workloads` that does not read the ConfigMap is rolled; without it"
+        " the ServiceLink reports `WorkloadNotOptedIn`",
+    ),
+    Annotation(
+        CONFIG_HASH_ANNOTATION,
+        "the operator",
+        "the pod template of each workload a ServiceLink rolls (a CronJob's: its jobTemplate's)",
+        "a hash such as `a191b442` for one servicelink ConfigMap; `name=hash` entries such as"
+        " `app-service-config=ac90f122,common-config=5d0c2f7e` for several",
+        "the hash of the values the pods read; changing it is the rollout",
+    ),
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -3,9 +3,10 @@
 Each page keeps its hand-written prose outside a block between ``BEGIN`` and ``END`` markers;
 the block is rewritten from the source it names: the ServiceLink fields from the pydantic models
 (model.py) and the condition reasons (conditions.py), the printer columns from crd.py, the CLI from
-the argument parser (cli.py), the chart's values from values.schema.json and values.yaml, the
-metrics from metrics.py. ``python -m servicelink.reference`` rewrites the blocks;
-tests/unit/test_reference.py fails while a committed page differs from a fresh generation.
+the argument parser (cli.py), the settings from settings.OPTIONS, the annotations from
+model.ANNOTATIONS, the chart's values from values.schema.json and values.yaml, the metrics from
+metrics.py. ``python -m servicelink.reference`` rewrites the blocks; tests/unit/test_reference.py fails
+while a committed page differs from a fresh generation.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pydantic.fields import FieldInfo
 
 from servicelink import cli, conditions, metrics
 from servicelink.crd import PRINTER_COLUMNS, build_crd, schema_of
-from servicelink.model import ServiceLinkSpec, ServiceLinkStatus
+from servicelink.model import ANNOTATIONS, FINALIZER, ServiceLinkSpec, ServiceLinkStatus
+from servicelink.settings import OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = ".venv/bin/python -m servicelink.reference"
@@ -262,6 +264,39 @@ def render_cli() -> str:
     return "\n\n".join(parts)
 
 
+# -- the settings ----------------------------------------------------------------------------------
+
+
+def render_settings() -> str:
+    """Return the table of ``servicelink run``'s settings: flags as the parser takes them, the rest from OPTIONS."""
+    (run,) = (sub for sub, _ in _subcommands(cli.build_parser()) if sub.prog == "servicelink run")
+    flags = {action.dest: action.option_strings for action in run._actions}
+    rows = [
+        (
+            ", ".join(f"`{flag}`" for flag in flags[option.field]),
+            f"`{option.env}`",
+            option.default_text or _code(option.describe_default()),
+            _cell(option.rule.allowed),
+            _cell(option.help),
+        )
+        for option in OPTIONS
+    ]
+    return _table(("flag", "variable", "default", "allowed", "meaning"), rows)
+
+
+# -- the annotations -------------------------------------------------------------------------------
+
+
+def render_annotations() -> str:
+    """Return the table of the annotations servicelink reads and writes, and its finalizer."""
+    rows = [(f"`{a.name}`", _cell(a.set_by), _cell(a.on), _cell(a.value), _cell(a.effect)) for a in ANNOTATIONS]
+    finalizer = (
+        f"The operator also sets one finalizer, `{FINALIZER}`, on a ServiceLink that co-manages a ConfigMap"
+        " it did not create: deleting the ServiceLink then removes only its keys."
+    )
+    return _table(("annotation", "set by", "on", "value", "effect"), rows) + "\n\n" + finalizer
+
+
 # -- the chart's values ----------------------------------------------------------------------------
 
 
@@ -320,6 +355,8 @@ def render_metrics() -> str:
 BLOCKS = (
     Block("reference/servicelink-fields.md", "operator/servicelink/model.py, conditions.py and crd.py", render_fields),
     Block("reference/cli.md", "operator/servicelink/cli.py and tools/commands.py", render_cli),
+    Block("reference/settings.md", "operator/servicelink/settings.py", render_settings),
+    Block("reference/annotations.md", "operator/servicelink/model.py", render_annotations),
     Block("reference/chart-values.md", "charts/servicelink/values.schema.json and values.yaml", render_chart_values),
     Block("reference/metrics.md", "operator/servicelink/metrics.py", render_metrics),
 )

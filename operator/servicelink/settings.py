@@ -116,6 +116,14 @@ class Option:
     flag: str
     rule: Rule
     help: str
+    default_text: str = ""  # the default in words, where the value alone would mislead
+
+    def describe_default(self) -> str:
+        """The default as ``--help`` and docs/reference/settings.md give it: ``300``, ``0.3``, ``all namespaces``."""
+        if self.default_text:
+            return self.default_text
+        default = getattr(Settings(), self.field)
+        return f"{default:g}" if isinstance(default, float) else str(default)
 
     @property
     def env(self) -> str:
@@ -135,6 +143,7 @@ OPTIONS: tuple[Option, ...] = (
             lambda raw: tuple(_namespace(name) for name in raw.replace(",", " ").split()),
         ),
         "watch this namespace (repeatable; comma-separated in the variable)",
+        default_text="all namespaces",
     ),
     Option(
         "cluster_domain",
@@ -176,12 +185,14 @@ OPTIONS: tuple[Option, ...] = (
         "--leader-elect",
         Rule(f"one of {', '.join(_TRUE + _FALSE)}", _boolean),
         "run several replicas: they share a Lease and only its holder reconciles",
+        default_text="off",
     ),
     Option(
         "lease_namespace",
         "--lease-namespace",
         Rule("a namespace name: up to 63 of a-z, 0-9 and '-', starting and ending alphanumeric", _namespace),
         "namespace of the Lease",
+        default_text="$POD_NAMESPACE, else default",
     ),
 )
 

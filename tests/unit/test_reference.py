@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from servicelink import reference
-from servicelink.model import ServiceLinkSpec, ServiceLinkStatus
+from servicelink import conditions, reference
+from servicelink.model import ANNOTATIONS, ServiceLinkSpec, ServiceLinkStatus
 from servicelink.reference import BLOCKS, COMMAND, Block, fill
+from servicelink.settings import OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,3 +52,18 @@ def test_every_value_of_the_chart_has_a_row() -> None:
 
 def test_a_pipe_in_code_stays_and_one_in_prose_is_escaped() -> None:
     assert reference._cell("`a|b` or c|d") == "`a|b` or c\\|d"
+
+
+def test_every_setting_has_a_row_with_its_flag_variable_and_default() -> None:
+    page = reference.render_settings()
+    for option in OPTIONS:
+        row = next(line for line in page.splitlines() if f"`{option.env}`" in line)
+        assert f"`{option.flag}`" in row, option.field
+        assert option.describe_default() in row, option.field
+
+
+def test_the_reasons_the_annotations_name_are_the_operators_reasons() -> None:
+    known = {reason for reasons in conditions.REASONS.values() for reason in reasons} | set(conditions.LINK_REASONS)
+    for annotation in ANNOTATIONS:
+        named = set(re.findall(r"`([A-Z][A-Za-z]+)`", annotation.effect))
+        assert named <= known, annotation.name
