@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from servicelink import conditions
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 USER_PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *DOCS.rglob("*.md")])
@@ -75,3 +77,9 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
     on_disk = sorted(str(page.relative_to(DOCS)) for page in DOCS.rglob("*.md"))
     assert sorted(in_nav) == on_disk
     assert len(in_nav) == len(set(in_nav))
+
+
+def test_the_rollout_flowchart_ends_in_every_reason_of_rolled_out() -> None:
+    page = (DOCS / "explanation" / "rollouts.md").read_text()
+    chart = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert set(re.findall(r"RolledOut (?:True|False), (\w+)", chart)) == set(conditions.REASONS[conditions.ROLLED_OUT])

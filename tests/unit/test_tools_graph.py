@@ -67,9 +67,10 @@ def test_states_and_external_names_without_consumers(capsys: pytest.CaptureFixtu
     assert '  ConfigMap_shop_shop_config -.->|"OTHER_URL: forbidden"| Service_elsewhere_closed' in lines
 
 
-def test_the_cli_reference_shows_the_graph_the_command_draws() -> None:
-    page = (REPO / "docs" / "reference" / "cli.md").read_text()
-    block = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
+@pytest.mark.parametrize("page", ["reference/cli.md", "getting-started/demo.md"])
+def test_the_docs_show_the_graph_the_command_draws(page: str) -> None:
+    text = (REPO / "docs" / page).read_text()
+    block = text.split("```mermaid\n", 1)[1].split("```", 1)[0]
     assert block == (GOLDEN / "graph-gallery.mmd").read_text()
 
 
