@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from objects import cronjob, events, job, service, servicelink, sl, wait_condition
 
-from servicelink.testing.fixtures import Cluster, wait_for
+from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 CONFIGMAP = "gateway-service-config"
 LINKS = (
@@ -118,3 +119,31 @@ def test_a_running_job_on_a_changed_value_is_reported_once_and_never_written(
     assert [e["count"] for e in events(cluster, namespace, "StaleJobs")] == [1]
     remaining = ("app-only", "finished", "unrelated")
     assert versions(cluster, namespace, *remaining) == {name: before[name] for name in remaining}
+
+
+def test_an_operator_restart_writes_nothing_and_reports_no_job_again(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess, tmp_path: Path
+) -> None:
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            service("app-service", namespace, 3002),
+            job("migrate", namespace, key_refs=AUTH),
+            servicelink("gateway-service", namespace, CONFIGMAP, *LINKS),
+        ]
+    )
+    run(cluster, namespace, "migrate")
+    wait_condition(cluster, namespace, "gateway-service", "Ready", "True")
+    cluster.apply(service("auth-service", namespace, 4001))
+    wait_for(lambda: stale_jobs(cluster, namespace) or None, what="the running Job listed")
+    settled = sl(cluster, namespace, "gateway-service")["metadata"]["resourceVersion"]
+    job_version = versions(cluster, namespace, "migrate")
+    operator_process.stop()
+    again = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
+    try:
+        time.sleep(RESYNC + 1)  # the first reconcile after the start, and a resync
+        assert sl(cluster, namespace, "gateway-service")["metadata"]["resourceVersion"] == settled
+        assert [e["count"] for e in events(cluster, namespace, "StaleJobs")] == [1]
+        assert versions(cluster, namespace, "migrate") == job_version
+    finally:
+        again.stop()
