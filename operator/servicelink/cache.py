@@ -18,7 +18,7 @@ from typing import Any
 
 from servicelink.model import WORKLOAD_KINDS, WorkloadKind
 from servicelink.rollout import rollout_settled
-from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView, slim
+from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView, slim
 
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -87,6 +87,16 @@ def rolled_workloads(body: Mapping[str, Any]) -> set[WorkloadKey]:
     }
 
 
+def stale_jobs_of(body: Mapping[str, Any]) -> set[ObjectKey]:
+    """The Jobs a ServiceLink's ``status.staleJobs`` names; tolerant of bad input."""
+    namespace, _ = _meta(body)
+    return {
+        (namespace, str(entry["name"]))
+        for entry in (body.get("status") or {}).get("staleJobs") or ()
+        if isinstance(entry, Mapping) and entry.get("name")
+    }
+
+
 def endpoints_of(body: Mapping[str, Any]) -> Endpoints:
     """Ready and total endpoints of one EndpointSlice; an absent ``ready`` means unknown, counted as ready."""
     endpoints = body.get("endpoints") or []
@@ -115,6 +125,11 @@ class Cache:
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
     _readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     _by_namespace: defaultdict[str, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
+    # Running Jobs that read a ConfigMap, only: a finished one never runs again, and most Jobs are finished.
+    _jobs: dict[ObjectKey, JobView] = field(default_factory=dict)
+    _job_readers: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _stale: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)  # from each status.staleJobs
+    _stale_in: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     # Event order: each put or drop gets the next tick, so a relist can tell which objects
     # changed after its list began (the event is newer than the list) and leave those alone.
     _tick: int = 0
@@ -171,6 +186,9 @@ class Cache:
         self._rolled[key] = rolled_workloads(body)
         for workload in self._rolled[key]:
             self._rolled_by[workload].add(key)
+        self._stale[key] = stale_jobs_of(body)
+        for job in self._stale[key]:
+            self._stale_in[job].add(key)
         return self._sharing_configmap(key, body) if needs_reconcile(before, body) else []
 
     def drop_servicelink(self, namespace: str, name: str) -> list[ObjectKey]:
@@ -198,6 +216,10 @@ class Cache:
             self._rolled_by[workload].discard(key)
             if not self._rolled_by[workload]:
                 del self._rolled_by[workload]
+        for job in self._stale.pop(key, ()):
+            self._stale_in[job].discard(key)
+            if not self._stale_in[job]:
+                del self._stale_in[job]
         return body
 
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -334,6 +356,43 @@ class Cache:
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         return self._workloads.get((kind, namespace, name))
 
+    # --- Jobs -----------------------------------------------------------------------------------
+
+    def put_job(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a Job while it runs and reads a ConfigMap; return the ServiceLinks to reconcile for it.
+
+        Those whose ``status.staleJobs`` lists it, once it has finished: it
+        leaves the list. A Job starting, or its pods coming and going, returns none.
+        """
+        key = _meta(body)
+        self._forget_job(key)
+        self._touch("Job", key)
+        view = JobView.from_body(body)
+        if view.running and view.reads:
+            self._jobs[key] = view
+            for configmap in view.reads:
+                self._job_readers[(key[0], configmap)].add(key)
+            return []
+        return sorted(self._stale_in.get(key, ()))
+
+    def drop_job(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a deleted Job; return the ServiceLinks whose ``status.staleJobs`` lists it."""
+        key = (namespace, name)
+        self._touch("Job", key)
+        self._forget_job(key)
+        return sorted(self._stale_in.get(key, ()))
+
+    def _forget_job(self, key: ObjectKey) -> None:
+        view = self._jobs.pop(key, None)
+        for configmap in view.reads if view is not None else ():
+            readers = self._job_readers[(key[0], configmap)]
+            readers.discard(key)
+            if not readers:
+                del self._job_readers[(key[0], configmap)]
+
+    def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
+        return [self._jobs[key] for key in sorted(self._job_readers.get((namespace, reading), ()))]
+
     # --- relists --------------------------------------------------------------------------------
 
     def replace_servicelinks(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
@@ -379,3 +438,8 @@ class Cache:
             lambda body: self.put_workload(kind, body),
             lambda key: self.drop_workload(kind, *key),
         )
+
+    def replace_jobs(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+        """Make the running Jobs those of a list begun at tick ``since``, but for newer events."""
+        fresh = {_meta(b): b for b in bodies}
+        self._replace("Job", list(self._jobs), fresh, since, self.put_job, lambda key: self.drop_job(*key))

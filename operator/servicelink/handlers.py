@@ -25,7 +25,7 @@ import kopf
 from servicelink import metrics
 from servicelink.kube import instance_name
 from servicelink.memory import limit_memory
-from servicelink.model import GROUP, PLURAL, VERSION, WORKLOAD_RESOURCES, WorkloadKind
+from servicelink.model import GROUP, PLURAL, REPORTED_RESOURCES, VERSION, WORKLOAD_RESOURCES, WorkloadKind
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
 
@@ -106,6 +106,19 @@ for _kind, _resource in WORKLOAD_RESOURCES.items():
     kopf.on.event(_resource.group, _resource.version, _resource.plural, id=f"{_resource.plural}_changed")(
         _keeps_workloads(_kind)
     )
+
+
+_JOB = REPORTED_RESOURCES["Job"]
+
+
+@kopf.on.event(_JOB.group, _JOB.version, _JOB.plural)
+async def job_changed(*, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A Job changed: keep it while it runs and reads a ConfigMap; once it finishes or goes, reconcile the
+    ServiceLinks whose status.staleJobs lists it. Never written to: a Job's pod template cannot change."""
+    runtime = _runtime(memo)
+    cache = runtime.cache
+    due = cache.drop_job(str(namespace), name) if type == "DELETED" else cache.put_job(body)
+    runtime.queue.add_all(due)
 
 
 # --- lifecycle -------------------------------------------------------------------------------------

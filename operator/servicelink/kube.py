@@ -31,6 +31,7 @@ from servicelink.model import (
     GROUP,
     KIND,
     PLURAL,
+    REPORTED_RESOURCES,
     VERSION,
     WORKLOAD_RESOURCES,
     ListedKind,
@@ -50,6 +51,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
     *((r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values()),
+    *((r.group, r.plural, ("list", "watch")) for r in REPORTED_RESOURCES.values()),  # Jobs: reported, never patched
     ("", "events", ("create", "patch")),  # patch: a repeated Event's count
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
@@ -69,6 +71,7 @@ _LISTERS: dict[ListedKind, tuple[str, str]] = {
     "Service": ("/api/v1", "services"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     **{kind: (f"/apis/{r.group}/{r.version}", r.plural) for kind, r in WORKLOAD_RESOURCES.items()},
+    **{kind: (f"/apis/{r.group}/{r.version}", r.plural) for kind, r in REPORTED_RESOURCES.items()},
 }
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"

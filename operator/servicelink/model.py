@@ -86,15 +86,26 @@ WORKLOAD_RESOURCES: dict[WorkloadKind, WorkloadResource] = {
     "CronJob": WorkloadResource("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template"), rolls=False),
 }
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(WORKLOAD_RESOURCES)
+
+ReportedKind = Literal["Job"]
+# Kinds whose pod template cannot change once created: watched, and reported in status.staleJobs when they run on
+# values that changed since; never patched, so never in WORKLOAD_RESOURCES (no consent, no rollout, no patch verb).
+REPORTED_RESOURCES: dict[ReportedKind, WorkloadResource] = {
+    "Job": WorkloadResource("batch", "v1", "jobs", ("spec", "template"), rolls=False),
+}
+REPORTED_KINDS: tuple[ReportedKind, ...] = tuple(REPORTED_RESOURCES)
 # The kinds the operator lists and watches.
-ListedKind = Literal["ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet", "CronJob"]
-LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS)
+ListedKind = Literal[
+    "ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job"
+]
+LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS, *REPORTED_KINDS)
 
 
-def pod_template(kind: WorkloadKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
+def pod_template(kind: WorkloadKind | ReportedKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
     """Return the pod template of a workload of ``kind`` as the API serves it; empty when absent."""
+    resource = REPORTED_RESOURCES[kind] if kind == "Job" else WORKLOAD_RESOURCES[kind]
     found: Any = body
-    for key in WORKLOAD_RESOURCES[kind].template:
+    for key in resource.template:
         found = found.get(key) if isinstance(found, Mapping) else None
     return found if isinstance(found, Mapping) else {}
 
@@ -457,6 +468,18 @@ class DeferredKey(_Strict):
     )
 
 
+class StaleJob(_Strict):
+    """A running Job whose pods started on values that changed since: an entry of ``status.staleJobs``."""
+
+    name: str = Field(description="Name of the Job.")
+    hash: str = Field(
+        description="The config hash its pod template carries for this ConfigMap (servicelink.dev/config-hash, set"
+        ' when a CronJob that servicelink annotated created it): the values it started on; "unknown" when it'
+        " carries none."
+    )
+    keys: list[str] = Field(description="The keys it reads whose value changed while it ran.")
+
+
 class Condition(_Strict):
     """A ``metav1.Condition``."""
 
@@ -516,6 +539,15 @@ class ServiceLinkStatus(_Strict):
         default_factory=list,
         description="Keys written to the ConfigMap whose rollout waits (spec.waitForEndpoints) until their Service"
         " has a ready endpoint.",
+    )
+    stale_jobs: list[StaleJob] = Field(
+        default_factory=list,
+        alias="staleJobs",
+        description="Jobs of this namespace, still running, whose pods read a key of the ConfigMap that changed"
+        " after they started. A Job's pod template cannot change, so servicelink never patches, restarts or"
+        " deletes one: it lists it here, with a StaleJobs Warning Event, until it finishes or is deleted. A Job"
+        " created after the change (by hand, or by a CronJob carrying the current hash) reads the current values"
+        " and is not listed.",
     )
     conditions: list[Condition] = Field(
         default_factory=list,

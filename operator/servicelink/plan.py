@@ -26,6 +26,7 @@ from servicelink.model import (
     WORKLOAD_RESOURCES,
     RolledOut,
     ServiceLinkSpec,
+    StaleJob,
     WorkloadKind,
     parse_spec,
 )
@@ -40,6 +41,7 @@ from servicelink.resolve import LinkResult, resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
+    find_stale_jobs,
     plan_deferral,
     plan_rollouts,
     progress_of,
@@ -57,7 +59,7 @@ from servicelink.status import (
     render_status,
     sibling_conflicts,
 )
-from servicelink.views import Claim, Endpoints, ObjectKey, ServiceView, WorkloadView
+from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView
 
 # ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
 # refused ServiceLink is found by looking again this often, one GET each time.
@@ -98,6 +100,9 @@ class World(Protocol):
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         """One Deployment, StatefulSet, DaemonSet or CronJob as last seen, or None when it is gone."""
 
+    def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
+        """The running Jobs of a namespace whose pods read the ConfigMap ``reading``."""
+
 
 @dataclass(frozen=True)
 class ServiceLinkView:
@@ -123,6 +128,11 @@ class ServiceLinkView:
     def rolled_out(self) -> list[RolledOut]:
         """The consumers the last status says we rolled."""
         return [RolledOut.model_validate(r) for r in self.status.get("rolledOut") or ()]
+
+    @property
+    def stale_jobs(self) -> list[StaleJob]:
+        """The Jobs the last status says run on old values."""
+        return [StaleJob.model_validate(j) for j in self.status.get("staleJobs") or ()]
 
 
 def parse_servicelink(body: Mapping[str, Any]) -> ServiceLinkView:
@@ -424,20 +434,24 @@ def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
     with its values). Keys held back last time (``status.deferred``) count
     as still changed.
     """
+    return restore_deferred(_values_before(view, written), parse_deferred(view.status))
+
+
+def _values_before(view: ServiceLinkView, written: Written) -> dict[str, str]:
+    """The values our last status says we wrote; the first time, what the ConfigMap held before (none if new)."""
     if written.plan is None:
         raise ValueError("no baseline without a write")
     if view.status.get("hash") is not None:
-        baseline = view.previous
-    elif written.plan.creates:
-        baseline = dict(written.values)
-    else:
-        baseline = dict(written.values)
-        for key, old, _ in written.plan.changes:
-            if old is None:
-                baseline.pop(key, None)
-            else:
-                baseline[key] = old
-    return restore_deferred(baseline, parse_deferred(view.status))
+        return view.previous
+    baseline = dict(written.values)
+    if written.plan.creates:
+        return baseline
+    for key, old, _ in written.plan.changes:
+        if old is None:
+            baseline.pop(key, None)
+        else:
+            baseline[key] = old
+    return baseline
 
 
 def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, written: Written, world: World) -> Roll:
@@ -525,6 +539,55 @@ def judge_roll(
         waiting=waiting,
     )
     return Rolled(verdict, rolled_out, list(roll.skipped))
+
+
+# --- Jobs --------------------------------------------------------------------------------------
+
+
+def plan_stale_jobs(view: ServiceLinkView, *, spec: ServiceLinkSpec, written: Written, world: World) -> list[StaleJob]:
+    """The running Jobs reading values this ServiceLink changed since they started (``rollout.find_stale_jobs``).
+
+    A change is a value written now that differs from our last status
+    (deferred keys are not re-counted: the ConfigMap already held them, so a
+    Job started since read them). Nothing written: no change, and the Jobs
+    listed last time stay while they run. Independent of ``spec.rollout``
+    and of consent: a Job is only reported, never touched.
+    """
+    if written.plan is None:
+        changed: frozenset[str] = frozenset()
+        managed: Mapping[str, str] = {}
+    else:
+        before, now = _values_before(view, written), written.values
+        changed = frozenset(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+        managed = written.plan.apply_data
+    return find_stale_jobs(
+        world.jobs(view.namespace, reading=spec.config_map_name),
+        configmap=spec.config_map_name,
+        changed=changed,
+        managed=managed,
+        previous=view.stale_jobs,
+    )
+
+
+def plan_stale_job_events(view: ServiceLinkView, stale: Sequence[StaleJob]) -> list[Event]:
+    """One Warning naming the Jobs newly listed, or listed for more keys, in ``status.staleJobs``; else none.
+
+    A Warning, not the Normal of ValueChanged: a rolled Deployment is fixed,
+    but nobody restarts a Job running on an old address, which may fail or
+    talk to the wrong Service; its owner has to decide. Once per change: a
+    resync that lists the same Jobs again says nothing.
+    """
+    before = {entry.name: set(entry.keys) for entry in view.stale_jobs}
+    new = [entry for entry in stale if not set(entry.keys) <= before.get(entry.name, set())]
+    if not new:
+        return []
+    parts = [
+        f"Job {view.namespace}/{entry.name} runs on old values of {', '.join(entry.keys)}"
+        f" (started on config hash {entry.hash})"
+        for entry in new
+    ]
+    tail = "servicelink never restarts a Job: it finishes on them, or delete it to start afresh"
+    return [Event("StaleJobs", summarize([*parts, tail]), warning=True, logged_as="stale jobs")]
 
 
 # --- Events --------------------------------------------------------------------------------------
@@ -626,7 +689,13 @@ def render_merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> di
 
 
 def plan_status(
-    view: ServiceLinkView, *, values: Values, written: Written, rolled: Rolled, now: str
+    view: ServiceLinkView,
+    *,
+    values: Values,
+    written: Written,
+    rolled: Rolled,
+    now: str,
+    stale_jobs: Sequence[StaleJob] = (),
 ) -> StatusWrite | None:
     """The status a reconcile of a valid spec leaves, with a Warning per new problem; None when unchanged."""
     new = render_status(
@@ -639,6 +708,7 @@ def plan_status(
         rolled_out=rolled.rolled_out,
         skipped=rolled.skipped,
         deferred=rolled.deferred,
+        stale_jobs=stale_jobs,
         current_conditions=parse_conditions(view.status),
         now=now,
     )

@@ -49,6 +49,8 @@ from servicelink.plan import (
     plan_release,
     plan_release_finalizers,
     plan_roll,
+    plan_stale_job_events,
+    plan_stale_jobs,
     plan_status,
     plan_values,
     plan_write,
@@ -178,11 +180,13 @@ class Reconciler:
                 outcomes = await self._roll(view, roll.rollouts, roll.baseline, written)
                 rolled = judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=self.world)
         changes = plan_change_events(view, written=written, rolled=rolled)
+        stale = plan_stale_jobs(view, spec=spec, written=written, world=self.world)
         # Reported after the rollouts: the consumers' pods need not wait for an Event.
-        await self._record(view, changes.events)
+        await self._record(view, [*changes.events, *plan_stale_job_events(view, stale)])
         if changes.values_changed:
             self.on_values_changed(changes.values_changed)
-        await self._write_status(view, plan_status(view, values=values, written=written, rolled=rolled, now=utc_now()))
+        status = plan_status(view, values=values, written=written, rolled=rolled, now=utc_now(), stale_jobs=stale)
+        await self._write_status(view, status)
         return plan_recheck(written)
 
     async def _set_finalizers(self, view: ServiceLinkView, finalizers: list[str]) -> None:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from servicelink.model import (
     LabelSelector,
     RolledOut,
+    StaleJob,
     WorkloadKind,
     Workloads,
 )
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
-from servicelink.views import ObjectKey, Progress, Reads, ServiceView, WorkloadView, patched
+from servicelink.views import JobView, ObjectKey, Progress, Reads, ServiceView, WorkloadView, patched
 
 
 def rollout_settled(before: Progress | None, after: Progress) -> bool:
@@ -212,6 +213,54 @@ def progress_of(
             found.append(patched(entry.kind, namespace, entry.name))
         elif key in workloads:
             found.append(workloads[key].progress)
+    return found
+
+
+UNKNOWN_HASH = "unknown"
+
+
+def find_stale_jobs(
+    jobs: Iterable[JobView],
+    *,
+    configmap: str,
+    changed: frozenset[str],
+    managed: Mapping[str, str],
+    previous: Iterable[StaleJob],
+) -> list[StaleJob]:
+    """Return the running Jobs whose pods read values of ``configmap`` that changed after they started, by name.
+
+    A running Job is listed when a key it reads is in ``changed`` (the keys
+    whose value this reconcile moved away from the one the pods were last
+    rolled to), unless its pod template carries the hash of what it reads of
+    ``managed`` (every servicelink key of the ConfigMap as it is now): a
+    CronJob annotated for this change created it, so it started on the new
+    values. Once listed a Job stays listed, with the hash it started on,
+    while it runs (``previous``, the last status's list, is the memory); a
+    further change adds its keys. A Job that finished or is gone is not
+    listed, and a Job created after a change read the values of then, so that
+    change never lists it.
+    """
+    before = {entry.name: entry for entry in previous}
+    found: list[StaleJob] = []
+    for job in sorted(jobs, key=lambda j: j.name):
+        if not job.running or configmap not in job.reads:
+            continue
+        reads = job.reads[configmap]
+        touched = {key for key in changed if reads is None or key in reads}
+        entries = parse_config_hash(job.config_hash)
+        started = entries.get(configmap, entries.get(""))
+        if touched and started == render_hash(consumed(managed, reads)):
+            touched = set()
+        listed = before.get(job.name)
+        if listed is None and not touched:
+            continue
+        found.append(
+            StaleJob(
+                name=job.name,
+                hash=listed.hash if listed is not None else started or UNKNOWN_HASH,
+                keys=sorted(set(listed.keys if listed is not None else ()) | touched),
+            )
+        )
     return found
 
 

@@ -53,12 +53,17 @@ class Runtime:
             return [item for page in pages for item in page]
 
         since = self.cache.mark()
-        servicelinks, services, slices, *workloads = await asyncio.gather(
-            fetch("ServiceLink"), fetch("Service"), fetch("EndpointSlice"), *(fetch(k) for k in WORKLOAD_KINDS)
+        servicelinks, services, slices, jobs, *workloads = await asyncio.gather(
+            fetch("ServiceLink"),
+            fetch("Service"),
+            fetch("EndpointSlice"),
+            fetch("Job"),
+            *(fetch(k) for k in WORKLOAD_KINDS),
         )
         self.cache.replace_servicelinks(servicelinks, since=since)
         self.cache.replace_services(services, since=since)
         self.cache.replace_endpointslices(slices, since=since)
+        self.cache.replace_jobs(jobs, since=since)
         for kind, bodies in zip(WORKLOAD_KINDS, workloads, strict=True):
             self.cache.replace_workloads(kind, bodies, since=since)
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from servicelink import conditions as c
 from servicelink.consent import Skipped
 from servicelink.messages import summarize, truncate
-from servicelink.model import Condition, RolledOut
+from servicelink.model import Condition, RolledOut, StaleJob
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.rollout import Deferred
@@ -159,12 +159,14 @@ def render_status(
     current_conditions: Sequence[Condition],
     now: str,
     deferred: Sequence[Deferred] = (),
+    stale_jobs: Sequence[StaleJob] = (),
 ) -> dict[str, Any]:
     """Return the whole status a reconcile leaves, conditions in a fixed order.
 
-    ``skipped`` (workloads not rolled for want of their consent) and ``deferred``
-    (keys written but not yet rolled out) appear only when there are some, so a
-    ServiceLink that has neither keeps the status it had.
+    ``skipped`` (workloads not rolled for want of their consent), ``deferred``
+    (keys written but not yet rolled out) and ``staleJobs`` (running Jobs on
+    old values) appear only when there are some, so a ServiceLink that has
+    none keeps the status it had.
     """
     resolved = judge_resolution(results)
     failing = [v for v in (resolved, synced, rolled) if not v.ok]
@@ -204,6 +206,8 @@ def render_status(
             {"key": d.key, "service": d.service, **({} if d.previous is None else {"previous": d.previous})}
             for d in deferred
         ]
+    if stale_jobs:
+        status["staleJobs"] = [j.model_dump() for j in stale_jobs]
     return status
 
 

@@ -242,6 +242,44 @@ class WorkloadView:
         )
 
 
+# A Job condition of status True that ends it, or is about to (the last two, since Kubernetes 1.31, come first:
+# its pods are being stopped). Such a Job starts no pod again.
+FINISHED_JOB_CONDITIONS = frozenset({"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"})
+
+
+def job_finished(body: Mapping[str, Any]) -> bool:
+    """Whether a Job has finished, by its conditions; one not started yet, or with active pods, has not."""
+    return any(
+        cond.get("type") in FINISHED_JOB_CONDITIONS and cond.get("status") == "True"
+        for cond in (body.get("status") or {}).get("conditions") or ()
+    )
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The parts of a Job that the report of stale Jobs reads: what its pods read, and the hash they started on."""
+
+    namespace: str
+    name: str
+    reads: Mapping[str, Reads]
+    config_hash: str | None
+    running: bool
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> JobView:
+        """Build a view from a Job as the API returns it."""
+        metadata = body.get("metadata") or {}
+        template = pod_template("Job", body)
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        return cls(
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            reads=read_configmaps(template.get("spec") or {}),
+            config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+            running=not job_finished(body),
+        )
+
+
 class Ordered(Protocol):
     """A ServiceLink's place in the order of claims on a shared key."""
 

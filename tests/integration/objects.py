@@ -127,6 +127,29 @@ def cronjob(
     }
 
 
+def job(
+    name: str,
+    namespace: str,
+    *,
+    env_from: str | None = None,
+    key_refs: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A Job whose container reads a ConfigMap, as ``deployment`` reads it.
+
+    The test control plane runs no Job controller: it never starts a pod nor
+    sets a status, so only the test (through the status subresource) and
+    servicelink could write it.
+    """
+    template = deployment(name, namespace, env_from=env_from, key_refs=key_refs)["spec"]["template"]
+    template["spec"]["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"template": template},
+    }
+
+
 def servicelinks_only(namespace: str, subject: dict[str, str], *, verbs: tuple[str, ...]) -> list[dict[str, Any]]:
     """A Role allowing only ``verbs`` on ServiceLinks, and its binding to ``subject``: a user limited to them."""
     return [

@@ -224,3 +224,37 @@ def test_a_workload_names_the_servicelinks_that_rolled_it_only_when_its_rollout_
     assert cache.put_workload("Deployment", rolled) == [("gallery", "gateway")]
     assert cache.put_workload("Deployment", rolled) == []  # a replay, or a replica coming up
     assert cache.drop_workload("Deployment", "gallery", "web") == []
+
+
+def job(name: str, *, env_from: str, complete: bool = False) -> dict[str, Any]:
+    status = {"conditions": [{"type": "Complete", "status": "True"}]} if complete else {"active": 1}
+    return {**deployment(name, env_from=env_from), "status": status}
+
+
+def test_only_running_jobs_that_read_a_configmap_are_kept() -> None:
+    cache = Cache()
+    assert cache.put_job(job("migrate", env_from="gw")) == []
+    cache.put_job(job("done", env_from="gw", complete=True))
+    cache.put_job({"metadata": {"name": "reads-nothing", "namespace": "gallery"}})
+    assert [j.name for j in cache.jobs("gallery", reading="gw")] == ["migrate"]
+    assert cache.jobs("gallery", reading="other") == []
+    cache.put_job(job("migrate", env_from="gw", complete=True))
+    assert cache.jobs("gallery", reading="gw") == []
+    since = cache.mark()
+    cache.replace_jobs([job("late", env_from="gw"), job("migrate", env_from="gw", complete=True)], since=since)
+    assert [j.name for j in cache.jobs("gallery", reading="gw")] == ["late"]
+    cache.replace_jobs([], since=cache.mark())
+    assert cache.jobs("gallery", reading="gw") == []
+
+
+def test_a_job_that_finishes_or_goes_reconciles_the_servicelinks_listing_it() -> None:
+    cache = Cache()
+    listing = servicelink("gateway", "gw", {"key": "A", "service": "auth"})
+    cache.put_servicelink({**listing, "status": {"staleJobs": [{"name": "migrate", "hash": "unknown", "keys": ["A"]}]}})
+    cache.put_servicelink(servicelink("other", "gw2", {"key": "B", "service": "auth"}))
+    assert cache.put_job(job("migrate", env_from="gw")) == []  # running: nothing to update
+    assert cache.put_job(job("migrate", env_from="gw", complete=True)) == [("gallery", "gateway")]
+    assert cache.drop_job("gallery", "migrate") == [("gallery", "gateway")]
+    assert cache.drop_job("gallery", "unlisted") == []
+    cache.put_servicelink(listing)  # its status no longer lists it
+    assert cache.drop_job("gallery", "migrate") == []

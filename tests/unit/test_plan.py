@@ -487,6 +487,64 @@ def test_a_cronjob_is_patched_like_any_consumer_and_rolled_out_waits_only_for_th
     assert alone.verdict.reason == c.WORKLOADS_UPDATED
 
 
+# --- Jobs ----------------------------------------------------------------------------------------
+
+
+def job(name: str, *, reads: str, config_hash: str | None = None, complete: bool = False) -> dict[str, Any]:
+    """A Job whose pods read ConfigMap ``reads``; running unless ``complete``."""
+    template = deployment(name, reads=reads, config_hash=config_hash)["spec"]["template"]
+    status = {"conditions": [{"type": "Complete", "status": "True"}]} if complete else {"active": 1}
+    return {
+        "metadata": {"name": name, "namespace": NS, "resourceVersion": "9"},
+        "spec": {"template": template},
+        "status": status,
+    }
+
+
+def stale_after(sl: dict[str, Any], cache: Cache, current: dict[str, Any] | None) -> list[planner.StaleJob]:
+    view, _, written = written_for(sl, cache, current)
+    return planner.plan_stale_jobs(view, spec=parse_spec(sl["spec"]), written=written, world=cache)
+
+
+def test_a_change_lists_the_running_jobs_on_old_values_with_one_warning_and_a_resync_nothing_new() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    cache = world(sl)
+    cache.put_job(job("migrate", reads="gw"))
+    cache.put_job(job("elsewhere", reads="other"))
+    cache.put_job(job("done", reads="gw", complete=True))
+    cache.put_job(job("fresh", reads="gw", config_hash=render_hash({"AUTH_URL": AUTH})))  # from an annotated CronJob
+    current = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    stale = stale_after(sl, cache, current)
+    assert [(j.name, j.hash, j.keys) for j in stale] == [("migrate", "unknown", ["AUTH_URL"])]
+    view = planner.parse_servicelink(sl)
+    (event,) = planner.plan_stale_job_events(view, stale)
+    assert (event.reason, event.warning) == ("StaleJobs", True)
+    assert event.message.startswith(f"Job {NS}/migrate runs on old values of AUTH_URL (started on config hash unknown)")
+    # The status now lists it; the next reconcile (nothing written) keeps it and says nothing.
+    listed = {
+        "values": {"AUTH_URL": AUTH},
+        "hash": render_hash({"AUTH_URL": AUTH}),
+        "staleJobs": [s.model_dump() for s in stale],
+    }
+    after = body(status=listed)
+    again = stale_after(after, cache, configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway"))
+    assert again == stale
+    assert planner.plan_stale_job_events(planner.parse_servicelink(after), again) == []
+    # Once it finishes, it leaves the list.
+    cache.put_job(job("migrate", reads="gw", complete=True))
+    assert stale_after(after, cache, None) == []
+
+
+def test_no_job_is_stale_when_the_configmap_is_created_or_not_written() -> None:
+    sl = body()
+    cache = world(sl)
+    cache.put_job(job("migrate", reads="gw"))
+    assert stale_after(sl, cache, None) == []  # its pods waited for the ConfigMap, or started without it
+    refused = body(status={"values": {"AUTH_URL": "old"}, "hash": "h"})
+    not_shared = configmap({"AUTH_URL": "old"})  # nothing written: no change reached the Job
+    assert stale_after(refused, cache, not_shared) == []
+
+
 # --- Events --------------------------------------------------------------------------------------
 
 
@@ -571,6 +629,11 @@ def test_the_status_is_written_once_and_an_unchanged_one_not_at_all() -> None:
     assert write is not None
     assert write.patch["values"] == {"AUTH_URL": AUTH}
     assert write.events == []
+    assert "staleJobs" not in write.patch  # only when there are some
+    entry = planner.StaleJob(name="migrate", hash="unknown", keys=["AUTH_URL"])
+    listed = planner.plan_status(view, values=values, written=written, rolled=rolled, now=T0, stale_jobs=[entry])
+    assert listed is not None
+    assert listed.patch["staleJobs"] == [{"name": "migrate", "hash": "unknown", "keys": ["AUTH_URL"]}]
     again = planner.parse_servicelink(body(status=write.patch))
     assert planner.plan_status(again, values=values, written=written, rolled=rolled, now="2030-01-01T00:00:00Z") is None
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from servicelink.model import RolledOut, Workloads
+from servicelink.model import RolledOut, StaleJob, Workloads
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.rollout import (
@@ -14,6 +14,7 @@ from servicelink.rollout import (
     Rollout,
     carried_hash,
     consumed,
+    find_stale_jobs,
     merge_rollouts,
     parse_config_hash,
     plan_deferral,
@@ -24,7 +25,16 @@ from servicelink.rollout import (
     rollout_settled,
     select_consumers,
 )
-from servicelink.views import Endpoints, Progress, Reads, ServiceView, WorkloadView, read_configmaps, read_progress
+from servicelink.views import (
+    Endpoints,
+    JobView,
+    Progress,
+    Reads,
+    ServiceView,
+    WorkloadView,
+    read_configmaps,
+    read_progress,
+)
 
 CM = "gateway-service-config"
 AUTH_OLD = "http://auth-service:3001"
@@ -660,3 +670,88 @@ def test_a_held_back_key_still_counts_as_a_change_the_next_time() -> None:
         desired=written,
     )
     assert [p.changed_keys for p in plans] == [("AUTH_SERVICE_URL", "NEW_URL")]
+
+
+# --- Jobs ----------------------------------------------------------------------------------------
+
+
+def job_body(
+    name: str, pod_spec: dict[str, Any], *, config_hash: str | None = None, finished: str | None = None
+) -> dict[str, Any]:
+    """A Job running ``pod_spec``; ``finished``: the type of the True condition that ends it."""
+    template = workload_body(name, pod_spec, config_hash=config_hash)["spec"]["template"]
+    conditions = [{"type": "Complete", "status": "False"}]
+    if finished is not None:
+        conditions.append({"type": finished, "status": "True"})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "gallery"},
+        "spec": {"template": template},
+        "status": {"active": 1, "conditions": conditions},
+    }
+
+
+def job(name: str, pod_spec: dict[str, Any], **kw: Any) -> JobView:
+    return JobView.from_body(job_body(name, pod_spec, **kw))
+
+
+def stale(
+    jobs: list[JobView], *, changed: set[str], previous: tuple[StaleJob, ...] | list[StaleJob] = ()
+) -> list[tuple[str, str, list[str]]]:
+    found = find_stale_jobs(
+        jobs,
+        configmap=CM,
+        changed=frozenset(changed),
+        managed={"AUTH_URL": AUTH_NEW, "APP_URL": APP},
+        previous=previous,
+    )
+    return [(entry.name, entry.hash, entry.keys) for entry in found]
+
+
+def test_a_job_view_reads_what_its_pods_read_the_hash_they_carry_and_whether_it_runs() -> None:
+    running = job("report", {"containers": [container(env=[key_ref("AUTH_URL")])]}, config_hash="abc")
+    assert (running.name, running.reads, running.config_hash, running.running) == (
+        "report",
+        {CM: frozenset({"AUTH_URL"})},
+        "abc",
+        True,
+    )
+    for condition in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"):
+        assert not job("done", {"containers": [container(**env_from())]}, finished=condition).running
+    assert JobView.from_body({"metadata": {"name": "bare"}}).running  # not started yet: it will run
+
+
+def test_a_running_job_reading_a_changed_key_is_stale_with_the_hash_it_started_on() -> None:
+    unknown = job("by-hand", {"containers": [container(**env_from())]})
+    from_cronjob = job("nightly-1", {"containers": [container(env=[key_ref("AUTH_URL")])]}, config_hash="0ld0ld00")
+    assert stale([unknown, from_cronjob], changed={"AUTH_URL"}) == [
+        ("by-hand", "unknown", ["AUTH_URL"]),
+        ("nightly-1", "0ld0ld00", ["AUTH_URL"]),
+    ]
+
+
+def test_key_level_precision_and_other_configmaps_and_finished_jobs() -> None:
+    other_key = job("app-only", {"containers": [container(env=[key_ref("APP_URL")])]})
+    other_configmap = job("elsewhere", {"containers": [container(**env_from("another"))]})
+    finished = job("done", {"containers": [container(**env_from())]}, finished="Complete")
+    assert stale([other_key, other_configmap, finished], changed={"AUTH_URL"}) == []
+    assert stale([other_key], changed=set()) == []  # nothing changed: nothing stale
+
+
+def test_a_job_created_from_a_cronjob_annotated_for_the_change_is_not_stale() -> None:
+    fresh = job(
+        "nightly-2",
+        {"containers": [container(env=[key_ref("AUTH_URL")])]},
+        config_hash=render_hash({"AUTH_URL": AUTH_NEW}),
+    )
+    assert stale([fresh], changed={"AUTH_URL"}) == []
+
+
+def test_a_listed_job_stays_while_it_runs_keeps_its_hash_and_gains_keys() -> None:
+    running = job("by-hand", {"containers": [container(**env_from())]})
+    before = [StaleJob(name="by-hand", hash="unknown", keys=["AUTH_URL"]), StaleJob(name="gone", hash="x", keys=["A"])]
+    assert stale([running], changed=set(), previous=before) == [("by-hand", "unknown", ["AUTH_URL"])]
+    assert stale([running], changed={"APP_URL"}, previous=before) == [("by-hand", "unknown", ["APP_URL", "AUTH_URL"])]
+    finished = job("by-hand", {"containers": [container(**env_from())]}, finished="Failed")
+    assert stale([finished], changed=set(), previous=before) == []
