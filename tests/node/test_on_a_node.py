@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from servicelink.model import CONFIG_HASH_ANNOTATION
 from servicelink.testing.capture import Capture
 from servicelink.testing.fixtures import wait_for
 from servicelink.testing.node import (
@@ -490,6 +491,90 @@ def test_wait_for_endpoints_rolls_the_consumer_only_once_the_new_service_has_a_r
     for pod in newest_pods(node, "edge"):
         env = node.kubectl("exec", "-n", GALLERY, pod["metadata"]["name"], "--", "printenv", "AUTH_SERVICE_URL")
         assert env.stdout.strip() == "http://auth-v3:3001"
+
+
+def worker_cronjob() -> dict[str, Any]:
+    """The gallery's worker as a CronJob: every minute a Job polls APP_SERVICE_URL once and prints what answered."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "worker-cron", "namespace": GALLERY},
+        "spec": {
+            "schedule": "* * * * *",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "worker",
+                                    "image": "ghcr.io/servicelink/gallery-app:0.1.0",
+                                    "imagePullPolicy": "IfNotPresent",
+                                    "args": ["job"],
+                                    "envFrom": [{"configMapRef": {"name": "worker-service-config"}}],
+                                }
+                            ],
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+def finished_jobs(node: Node, config_hash: str | None) -> list[str]:
+    """The names of worker-cron's completed Jobs whose pod template carries ``config_hash``, oldest first."""
+    jobs = [
+        j
+        for j in get(node, "jobs", "-n", GALLERY)["items"]
+        if j["metadata"].get("ownerReferences", [{}])[0].get("name") == "worker-cron"
+        and j["spec"]["template"].get("metadata", {}).get("annotations", {}).get(CONFIG_HASH_ANNOTATION) == config_hash
+        and j["status"].get("succeeded")
+    ]
+    return [j["metadata"]["name"] for j in sorted(jobs, key=lambda j: str(j["metadata"]["creationTimestamp"]))]
+
+
+def template_hash(cronjob: dict[str, Any]) -> str | None:
+    annotations = cronjob["spec"]["jobTemplate"]["spec"]["template"].get("metadata", {}).get("annotations", {})
+    return annotations.get(CONFIG_HASH_ANNOTATION)
+
+
+def test_a_cronjobs_next_job_runs_on_the_new_url_after_a_port_change(node: Node) -> None:
+    """The worker runs every minute as a CronJob; after app-service's port changes its next Job calls the new one."""
+    node.kubectl("apply", "-f", "-", input=json.dumps(worker_cronjob()))
+    before = get(node, "cronjob", "worker-cron", "-n", GALLERY)
+    first = wait_for(
+        lambda: finished_jobs(node, template_hash(before)), timeout=150, interval=1, what="the CronJob's first Job"
+    )[0]
+    answer = json.loads(node.kubectl("logs", "-n", GALLERY, f"job/{first}").stdout)
+    assert answer["url"] == "http://app-service:3002"
+    assert answer["hops"][:2] == ["worker-cron", "app-service"]
+    assert get(node, "cronjob", "worker-cron", "-n", GALLERY)["metadata"]["generation"] == 1, "not patched for nothing"
+
+    patched = time.time()
+    node.kubectl(
+        "patch", "service", "app-service", "-n", GALLERY, "--type=json",
+        "-p", '[{"op": "replace", "path": "/spec/ports/0/port", "value": 4002}]',
+    )  # fmt: skip
+
+    def annotated() -> dict[str, Any] | None:
+        cronjob = get(node, "cronjob", "worker-cron", "-n", GALLERY)
+        return cronjob if cronjob["metadata"]["generation"] > before["metadata"]["generation"] else None
+
+    after = wait_for(annotated, timeout=30, interval=0.5, what="the CronJob's jobTemplate annotated")
+    print(f"\n[servicelink] port 3002 -> 4002: CronJob annotated {time.time() - patched:.2f}s after the patch")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1, "patched once"
+    assert after["spec"]["schedule"] == before["spec"]["schedule"]
+    nxt = wait_for(
+        lambda: finished_jobs(node, template_hash(after)), timeout=150, interval=1, what="the CronJob's next Job"
+    )[0]
+    answer = json.loads(node.kubectl("logs", "-n", GALLERY, f"job/{nxt}").stdout)
+    print(f"[servicelink] its next Job, {nxt}, finished {time.time() - patched:.0f}s after the patch: {answer}")
+    assert answer["url"] == "http://app-service:4002"
+    assert answer["hops"][:2] == ["worker-cron", "app-service"]
 
 
 def test_nothing_the_node_sent_crossed_its_link(node: Node, capture: Capture) -> None:

@@ -8,6 +8,8 @@ gateway -> app-service -> mongodb, and gateway -> auth-service on ``/auth``.
 - ``app``: opens TCP connections to ``$MONGODB_HOST:27017`` and to ``$REDIS_URL``.
 - ``auth``: answers on its own.
 - ``worker``: polls ``$APP_SERVICE_URL`` every 2 s; ``/`` shows the last poll.
+- ``job``: the worker's poll, once, as a Job runs it: prints one JSON line with the URL and the
+  hops (or the error) and exits 0 when the call succeeded.
 - ``tcp``: a stub database that greets each connection (mongodb, redis).
 - ``probe``: calls each URL in ``$TARGETS`` every ``$INTERVAL`` seconds (0.1) and prints one
   JSON line per call: when, which URL, how long it took, whether it succeeded, and the answer.
@@ -154,9 +156,21 @@ def _poll_forever() -> None:
         time.sleep(2)
 
 
+def _poll_once() -> int:
+    url = os.environ["APP_SERVICE_URL"]
+    try:
+        print(json.dumps({"url": url, "hops": [NAME, *_get(url)]}), flush=True)
+        return 0
+    except Exception as error:
+        print(json.dumps({"url": url, "error": f"{type(error).__name__}: {error}"}), flush=True)
+        return 1
+
+
 def main() -> None:
     role, port = sys.argv[1], int(os.environ.get("PORT", "8080"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 gets no default SIGTERM handler
+    if role == "job":
+        sys.exit(_poll_once())
     if role == "tcp":
         _serve_tcp(port)
         return

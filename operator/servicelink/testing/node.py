@@ -584,7 +584,12 @@ def _bring_up(state: Path, control: Assets, binaries: Assets, images: Iterable[P
         advertise_address=ip,
         command_prefix=_inside(state),
         extra_apiserver_args=["--kubelet-preferred-address-types=InternalIP,Hostname"],
-        extra_controllers=("node-lifecycle-controller", "root-ca-certificate-publisher-controller"),
+        extra_controllers=(
+            "node-lifecycle-controller",
+            "root-ca-certificate-publisher-controller",
+            "cronjob-controller",
+            "job-controller",
+        ),
         detached=True,
     )
     shutil.copy(plane.kubeconfig, kubeconfig)
