@@ -6,6 +6,7 @@ CronJobs: any change of their resourceVersion is a patch of ours.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,36 @@ def test_an_operator_restart_patches_no_cronjob(
         assert versions(cluster, namespace) == settled
     finally:
         again.stop()
+
+
+def test_a_leader_hand_over_patches_no_cronjob_and_the_new_leader_follows_the_next_change(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    election = {"SERVICELINK_LEADER_ELECT": "1", "SERVICELINK_LEASE_NAMESPACE": namespace}
+    replicas = [start_operator_process(cluster.kubeconfig, tmp_path / f"replica-{i}.log", **election) for i in (1, 2)]
+    try:
+        reporting(cluster, namespace)
+        cluster.apply(service("auth-service", namespace, 4001))
+        wait_for(lambda: job_template_hash(cluster, namespace, "auth-report"), what="auth-report's template patched")
+        wait_condition(cluster, namespace, "gateway-service", "RolledOut", "True")
+        settled = versions(cluster, namespace)
+
+        holder = cluster.get("lease", "servicelink", "-n", namespace)["spec"]["holderIdentity"]
+        leader, follower = replicas if holder.endswith(f"-{replicas[0].popen.pid}") else replicas[::-1]
+        leader.stop(signal.SIGKILL)
+        wait_for(lambda: "leading as" in follower.log(), timeout=40, interval=0.5, what="the follower leading")
+        time.sleep(RESYNC + 1)  # its first reconcile of everything, and a resync
+        assert versions(cluster, namespace) == settled
+
+        cluster.apply(service("app-service", namespace, 4002))
+        expected = render_hash({"APP_SERVICE_URL": "http://app-service:4002"})
+        got = wait_for(lambda: job_template_hash(cluster, namespace, "app-report"), what="app-report patched")
+        assert got == expected
+        time.sleep(RESYNC)
+        after = versions(cluster, namespace)
+        assert after["app-report"][1] == settled["app-report"][1] + 1, "patched once by the new leader"
+        assert after["auth-report"] == settled["auth-report"]
+        assert after["unrelated"] == settled["unrelated"]
+    finally:
+        for process in replicas:
+            process.stop()
