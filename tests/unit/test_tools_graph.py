@@ -165,3 +165,62 @@ def test_a_cronjob_is_drawn_as_the_consumer_its_job_template_reads(
     } in graph["nodes"]
     edges = {(e["source"], e["key"], e["target"], e["state"]) for e in graph["edges"]}
     assert edges == {("CronJob_gallery_worker_service", "APP_SERVICE_URL", "Service_gallery_app_service", "resolved")}
+
+
+JOBS = """
+apiVersion: v1
+kind: Service
+metadata: {name: app-service}
+spec: {ports: [{port: 3002}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: auth-service}
+spec: {ports: [{port: 3001}]}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: ServiceLink
+metadata: {name: worker-service}
+spec:
+  configMapName: worker-service-config
+  links:
+    - {key: APP_SERVICE_URL, service: app-service, port: 3002}
+    - {key: AUTH_SERVICE_URL, service: auth-service, port: 3001}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: backfill}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: backfill
+          env:
+            - name: APP_SERVICE_URL
+              valueFrom: {configMapKeyRef: {name: worker-service-config, key: APP_SERVICE_URL}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: done}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: done
+          envFrom: [{configMapRef: {name: worker-service-config}}]
+status:
+  conditions: [{type: Complete, status: "True"}]
+"""
+
+
+def test_a_running_job_is_drawn_with_the_keys_it_reads_and_a_finished_one_is_not(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(JOBS)
+    graph = json.loads(run(capsys, "graph", "-f", str(tmp_path), "-n", "gallery", "-o", "json").out)
+    jobs = [n["name"] for n in graph["nodes"] if n["kind"] == "Job"]
+    assert jobs == ["backfill"]
+    edges = {(e["source"], e["key"], e["target"]) for e in graph["edges"] if e["source"].startswith("Job_")}
+    assert edges == {("Job_gallery_backfill", "APP_SERVICE_URL", "Service_gallery_app_service")}

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from servicelink.model import LISTED_KINDS, WORKLOAD_KINDS
+from servicelink.model import LISTED_KINDS, REPORTED_KINDS, WORKLOAD_KINDS
 from servicelink.settings import Settings
 from servicelink.tools import doctor
 from servicelink.tools import graph as graphs
@@ -72,7 +72,7 @@ def run_graph(args: argparse.Namespace) -> int:
         else:
             cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
             namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
-            kinds: tuple[ReadKind, ...] = ("ServiceLink", *WORKLOAD_KINDS, "ConfigMap")
+            kinds: tuple[ReadKind, ...] = ("ServiceLink", *WORKLOAD_KINDS, *REPORTED_KINDS, "ConfigMap")
             bodies = cluster.read_all(kinds, namespace) + _read_services(cluster, namespace)
     except InputError as error:
         return _fail(str(error))

@@ -34,7 +34,7 @@ HAND_WRITTEN_STATES = {
 class Node:
     """A workload, a ConfigMap nobody reads (so its links still show), a Service, or an external name."""
 
-    kind: str  # Deployment, StatefulSet, DaemonSet, CronJob, ConfigMap, Service, External
+    kind: str  # Deployment, StatefulSet, DaemonSet, CronJob, Job, ConfigMap, Service, External
     namespace: str  # "" for an external name
     name: str
 
@@ -102,7 +102,9 @@ def build_graph(
 
     Each consumer of a ServiceLink's ConfigMap (as the operator finds them) has
     an edge per link to its Service; a ConfigMap nobody reads stands in for its
-    consumers. ``live``: endpoints were read, so a resolved link without a ready
+    consumers. A running Job that reads it is drawn too, with an edge for each
+    key it reads: servicelink reports it when a value changes, and never rolls
+    it. ``live``: endpoints were read, so a resolved link without a ready
     endpoint shows as ``no endpoints``. A value written by hand is an edge
     labelled ``(hand-written)``, so a cluster without the CRD has a graph too.
     """
@@ -119,12 +121,20 @@ def build_graph(
             Node("ConfigMap", sl.namespace, sl.configmap)
         ]
         nodes.update(sources)
+        jobs = [
+            (Node("Job", j.namespace, j.name), j.reads[sl.configmap])
+            for j in world.jobs(sl.namespace, reading=sl.configmap)
+        ]
+        nodes.update(job for job, _ in jobs)
         for result in sl.results:
             namespace, name = result.service.split("/", 1)
             target = Node("Service", namespace, name)
             nodes.add(target)
             state = _state(result, live=live)
             edges.update(Edge(source, target, result.key, state) for source in sources)
+            edges.update(
+                Edge(job, target, result.key, state) for job, keys in jobs if keys is None or result.key in keys
+            )
             view = world.service((namespace, name))
             if result.resolved and view is not None and view.type == "ExternalName" and view.external_name:
                 external = Node("External", "", view.external_name)
