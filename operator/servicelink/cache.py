@@ -314,7 +314,7 @@ class Cache:
     # --- workloads ------------------------------------------------------------------------------
 
     def put_workload(self, kind: WorkloadKind, body: Mapping[str, Any]) -> list[ObjectKey]:
-        """Record a Deployment, StatefulSet, DaemonSet or CronJob, by the ConfigMaps its pods read.
+        """Record a Deployment, StatefulSet, DaemonSet, CronJob or Rollout, by the ConfigMaps its pods read.
 
         Return the ServiceLinks that may have rolled it when its rollout completes
         or stalls (``rollout_settled``); a replica coming up returns none.

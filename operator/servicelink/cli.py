@@ -11,6 +11,9 @@ from servicelink import handlers
 from servicelink.settings import OPTIONS, Settings, SettingsError, load_settings
 from servicelink.tools import commands as tools
 
+# Settings given as --flag / --no-flag rather than --flag VALUE.
+_SWITCHES = ("leader_elect", "argo_rollouts")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the `servicelink` command (docs/reference/cli.md is generated from it)."""
@@ -28,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         text = f"{option.help}; {option.rule.allowed} ({option.env}; default: {option.describe_default()})"
         if option.field == "namespaces":
             run.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NAMESPACE", help=text)
-        elif option.field == "leader_elect":
+        elif option.field in _SWITCHES:
             run.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=text)
         else:
             run.add_argument(option.flag, help=text)
@@ -46,8 +49,9 @@ def _flags(args: argparse.Namespace) -> dict[str, str | None]:
     """The flags given, as text by setting name; None for those left out."""
     flags: dict[str, str | None] = {option.field: getattr(args, option.field) for option in OPTIONS}
     flags["namespaces"] = ",".join(args.namespaces) if args.namespaces else None
-    if args.leader_elect is not None:
-        flags["leader_elect"] = str(args.leader_elect).lower()
+    for field in _SWITCHES:
+        if getattr(args, field) is not None:
+            flags[field] = str(getattr(args, field)).lower()
     return flags
 
 

@@ -25,7 +25,15 @@ import kopf
 from servicelink import metrics
 from servicelink.kube import instance_name
 from servicelink.memory import limit_memory
-from servicelink.model import GROUP, PLURAL, REPORTED_RESOURCES, VERSION, WORKLOAD_RESOURCES, WorkloadKind
+from servicelink.model import (
+    CORE_WORKLOAD_KINDS,
+    GROUP,
+    PLURAL,
+    REPORTED_RESOURCES,
+    VERSION,
+    WORKLOAD_RESOURCES,
+    WorkloadKind,
+)
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
 
@@ -91,6 +99,8 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
         *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any
     ) -> None:
         runtime = _runtime(memo)
+        if kind not in runtime.settings.workload_kinds:
+            return  # an optional kind's watch, left registered in this process by an earlier run (tests)
         cache = runtime.cache
         due = cache.drop_workload(kind, str(namespace), name) if type == "DELETED" else cache.put_workload(kind, body)
         runtime.queue.add_all(due)
@@ -102,10 +112,27 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
     return workload_changed
 
 
-for _kind, _resource in WORKLOAD_RESOURCES.items():
-    kopf.on.event(_resource.group, _resource.version, _resource.plural, id=f"{_resource.plural}_changed")(
-        _keeps_workloads(_kind)
-    )
+def watch_workloads(kinds: tuple[WorkloadKind, ...]) -> None:
+    """Register the watch of each of ``kinds`` not yet watched, in ``REGISTRY``.
+
+    The core kinds are registered at import; an optional one (Argo Rollouts) by
+    ``start`` when its setting enables it, before kopf starts its watches. kopf
+    watches a kind only once the API server serves it: while the CRD is missing
+    it logs "Unresolved resources cannot be served" and starts the watch when
+    the CRD appears (it watches CRDs).
+    """
+    # kopf has no public lookup of registered handlers; ids are ours, so the check is exact.
+    registered = {handler.id for handler in REGISTRY._watching.get_all_handlers()}
+    for kind in kinds:
+        resource = WORKLOAD_RESOURCES[kind]
+        handler_id = f"{resource.plural}_changed"
+        if handler_id not in registered:
+            kopf.on.event(resource.group, resource.version, resource.plural, id=handler_id, registry=REGISTRY)(
+                _keeps_workloads(kind)
+            )
+
+
+watch_workloads(CORE_WORKLOAD_KINDS)
 
 
 _JOB = REPORTED_RESOURCES["Job"]
@@ -181,6 +208,7 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     for variable in loaded.ignored:
         log.info("ignored %s: the kubelet's link to a Service, not a setting", variable)
     configure_kopf(settings, config)
+    watch_workloads(config.workload_kinds)
     runtime = await start_runtime(config)
     memo.runtime = runtime
     log.info("servicelink started: %s; %d ServiceLinks", config, len(runtime.cache.servicelink_keys()))

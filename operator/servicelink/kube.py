@@ -50,12 +50,17 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("list", "watch")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
-    *((r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values()),
+    *((r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values() if not r.optional),
     *((r.group, r.plural, ("list", "watch")) for r in REPORTED_RESOURCES.values()),  # Jobs: reported, never patched
     ("", "events", ("create", "patch")),  # patch: a repeated Event's count
     ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
+)
+# The same calls on the optional kinds (Argo Rollouts): granted by the chart only when its value enables them
+# (argoRollouts.enabled), never in manifests/, so the default install keeps its least privilege.
+OPTIONAL_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
+    (r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values() if r.optional
 )
 
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
@@ -351,7 +356,9 @@ class Kube:
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
-        A CronJob's pod template is its jobTemplate's: its next Jobs run it.
+        A CronJob's pod template is its jobTemplate's: its next Jobs run it. An Argo
+        Rollout's is its inline ``spec.template``: a new template is what makes Argo
+        Rollouts start a new revision and run its canary or blue-green steps.
         Returns False when the workload no longer exists (404); a 409 raises ``Conflict``.
         """
         resource = WORKLOAD_RESOURCES[kind]

@@ -28,7 +28,7 @@ ERRORS = Counter(
 VALUES_CHANGED = Counter("servicelink_values_changed_total", "ConfigMap values written with a new value")
 ROLLOUTS = Counter(
     "servicelink_rollouts_total",
-    "Pod templates patched to roll a workload, by kind (Deployment, StatefulSet, DaemonSet)",
+    "Pod templates patched to roll a workload, by kind (Deployment, StatefulSet, DaemonSet, CronJob, Rollout)",
     ["kind"],
 )
 PROPAGATION = Histogram(

@@ -65,7 +65,7 @@ _TEMPLATE_RULE = {
     + ", and no other braces",
 }
 
-WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob"]
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout"]
 
 
 class WorkloadResource(NamedTuple):
@@ -76,6 +76,8 @@ class WorkloadResource(NamedTuple):
     plural: str
     template: tuple[str, ...]  # the keys from the object to its pod template
     rolls: bool  # False: a patched template starts no rollout (a CronJob's next Jobs run it); none is awaited
+    # True: a CRD serves it, not Kubernetes; watched (and granted in the chart) only when a setting enables it.
+    optional: bool = False
 
 
 # The one table of the kinds, their paths and their watches.
@@ -84,8 +86,13 @@ WORKLOAD_RESOURCES: dict[WorkloadKind, WorkloadResource] = {
     "StatefulSet": WorkloadResource("apps", "v1", "statefulsets", ("spec", "template"), rolls=True),
     "DaemonSet": WorkloadResource("apps", "v1", "daemonsets", ("spec", "template"), rolls=True),
     "CronJob": WorkloadResource("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template"), rolls=False),
+    # Argo Rollouts: its inline pod template, patched like a Deployment's. A Rollout with spec.workloadRef has none:
+    # the referenced Deployment holds it, reads the ConfigMap, and is the one patched.
+    "Rollout": WorkloadResource("argoproj.io", "v1alpha1", "rollouts", ("spec", "template"), rolls=True, optional=True),
 }
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(WORKLOAD_RESOURCES)
+# The kinds every install watches; the optional ones are added by their setting (Settings.workload_kinds).
+CORE_WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(k for k, r in WORKLOAD_RESOURCES.items() if not r.optional)
 
 ReportedKind = Literal["Job"]
 # Kinds whose pod template cannot change once created: watched, and reported in status.staleJobs when they run on
@@ -96,7 +103,7 @@ REPORTED_RESOURCES: dict[ReportedKind, WorkloadResource] = {
 REPORTED_KINDS: tuple[ReportedKind, ...] = tuple(REPORTED_RESOURCES)
 # The kinds the operator lists and watches.
 ListedKind = Literal[
-    "ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job"
+    "ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout", "Job"
 ]
 LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS, *REPORTED_KINDS)
 
@@ -125,6 +132,7 @@ class Annotation(NamedTuple):
     effect: str
 
 
+_KIND = "Deployment, StatefulSet, DaemonSet, CronJob or Rollout (Argo Rollouts, when the operator watches them)."
 _WORKLOAD_KINDS_TEXT = ", ".join(WORKLOAD_KINDS[:-1]) + " or " + WORKLOAD_KINDS[-1]
 # The consent annotations go on the object whose owner consents, so only someone who may edit it can set them.
 ANNOTATIONS: tuple[Annotation, ...] = (
@@ -293,7 +301,7 @@ class Link(_Strict):
 class WorkloadRef(_Strict):
     """A workload named in ``spec.workloads.names``."""
 
-    kind: Annotated[WorkloadKind, Field(description="Deployment, StatefulSet, DaemonSet or CronJob.")]
+    kind: Annotated[WorkloadKind, Field(description=_KIND)]
     name: Annotated[str, Field(description="Name of the workload.", min_length=1, max_length=253)]
 
 
@@ -329,7 +337,9 @@ class Workloads(_Strict):
         " template (a CronJob's jobTemplate) reads the ConfigMap (envFrom, env valueFrom configMapKeyRef, volumes,"
         " projected volumes). A workload reading single keys is rolled only when one of those keys changes. A"
         " CronJob is not rolled: its pod template is annotated, so the Jobs it starts from then on read the"
-        " current values; Jobs already running are left alone.",
+        " current values; Jobs already running are left alone. An Argo Rollout (when the operator watches them) is"
+        " rolled through its pod template, so its canary or blue-green steps run; one with spec.workloadRef has"
+        " none, and the Deployment it references is the consumer.",
     )
     names: list[WorkloadRef] = Field(
         default_factory=list,
@@ -409,7 +419,6 @@ class ServiceLinkSpec(_Strict):
         return self
 
 
-_KIND = "Deployment, StatefulSet, DaemonSet or CronJob."
 _KEY = "The ConfigMap key."
 _SERVICE = "The Service as namespace/name."
 _WORKLOAD = "Name of the workload."
@@ -554,7 +563,8 @@ class ServiceLinkStatus(_Strict):
         description="Ready (all below hold), Resolved (every Service and port found), Synced (the ConfigMap holds"
         " the values) and RolledOut (consumers carry the current hash and their rollouts are complete; a CronJob"
         " has none, so it counts once patched: False with RolloutInProgress while new pods are not available yet,"
-        " RolloutStalled when a Deployment passed its progress deadline, WaitingForEndpoints while"
+        " RolloutStalled when a Deployment passed its progress deadline or an Argo Rollout is Degraded,"
+        " WaitingForEndpoints while"
         " spec.waitForEndpoints holds the rollout back).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )

@@ -94,11 +94,11 @@ class World(Protocol):
         """Every ServiceLink's claim on one ConfigMap."""
 
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
-        """Deployments, StatefulSets, DaemonSets and CronJobs of a namespace: those whose pods read the
+        """Deployments, StatefulSets, DaemonSets, CronJobs and Rollouts of a namespace: those whose pods read the
         ConfigMap ``reading``, or all of them when ``reading`` is None."""
 
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
-        """One Deployment, StatefulSet, DaemonSet or CronJob as last seen, or None when it is gone."""
+        """One Deployment, StatefulSet, DaemonSet, CronJob or Rollout as last seen, or None when it is gone."""
 
     def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
         """The running Jobs of a namespace whose pods read the ConfigMap ``reading``."""

@@ -18,7 +18,7 @@ from servicelink import metrics
 from servicelink.cache import Cache
 from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
-from servicelink.model import WORKLOAD_KINDS, ListedKind
+from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KINDS, ListedKind
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
@@ -49,22 +49,31 @@ class Runtime:
         async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
             loop = asyncio.get_running_loop()
             calls = [functools.partial(self.kube.list_objects, kind=kind, namespace=ns) for ns in namespaces]
-            pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
+            try:
+                pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
+            except ApiError as error:
+                # An optional kind whose CRD is not installed (yet): none of it. kopf starts its watch
+                # when the CRD appears, and the watch fills the cache.
+                if error.status != 404 or kind in CORE_WORKLOAD_KINDS or kind not in WORKLOAD_KINDS:
+                    raise
+                log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", kind)
+                return []
             return [item for page in pages for item in page]
 
+        kinds = self.settings.workload_kinds
         since = self.cache.mark()
         servicelinks, services, slices, jobs, *workloads = await asyncio.gather(
             fetch("ServiceLink"),
             fetch("Service"),
             fetch("EndpointSlice"),
             fetch("Job"),
-            *(fetch(k) for k in WORKLOAD_KINDS),
+            *(fetch(k) for k in kinds),
         )
         self.cache.replace_servicelinks(servicelinks, since=since)
         self.cache.replace_services(services, since=since)
         self.cache.replace_endpointslices(slices, since=since)
         self.cache.replace_jobs(jobs, since=since)
-        for kind, bodies in zip(WORKLOAD_KINDS, workloads, strict=True):
+        for kind, bodies in zip(kinds, workloads, strict=True):
             self.cache.replace_workloads(kind, bodies, since=since)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from servicelink.model import CORE_WORKLOAD_KINDS, WorkloadKind
+
 LogFormat = Literal["text", "json"]
 
 # The kubelet gives every container Docker-link variables for each Service of its
@@ -40,6 +42,13 @@ class Settings:
     health_port: int = 8080  # 0 turns the liveness endpoint off
     leader_elect: bool = False  # replicas share a Lease; only its holder reconciles
     lease_namespace: str = "default"  # where the Lease lives (the operator's own namespace)
+    # Off by default: the CRD may not exist, and the default install grants no RBAC on argoproj.io.
+    argo_rollouts: bool = False
+
+    @property
+    def workload_kinds(self) -> tuple[WorkloadKind, ...]:
+        """The workload kinds the operator lists, watches and patches: the core ones, and those enabled."""
+        return (*CORE_WORKLOAD_KINDS, "Rollout") if self.argo_rollouts else CORE_WORKLOAD_KINDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -193,6 +202,14 @@ OPTIONS: tuple[Option, ...] = (
         Rule("a namespace name: up to 63 of a-z, 0-9 and '-', starting and ending alphanumeric", _namespace),
         "namespace of the Lease",
         default_text="$POD_NAMESPACE, else default",
+    ),
+    Option(
+        "argo_rollouts",
+        "--argo-rollouts",
+        Rule(f"one of {', '.join(_TRUE + _FALSE)}", _boolean),
+        "watch and roll Argo Rollouts (argoproj.io/v1alpha1); needs RBAC on rollouts"
+        " (the chart's argoRollouts.enabled)",
+        default_text="off",
     ),
 )
 

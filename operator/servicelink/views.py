@@ -174,7 +174,8 @@ def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
     status (they have no deadline, so never stall); with ``OnDelete`` nothing
     rolls by itself, so there is nothing to wait for. A CronJob is always
     ``Complete``: a patched template starts no rollout, only its next Jobs
-    run it, and a Job already running is not ours to wait for. The message
+    run it, and a Job already running is not ours to wait for. An Argo Rollout:
+    its controller's own verdict (``read_argo_progress``). The message
     names no count, so a replica coming up does not change it.
     """
     if not WORKLOAD_RESOURCES[kind].rolls:
@@ -184,6 +185,8 @@ def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
     status = body.get("status") or {}
     what = f"{kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
     waiting = rolling(kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+    if kind == "Rollout":
+        return read_argo_progress(what, waiting=waiting, metadata=metadata, status=status)
     if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
         return waiting
     strategy = str((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate")
@@ -209,9 +212,33 @@ def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
     return Progress("Complete") if done else waiting
 
 
+def read_argo_progress(
+    what: str, *, waiting: Progress, metadata: Mapping[str, Any], status: Mapping[str, Any]
+) -> Progress:
+    """Return an Argo Rollout's progress from the phase its controller reports, once it saw the generation.
+
+    Argo Rollouts sums its canary or blue-green steps up in ``status.phase``:
+    ``Healthy`` is ``Complete``; ``Degraded`` (an aborted rollout, a progress
+    deadline passed) is ``Stalled`` with its ``status.message``; ``Paused`` (a
+    pause step, or one waiting for a promotion) and ``Progressing`` are
+    ``Progressing``. Until ``status.observedGeneration`` (a string there) equals
+    the generation, the phase is the old revision's: ``Progressing``.
+    """
+    if str(status.get("observedGeneration") or "") != str(metadata.get("generation") or ""):
+        return waiting
+    phase = status.get("phase")
+    if phase == "Healthy":
+        return Progress("Complete")
+    if phase == "Degraded":
+        return Progress("Stalled", f"{what}: {status.get('message') or 'degraded'}")
+    if phase == "Paused":
+        return Progress("Progressing", f"{what}: paused; its steps go on once promoted or resumed")
+    return waiting
+
+
 @dataclass(frozen=True)
 class WorkloadView:
-    """The parts of a Deployment, StatefulSet, DaemonSet or CronJob that rollout decisions read."""
+    """The parts of a Deployment, StatefulSet, DaemonSet, CronJob or Argo Rollout that rollout decisions read."""
 
     kind: WorkloadKind
     namespace: str

@@ -127,6 +127,35 @@ def cronjob(
     }
 
 
+def argo_rollout(
+    name: str,
+    namespace: str,
+    *,
+    key_refs: dict[str, tuple[str, str]] | None = None,
+    workload_ref: str | None = None,
+) -> dict[str, Any]:
+    """An Argo Rollout (canary: 20%, then a pause) with an inline template reading a ConfigMap as ``deployment``
+    reads it, or, given ``workload_ref``, no template and a ``spec.workloadRef`` to that Deployment.
+
+    No Argo controller runs in the tests: only servicelink writes its spec, and its status is set by hand.
+    """
+    spec: dict[str, Any] = {
+        "replicas": 0,
+        "selector": {"matchLabels": {"app": name}},
+        "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
+    }
+    if workload_ref:
+        spec["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload_ref}
+    else:
+        spec["template"] = deployment(name, namespace, key_refs=key_refs)["spec"]["template"]
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": spec,
+    }
+
+
 def job(
     name: str,
     namespace: str,

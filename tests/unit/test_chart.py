@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from servicelink.kube import RBAC_RULES
+from servicelink.kube import OPTIONAL_RBAC_RULES, RBAC_RULES
 from servicelink.settings import Settings
 from servicelink.testing.assets import ensure_helm
 from servicelink.testing.fixtures import SEED_CONFIG
@@ -32,6 +32,7 @@ EVERYTHING: dict[str, Any] = {
     "resyncSeconds": 600,
     "coalesceSeconds": 0.05,
     "ports": {"health": 8081, "metrics": 9091},
+    "argoRollouts": {"enabled": True},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
     "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
@@ -114,13 +115,23 @@ def test_defaults_render_the_install_and_nothing_optional(helm: str) -> None:
     }
 
 
-def test_the_chart_grants_exactly_rbac_rules_whatever_the_values(helm: str, tmp_path: Path) -> None:
-    wanted = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
-    for objects in (render(helm), render(helm, values=EVERYTHING, tmp=tmp_path)):
+def test_the_chart_grants_exactly_rbac_rules_and_the_optional_ones_only_when_enabled(helm: str, tmp_path: Path) -> None:
+    core = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
+    optional = {(group, resource, verb) for group, resource, verbs in OPTIONAL_RBAC_RULES for verb in verbs}
+    assert optional == {("argoproj.io", "rollouts", verb) for verb in ("list", "watch", "patch")}
+    argo_only = {"argoRollouts": {"enabled": True}}
+    for objects, wanted in (
+        (render(helm), core),
+        (render(helm, values=argo_only, tmp=tmp_path), core | optional),
+        (render(helm, values=EVERYTHING, tmp=tmp_path), core | optional),
+    ):
         (role,) = [r for r in by_kind(objects)["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
         granted = triples(role["rules"])
         assert len(granted) == len(set(granted)), "a (group, resource, verb) is granted twice"
         assert set(granted) == wanted
+    # The setting follows the value: the operator watches Rollouts exactly when it may.
+    assert "SERVICELINK_ARGO_ROLLOUTS" not in env_of(container_of(render(helm)))
+    assert env_of(container_of(render(helm, values=argo_only, tmp=tmp_path)))["SERVICELINK_ARGO_ROLLOUTS"] == "true"
 
 
 def test_committed_manifests_are_the_default_rendering(helm: str, tmp_path: Path) -> None:
@@ -153,6 +164,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["coalesceSeconds"] == defaults.coalesce_seconds
     assert values["ports"] == {"health": defaults.health_port, "metrics": defaults.metrics_port}
     assert values["watchNamespaces"] == list(defaults.namespaces)
+    assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
     assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
 
 
@@ -175,6 +187,7 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_METRICS_PORT": "9091",
         "SERVICELINK_NAMESPACES": "gallery,shop",
         "SERVICELINK_LEADER_ELECT": "true",
+        "SERVICELINK_ARGO_ROLLOUTS": "true",
         "SERVICELINK_CLUSTER_DOMAIN": "corp.local",
     }
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081, "metrics": 9091}

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from servicelink import handlers
-from servicelink.kube import _LISTERS, RBAC_RULES, Kube
-from servicelink.model import WORKLOAD_KINDS
+from servicelink.kube import _LISTERS, OPTIONAL_RBAC_RULES, RBAC_RULES, Kube
+from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KINDS, WORKLOAD_RESOURCES
 
 
 class _Recorder:
@@ -95,6 +95,20 @@ def test_every_public_method_of_kube_is_called_above() -> None:
 
 
 def test_rbac_rules_are_exactly_what_the_code_uses() -> None:
-    needed = requested() | watched() | KOPF_OWN
+    """The optional kinds' calls are granted apart, in OPTIONAL_RBAC_RULES; the core rules name none of them."""
+    optional_watches = {
+        (r.group, r.plural, verb) for r in WORKLOAD_RESOURCES.values() if r.optional for verb in ("list", "watch")
+    }
+    needed = requested() | watched() | optional_watches | KOPF_OWN
     granted = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
-    assert granted == needed
+    optional = {(group, resource, verb) for group, resource, verbs in OPTIONAL_RBAC_RULES for verb in verbs}
+    assert granted | optional == needed
+    assert not granted & optional
+    assert {resource for _, resource, _ in optional} == {"rollouts"}
+
+
+def test_only_the_core_workload_kinds_are_watched_by_default() -> None:
+    """The Rollout watch is registered by start, when --argo-rollouts enables it; import registers none."""
+    plurals = {handler.selector.any_name for handler in handlers.REGISTRY._watching.get_all_handlers()}
+    assert {WORKLOAD_RESOURCES[kind].plural for kind in CORE_WORKLOAD_KINDS} <= plurals
+    assert "rollouts" not in plurals

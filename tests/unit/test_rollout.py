@@ -89,6 +89,30 @@ def cronjob_body(name: str, pod_spec: dict[str, Any], *, config_hash: str | None
     }
 
 
+def argo_rollout_body(
+    name: str,
+    pod_spec: dict[str, Any] | None,
+    *,
+    config_hash: str | None = None,
+    generation: int = 2,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Argo Rollout: with ``pod_spec``, an inline template where a Deployment has it; with None, a
+    ``spec.workloadRef`` to the Deployment ``name`` instead, and no template of its own."""
+    spec: dict[str, Any] = {"replicas": 2, "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}}
+    if pod_spec is None:
+        spec["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    else:
+        spec |= workload_body(name, pod_spec, config_hash=config_hash)["spec"]
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": "gallery", "generation": generation, "resourceVersion": "7"},
+        "spec": spec,
+        "status": status or {},
+    }
+
+
 def workloads(**raw: Any) -> Workloads:
     return Workloads.model_validate(raw)
 
@@ -232,6 +256,14 @@ def test_a_cronjob_is_read_from_its_job_template() -> None:
     )
 
 
+def test_an_argo_rollout_is_read_from_its_inline_template_and_one_with_a_workload_ref_reads_nothing() -> None:
+    inline = WorkloadView.from_body("Rollout", argo_rollout_body("web", {"containers": [container(**env_from())]}))
+    assert inline.reads == {CM: None}
+    assert inline.kind == "Rollout"
+    # The template lives in the referenced Deployment: that Deployment is the consumer, not the Rollout.
+    assert WorkloadView.from_body("Rollout", argo_rollout_body("web", None)).reads == {}
+
+
 # --- select_consumers ---------------------------------------------------------------------------------------
 
 
@@ -367,6 +399,32 @@ def test_a_cronjob_follows_the_same_rule_as_a_deployment() -> None:
     # One created after the change (no hash) is not patched either.
     late = WorkloadView.from_body("CronJob", cronjob_body("late", reads_auth))
     assert plan([(late, only_auth)], managed=new, baseline=new, desired=new) == []
+
+
+def test_an_argo_rollout_follows_the_same_rule_and_a_workload_ref_rolls_its_deployment() -> None:
+    old = {"AUTH_SERVICE_URL": AUTH_OLD, "APP_SERVICE_URL": APP}
+    new = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
+    reads_auth = {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]}
+    reads_app = {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]}
+    inline = WorkloadView.from_body("Rollout", argo_rollout_body("canary", reads_auth))
+    unrelated = WorkloadView.from_body("Rollout", argo_rollout_body("other", reads_app))
+    by_ref = WorkloadView.from_body("Rollout", argo_rollout_body("referenced", None))
+    referenced = view("referenced", reads_auth)  # the Deployment the workloadRef names
+    consumers = select_consumers([inline, unrelated, by_ref, referenced], spec=workloads(), configmap=CM)
+    assert sorted((w.kind, w.name) for w, _ in consumers) == [
+        ("Deployment", "referenced"),
+        ("Rollout", "canary"),
+        ("Rollout", "other"),
+    ]
+    plans = plan(consumers, managed=new, baseline=old, desired=new)
+    auth_hash = render_hash({"AUTH_SERVICE_URL": AUTH_NEW})
+    assert sorted((p.kind, p.name, p.hash) for p in plans) == [
+        ("Deployment", "referenced", auth_hash),
+        ("Rollout", "canary", auth_hash),
+    ]
+    # Never for nothing: carrying the hash, it is not patched again.
+    done = WorkloadView.from_body("Rollout", argo_rollout_body("canary", reads_auth, config_hash=auth_hash))
+    assert plan([(done, frozenset({"AUTH_SERVICE_URL"}))], managed=new, baseline=old, desired=new) == []
 
 
 def test_key_ref_consumer_is_not_rolled_when_only_another_key_changes() -> None:
@@ -611,6 +669,51 @@ def test_a_cronjob_has_no_rollout_to_wait_for() -> None:
     just = frozenset({("CronJob", "report")})
     # Patched just now, it is still complete: only the Jobs it starts next run the new template.
     assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [Progress("Complete")]
+
+
+ARGO = "Rollout gallery/web"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"observedGeneration": "2", "phase": "Healthy"}, Progress("Complete")),
+        (
+            {"observedGeneration": "2", "phase": "Progressing"},
+            Progress("Progressing", f"{ARGO}: new pods not yet available"),
+        ),
+        (
+            {"observedGeneration": "2", "phase": "Paused", "message": "CanaryPauseStep"},
+            Progress("Progressing", f"{ARGO}: paused; its steps go on once promoted or resumed"),
+        ),
+        (
+            {"observedGeneration": "2", "phase": "Degraded", "message": "RolloutAborted: aborted"},
+            Progress("Stalled", f"{ARGO}: RolloutAborted: aborted"),
+        ),
+        # The phase is the last revision's until the controller saw this generation; no status at all, no controller.
+        (
+            {"observedGeneration": "1", "phase": "Healthy"},
+            Progress("Progressing", f"{ARGO}: new pods not yet available"),
+        ),
+        ({}, Progress("Progressing", f"{ARGO}: new pods not yet available")),
+    ],
+)
+def test_an_argo_rollouts_progress_is_its_phase_once_its_generation_is_observed(
+    status: dict[str, Any], expected: Progress
+) -> None:
+    body = argo_rollout_body("web", {"containers": [container(**env_from())]}, status=status)
+    assert read_progress("Rollout", body) == expected
+    assert WorkloadView.from_body("Rollout", body).progress == expected
+
+
+def test_an_argo_rollout_patched_just_now_is_rolling() -> None:
+    healthy = argo_rollout_body("web", {"containers": []}, status={"observedGeneration": "2", "phase": "Healthy"})
+    views = {("Rollout", "web"): WorkloadView.from_body("Rollout", healthy)}
+    rolled = [RolledOut(kind="Rollout", name="web", hash="cc")]
+    just = frozenset({("Rollout", "web")})
+    assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [
+        Progress("Progressing", f"{ARGO}: new pods not yet available")
+    ]
 
 
 # --- waiting for endpoints --------------------------------------------------------------------------

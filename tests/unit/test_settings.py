@@ -26,6 +26,7 @@ EVERY_VARIABLE = {
     "SERVICELINK_HEALTH_PORT": "8081",
     "SERVICELINK_LEADER_ELECT": "true",
     "SERVICELINK_LEASE_NAMESPACE": "servicelink-system",
+    "SERVICELINK_ARGO_ROLLOUTS": "yes",
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
@@ -39,6 +40,7 @@ EVERY_SETTING = Settings(
     health_port=8081,
     leader_elect=True,
     lease_namespace="servicelink-system",
+    argo_rollouts=True,
 )
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
@@ -53,10 +55,11 @@ REFUSED = {
     "health_port": (["-1", "70000", "inf"], "from 0 to 65535"),
     "leader_elect": (["maybe", "2"], "one of 1, true"),
     "lease_namespace": (["Kube_System", "a.b"], "namespace name"),
+    "argo_rollouts": (["argo", "2"], "one of 1, true"),
 }
 CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
 ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
-FLAG_CASES = [case for case in CASES if case[0] != "leader_elect"]  # --leader-elect takes no value
+FLAG_CASES = [case for case in CASES if case[0] not in cli._SWITCHES]  # --leader-elect takes no value
 
 
 def option(field: str) -> tuple[str, str]:
@@ -99,6 +102,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         *("--cluster-domain", "corp.internal", "--resync-seconds", "60", "--coalesce-seconds", "0.2"),
         *("--workers", "4", "--watch-inactivity-seconds", "30", "--log-format", "json"),
         *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
+        "--argo-rollouts",
     ]
     flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}
@@ -119,6 +123,13 @@ def test_the_lease_follows_the_pod_namespace_unless_set() -> None:
     assert Settings.from_env({"POD_NAMESPACE": "servicelink-system"}).lease_namespace == "servicelink-system"
     environ = {"POD_NAMESPACE": "servicelink-system", "SERVICELINK_LEASE_NAMESPACE": "leases"}
     assert Settings.from_env(environ).lease_namespace == "leases"
+
+
+def test_argo_rollouts_add_the_rollout_kind_to_the_core_ones() -> None:
+    assert "Rollout" not in Settings().workload_kinds
+    assert Settings(argo_rollouts=True).workload_kinds == (*Settings().workload_kinds, "Rollout")
+    flags = cli._flags(cli.build_parser().parse_args(["run", "--no-argo-rollouts"]))
+    assert not load_settings(flags=flags, environ={"SERVICELINK_ARGO_ROLLOUTS": "true"}).settings.argo_rollouts
 
 
 def test_settings_are_frozen() -> None:

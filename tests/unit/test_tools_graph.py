@@ -224,3 +224,18 @@ def test_a_running_job_is_drawn_with_the_keys_it_reads_and_a_finished_one_is_not
     assert jobs == ["backfill"]
     edges = {(e["source"], e["key"], e["target"]) for e in graph["edges"] if e["source"].startswith("Job_")}
     assert edges == {("Job_gallery_backfill", "APP_SERVICE_URL", "Service_gallery_app_service")}
+
+
+def test_an_argo_rollout_is_drawn_as_the_consumer_its_inline_template_reads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rollout = CRONJOB.split("---\napiVersion: batch/v1")[0] + (
+        "---\napiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: worker-service}\nspec:\n"
+        "  strategy: {canary: {steps: [{setWeight: 20}]}}\n  template:\n    spec:\n      containers:\n"
+        "        - name: worker\n          env:\n            - name: APP_SERVICE_URL\n"
+        "              valueFrom: {configMapKeyRef: {name: worker-service-config, key: APP_SERVICE_URL}}\n"
+    )
+    (tmp_path / "worker.yaml").write_text(rollout)
+    graph = json.loads(run(capsys, "graph", "-f", str(tmp_path), "-n", "gallery", "-o", "json").out)
+    edges = {(e["source"], e["key"], e["target"], e["state"]) for e in graph["edges"]}
+    assert edges == {("Rollout_gallery_worker_service", "APP_SERVICE_URL", "Service_gallery_app_service", "resolved")}

@@ -1,4 +1,4 @@
-"""Find or build the control-plane, node and Helm binaries (does I/O).
+"""Find or build the control-plane, node and Helm binaries, and find Argo Rollouts' CRD (does I/O).
 
 The control plane is etcd, kube-apiserver, kube-controller-manager and kubectl;
 a node adds kubelet, kube-proxy, kube-scheduler, crictl, CoreDNS and a pause
@@ -34,6 +34,9 @@ HELM_VERSION = "v3.22.0"
 # A helm on PATH is used from this version on, below 4: 3.18 moved values.schema.json checks to the
 # validator (jsonschema/v6) whose messages the chart's tests read, and Helm 4 changed the CLI.
 HELM_MINIMUM = (3, 18)
+# Argo Rollouts, for its published Rollout CRD: the integration tests install it, no Argo controller runs.
+ARGO_ROLLOUTS_VERSION = "v1.8.3"
+ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
 
 _KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 _NODE_KUBE_COMMANDS = ("kubelet", "kube-proxy", "kube-scheduler")
@@ -436,6 +439,22 @@ def ensure_helm(*, log: bool = True) -> str:
     shutil.rmtree(work, ignore_errors=True)
     _say(f"built helm in {time.monotonic() - started:.0f}s", log=log, what="helm")
     return str(directory / "helm")
+
+
+def argo_rollouts_crd(*, log: bool = True) -> Path:
+    """Return the path of Argo Rollouts' own Rollout CRD, ``manifests/crds/rollout-crd.yaml`` of its module.
+
+    ``go mod download`` finds the module at ``ARGO_ROLLOUTS_VERSION`` in the Go module cache, or fetches it
+    through the Go module proxy (checked against the checksum database). The file stays there: it is a
+    third party's, never copied into the repository. Raises ``RuntimeError`` without Go, and
+    ``subprocess.CalledProcessError`` when the download fails.
+    """
+    if shutil.which("go") is None:
+        raise RuntimeError(f"no Go: the Argo Rollouts CRD is read from the module {ARGO_ROLLOUTS_MODULE}")
+    module = f"{ARGO_ROLLOUTS_MODULE}@{ARGO_ROLLOUTS_VERSION}"
+    _say(f"finding {module}", log=log, what="argo rollouts")
+    info = json.loads(_go(["mod", "download", "-json", module], cwd=Path.home(), env=_go_env()))
+    return Path(info["Dir"]) / "manifests" / "crds" / "rollout-crd.yaml"
 
 
 def _helm_ldflags(client_go: str) -> str:

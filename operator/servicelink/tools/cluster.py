@@ -16,7 +16,7 @@ from typing import Any, Literal
 import kubernetes
 
 from servicelink import kube
-from servicelink.model import LISTED_KINDS, ListedKind
+from servicelink.model import CORE_WORKLOAD_KINDS, LISTED_KINDS, WORKLOAD_KINDS, ListedKind
 from servicelink.tools.manifests import InputError
 
 ReadKind = ListedKind | Literal["ConfigMap", "Pod"]
@@ -57,7 +57,8 @@ class Cluster:
     def read(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` (None: all namespaces).
 
-        Without the ServiceLink CRD, no ServiceLinks (and a note on stderr);
+        Without the ServiceLink CRD, no ServiceLinks (and a note on stderr); without Argo Rollouts' CRD,
+        no Rollouts (silently: most clusters have none);
         raises ``InputError`` with one line when the API server refuses or cannot be reached.
         """
         try:
@@ -68,6 +69,8 @@ class Cluster:
         except kube.ApiError as error:
             if kind == "ServiceLink" and error.status == 404:
                 print("note: the ServiceLink CRD is not installed; no ServiceLinks read", file=sys.stderr)
+                return []
+            if error.status == 404 and kind in WORKLOAD_KINDS and kind not in CORE_WORKLOAD_KINDS:
                 return []
             where = f"namespace {namespace}" if namespace else "all namespaces"
             raise InputError(f"cannot list {kind}s in {where}: HTTP {error.status} {error.reason}") from None

@@ -123,6 +123,9 @@ KIND_ALIASES = {
     "cronjob": "CronJob",
     "cronjobs": "CronJob",
     "cj": "CronJob",
+    "rollout": "Rollout",
+    "rollouts": "Rollout",
+    "ro": "Rollout",
 }
 
 
@@ -284,8 +287,9 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         "doctor",
         help="check every service address workloads read, and say how to fix each problem (read-only)",
         description=(
-            "For each Deployment, StatefulSet, DaemonSet and CronJob, check every environment value that looks "
-            "like a service address (literal env, configMapKeyRef, envFrom), hand-written or managed by a ServiceLink: "
+            "For each Deployment, StatefulSet, DaemonSet, CronJob and Argo Rollout, check every environment value "
+            "that looks like a service address (literal env, configMapKeyRef, envFrom), hand-written or managed "
+            "by a ServiceLink: "
             "the Service exists where the name resolves, the port is one of its ports, it has ready endpoints, "
             "a short name is not used across namespaces, ExternalName targets, and pods older than the value. "
             "Exit code 1 when a problem is found."

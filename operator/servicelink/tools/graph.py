@@ -34,7 +34,7 @@ HAND_WRITTEN_STATES = {
 class Node:
     """A workload, a ConfigMap nobody reads (so its links still show), a Service, or an external name."""
 
-    kind: str  # Deployment, StatefulSet, DaemonSet, CronJob, Job, ConfigMap, Service, External
+    kind: str  # Deployment, StatefulSet, DaemonSet, CronJob, Rollout, Job, ConfigMap, Service, External
     namespace: str  # "" for an external name
     name: str
 
