@@ -29,6 +29,11 @@ HELM="$("$VENV/bin/python" -m servicelink.testing.assets --helm | tail -n 1)"
 export HELM
 echo "[bootstrap] helm ready in $((SECONDS - _started))s ($HELM)" >&2
 
+# Argo Rollouts' own CRD for its integration tests, from its Go module (the file is never committed).
+_started=$SECONDS
+_argo_crd="$("$VENV/bin/python" -m servicelink.testing.assets --argo-rollouts-crd | tail -n 1)"
+echo "[bootstrap] Argo Rollouts' CRD ready in $((SECONDS - _started))s ($_argo_crd)" >&2
+
 # What a one-node cluster needs, made ready as root on Linux: the Debian packages (containerd,
 # runc, the CNI plugins, conntrack, iptables, nftables, docker.io, debootstrap), the node binaries
 # (built once into the cache) and the operator's and gallery's images (hack/image.sh, saved for containerd).

@@ -473,7 +473,9 @@ def _helm_ldflags(client_go: str) -> str:
 def main() -> None:
     """Ensure the control-plane binaries and print their folder.
 
-    ``--node`` adds a line with the node binaries' folder, ``--helm`` a line with the path of ``helm``.
+    ``--node`` adds a line with the node binaries' folder, ``--helm`` a line with the path of ``helm``,
+    ``--argo-rollouts-crd`` a line with the path of Argo Rollouts' CRD (fetched now, with the builds,
+    so that the tests reach no registry).
     """
     started = time.monotonic()
     print(ensure_assets().directory)
@@ -481,6 +483,8 @@ def main() -> None:
         print(ensure_node_assets().directory)
     if "--helm" in sys.argv[1:]:
         print(ensure_helm())
+    if "--argo-rollouts-crd" in sys.argv[1:]:
+        print(argo_rollouts_crd(log=False))
     print(f"[control-plane build] binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 
