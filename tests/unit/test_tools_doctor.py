@@ -168,3 +168,29 @@ def test_a_cronjob_is_checked_through_its_job_template() -> None:
         "API_URL": (),
         "MISSING_URL": ("ServiceNotFound",),
     }
+
+
+def job(name: str, *, env_from: str, finished: bool = False) -> dict[str, Any]:
+    spec = deployment(name, env=[], env_from=env_from)["spec"]
+    conditions = [{"type": "Complete", "status": "True"}] if finished else []
+    return {
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": spec,
+        "status": {"conditions": conditions},
+    }
+
+
+def test_a_running_jobs_pods_on_an_old_value_are_stale_with_a_fix_that_restarts_nothing() -> None:
+    objects = [
+        *CLUSTER,
+        configmap("batch-config", {"API_URL": "http://api:8080"}, "2026-01-02T00:00:00Z"),
+        job("backfill", env_from="batch-config"),
+        pod("backfill", "2026-01-01T12:00:00Z"),
+        job("done", env_from="batch-config", finished=True),
+    ]
+    (report,) = examine(ClusterState.from_objects(objects), cluster_domain="cluster.local")
+    assert (report.kind, report.name) == ("Job", "backfill"), "a finished Job runs nothing: not checked"
+    (stale,) = report.findings[0].problems
+    assert stale.check == "StaleJobPods"
+    assert stale.fix.startswith("a Job's pods keep the values they started on: let job/backfill finish")

@@ -126,6 +126,8 @@ KIND_ALIASES = {
     "rollout": "Rollout",
     "rollouts": "Rollout",
     "ro": "Rollout",
+    "job": "Job",
+    "jobs": "Job",
 }
 
 
@@ -147,12 +149,13 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.target:
         kind, _, name = args.target.partition("/")
         if kind.lower() not in KIND_ALIASES or not name:
-            return _fail(f"{args.target}: expected KIND/NAME, KIND one of {', '.join(WORKLOAD_KINDS)}")
+            kinds = ", ".join((*WORKLOAD_KINDS, *REPORTED_KINDS))
+            return _fail(f"{args.target}: expected KIND/NAME, KIND one of {kinds}")
         only = (KIND_ALIASES[kind.lower()], name)
     try:
         cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
         namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
-        bodies = cluster.read_all(("ServiceLink", *WORKLOAD_KINDS, "ConfigMap", "Pod"), namespace)
+        bodies = cluster.read_all(("ServiceLink", *WORKLOAD_KINDS, *REPORTED_KINDS, "ConfigMap", "Pod"), namespace)
         bodies += _read_services(cluster, namespace)
     except InputError as error:
         return _fail(str(error))
@@ -287,7 +290,8 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         "doctor",
         help="check every service address workloads read, and say how to fix each problem (read-only)",
         description=(
-            "For each Deployment, StatefulSet, DaemonSet, CronJob and Argo Rollout, check every environment value "
+            "For each Deployment, StatefulSet, DaemonSet, CronJob, Argo Rollout and running Job, check every "
+            "environment value "
             "that looks like a service address (literal env, configMapKeyRef, envFrom), hand-written or managed "
             "by a ServiceLink: "
             "the Service exists where the name resolves, the port is one of its ports, it has ready endpoints, "

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from servicelink.cache import Cache
-from servicelink.model import WORKLOAD_KINDS, WorkloadKind, pod_template
+from servicelink.model import REPORTED_KINDS, WORKLOAD_KINDS, ReportedKind, WorkloadKind, pod_template
 from servicelink.resolve import service_fqdn
 from servicelink.tools.address import parse_address, service_of
-from servicelink.views import ServiceView
+from servicelink.views import ServiceView, job_finished
 
 SERVICE_NOT_FOUND = "ServiceNotFound"
 SHORT_NAME_ACROSS_NAMESPACES = "ShortNameAcrossNamespaces"
@@ -23,6 +23,7 @@ PORT_NOT_FOUND = "PortNotFound"
 NO_READY_ENDPOINTS = "NoReadyEndpoints"
 EXTERNAL_NAME_EMPTY = "ExternalNameEmpty"
 STALE_PODS = "StalePods"
+STALE_JOB_PODS = "StaleJobPods"
 CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"
 HAND_WRITTEN = "hand-written"
 
@@ -92,8 +93,8 @@ class ClusterState:
                 state.world.put_endpointslice(body)
             elif kind == "ServiceLink":
                 state.world.put_servicelink(body)
-            elif kind in WORKLOAD_KINDS:
-                state.workloads.append(body)
+            elif kind in WORKLOAD_KINDS or (kind in REPORTED_KINDS and not job_finished(body)):
+                state.workloads.append(body)  # a finished Job runs nothing: nothing of it to check
         return state
 
     def services_named(self, name: str) -> list[ServiceView]:
@@ -116,6 +117,10 @@ FIXES = {
     STALE_PODS: (
         "kubectl rollout restart {workload}; a ServiceLink on the key rolls consumers when it changes "
         "(servicelink adopt)"
+    ),
+    STALE_JOB_PODS: (
+        "a Job's pods keep the values they started on: let {workload} finish, or delete it and create it again "
+        "(a CronJob's next Jobs read the current values)"
     ),
     CONFIGMAP_NOT_FOUND: "create ConfigMap {configmap}, or mark the reference optional",
 }
@@ -224,8 +229,8 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
     """Check each value a workload's containers read: literal ``env``, ``configMapKeyRef`` and ``envFrom``."""
     metadata = workload.get("metadata") or {}
     namespace, kind = str(metadata.get("namespace", "")), str(workload.get("kind", ""))
-    # One of WORKLOAD_KINDS: ClusterState.from_objects keeps no other.
-    pod_spec = pod_template(cast(WorkloadKind, kind), workload).get("spec") or {}
+    # One of WORKLOAD_KINDS or a running Job: ClusterState.from_objects keeps no other.
+    pod_spec = pod_template(cast(WorkloadKind | ReportedKind, kind), workload).get("spec") or {}
     values: list[tuple[str, str, str | None, str]] = []  # (variable, value, configmap, key)
     problems: list[Problem] = []
 
@@ -273,7 +278,8 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
                     f"{len(stale)} of {len(pods)} pods' containers started before ConfigMap {cm_name}'s {key} "
                     f"changed ({changed}): they still use the old value"
                 )
-                found = (*found, _problem(STALE_PODS, message, workload=f"{kind.lower()}/{metadata.get('name')}"))
+                check = STALE_JOB_PODS if kind in REPORTED_KINDS else STALE_PODS
+                found = (*found, _problem(check, message, workload=f"{kind.lower()}/{metadata.get('name')}"))
         findings.append(Finding(variable, value, source, managed, service, found))
     return WorkloadReport(kind, namespace, str(metadata.get("name", "")), tuple(findings), tuple(problems))
 
