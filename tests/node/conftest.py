@@ -44,6 +44,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(900))  # the first test also builds what the node needs
 
 
+_FIGURES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the figures the node tests print ("[servicelink] ..."), which pytest captures when they pass."""
+    if HERE in Path(report.fspath).resolve().parents:
+        text = report.capstdout + report.capstderr
+        # Each phase's report repeats what the phases before it printed.
+        _FIGURES.extend(line for line in text.splitlines() if line.startswith("[servicelink]") and line not in _FIGURES)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show them at the end of the run, so a CI log carries the recovery and capture figures."""
+    if _FIGURES:
+        terminalreporter.section("figures from the node")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
 def _saved_images() -> list[Path]:
     """The operator's and the gallery's images as hack/image.sh saved them (built here when missing)."""
     folder = default_cache_root() / "image" / "saved"
