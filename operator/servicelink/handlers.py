@@ -16,11 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
+
+# kopf exports neither its Insights (what it serves) nor a way to read discovery or rescan it; these
+# are stable internals since kopf 1.29, and tests/unit/test_handlers_kopf.py fails if an upgrade moves them.
+from kopf._cogs.clients.scanning import scan_resources
+from kopf._cogs.structs.references import Insights, Resource
+from kopf._core.reactor.observation import process_discovered_resource_event
 
 from servicelink import metrics
 from servicelink.kube import instance_name
@@ -48,6 +54,8 @@ class Memo:
 
     loaded: Loaded
     runtime: Runtime | None = None  # set once start-up has listed the cluster
+    insights: Insights | None = None  # what kopf serves; None under `kopf run`
+    follow: asyncio.Task[None] | None = None  # the optional kinds' discovery check, while it runs
 
 
 def _runtime(memo: Memo) -> Runtime:
@@ -118,8 +126,8 @@ def watch_workloads(kinds: tuple[WorkloadKind, ...]) -> None:
     The core kinds are registered at import; an optional one (Argo Rollouts) by
     ``start`` when its setting enables it, before kopf starts its watches. kopf
     watches a kind only once the API server serves it: while the CRD is missing
-    it logs "Unresolved resources cannot be served" and starts the watch when
-    the CRD appears (it watches CRDs).
+    it logs "Unresolved resources cannot be served"; ``follow_optional_kinds``
+    makes sure it starts the watch once the CRD is served.
     """
     # kopf has no public lookup of registered handlers; ids are ours, so the check is exact.
     registered = {handler.id for handler in REGISTRY._watching.get_all_handlers()}
@@ -211,7 +219,67 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     watch_workloads(config.workload_kinds)
     runtime = await start_runtime(config)
     memo.runtime = runtime
+    optional = tuple(kind for kind in config.workload_kinds if WORKLOAD_RESOURCES[kind].optional)
+    if optional and memo.insights is not None:
+        memo.follow = asyncio.create_task(
+            follow_optional_kinds(optional, insights=memo.insights, settings=settings), name="servicelink-discovery"
+        )
     log.info("servicelink started: %s; %d ServiceLinks", config, len(runtime.cache.servicelink_keys()))
+
+
+DISCOVERY_SECONDS = 2.0  # how soon a newly served optional kind is watched; one discovery read per kind while unserved
+
+
+def _is_kind(kind: WorkloadKind, resources: Collection[Resource]) -> bool:
+    resource = WORKLOAD_RESOURCES[kind]
+    wanted = (resource.group, resource.version, resource.plural)
+    return any((r.group, r.version, r.plural) == wanted for r in resources)
+
+
+def is_watched(insights: Insights, kind: WorkloadKind) -> bool:
+    """Whether kopf watches ``kind`` now: the API server serves it and kopf saw it served."""
+    return _is_kind(kind, insights.watched_resources)
+
+
+async def follow_optional_kinds(
+    kinds: tuple[WorkloadKind, ...], *, insights: Insights, settings: kopf.OperatorSettings
+) -> None:
+    """Until cancelled, make kopf watch each of ``kinds`` whenever the API server serves it.
+
+    kopf rescans discovery on each event of a CRD, but the API server may list a
+    new CRD's resource only after the CRD's last event (its Established
+    condition): kopf then never watches it until a restart. So, level-triggered:
+    every ``DISCOVERY_SECONDS``, a kind that is enabled but not watched is looked
+    up in its group's discovery (one read), and once served, kopf rescans the
+    group exactly as on a CRD event. A watched kind costs nothing (a look at
+    kopf's set); a deleted and reinstalled CRD is caught again.
+    """
+    await insights.ready_resources.wait()
+    watched = {kind: is_watched(insights, kind) for kind in kinds}
+    while True:
+        for kind in kinds:
+            now = is_watched(insights, kind)
+            if not now:
+                group = WORKLOAD_RESOURCES[kind].group
+                try:
+                    if _is_kind(kind, await scan_resources(groups={group}, settings=settings, logger=log)):
+                        # Not before: kopf warns "Unresolved resources" on every rescan that misses it.
+                        event = {"type": "MODIFIED", "object": {"spec": {"group": group}}}
+                        await process_discovered_resource_event(
+                            raw_event=event,  # type: ignore[arg-type]  # kopf reads only spec.group of the CRD
+                            settings=settings,
+                            registry=REGISTRY,
+                            insights=insights,
+                        )
+                except Exception as error:  # the API server may be away; the next round retries
+                    log.debug("could not read the discovery of %s: %s", kind, error)
+                now = is_watched(insights, kind)
+            if now and not watched[kind]:
+                log.info("%s is now served: watching it", kind)
+            elif watched[kind] and not now:
+                log.warning("%s is no longer served (its CRD was deleted?): watching it again once it is", kind)
+            watched[kind] = now
+        await asyncio.sleep(DISCOVERY_SECONDS)
 
 
 @kopf.on.probe(id="api")
@@ -230,6 +298,8 @@ async def api_reachable(memo: Memo, **_: Any) -> str:
 @kopf.on.cleanup()
 async def stop(memo: Memo, **_: Any) -> None:
     """Stop the resync timer and the workers; reconciles in flight are cancelled, then redone at start."""
+    if memo.follow is not None:
+        memo.follow.cancel()
     if memo.runtime is not None:
         await stop_runtime(memo.runtime)
 
@@ -247,12 +317,14 @@ def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
+    insights = Insights()
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-        memo=Memo(loaded=loaded),
+        memo=Memo(loaded=loaded, insights=insights),
+        insights=insights,
         registry=REGISTRY,
         # Without an identity kopf falls back to getpass.getuser(), which fails for a uid with
         # no passwd entry, as in the image (10001). Its type is a NewType of str kopf does not export.

@@ -52,8 +52,8 @@ class Runtime:
             try:
                 pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
             except ApiError as error:
-                # An optional kind whose CRD is not installed (yet): none of it. kopf starts its watch
-                # when the CRD appears, and the watch fills the cache.
+                # An optional kind whose CRD is not installed (yet): none of it. Once it is served, kopf
+                # starts its watch (handlers.follow_optional_kinds sees to it), and the watch fills the cache.
                 if error.status != 404 or kind in CORE_WORKLOAD_KINDS or kind not in WORKLOAD_KINDS:
                     raise
                 log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", kind)
