@@ -210,8 +210,11 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     kopf starts its watches only after this returns, so no reconcile runs on a
     half-listed cluster and mistakes a Service not yet seen for a missing one.
     """
-    # Under `kopf run` rather than `servicelink run`, kopf's own memo: settings from the environment.
+    # Under `kopf run` rather than `servicelink run`, kopf's own memo: settings from the environment,
+    # and no insights to follow optional kinds with. kopf's memo has only the attributes set here.
     loaded = memo.loaded if isinstance(memo, Memo) else load_settings(flags={}, environ=os.environ)
+    insights = memo.insights if isinstance(memo, Memo) else None
+    memo.follow = None
     config = loaded.settings
     for variable in loaded.ignored:
         log.info("ignored %s: the kubelet's link to a Service, not a setting", variable)
@@ -220,9 +223,9 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     runtime = await start_runtime(config)
     memo.runtime = runtime
     optional = tuple(kind for kind in config.workload_kinds if WORKLOAD_RESOURCES[kind].optional)
-    if optional and memo.insights is not None:
+    if optional and insights is not None:
         memo.follow = asyncio.create_task(
-            follow_optional_kinds(optional, insights=memo.insights, settings=settings), name="servicelink-discovery"
+            follow_optional_kinds(optional, insights=insights, settings=settings), name="servicelink-discovery"
         )
     log.info("servicelink started: %s; %d ServiceLinks", config, len(runtime.cache.servicelink_keys()))
 
