@@ -10,7 +10,7 @@ from servicelink.testing.capture import classify
 
 LINK = "sl-host"
 SUBNET = ipaddress.IPv4Network("198.18.0.0/30")
-WATCHED = [ipaddress.IPv4Network("10.96.0.0/12"), ipaddress.IPv4Network("10.244.0.0/16")]
+WATCHED = [ipaddress.IPv4Network(net) for net in ("198.18.0.0/15", "10.96.0.0/12", "10.244.0.0/16")]
 MACS = bytes(12)
 
 

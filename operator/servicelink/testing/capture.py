@@ -5,8 +5,8 @@ frames of every interface in this process's network namespace, the ones made
 later included. Two kinds of frame are counted, by where they went:
 
 - on the node's link, a frame from the node for anything but the link's subnet;
-- on any other interface but loopback, an IPv4 packet to or from the cluster's
-  ranges or the link's subnet: the node's traffic on its way off the machine.
+- on any other interface but loopback, an IPv4 packet to or from the watched
+  ranges (the cluster's, and the link's): the node's traffic on its way off the machine.
 
 Root on Linux only, like the node.
 """
@@ -67,19 +67,21 @@ def classify(
         return f"{link}: ethertype 0x{ethertype:04x}"
     if ethertype == _IPV4 and len(payload) >= 20:
         source, destination, where = describe_ipv4(payload)
-        ranges = (link_subnet.supernet(new_prefix=15), *watched)
-        if any(ipaddress.IPv4Address(address) in net for address in (source, destination) for net in ranges):
+        if any(ipaddress.IPv4Address(address) in net for address in (source, destination) for net in watched):
             return f"{interface}: {source} -> {where}"
     return None
 
 
 class Capture:
-    """Count the frames ``classify`` flags, by where they went, from ``__enter__`` to ``__exit__``."""
+    """Count the frames ``classify`` flags, by where they went, from ``__enter__`` to ``__exit__``.
+
+    On other interfaces it watches ``watched`` and the /15 around ``link_subnet`` (198.18.0.0/15).
+    """
 
     def __init__(self, *, link: str, link_subnet: str, watched: Sequence[str]) -> None:
         self.link = link
         self.link_subnet = ipaddress.IPv4Network(link_subnet)
-        self.watched = [ipaddress.IPv4Network(net) for net in watched]
+        self.watched = [self.link_subnet.supernet(new_prefix=15), *(ipaddress.IPv4Network(net) for net in watched)]
         self.crossed: Counter[str] = Counter()
         self.frames_on_link = 0
         self._lock = threading.Lock()

@@ -202,10 +202,9 @@ def _make_network(state: Path) -> None:
 
 def _processes_inside(state: Path) -> list[int]:
     """The processes whose network namespace is the node's."""
-    try:
-        node = os.stat(_netns(state))
-    except FileNotFoundError:
+    if not _has_netns(state):
         return []
+    node = os.stat(_netns(state))
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -213,7 +212,7 @@ def _processes_inside(state: Path) -> list[int]:
                 mine = os.stat(entry / "ns" / "net")
                 if (mine.st_dev, mine.st_ino) == (node.st_dev, node.st_ino):
                     found.append(int(entry.name))
-    return found if _has_netns(state) else []
+    return found
 
 
 def _remove_network(state: Path) -> None:
