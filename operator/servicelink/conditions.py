@@ -35,6 +35,12 @@ WORKLOAD_NOT_OPTED_IN = "WorkloadNotOptedIn"
 ROLLOUT_IN_PROGRESS = "RolloutInProgress"
 ROLLOUT_STALLED = "RolloutStalled"
 WAITING_FOR_ENDPOINTS = "WaitingForEndpoints"
+# A WorkloadMapping's Ready (and INVALID_SPEC, shared with a ServiceLink's)
+WATCHING = "Watching"
+KIND_NOT_SERVED = "KindNotServed"
+FORBIDDEN = "Forbidden"
+BUILT_IN_KIND = "BuiltInKind"
+TEMPLATE_NOT_FOUND = "TemplateNotFound"
 
 # Each condition type and the reasons it carries, in the order the status lists them. A False Ready
 # carries the reason of the first condition that fails. docs/reference/servicelink-fields.md is
@@ -53,6 +59,11 @@ REASONS: dict[str, tuple[str, ...]] = {
         ROLLOUT_STALLED,
         WAITING_FOR_ENDPOINTS,
     ),
+}
+# A WorkloadMapping's one condition type and its reasons; docs/reference/workloadmapping-fields.md is
+# generated from this table.
+MAPPING_REASONS: dict[str, tuple[str, ...]] = {
+    READY: (WATCHING, INVALID_SPEC, KIND_NOT_SERVED, FORBIDDEN, BUILT_IN_KIND, TEMPLATE_NOT_FOUND),
 }
 # The reasons of an entry of status.links that did not resolve or was not written. A resolved link's
 # reason (RESOLVED) stays inside the operator: its entry carries none.

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from servicelink.model import CRD_NAMES
 from servicelink.testing.assets import ensure_assets
 from servicelink.testing.controlplane import start_control_plane
 
@@ -91,7 +92,7 @@ def _ready(kubectl: Kubectl, namespace: str) -> bool:
 def run_demo(kubectl: Kubectl, kubeconfig: str, namespace: str, *, own_namespace: bool) -> None:
     """Apply the gallery, show the ServiceLinks and ConfigMaps, change a port, show the rollout."""
     kubectl.run("apply", "-f", "-", input=CRD.read_text())
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/servicelinks.servicelink.dev")
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in CRD_NAMES))
     kubectl.run("create", "namespace", namespace, check=False)
     log = Path(tempfile.mkdtemp(prefix="servicelink-demo-")) / "operator.log"
     env = dict(os.environ, KUBECONFIG=kubeconfig, SERVICELINK_METRICS_PORT="0", SERVICELINK_HEALTH_PORT="0")

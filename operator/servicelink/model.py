@@ -1,6 +1,6 @@
-"""The ServiceLink API as pydantic models, and the names the operator shares with the cluster (pure).
+"""The ServiceLink and WorkloadMapping APIs as pydantic models, and the names the operator shares with the cluster.
 
-The models are the one source of the API: the CRD's schema (crds/servicelink.yaml) is
+Pure. The models are the one source of the API: the CRDs' schemas (crds/servicelink.yaml) are
 generated from them by hack/crd.sh (servicelink.crd). A field's description is what
 ``kubectl explain`` prints; its constraints (length, pattern, range) are both what the
 API server checks and what the operator checks; ``json_schema_extra`` carries what only
@@ -30,6 +30,10 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ServiceLink"
 PLURAL = "servicelinks"
+MAPPING_KIND = "WorkloadMapping"
+MAPPING_PLURAL = "workloadmappings"
+# The names of the two CRDs, both in crds/servicelink.yaml.
+CRD_NAMES = (f"{PLURAL}.{GROUP}", f"{MAPPING_PLURAL}.{GROUP}")
 
 FIELD_MANAGER = "servicelink"
 FINALIZER = f"{GROUP}/configmap-keys"
@@ -492,7 +496,10 @@ class StaleJob(_Strict):
 class Condition(_Strict):
     """A ``metav1.Condition``."""
 
-    type: str = Field(description="Ready, Resolved, Synced or RolledOut.")
+    type: str = Field(
+        description="The condition's type: a ServiceLink's Ready, Resolved, Synced or RolledOut; a WorkloadMapping's"
+        " Ready."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         description="A CamelCase reason; the docs' field reference lists each condition's, the troubleshooting guide"
@@ -570,6 +577,149 @@ class ServiceLinkStatus(_Strict):
     )
 
 
+def describe_spec_error(error: ValidationError) -> str:
+    """Return each problem of a spec that failed its model, with the ``spec.`` field it is in."""
+    return "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
+    )
+
+
 def parse_spec(spec: object) -> ServiceLinkSpec:
     """Validate a raw ``spec`` mapping; raise pydantic's ``ValidationError`` naming the field."""
     return ServiceLinkSpec.model_validate(spec)
+
+
+# -- WorkloadMapping: a kind with a pod template that servicelink follows like its built-in ones ----------------
+
+# A mapping's name, "<plural>.<group>": a lowercase plural, then a group of one dot at least (no core-group kinds).
+# "[.]", not "\.": the pattern sits in a CEL string literal, where "\." is no escape.
+MAPPING_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+MAPPING_NAME_RULE = {
+    "rule": f"self.metadata.name.matches('{MAPPING_NAME.pattern}')",
+    "message": "metadata.name must be <plural>.<group> of the kind, such as clonesets.apps.kruise.io; kinds of the"
+    " core group (no dot) cannot be mapped",
+}
+KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+API_VERSION_NAME = re.compile(r"^v[0-9]+((alpha|beta)[0-9]+)?$")
+# The Service Binding spec's restricted JSONPath: field names only, each after a dot.
+TEMPLATE_PATH = re.compile(r"^(\.[A-Za-z][A-Za-z0-9_-]*)+$")
+
+# The kinds servicelink follows without a mapping, and each by the name a WorkloadMapping of it would take.
+BUILT_IN_RESOURCES: dict[str, WorkloadResource] = {
+    kind: resource for table in (WORKLOAD_RESOURCES, REPORTED_RESOURCES) for kind, resource in table.items()
+}
+BUILT_IN_MAPPINGS: dict[str, str] = {f"{r.plural}.{r.group}": kind for kind, r in BUILT_IN_RESOURCES.items()}
+# How to turn on an optional built-in kind, for the message that refuses a mapping of it.
+OPTIONAL_KIND_SETTINGS: dict[str, str] = {"Rollout": "--argo-rollouts (the chart's argoRollouts.enabled)"}
+
+
+class BuiltInKindError(ValueError):
+    """A WorkloadMapping names a kind servicelink follows already (the mapping's reason BuiltInKind)."""
+
+
+class WorkloadMappingSpec(_Strict):
+    """Which kind servicelink follows, at which version, and where its pod template sits."""
+
+    kind: Annotated[
+        str,
+        Field(
+            description="The kind's name as its API serves it, such as CloneSet. A ServiceLink names it as"
+            " Kind.group in spec.workloads.names: CloneSet.apps.kruise.io.",
+            min_length=1,
+            max_length=63,
+            pattern=KIND_NAME.pattern,
+        ),
+        _explained("kind {value!r} must be a kind's name such as CloneSet: a capital letter, then letters and digits"),
+    ]
+    version: Annotated[
+        str,
+        Field(
+            description="The served version the operator lists, watches and patches, such as v1alpha1 (kubectl"
+            " api-resources shows it).",
+            min_length=1,
+            max_length=63,
+            pattern=API_VERSION_NAME.pattern,
+        ),
+        _explained("version {value!r} must be an API version such as v1, v1beta2 or v1alpha1"),
+    ]
+    template: Annotated[
+        str,
+        Field(
+            description="Where an object of the kind holds its pod template (metadata, and spec with containers and"
+            " volumes), as dotted field names from the object's root: .spec.template for most kinds. servicelink"
+            " reads the ConfigMaps the template uses and sets its annotation servicelink.dev/config-hash.",
+            min_length=2,
+            max_length=512,
+            pattern=TEMPLATE_PATH.pattern,
+        ),
+        _explained("template {value!r} must be dotted field names such as .spec.template, no brackets or wildcards"),
+    ]
+    rolls: bool = Field(
+        default=True,
+        description="Default true: patching the pod template rolls the pods, and the ServiceLink's RolledOut waits"
+        " for the rollout. False: the kind only starts new pods from its template (like a CronJob), so the"
+        " patched template is what it starts next; nothing is waited for.",
+    )
+
+
+class WorkloadMappingStatus(_Strict):
+    """What the operator found of the mapped kind. Written only when something in it changed."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        description="The spec generation this status describes.",
+        json_schema_extra={"format": "int64"},
+    )
+    workloads: int | None = Field(
+        default=None, description="How many objects of the kind the operator follows now, in all namespaces it watches."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready: True (Watching) while the operator lists, watches and patches the kind; False with"
+        " InvalidSpec (the spec passed an older CRD but not the operator's check), KindNotServed (the API serves"
+        " no such plural and version in the group, or its kind is not spec.kind), Forbidden (the operator's"
+        " ServiceAccount may not list, watch or patch it), BuiltInKind (servicelink follows it without a mapping)"
+        " or TemplateNotFound (an object of the kind has no pod template where spec.template points); the message"
+        " names the object and the fix.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+def mapped_kind_name(kind: str, group: str) -> str:
+    """Return a mapped kind's identity, ``Kind.group`` (``CloneSet.apps.kruise.io``), as ``kubectl get`` takes it."""
+    return f"{kind}.{group}"
+
+
+def refuse_built_in(name: str) -> None:
+    """Raise ``BuiltInKindError`` if the mapping ``name`` (``<plural>.<group>``) is a kind servicelink knows already."""
+    kind = BUILT_IN_MAPPINGS.get(name)
+    if kind is None:
+        return
+    if kind in REPORTED_RESOURCES:
+        raise BuiltInKindError(
+            f"{name} is the built-in kind {kind}: servicelink reports Jobs that run on stale values in a"
+            " ServiceLink's status.staleJobs and never patches one (a Job's pod template cannot change);"
+            " delete this WorkloadMapping"
+        )
+    setting = OPTIONAL_KIND_SETTINGS.get(kind)
+    if setting is not None:
+        raise BuiltInKindError(f"{name} is the built-in kind {kind}: enable it with {setting}, and delete this mapping")
+    raise BuiltInKindError(f"{name} is the built-in kind {kind}: servicelink follows it already; delete this mapping")
+
+
+def parse_mapping(name: str, spec: Mapping[str, Any]) -> WorkloadResource:
+    """Return where the kind of the WorkloadMapping ``name`` is served and where its pod template sits.
+
+    Raise ``BuiltInKindError`` for a kind servicelink knows already, ``ValueError`` naming the
+    field and the fix for a name or spec the CRD would refuse.
+    """
+    if not MAPPING_NAME.fullmatch(name):
+        raise ValueError(f"metadata.name {name!r}: {MAPPING_NAME_RULE['message']}")
+    refuse_built_in(name)
+    try:
+        parsed = WorkloadMappingSpec.model_validate(spec)
+    except ValidationError as error:
+        raise ValueError(describe_spec_error(error)) from None
+    plural, group = name.split(".", 1)
+    return WorkloadResource(group, parsed.version, plural, tuple(parsed.template[1:].split(".")), rolls=parsed.rolls)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from servicelink import conditions as c
 from servicelink.consent import Skipped
 from servicelink.messages import summarize, truncate
-from servicelink.model import Condition, RolledOut, StaleJob
+from servicelink.model import Condition, RolledOut, StaleJob, describe_spec_error
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.rollout import Deferred
@@ -126,9 +126,7 @@ def parse_deferred(status: Mapping[str, Any]) -> list[Deferred]:
 
 def describe_invalid_spec(error: ValidationError) -> str:
     """Return the message of ``InvalidSpec``: each problem with the ``spec.`` field it is in."""
-    return "; ".join(
-        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
-    )
+    return describe_spec_error(error)
 
 
 def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -74,12 +74,14 @@ def test_conditions_not_desired_are_dropped() -> None:
 
 
 def test_every_reason_is_declared_for_its_condition_or_for_a_link() -> None:
-    """The generated reference lists conditions.REASONS and LINK_REASONS; a reason left out of both would be missed."""
+    """The generated references list REASONS, MAPPING_REASONS and LINK_REASONS; a reason left out would be missed."""
     types = {c.READY, c.RESOLVED_TYPE, c.SYNCED, c.ROLLED_OUT}
-    declared = {r for reasons in c.REASONS.values() for r in reasons} | set(c.LINK_REASONS)
+    declared = {r for table in (c.REASONS, c.MAPPING_REASONS) for reasons in table.values() for r in reasons}
+    declared |= set(c.LINK_REASONS)
     constants = {
         value for name, value in vars(c).items() if name.isupper() and isinstance(value, str) and value not in types
     }
     assert set(c.REASONS) == types
+    assert set(c.MAPPING_REASONS) == {c.READY}
     # RESOLVED, a resolved link's own reason and never written, shares its name with the type.
     assert constants - declared == set()

@@ -271,7 +271,8 @@ def test_gallery_pods_probe_their_upstreams_with_the_app_image() -> None:
 
 def test_the_crd_and_the_pydantic_model_name_the_same_spec_fields() -> None:
     """One fact in two places: the CRD's schema (what kubectl explain shows) and model.py (what the operator reads)."""
-    spec = one(REPO / "crds" / "servicelink.yaml")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    servicelink_crd = documents(REPO / "crds" / "servicelink.yaml")[0]  # the WorkloadMapping CRD follows it
+    spec = servicelink_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = spec["properties"]["spec"]["properties"]
 
     def aliases(model: type[BaseModel]) -> set[str]:

@@ -7,7 +7,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from servicelink.model import DEFAULT_TEMPLATE, MAX_LINKS, Link, ServiceLinkSpec, parse_spec
+from servicelink.model import (
+    BUILT_IN_MAPPINGS,
+    DEFAULT_TEMPLATE,
+    MAX_LINKS,
+    OPTIONAL_KIND_SETTINGS,
+    WORKLOAD_RESOURCES,
+    BuiltInKindError,
+    Link,
+    ServiceLinkSpec,
+    WorkloadResource,
+    mapped_kind_name,
+    parse_mapping,
+    parse_spec,
+)
 
 
 def link(**overrides: Any) -> dict[str, Any]:
@@ -280,3 +293,92 @@ def test_a_value_at_the_crds_max_length_is_accepted_and_one_longer_rejected(fiel
     assert getattr(Link.model_validate(link(**{field: longest})), field) == longest
     with pytest.raises(ValidationError, match=field):
         Link.model_validate(link(**{field: longest + longest[-1]}))
+
+
+# --- WorkloadMapping ------------------------------------------------------------------------------------------
+
+CLONESET = {"kind": "CloneSet", "version": "v1alpha1", "template": ".spec.template", "rolls": True}
+
+
+def mapping_error(name: str = "clonesets.apps.kruise.io", **overrides: Any) -> str:
+    with pytest.raises(ValueError, match=r"^(metadata\.name|spec\.)") as caught:
+        parse_mapping(name, {**CLONESET, **overrides})
+    return str(caught.value)
+
+
+def test_parse_mapping_reads_the_designs_example() -> None:
+    assert parse_mapping("clonesets.apps.kruise.io", CLONESET) == WorkloadResource(
+        "apps.kruise.io", "v1alpha1", "clonesets", ("spec", "template"), rolls=True
+    )
+
+
+def test_a_mapping_rolls_unless_it_says_not_and_takes_a_deeper_template() -> None:
+    spec = {"kind": "Task", "version": "v1beta1", "template": ".spec.jobTemplate.spec.template"}
+    assert parse_mapping("tasks.example.com", spec).rolls is True
+    parsed = parse_mapping("tasks.example.com", {**spec, "rolls": False})
+    assert (parsed.template, parsed.rolls) == (("spec", "jobTemplate", "spec", "template"), False)
+
+
+@pytest.mark.parametrize("name", ["clonesets", "CloneSets.apps.kruise.io", "clonesets.", "clone_sets.apps"])
+def test_a_mapping_name_that_is_not_plural_dot_group_is_refused_with_the_fix(name: str) -> None:
+    text = mapping_error(name)
+    assert text.startswith(f"metadata.name {name!r}")
+    assert "<plural>.<group>" in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("kind", "cloneSet", "CloneSet"),
+        ("kind", "", "CloneSet"),
+        ("version", "1", "v1alpha1"),
+        ("version", "v1gamma1", "v1alpha1"),
+        ("template", "spec.template", ".spec.template"),
+        ("template", ".spec.containers[0]", "no brackets"),
+        ("rolls", "sometimes", "boolean"),
+    ],
+)
+def test_a_bad_mapping_field_is_refused_naming_it_and_the_fix(field: str, value: object, says: str) -> None:
+    text = mapping_error(**{field: value})
+    assert text.startswith(f"spec.{field}: ")
+    assert says in text
+
+
+@pytest.mark.parametrize("field", ["kind", "version", "template"])
+def test_a_missing_mapping_field_is_named(field: str) -> None:
+    spec = {k: v for k, v in CLONESET.items() if k != field}
+    with pytest.raises(ValueError, match=f"spec.{field}: Field required"):
+        parse_mapping("clonesets.apps.kruise.io", spec)
+
+
+def test_an_unknown_mapping_field_is_named() -> None:
+    assert mapping_error(containers=".spec.template.spec.containers").startswith("spec.containers: ")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deployments.apps",
+        "statefulsets.apps",
+        "daemonsets.apps",
+        "cronjobs.batch",
+        "jobs.batch",
+        "rollouts.argoproj.io",
+    ],
+)
+def test_a_mapping_of_a_built_in_kind_is_refused(name: str) -> None:
+    with pytest.raises(BuiltInKindError, match=f"^{name} is the built-in kind {BUILT_IN_MAPPINGS[name]}: "):
+        parse_mapping(name, CLONESET)
+
+
+def test_a_mapping_of_argo_rollouts_says_how_to_enable_them() -> None:
+    with pytest.raises(BuiltInKindError, match="enable it with --argo-rollouts"):
+        parse_mapping("rollouts.argoproj.io", CLONESET)
+
+
+def test_every_optional_kind_says_how_to_enable_it() -> None:
+    assert set(OPTIONAL_KIND_SETTINGS) == {kind for kind, r in WORKLOAD_RESOURCES.items() if r.optional}
+
+
+def test_a_mapped_kind_is_named_kind_dot_group() -> None:
+    assert mapped_kind_name("CloneSet", "apps.kruise.io") == "CloneSet.apps.kruise.io"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from servicelink.model import CRD_NAMES
 from servicelink.testing.assets import ensure_assets
 from servicelink.testing.controlplane import ControlPlane, free_port, run_kubectl, start_control_plane
 
@@ -120,9 +121,9 @@ def kubeconfig_env(cluster: Cluster) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> Path:
-    """Install the ServiceLink CRD once, with ``kubectl apply``, and wait until it is served."""
+    """Install the ServiceLink and WorkloadMapping CRDs (the file's two documents) once; wait until both are served."""
     cluster.kubectl("apply", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/servicelinks.servicelink.dev")
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in CRD_NAMES))
     return CRD_FILE
 
 
