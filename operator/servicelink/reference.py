@@ -1,7 +1,7 @@
 """The reference pages under docs/reference/, generated from their one source each (run as a script, writes them).
 
 Each page keeps its hand-written prose outside a block between ``BEGIN`` and ``END`` markers;
-the block is rewritten from the source it names: the ServiceLink fields from the pydantic models
+the block is rewritten from the source it names: the ServiceLink and WorkloadMapping fields from the pydantic models
 (model.py) and the condition reasons (conditions.py), the printer columns from crd.py, the CLI from
 the argument parser (cli.py), the settings from settings.OPTIONS, the annotations from
 model.ANNOTATIONS, the chart's values from values.schema.json and values.yaml, the metrics from
@@ -27,8 +27,22 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from servicelink import cli, conditions, metrics
-from servicelink.crd import PRINTER_COLUMNS, build_crd, schema_of
-from servicelink.model import ANNOTATIONS, FINALIZER, ServiceLinkSpec, ServiceLinkStatus
+from servicelink.crd import MAPPING_PRINTER_COLUMNS, PRINTER_COLUMNS, build_crd, build_mapping_crd, schema_of
+from servicelink.model import (
+    ANNOTATIONS,
+    BUILT_IN_MAPPINGS,
+    BUILT_IN_RESOURCES,
+    FINALIZER,
+    MAPPING_NAME,
+    MAPPING_PLURAL,
+    OPTIONAL_KIND_SETTINGS,
+    PLURAL,
+    REPORTED_RESOURCES,
+    ServiceLinkSpec,
+    ServiceLinkStatus,
+    WorkloadMappingSpec,
+    WorkloadMappingStatus,
+)
 from servicelink.settings import OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,17 +180,21 @@ def _field_rows(model: type[BaseModel]) -> list[tuple[str, ...]]:
     return rows
 
 
-def render_fields() -> str:
-    """Return the field reference: one table per model of spec and status, then the conditions."""
-    crd = build_crd()
+def _resource_line(crd: dict[str, Any], defaults: str) -> str:
+    """Return the line that opens a fields page: the API version, kind, names and scope of ``crd``."""
     names = crd["spec"]["names"]
     version = crd["spec"]["versions"][0]
-    parts = [
+    return (
         f"`{crd['spec']['group']}/{version['name']}`, kind `{names['kind']}`, plural `{names['plural']}`, "
         f"short name {', '.join(f'`{n}`' for n in names['shortNames'])}, {crd['spec']['scope'].lower()}. "
-        "A default is the operator's: the API server fills in none but `rollout`'s.",
-    ]
-    for top, path in ((ServiceLinkSpec, "spec"), (ServiceLinkStatus, "status")):
+        f"A default is the operator's: the API server fills in {defaults}."
+    )
+
+
+def _model_tables(spec: type[BaseModel], status: type[BaseModel]) -> list[str]:
+    """Return a heading, a line and a table per model of ``spec`` and ``status``."""
+    parts: list[str] = []
+    for top, path in ((spec, "spec"), (status, "status")):
         for model in _models(top):
             title = f"`{path}`: {model.__name__}" if model is top else model.__name__
             parts += [
@@ -184,33 +202,78 @@ def render_fields() -> str:
                 _cell(model.__doc__ or ""),
                 _table(("field", "type", "default", "description"), _field_rows(model)),
             ]
-    parts += [
+    return parts
+
+
+def _reasons_table(reasons: dict[str, tuple[str, ...]]) -> str:
+    return _table(
+        ("type", "reasons"), [(f"`{kind}`", ", ".join(f"`{r}`" for r in found)) for kind, found in reasons.items()]
+    )
+
+
+def _columns(plural: str, columns: list[dict[str, Any]]) -> list[str]:
+    """Return the heading and table of the columns ``kubectl get <plural>`` prints."""
+    rows = [
+        (col["name"].upper(), _code(col["jsonPath"]), str(col.get("priority", 0)), _cell(col.get("description", "")))
+        for col in columns
+    ]
+    return [
+        f"## Columns of `kubectl get {plural}` {{#columns}}",
+        "`-o wide` adds the columns of priority 1." if any(col.get("priority") for col in columns) else "",
+        _table(("column", "from", "priority", "description"), rows),
+    ]
+
+
+def render_fields() -> str:
+    """Return the ServiceLink field reference: one table per model of spec and status, then the conditions."""
+    parts = [
+        _resource_line(build_crd(), "none but `rollout`'s"),
+        *_model_tables(ServiceLinkSpec, ServiceLinkStatus),
         "## Condition types and reasons {#conditions}",
         "`status.conditions`, in this order. A `False` `Ready` carries the reason and message of the first"
         " condition below it that fails.",
-        _table(
-            ("type", "reasons"),
-            [(f"`{kind}`", ", ".join(f"`{r}`" for r in reasons)) for kind, reasons in conditions.REASONS.items()],
-        ),
+        _reasons_table(conditions.REASONS),
         "An entry of `status.links` that did not resolve or was not written carries one of "
         + ", ".join(f"`{r}`" for r in conditions.LINK_REASONS)
         + ".",
-        "## Columns of `kubectl get servicelinks` {#columns}",
-        "`-o wide` adds the columns of priority 1.",
+        *_columns(PLURAL, PRINTER_COLUMNS),
+    ]
+    return "\n\n".join(part for part in parts if part)
+
+
+def _built_in_row(name: str, kind: str) -> tuple[str, ...]:
+    """Return a built-in kind as a row of the mapping it needs none of: its name, kind, version, template, rolls."""
+    resource = BUILT_IN_RESOURCES[kind]
+    if kind in REPORTED_RESOURCES:
+        followed = "reported in a ServiceLink's `status.staleJobs`, never patched"
+    else:
+        followed = f"when enabled: {OPTIONAL_KIND_SETTINGS[kind]}" if resource.optional else "always"
+    template = "." + ".".join(resource.template)
+    return (f"`{name}`", f"`{kind}`", f"`{resource.version}`", f"`{template}`", _code(resource.rolls), _cell(followed))
+
+
+def render_mapping_fields() -> str:
+    """Return the WorkloadMapping field reference: its name's rule, its models, its reasons, the built-in kinds."""
+    crd = build_mapping_crd()
+    (rule,) = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    parts = [
+        _resource_line(crd, "none"),
+        "## `metadata.name` {#name}",
+        _cell(f"{rule['message']} (matches `{MAPPING_NAME.pattern}`)."),
+        *_model_tables(WorkloadMappingSpec, WorkloadMappingStatus),
+        "## Condition types and reasons {#conditions}",
+        "`status.conditions` holds one condition.",
+        _reasons_table(conditions.MAPPING_REASONS),
+        *_columns(MAPPING_PLURAL, MAPPING_PRINTER_COLUMNS),
+        "## The built-in kinds {#built-in}",
+        "What servicelink follows without a mapping, in the form a mapping would take; a WorkloadMapping of one"
+        f" of them is refused with `{conditions.BUILT_IN_KIND}`.",
         _table(
-            ("column", "from", "priority", "description"),
-            [
-                (
-                    col["name"].upper(),
-                    _code(col["jsonPath"]),
-                    str(col.get("priority", 0)),
-                    _cell(col.get("description", "")),
-                )
-                for col in PRINTER_COLUMNS
-            ],
+            ("name", "kind", "version", "template", "rolls", "followed"),
+            [_built_in_row(name, kind) for name, kind in BUILT_IN_MAPPINGS.items()],
         ),
     ]
-    return "\n\n".join(parts)
+    return "\n\n".join(part for part in parts if part)
 
 
 # -- the CLI ---------------------------------------------------------------------------------------
@@ -354,6 +417,11 @@ def render_metrics() -> str:
 
 BLOCKS = (
     Block("reference/servicelink-fields.md", "operator/servicelink/model.py, conditions.py and crd.py", render_fields),
+    Block(
+        "reference/workloadmapping-fields.md",
+        "operator/servicelink/model.py, conditions.py and crd.py",
+        render_mapping_fields,
+    ),
     Block("reference/cli.md", "operator/servicelink/cli.py and tools/commands.py", render_cli),
     Block("reference/settings.md", "operator/servicelink/settings.py", render_settings),
     Block("reference/annotations.md", "operator/servicelink/model.py", render_annotations),

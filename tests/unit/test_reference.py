@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from servicelink import conditions, reference
-from servicelink.model import ANNOTATIONS, ServiceLinkSpec, ServiceLinkStatus
+from servicelink.model import (
+    ANNOTATIONS,
+    BUILT_IN_MAPPINGS,
+    ServiceLinkSpec,
+    ServiceLinkStatus,
+    WorkloadMappingSpec,
+    WorkloadMappingStatus,
+)
 from servicelink.reference import BLOCKS, COMMAND, Block, fill
 from servicelink.settings import OPTIONS
 
@@ -35,12 +44,28 @@ def test_hand_written_prose_around_the_block_is_kept() -> None:
     assert fill(f"before\n{begin}\nstale\n{end}\nafter\n", block) == f"before\n{begin}\n\nfresh\n\n{end}\nafter\n"
 
 
-def test_every_field_of_spec_and_status_has_a_row() -> None:
-    page = reference.render_fields()
-    for top in (ServiceLinkSpec, ServiceLinkStatus):
+@pytest.mark.parametrize(
+    ("spec", "status", "render"),
+    [
+        (ServiceLinkSpec, ServiceLinkStatus, reference.render_fields),
+        (WorkloadMappingSpec, WorkloadMappingStatus, reference.render_mapping_fields),
+    ],
+    ids=["ServiceLink", "WorkloadMapping"],
+)
+def test_every_field_of_spec_and_status_has_a_row(
+    spec: type[BaseModel], status: type[BaseModel], render: Callable[[], str]
+) -> None:
+    page = render()
+    for top in (spec, status):
         for model in reference._models(top):
             for name, field in model.model_fields.items():
                 assert f"| `{field.alias or name}` |" in page, f"{model.__name__}.{name}"
+
+
+def test_every_built_in_kind_has_a_row_as_a_mapping() -> None:
+    page = reference.render_mapping_fields()
+    for name, kind in BUILT_IN_MAPPINGS.items():
+        assert f"| `{name}` | `{kind}` |" in page, name
 
 
 def test_every_value_of_the_chart_has_a_row() -> None:
