@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicelink.model import WORKLOAD_KINDS, WorkloadKind
+from servicelink.model import WORKLOAD_KINDS, WorkloadKind, WorkloadResource
 from servicelink.rollout import rollout_settled
 from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView, slim
 
@@ -313,17 +313,17 @@ class Cache:
 
     # --- workloads ------------------------------------------------------------------------------
 
-    def put_workload(self, kind: WorkloadKind, body: Mapping[str, Any]) -> list[ObjectKey]:
+    def put_workload(self, resource: WorkloadResource, body: Mapping[str, Any]) -> list[ObjectKey]:
         """Record a Deployment, StatefulSet, DaemonSet, CronJob or Rollout, by the ConfigMaps its pods read.
 
         Return the ServiceLinks that may have rolled it when its rollout completes
         or stalls (``rollout_settled``); a replica coming up returns none.
         """
         namespace, name = _meta(body)
-        key: WorkloadKey = (kind, namespace, name)
+        key: WorkloadKey = (resource.kind, namespace, name)
         before = self._forget_workload(key)
-        self._touch(kind, (namespace, name))
-        view = WorkloadView.from_body(kind, body)
+        self._touch(resource.kind, (namespace, name))
+        view = WorkloadView.from_body(resource, body)
         self._workloads[key] = view
         self._by_namespace[namespace].add(key)
         for configmap in view.reads:
@@ -426,8 +426,9 @@ class Cache:
             lambda key: self.drop_endpointslice(*key),
         )
 
-    def replace_workloads(self, kind: WorkloadKind, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
-        """Make the workloads of ``kind`` those of a list begun at tick ``since``, but for newer events."""
+    def replace_workloads(self, resource: WorkloadResource, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+        """Make the workloads of the kind ``resource`` those of a list begun at tick ``since``, but for newer events."""
+        kind = resource.kind
         fresh = {_meta(b): b for b in bodies}
         current = [(ns, name) for k, ns, name in self._workloads if k == kind]
         self._replace(
@@ -435,7 +436,7 @@ class Cache:
             current,
             fresh,
             since,
-            lambda body: self.put_workload(kind, body),
+            lambda body: self.put_workload(resource, body),
             lambda key: self.drop_workload(kind, *key),
         )
 

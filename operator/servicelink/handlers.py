@@ -39,6 +39,7 @@ from servicelink.model import (
     VERSION,
     WORKLOAD_RESOURCES,
     WorkloadKind,
+    WorkloadResource,
 )
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
@@ -102,7 +103,9 @@ async def endpointslice_changed(
     runtime.queue.add_all(due)
 
 
-def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
+def _keeps_workloads(resource: WorkloadResource) -> Callable[..., Any]:
+    kind = resource.kind
+
     async def workload_changed(
         *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any
     ) -> None:
@@ -110,7 +113,8 @@ def _keeps_workloads(kind: WorkloadKind) -> Callable[..., Any]:
         if kind not in runtime.settings.workload_kinds:
             return  # an optional kind's watch, left registered in this process by an earlier run (tests)
         cache = runtime.cache
-        due = cache.drop_workload(kind, str(namespace), name) if type == "DELETED" else cache.put_workload(kind, body)
+        gone = type == "DELETED"
+        due = cache.drop_workload(kind, str(namespace), name) if gone else cache.put_workload(resource, body)
         runtime.queue.add_all(due)
 
     workload_changed.__doc__ = (
@@ -136,7 +140,7 @@ def watch_workloads(kinds: tuple[WorkloadKind, ...]) -> None:
         handler_id = f"{resource.plural}_changed"
         if handler_id not in registered:
             kopf.on.event(resource.group, resource.version, resource.plural, id=handler_id, registry=REGISTRY)(
-                _keeps_workloads(kind)
+                _keeps_workloads(resource)
             )
 
 

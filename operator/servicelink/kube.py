@@ -33,9 +33,10 @@ from servicelink.model import (
     PLURAL,
     REPORTED_RESOURCES,
     VERSION,
+    WORKLOAD_KINDS,
     WORKLOAD_RESOURCES,
     ListedKind,
-    WorkloadKind,
+    WorkloadResource,
 )
 from servicelink.views import slim
 
@@ -75,7 +76,10 @@ _LISTERS: dict[ListedKind, tuple[str, str]] = {
     "ServiceLink": (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "Service": ("/api/v1", "services"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
-    **{kind: (f"/apis/{r.group}/{r.version}", r.plural) for kind, r in WORKLOAD_RESOURCES.items()},
+    **{
+        k: (f"/apis/{WORKLOAD_RESOURCES[k].group}/{WORKLOAD_RESOURCES[k].version}", WORKLOAD_RESOURCES[k].plural)
+        for k in WORKLOAD_KINDS
+    },
     **{kind: (f"/apis/{r.group}/{r.version}", r.plural) for kind, r in REPORTED_RESOURCES.items()},
 }
 _JSON = "application/json"
@@ -284,7 +288,17 @@ class Kube:
 
     def list_objects(self, *, kind: ListedKind, namespace: str | None) -> list[dict[str, Any]]:
         """Return every object of ``kind`` in ``namespace`` (None: all namespaces), paging 500 at a time."""
-        prefix, resource = _LISTERS[kind]
+        prefix, plural = _LISTERS[kind]
+        return self._list(prefix, plural, namespace)
+
+    def list_workloads(self, *, resource: WorkloadResource, namespace: str | None) -> list[dict[str, Any]]:
+        """Return every workload of the kind ``resource`` in ``namespace`` (None: all), paging 500 at a time.
+
+        A kind the API server does not serve (its CRD missing) raises ``ApiError`` with status 404.
+        """
+        return self._list(f"/apis/{resource.group}/{resource.version}", resource.plural, namespace)
+
+    def _list(self, prefix: str, resource: str, namespace: str | None) -> list[dict[str, Any]]:
         path = f"{prefix}/{resource}" if namespace is None else f"{prefix}/namespaces/{namespace}/{resource}"
         items: list[dict[str, Any]] = []
         token: str | None = None
@@ -352,7 +366,14 @@ class Kube:
                 raise
 
     def set_workload_config_hash(
-        self, *, kind: WorkloadKind, namespace: str, name: str, annotation: str, value: str, resource_version: str
+        self,
+        *,
+        resource: WorkloadResource,
+        namespace: str,
+        name: str,
+        annotation: str,
+        value: str,
+        resource_version: str,
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
@@ -361,7 +382,6 @@ class Kube:
         Rollouts start a new revision and run its canary or blue-green steps.
         Returns False when the workload no longer exists (404); a 409 raises ``Conflict``.
         """
-        resource = WORKLOAD_RESOURCES[kind]
         patch: dict[str, Any] = {"metadata": {"annotations": {annotation: value}}}
         for key in reversed(resource.template):
             patch = {key: patch}

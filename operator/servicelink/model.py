@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
 from pydantic import (
     BaseModel,
@@ -69,12 +69,17 @@ _TEMPLATE_RULE = {
     + ", and no other braces",
 }
 
-WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout"]
+# A workload kind: a built-in one by its name ("Deployment"), a mapped one (a WorkloadMapping) as "Kind.group"
+# ("CloneSet.apps.kruise.io"), the name `kubectl get` takes, so a mapped kind never shadows a built-in one.
+WorkloadKind = str
+# The built-in kinds, as the API names them in spec.workloads.names and status (the CRD's enum).
+BuiltInKind = Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout"]
 
 
 class WorkloadResource(NamedTuple):
-    """Where a workload kind is served, where its pod template sits, and whether patching it rolls pods."""
+    """A workload kind: where it is served, where its pod template sits, and whether patching it rolls pods."""
 
+    kind: WorkloadKind  # its name in spec.workloads.names, status and Events
     group: str
     version: str
     plural: str
@@ -83,26 +88,40 @@ class WorkloadResource(NamedTuple):
     # True: a CRD serves it, not Kubernetes; watched (and granted in the chart) only when a setting enables it.
     optional: bool = False
 
+    def pod_template(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Return the pod template of an object of this kind as the API serves it; empty when absent."""
+        found: Any = body
+        for key in self.template:
+            found = found.get(key) if isinstance(found, Mapping) else None
+        return found if isinstance(found, Mapping) else {}
 
-# The one table of the kinds, their paths and their watches.
+
+# The one table of the built-in kinds, their paths and their watches.
 WORKLOAD_RESOURCES: dict[WorkloadKind, WorkloadResource] = {
-    "Deployment": WorkloadResource("apps", "v1", "deployments", ("spec", "template"), rolls=True),
-    "StatefulSet": WorkloadResource("apps", "v1", "statefulsets", ("spec", "template"), rolls=True),
-    "DaemonSet": WorkloadResource("apps", "v1", "daemonsets", ("spec", "template"), rolls=True),
-    "CronJob": WorkloadResource("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template"), rolls=False),
-    # Argo Rollouts: its inline pod template, patched like a Deployment's. A Rollout with spec.workloadRef has none:
-    # the referenced Deployment holds it, reads the ConfigMap, and is the one patched.
-    "Rollout": WorkloadResource("argoproj.io", "v1alpha1", "rollouts", ("spec", "template"), rolls=True, optional=True),
+    r.kind: r
+    for r in (
+        WorkloadResource("Deployment", "apps", "v1", "deployments", ("spec", "template"), rolls=True),
+        WorkloadResource("StatefulSet", "apps", "v1", "statefulsets", ("spec", "template"), rolls=True),
+        WorkloadResource("DaemonSet", "apps", "v1", "daemonsets", ("spec", "template"), rolls=True),
+        WorkloadResource(
+            "CronJob", "batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template"), rolls=False
+        ),
+        # Argo Rollouts: its inline pod template, patched like a Deployment's. A Rollout with spec.workloadRef has
+        # none: the referenced Deployment holds it, reads the ConfigMap, and is the one patched.
+        WorkloadResource(
+            "Rollout", "argoproj.io", "v1alpha1", "rollouts", ("spec", "template"), rolls=True, optional=True
+        ),
+    )
 }
-WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(WORKLOAD_RESOURCES)
+WORKLOAD_KINDS = cast("tuple[BuiltInKind, ...]", tuple(WORKLOAD_RESOURCES))
 # The kinds every install watches; the optional ones are added by their setting (Settings.workload_kinds).
-CORE_WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(k for k, r in WORKLOAD_RESOURCES.items() if not r.optional)
+CORE_WORKLOAD_KINDS = tuple(k for k in WORKLOAD_KINDS if not WORKLOAD_RESOURCES[k].optional)
 
 ReportedKind = Literal["Job"]
 # Kinds whose pod template cannot change once created: watched, and reported in status.staleJobs when they run on
 # values that changed since; never patched, so never in WORKLOAD_RESOURCES (no consent, no rollout, no patch verb).
 REPORTED_RESOURCES: dict[ReportedKind, WorkloadResource] = {
-    "Job": WorkloadResource("batch", "v1", "jobs", ("spec", "template"), rolls=False),
+    "Job": WorkloadResource("Job", "batch", "v1", "jobs", ("spec", "template"), rolls=False),
 }
 REPORTED_KINDS: tuple[ReportedKind, ...] = tuple(REPORTED_RESOURCES)
 # The kinds the operator lists and watches.
@@ -110,15 +129,6 @@ ListedKind = Literal[
     "ServiceLink", "Service", "EndpointSlice", "Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout", "Job"
 ]
 LISTED_KINDS: tuple[ListedKind, ...] = ("ServiceLink", "Service", "EndpointSlice", *WORKLOAD_KINDS, *REPORTED_KINDS)
-
-
-def pod_template(kind: WorkloadKind | ReportedKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Return the pod template of a workload of ``kind`` as the API serves it; empty when absent."""
-    resource = REPORTED_RESOURCES[kind] if kind == "Job" else WORKLOAD_RESOURCES[kind]
-    found: Any = body
-    for key in resource.template:
-        found = found.get(key) if isinstance(found, Mapping) else None
-    return found if isinstance(found, Mapping) else {}
 
 
 def parse_name_list(value: object) -> frozenset[str]:
@@ -305,7 +315,7 @@ class Link(_Strict):
 class WorkloadRef(_Strict):
     """A workload named in ``spec.workloads.names``."""
 
-    kind: Annotated[WorkloadKind, Field(description=_KIND)]
+    kind: Annotated[BuiltInKind, Field(description=_KIND)]
     name: Annotated[str, Field(description="Name of the workload.", min_length=1, max_length=253)]
 
 
@@ -455,7 +465,7 @@ class LinkStatus(_Strict):
 class RolledOut(_Strict):
     """A workload patched by the last rollout."""
 
-    kind: WorkloadKind = Field(description=_KIND)
+    kind: BuiltInKind = Field(description=_KIND)
     name: str = Field(description=_WORKLOAD)
     hash: str = Field(
         description="The hash of the values it reads of this ConfigMap, as set in servicelink.dev/config-hash on"
@@ -466,7 +476,7 @@ class RolledOut(_Strict):
 class SkippedWorkload(_Strict):
     """A workload named or selected but not rolled: an entry of ``status.skipped``."""
 
-    kind: WorkloadKind = Field(description=_KIND)
+    kind: BuiltInKind = Field(description=_KIND)
     name: str = Field(description=_WORKLOAD)
     message: str = Field(description="Why it was skipped, and the kubectl annotate command that opts it in.")
 
@@ -722,4 +732,6 @@ def parse_mapping(name: str, spec: Mapping[str, Any]) -> WorkloadResource:
     except ValidationError as error:
         raise ValueError(describe_spec_error(error)) from None
     plural, group = name.split(".", 1)
-    return WorkloadResource(group, parsed.version, plural, tuple(parsed.template[1:].split(".")), rolls=parsed.rolls)
+    template = tuple(parsed.template[1:].split("."))
+    kind = mapped_kind_name(parsed.kind, group)
+    return WorkloadResource(kind, group, parsed.version, plural, template, rolls=parsed.rolls)

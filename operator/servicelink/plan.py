@@ -23,7 +23,6 @@ from servicelink.model import (
     FIELD_MANAGER,
     FINALIZER,
     KIND,
-    WORKLOAD_RESOURCES,
     RolledOut,
     ServiceLinkSpec,
     StaleJob,
@@ -414,6 +413,8 @@ class Rolled:
     rolled_out: list[RolledOut]
     skipped: list[Skipped] = field(default_factory=list)
     deferred: list[Deferred] = field(default_factory=list)  # written, not yet rolled out
+    # The kinds rolled out whose patched template starts no rollout (a CronJob): only what they start next runs it.
+    start_next: frozenset[WorkloadKind] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -538,7 +539,8 @@ def judge_roll(
         progress=progress,
         waiting=waiting,
     )
-    return Rolled(verdict, rolled_out, list(roll.skipped))
+    start_next = frozenset(w.kind for w in views.values() if not w.resource.rolls)
+    return Rolled(verdict, rolled_out, list(roll.skipped), start_next=start_next)
 
 
 # --- Jobs --------------------------------------------------------------------------------------
@@ -606,6 +608,13 @@ class Changes:
     values_changed: int
 
 
+def _started_next(kind: WorkloadKind, rolled: Rolled) -> str:
+    """How an Event names a workload whose patched template starts no rollout: only what it starts next runs it."""
+    if kind not in rolled.start_next:
+        return ""
+    return " (its next Jobs)" if kind == "CronJob" else " (what it starts next)"
+
+
 def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolled) -> Changes:
     """One Event per reconcile that wrote or rolled: the values changed and the consumers rolled.
 
@@ -618,7 +627,7 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     plan = written.plan
     before = view.rolled_out
     rolled_now = [
-        f"{r.kind} {view.namespace}/{r.name}" + ("" if WORKLOAD_RESOURCES[r.kind].rolls else " (its next Jobs)")
+        f"{r.kind} {view.namespace}/{r.name}" + _started_next(r.kind, rolled)
         for r in rolled.rolled_out
         if r not in before
     ]

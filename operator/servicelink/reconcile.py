@@ -314,7 +314,7 @@ class Reconciler:
         try:
             found = await self._call(
                 self.kube.set_workload_config_hash,
-                kind=workload.kind,
+                resource=workload.resource,
                 namespace=workload.namespace,
                 name=workload.name,
                 annotation=CONFIG_HASH_ANNOTATION,

@@ -210,7 +210,7 @@ def progress_of(
     for entry in rolled_out:
         key = (entry.kind, entry.name)
         if key in just_rolled:
-            found.append(patched(entry.kind, namespace, entry.name))
+            found.append(patched(workloads[key]))
         elif key in workloads:
             found.append(workloads[key].progress)
     return found

@@ -10,6 +10,7 @@ import datetime
 import functools
 import logging
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from servicelink import metrics
 from servicelink.cache import Cache
 from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
 from servicelink.leader import LEASE_NAME, decide
-from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KINDS, ListedKind
+from servicelink.model import WORKLOAD_RESOURCES, ListedKind, WorkloadResource
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
@@ -46,35 +47,44 @@ class Runtime:
         """Rebuild the cache from one fresh list of every watched kind."""
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
 
-        async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
+        async def gather(calls: Sequence[Callable[[], list[dict[str, Any]]]]) -> list[dict[str, Any]]:
             loop = asyncio.get_running_loop()
-            calls = [functools.partial(self.kube.list_objects, kind=kind, namespace=ns) for ns in namespaces]
+            pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
+            return [item for page in pages for item in page]
+
+        async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
+            return await gather(
+                [functools.partial(self.kube.list_objects, kind=kind, namespace=ns) for ns in namespaces]
+            )
+
+        async def fetch_workloads(resource: WorkloadResource) -> list[dict[str, Any]]:
+            calls = [functools.partial(self.kube.list_workloads, resource=resource, namespace=ns) for ns in namespaces]
             try:
-                pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
+                return await gather(calls)
             except ApiError as error:
                 # An optional kind whose CRD is not installed (yet): none of it. Once it is served, kopf
                 # starts its watch (handlers.follow_optional_kinds sees to it), and the watch fills the cache.
-                if error.status != 404 or kind in CORE_WORKLOAD_KINDS or kind not in WORKLOAD_KINDS:
+                if error.status != 404 or not resource.optional:
                     raise
-                log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", kind)
+                what = resource.kind
+                log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", what)
                 return []
-            return [item for page in pages for item in page]
 
-        kinds = self.settings.workload_kinds
+        resources = [WORKLOAD_RESOURCES[kind] for kind in self.settings.workload_kinds]
         since = self.cache.mark()
         servicelinks, services, slices, jobs, *workloads = await asyncio.gather(
             fetch("ServiceLink"),
             fetch("Service"),
             fetch("EndpointSlice"),
             fetch("Job"),
-            *(fetch(k) for k in kinds),
+            *(fetch_workloads(r) for r in resources),
         )
         self.cache.replace_servicelinks(servicelinks, since=since)
         self.cache.replace_services(services, since=since)
         self.cache.replace_endpointslices(slices, since=since)
         self.cache.replace_jobs(jobs, since=since)
-        for kind, bodies in zip(kinds, workloads, strict=True):
-            self.cache.replace_workloads(kind, bodies, since=since)
+        for resource, bodies in zip(resources, workloads, strict=True):
+            self.cache.replace_workloads(resource, bodies, since=since)
 
 
 async def start_runtime(config: Settings) -> Runtime:

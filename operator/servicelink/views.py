@@ -9,11 +9,11 @@ from typing import Any, Literal, Protocol
 from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
     EXPOSE_TO_ANNOTATION,
+    REPORTED_RESOURCES,
     ROLLABLE_BY_ANNOTATION,
-    WORKLOAD_RESOURCES,
     WorkloadKind,
+    WorkloadResource,
     parse_name_list,
-    pod_template,
 )
 
 ObjectKey = tuple[str, str]  # (namespace, name) of a Service, a ServiceLink or any namespaced object
@@ -152,19 +152,21 @@ def rolling(kind: WorkloadKind, namespace: str, name: str) -> Progress:
     return Progress("Progressing", f"{kind} {namespace}/{name}: new pods not yet available")
 
 
-def patched(kind: WorkloadKind, namespace: str, name: str) -> Progress:
+def patched(workload: WorkloadView) -> Progress:
     """The progress of a workload whose pod template was just patched: rolling, unless its kind starts no rollout.
 
     A CronJob's patched template is only what its next Jobs run: there is nothing to wait for.
     """
-    return rolling(kind, namespace, name) if WORKLOAD_RESOURCES[kind].rolls else Progress("Complete")
+    if not workload.resource.rolls:
+        return Progress("Complete")
+    return rolling(workload.kind, workload.namespace, workload.name)
 
 
 def _count(status: Mapping[str, Any], field_name: str) -> int:
     return int(status.get(field_name) or 0)
 
 
-def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
+def read_progress(resource: WorkloadResource, body: Mapping[str, Any]) -> Progress:
     """Return whether the workload's newest pod template runs available everywhere, as ``kubectl rollout status`` tells.
 
     Deployments: the controller saw the generation, every replica is updated,
@@ -178,8 +180,9 @@ def read_progress(kind: WorkloadKind, body: Mapping[str, Any]) -> Progress:
     its controller's own verdict (``read_argo_progress``). The message
     names no count, so a replica coming up does not change it.
     """
-    if not WORKLOAD_RESOURCES[kind].rolls:
+    if not resource.rolls:
         return Progress("Complete")
+    kind = resource.kind
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
     status = body.get("status") or {}
@@ -240,7 +243,7 @@ def read_argo_progress(
 class WorkloadView:
     """The parts of a Deployment, StatefulSet, DaemonSet, CronJob or Argo Rollout that rollout decisions read."""
 
-    kind: WorkloadKind
+    resource: WorkloadResource  # its kind's entry in the table of kinds
     namespace: str
     name: str
     labels: Mapping[str, str]
@@ -250,14 +253,19 @@ class WorkloadView:
     resource_version: str = ""  # guards a patch against a change seen too late
     progress: Progress = Progress("Complete")
 
+    @property
+    def kind(self) -> WorkloadKind:
+        """Its kind, as spec.workloads.names and status name it."""
+        return self.resource.kind
+
     @classmethod
-    def from_body(cls, kind: WorkloadKind, body: Mapping[str, Any]) -> WorkloadView:
-        """Build a view from a workload as the API returns it."""
+    def from_body(cls, resource: WorkloadResource, body: Mapping[str, Any]) -> WorkloadView:
+        """Build a view from a workload of the kind ``resource`` as the API returns it."""
         metadata = body.get("metadata") or {}
-        template = pod_template(kind, body)
+        template = resource.pod_template(body)
         annotations = (template.get("metadata") or {}).get("annotations") or {}
         return cls(
-            kind=kind,
+            resource=resource,
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),
             labels=dict(metadata.get("labels") or {}),
@@ -265,7 +273,7 @@ class WorkloadView:
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
             rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
             resource_version=str(metadata.get("resourceVersion", "")),
-            progress=read_progress(kind, body),
+            progress=read_progress(resource, body),
         )
 
 
@@ -296,7 +304,7 @@ class JobView:
     def from_body(cls, body: Mapping[str, Any]) -> JobView:
         """Build a view from a Job as the API returns it."""
         metadata = body.get("metadata") or {}
-        template = pod_template("Job", body)
+        template = REPORTED_RESOURCES["Job"].pod_template(body)
         annotations = (template.get("metadata") or {}).get("annotations") or {}
         return cls(
             namespace=str(metadata.get("namespace", "")),

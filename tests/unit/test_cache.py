@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from servicelink.cache import Cache, claim_of, endpoints_of, linked_services
+from servicelink.model import WORKLOAD_RESOURCES
 from servicelink.views import Endpoints
 
 
@@ -83,10 +84,10 @@ def test_endpoints_add_up_over_slices_and_unknown_readiness_counts_as_ready() ->
 
 def test_workloads_by_the_configmap_they_read_follow_edits() -> None:
     cache = Cache()
-    cache.put_workload("Deployment", deployment("gateway", env_from="gw"))
-    cache.put_workload("StatefulSet", deployment("db", env_from="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("gateway", env_from="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["StatefulSet"], deployment("db", env_from="gw"))
     assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["gateway", "db"]
-    cache.put_workload("Deployment", deployment("gateway", env_from="other"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("gateway", env_from="other"))
     assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["db"]
     assert [w.name for w in cache.workloads("gallery", reading=None)] == ["gateway", "db"]
     cache.drop_workload("StatefulSet", "gallery", "db")
@@ -151,12 +152,12 @@ def test_a_relist_never_undoes_an_event_newer_than_its_list() -> None:
 def test_relisting_workloads_and_slices_keeps_their_indexes() -> None:
     cache = Cache()
     since = cache.mark()
-    cache.replace_workloads("Deployment", [deployment("gateway", env_from="gw")], since=since)
+    cache.replace_workloads(WORKLOAD_RESOURCES["Deployment"], [deployment("gateway", env_from="gw")], since=since)
     cache.replace_endpointslices([endpointslice("a-1", "auth", True)], since=since)
     assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["gateway"]
     assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=1, total=1)
     since = cache.mark()
-    cache.replace_workloads("Deployment", [], since=since)
+    cache.replace_workloads(WORKLOAD_RESOURCES["Deployment"], [], since=since)
     cache.replace_endpointslices([], since=since)
     assert cache.workloads("gallery", reading="gw") == []
     assert cache.endpoints(("gallery", "auth")) is None
@@ -191,7 +192,7 @@ def test_a_workload_finds_the_servicelinks_of_what_it_reads_and_those_that_rolle
     cache.put_servicelink(servicelink("gateway", "gateway-config", {"key": "A", "service": "auth"}))
     opted_in = servicelink("selector", "other-config", {"key": "B", "service": "auth"})
     cache.put_servicelink({**opted_in, "status": {"rolledOut": [{"kind": "Deployment", "name": "web", "hash": "ab"}]}})
-    cache.put_workload("Deployment", deployment("web", env_from="gateway-config"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", env_from="gateway-config"))
     assert cache.servicelinks_rolling(("Deployment", "gallery", "web")) == [
         ("gallery", "gateway"),
         ("gallery", "selector"),
@@ -216,13 +217,13 @@ def test_a_workload_names_the_servicelinks_that_rolled_it_only_when_its_rollout_
     cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
     rolling = deployment("web", env_from="gw")
     rolling["metadata"]["generation"] = 2
-    assert cache.put_workload("Deployment", rolling) == []  # first seen: nothing to compare with
+    assert cache.put_workload(WORKLOAD_RESOURCES["Deployment"], rolling) == []  # first seen: nothing to compare with
     rolled = {
         **deployment("web", env_from="gw"),
         "status": {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
     }
-    assert cache.put_workload("Deployment", rolled) == [("gallery", "gateway")]
-    assert cache.put_workload("Deployment", rolled) == []  # a replay, or a replica coming up
+    assert cache.put_workload(WORKLOAD_RESOURCES["Deployment"], rolled) == [("gallery", "gateway")]
+    assert cache.put_workload(WORKLOAD_RESOURCES["Deployment"], rolled) == []  # a replay, or a replica coming up
     assert cache.drop_workload("Deployment", "gallery", "web") == []
 
 

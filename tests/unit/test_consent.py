@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from servicelink.consent import judge_configmap_write, render_consent_command, split_consumers
+from servicelink.model import WORKLOAD_RESOURCES
 from servicelink.views import WorkloadView
 
 UID = "0b5c1f7e-0000-4000-8000-000000000001"
@@ -105,7 +106,8 @@ def workload(name: str, *, reads: tuple[str, ...] = (), rollable_by: str | None 
         metadata["annotations"] = {"servicelink.dev/rollable-by": rollable_by}
     container = {"name": "app", "image": "x", "envFrom": [{"configMapRef": {"name": cm}} for cm in reads]}
     return WorkloadView.from_body(
-        "Deployment", {"metadata": metadata, "spec": {"template": {"spec": {"containers": [container]}}}}
+        WORKLOAD_RESOURCES["Deployment"],
+        {"metadata": metadata, "spec": {"template": {"spec": {"containers": [container]}}}},
     )
 
 

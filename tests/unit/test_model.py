@@ -308,7 +308,7 @@ def mapping_error(name: str = "clonesets.apps.kruise.io", **overrides: Any) -> s
 
 def test_parse_mapping_reads_the_designs_example() -> None:
     assert parse_mapping("clonesets.apps.kruise.io", CLONESET) == WorkloadResource(
-        "apps.kruise.io", "v1alpha1", "clonesets", ("spec", "template"), rolls=True
+        "CloneSet.apps.kruise.io", "apps.kruise.io", "v1alpha1", "clonesets", ("spec", "template"), rolls=True
     )
 
 

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from servicelink import conditions as c
 from servicelink import plan as planner
 from servicelink.cache import Cache
-from servicelink.model import CONFIG_HASH_ANNOTATION, FIELD_MANAGER, FINALIZER, WRITABLE_BY_ANNOTATION, parse_spec
+from servicelink.model import (
+    CONFIG_HASH_ANNOTATION,
+    FIELD_MANAGER,
+    FINALIZER,
+    WORKLOAD_RESOURCES,
+    WRITABLE_BY_ANNOTATION,
+    parse_spec,
+)
 from servicelink.render import CONFIGMAP_DATA_LIMIT, render_hash
 from servicelink.rollout import Rollout
 from servicelink.status import Verdict
@@ -360,7 +367,7 @@ def written_for(
 def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
     sl = body()
     cache = world(sl)
-    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
     view, values, written = written_for(sl, cache, None)
     assert planner.plan_baseline(view, written) == {"AUTH_URL": AUTH}  # pods waiting for it start with its values
     roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
@@ -371,7 +378,7 @@ def test_the_first_rollout_into_a_new_configmap_rolls_nothing() -> None:
 def test_the_first_rollout_into_an_existing_configmap_compares_with_what_it_held() -> None:
     sl = body()
     cache = world(sl)
-    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
     view, values, written = written_for(sl, cache, configmap({"AUTH_URL": "before", "X": "1"}, shared=True))
     assert planner.plan_baseline(view, written) == {"AUTH_URL": "before"}
     roll = planner.plan_roll(view, spec=parse_spec(sl["spec"]), values=values, written=written, world=cache)
@@ -393,8 +400,8 @@ def test_a_later_rollout_compares_with_the_last_status_and_held_back_keys() -> N
 def test_a_later_change_rolls_each_consumer_once() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
     cache = world(sl)
-    cache.put_workload("Deployment", deployment("web", reads="gw"))
-    cache.put_workload("Deployment", deployment("other", reads="elsewhere"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("other", reads="elsewhere"))
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
@@ -424,7 +431,7 @@ def test_a_change_waits_for_a_ready_endpoint_when_asked() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}, "hash": "h"})
     sl["spec"]["waitForEndpoints"] = True
     cache = world(sl, ready=False)
-    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
@@ -465,9 +472,9 @@ def cronjob(name: str, *, reads: str) -> dict[str, Any]:
 def test_a_cronjob_is_patched_like_any_consumer_and_rolled_out_waits_only_for_the_others() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
     cache = world(sl)
-    cache.put_workload("CronJob", cronjob("report", reads="gw"))
-    cache.put_workload("CronJob", cronjob("unrelated", reads="elsewhere"))
-    cache.put_workload("Deployment", deployment("web", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["CronJob"], cronjob("report", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["CronJob"], cronjob("unrelated", reads="elsewhere"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )

@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from servicelink.model import DEFAULT_TEMPLATE, FIELD_MANAGER, MAX_LINKS, PLACEHOLDERS, ServiceLinkSpec, parse_spec
+from servicelink.model import (
+    DEFAULT_TEMPLATE,
+    FIELD_MANAGER,
+    MAX_LINKS,
+    PLACEHOLDERS,
+    WORKLOAD_RESOURCES,
+    ServiceLinkSpec,
+    parse_spec,
+)
 from servicelink.render import plan_configmap, render_configmap, render_data_size, render_hash
 from servicelink.resolve import resolve_links
 from servicelink.rollout import consumed, merge_rollouts, plan_rollouts
@@ -305,7 +313,7 @@ def test_a_workload_rolls_once_per_real_change_whatever_order_the_servicelinks_r
     # Before: never rolled, or the one bare hash the last release wrote for one of its ConfigMaps.
     first = data.draw(st.sampled_from(configmaps))
     start = render_hash(consumed(values[first], reads[first])) if legacy else None
-    w = WorkloadView("Deployment", "ns", "edge", {}, reads, start)
+    w = WorkloadView(WORKLOAD_RESOURCES["Deployment"], "ns", "edge", {}, reads, start)
     for _ in range(data.draw(st.integers(1, 4))):
         changes = data.draw(
             st.lists(st.tuples(st.sampled_from(configmaps), st.sampled_from(KEYS), short_value), max_size=4)

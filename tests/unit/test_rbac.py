@@ -61,8 +61,15 @@ def requested() -> set[tuple[str, str, str]]:
     kube.patch_servicelink_status(namespace="ns", name="n", status={})
     kube.set_servicelink_finalizers(namespace="ns", name="n", finalizers=[], resource_version="1")
     for workload in WORKLOAD_KINDS:
+        for namespace in (None, "ns"):
+            kube.list_workloads(resource=WORKLOAD_RESOURCES[workload], namespace=namespace)
         kube.set_workload_config_hash(
-            kind=workload, namespace="ns", name="n", annotation="a", value="v", resource_version=""
+            resource=WORKLOAD_RESOURCES[workload],
+            namespace="ns",
+            name="n",
+            annotation="a",
+            value="v",
+            resource_version="",
         )
     for _ in range(2):  # the second one patches the first one's count
         kube.record_event(involved={"namespace": "ns", "name": "n"}, reason="R", message="m")

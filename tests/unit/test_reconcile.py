@@ -20,7 +20,7 @@ from test_plan import AUTH, NS, apply_merge_patch, body, configmap, deployment, 
 from servicelink import conditions as c
 from servicelink.cache import Cache
 from servicelink.kube import ApiError, Conflict, Kube
-from servicelink.model import FIELD_MANAGER, FINALIZER
+from servicelink.model import FIELD_MANAGER, FINALIZER, WORKLOAD_RESOURCES, WorkloadResource
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
 
@@ -91,12 +91,19 @@ class FakeKube:
         self.cache.put_servicelink(sl)
 
     def set_workload_config_hash(
-        self, *, kind: str, namespace: str, name: str, annotation: str, value: str, resource_version: str
+        self,
+        *,
+        resource: WorkloadResource,
+        namespace: str,
+        name: str,
+        annotation: str,
+        value: str,
+        resource_version: str,
     ) -> bool:
         self._call("set_workload_config_hash")
         workload = self.cache.workload("Deployment", namespace, name)
         assert workload is not None
-        self.cache.put_workload("Deployment", deployment(name, reads="gw", config_hash=value))
+        self.cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment(name, reads="gw", config_hash=value))
         return True
 
     def record_event(self, *, involved: Mapping[str, str], reason: str, message: str, warning: bool = False) -> None:
@@ -131,7 +138,7 @@ def reason(kube: FakeKube, kind: str) -> str:
 def changed_after_first_reconcile(executor: ThreadPoolExecutor) -> tuple[FakeKube, Reconciler]:
     """A ServiceLink reconciled once, with a consumer; then the user edits its link, and its value changes."""
     kube = FakeKube(world(body()))
-    kube.cache.put_workload("Deployment", deployment("web", reads="gw"))
+    kube.cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
     run = reconciler(kube, executor)
     reconcile(run)
     sl = kube._servicelink(NS, "gateway")
@@ -145,7 +152,7 @@ def test_a_new_servicelink_creates_its_configmap_reports_then_writes_its_status(
 ) -> None:
     caplog.set_level(logging.INFO, logger="servicelink.reconcile")
     kube = FakeKube(world(body()))
-    kube.cache.put_workload("Deployment", deployment("web", reads="gw"))
+    kube.cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
     run = reconciler(kube, executor)
     assert reconcile(run) is None
     assert kube.calls == ["get_configmap", "apply_configmap", "record_event", "patch_servicelink_status"]

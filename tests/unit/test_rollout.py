@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from servicelink.model import RolledOut, StaleJob, Workloads
+from servicelink.model import WORKLOAD_RESOURCES, RolledOut, StaleJob, Workloads
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.rollout import (
@@ -74,7 +74,7 @@ def workload_body(
 
 
 def view(name: str, pod_spec: dict[str, Any], kind: Any = "Deployment", **kw: Any) -> WorkloadView:
-    return WorkloadView.from_body(kind, workload_body(name, pod_spec, **kw))
+    return WorkloadView.from_body(WORKLOAD_RESOURCES[kind], workload_body(name, pod_spec, **kw))
 
 
 def cronjob_body(name: str, pod_spec: dict[str, Any], *, config_hash: str | None = None) -> dict[str, Any]:
@@ -228,7 +228,7 @@ def test_workload_view_reads_name_labels_reads_and_hash() -> None:
 def test_workload_view_reads_who_may_roll_it_from_the_workloads_own_annotation() -> None:
     body = workload_body("web", {"containers": [container()]})
     body["metadata"]["annotations"] = {"servicelink.dev/rollable-by": "gateway, edge"}
-    assert WorkloadView.from_body("Deployment", body).rollable_by == frozenset({"gateway", "edge"})
+    assert WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], body).rollable_by == frozenset({"gateway", "edge"})
     assert view("web", {"containers": [container()]}).rollable_by == frozenset()
 
 
@@ -237,7 +237,9 @@ def test_workload_never_rolled_has_no_hash() -> None:
 
 
 def test_workload_view_tolerates_a_bare_body() -> None:
-    got = WorkloadView.from_body("DaemonSet", {"metadata": {"name": "agent", "namespace": "gallery"}})
+    got = WorkloadView.from_body(
+        WORKLOAD_RESOURCES["DaemonSet"], {"metadata": {"name": "agent", "namespace": "gallery"}}
+    )
     assert got.reads == {}
     assert got.config_hash is None
     assert got.labels == {}
@@ -245,23 +247,27 @@ def test_workload_view_tolerates_a_bare_body() -> None:
 
 def test_a_cronjob_is_read_from_its_job_template() -> None:
     body = cronjob_body("report", {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]}, config_hash="ab")
-    got = WorkloadView.from_body("CronJob", body)
+    got = WorkloadView.from_body(WORKLOAD_RESOURCES["CronJob"], body)
     assert got.reads == {CM: frozenset({"AUTH_SERVICE_URL"})}
     assert got.config_hash == "ab"
     assert got.resource_version == "41"
     # Its own spec.template would be a Deployment's place: a CronJob has none, and reads nothing from it.
     assert (
-        WorkloadView.from_body("CronJob", workload_body("report", {"containers": [container(**env_from())]})).reads
+        WorkloadView.from_body(
+            WORKLOAD_RESOURCES["CronJob"], workload_body("report", {"containers": [container(**env_from())]})
+        ).reads
         == {}
     )
 
 
 def test_an_argo_rollout_is_read_from_its_inline_template_and_one_with_a_workload_ref_reads_nothing() -> None:
-    inline = WorkloadView.from_body("Rollout", argo_rollout_body("web", {"containers": [container(**env_from())]}))
+    inline = WorkloadView.from_body(
+        WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("web", {"containers": [container(**env_from())]})
+    )
     assert inline.reads == {CM: None}
     assert inline.kind == "Rollout"
     # The template lives in the referenced Deployment: that Deployment is the consumer, not the Rollout.
-    assert WorkloadView.from_body("Rollout", argo_rollout_body("web", None)).reads == {}
+    assert WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("web", None)).reads == {}
 
 
 # --- select_consumers ---------------------------------------------------------------------------------------
@@ -384,20 +390,22 @@ def test_a_cronjob_follows_the_same_rule_as_a_deployment() -> None:
     new = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
     reads_auth = {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]}
     reads_app = {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]}
-    auth = WorkloadView.from_body("CronJob", cronjob_body("auth-report", reads_auth))
-    app = WorkloadView.from_body("CronJob", cronjob_body("app-report", reads_app))
+    auth = WorkloadView.from_body(WORKLOAD_RESOURCES["CronJob"], cronjob_body("auth-report", reads_auth))
+    app = WorkloadView.from_body(WORKLOAD_RESOURCES["CronJob"], cronjob_body("app-report", reads_app))
     consumers = select_consumers([auth, app], spec=workloads(), configmap=CM)
     plans = plan(consumers, managed=new, baseline=old, desired=new)
     # Key-level precision: only the CronJob reading the changed key, with the hash of what it reads.
     auth_hash = render_hash({"AUTH_SERVICE_URL": AUTH_NEW})
     assert [(p.kind, p.name, p.hash) for p in plans] == [("CronJob", "auth-report", auth_hash)]
     # Never for nothing: carrying the hash, it is not patched again, whether a change is recorded or not.
-    done = WorkloadView.from_body("CronJob", cronjob_body("auth-report", reads_auth, config_hash=auth_hash))
+    done = WorkloadView.from_body(
+        WORKLOAD_RESOURCES["CronJob"], cronjob_body("auth-report", reads_auth, config_hash=auth_hash)
+    )
     only_auth = frozenset({"AUTH_SERVICE_URL"})
     assert plan([(done, only_auth)], managed=new, baseline=new, desired=new) == []
     assert plan([(done, only_auth)], managed=new, baseline=old, desired=new) == []
     # One created after the change (no hash) is not patched either.
-    late = WorkloadView.from_body("CronJob", cronjob_body("late", reads_auth))
+    late = WorkloadView.from_body(WORKLOAD_RESOURCES["CronJob"], cronjob_body("late", reads_auth))
     assert plan([(late, only_auth)], managed=new, baseline=new, desired=new) == []
 
 
@@ -406,9 +414,9 @@ def test_an_argo_rollout_follows_the_same_rule_and_a_workload_ref_rolls_its_depl
     new = {"AUTH_SERVICE_URL": AUTH_NEW, "APP_SERVICE_URL": APP}
     reads_auth = {"containers": [container(env=[key_ref("AUTH_SERVICE_URL")])]}
     reads_app = {"containers": [container(env=[key_ref("APP_SERVICE_URL")])]}
-    inline = WorkloadView.from_body("Rollout", argo_rollout_body("canary", reads_auth))
-    unrelated = WorkloadView.from_body("Rollout", argo_rollout_body("other", reads_app))
-    by_ref = WorkloadView.from_body("Rollout", argo_rollout_body("referenced", None))
+    inline = WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("canary", reads_auth))
+    unrelated = WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("other", reads_app))
+    by_ref = WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("referenced", None))
     referenced = view("referenced", reads_auth)  # the Deployment the workloadRef names
     consumers = select_consumers([inline, unrelated, by_ref, referenced], spec=workloads(), configmap=CM)
     assert sorted((w.kind, w.name) for w, _ in consumers) == [
@@ -423,7 +431,9 @@ def test_an_argo_rollout_follows_the_same_rule_and_a_workload_ref_rolls_its_depl
         ("Rollout", "canary", auth_hash),
     ]
     # Never for nothing: carrying the hash, it is not patched again.
-    done = WorkloadView.from_body("Rollout", argo_rollout_body("canary", reads_auth, config_hash=auth_hash))
+    done = WorkloadView.from_body(
+        WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("canary", reads_auth, config_hash=auth_hash)
+    )
     assert plan([(done, frozenset({"AUTH_SERVICE_URL"}))], managed=new, baseline=old, desired=new) == []
 
 
@@ -590,17 +600,19 @@ ROLLING = Progress("Progressing", f"{GATEWAY}: new pods not yet available")
 def test_a_deployment_is_complete_once_every_updated_replica_is_available(
     body: dict[str, Any], expected: Progress
 ) -> None:
-    assert read_progress("Deployment", body) == expected
+    assert read_progress(WORKLOAD_RESOURCES["Deployment"], body) == expected
 
 
 def test_a_deployment_past_its_deadline_stalls_with_its_own_message() -> None:
     message = 'ReplicaSet "gateway-5cf58646bc" has timed out progressing.'
     deadline = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": message}
     body = deployment_status(updated=1, available=0, conditions=[deadline])
-    assert read_progress("Deployment", body) == Progress("Stalled", f"Deployment gallery/gateway: {message}")
+    assert read_progress(WORKLOAD_RESOURCES["Deployment"], body) == Progress(
+        "Stalled", f"Deployment gallery/gateway: {message}"
+    )
     # A replica count moving does not change what is reported, so it never turns into a status write.
-    assert read_progress("Deployment", deployment_status(updated=1, available=0)) == read_progress(
-        "Deployment", deployment_status(updated=2, available=1)
+    assert read_progress(WORKLOAD_RESOURCES["Deployment"], deployment_status(updated=1, available=0)) == read_progress(
+        WORKLOAD_RESOURCES["Deployment"], deployment_status(updated=2, available=1)
     )
 
 
@@ -608,23 +620,37 @@ def test_statefulsets_and_daemonsets_report_from_their_own_status() -> None:
     meta = {"name": "db", "namespace": "gallery", "generation": 4}
     sts = {"metadata": meta, "spec": {"replicas": 3}, "status": {"observedGeneration": 4, "updatedReplicas": 3}}
     assert (
-        read_progress("StatefulSet", {**sts, "status": {**sts["status"], "availableReplicas": 2}}).state
+        read_progress(
+            WORKLOAD_RESOURCES["StatefulSet"], {**sts, "status": {**sts["status"], "availableReplicas": 2}}
+        ).state
         == "Progressing"
     )
     assert (
-        read_progress("StatefulSet", {**sts, "status": {**sts["status"], "availableReplicas": 3}}).state == "Complete"
+        read_progress(
+            WORKLOAD_RESOURCES["StatefulSet"], {**sts, "status": {**sts["status"], "availableReplicas": 3}}
+        ).state
+        == "Complete"
     )
-    assert read_progress("StatefulSet", {**sts, "status": {**sts["status"], "readyReplicas": 3}}).state == "Complete"
+    assert (
+        read_progress(WORKLOAD_RESOURCES["StatefulSet"], {**sts, "status": {**sts["status"], "readyReplicas": 3}}).state
+        == "Complete"
+    )
     partitioned = {**sts, "spec": {"replicas": 3, "updateStrategy": {"rollingUpdate": {"partition": 2}}}}
     partial = {"observedGeneration": 4, "updatedReplicas": 1, "availableReplicas": 3}
-    assert read_progress("StatefulSet", {**partitioned, "status": partial}).state == "Complete"
+    assert read_progress(WORKLOAD_RESOURCES["StatefulSet"], {**partitioned, "status": partial}).state == "Complete"
     on_delete = {**sts, "spec": {"replicas": 3, "updateStrategy": {"type": "OnDelete"}}}
-    assert read_progress("StatefulSet", on_delete).state == "Complete"  # nothing rolls it by itself
+    assert read_progress(WORKLOAD_RESOURCES["StatefulSet"], on_delete).state == "Complete"  # nothing rolls it by itself
     ds = {"metadata": meta, "spec": {}, "status": {"observedGeneration": 4, "desiredNumberScheduled": 2}}
     rolling = {**ds["status"], "updatedNumberScheduled": 2, "numberAvailable": 1}
-    assert read_progress("DaemonSet", {**ds, "status": rolling}).state == "Progressing"
-    assert read_progress("DaemonSet", {**ds, "status": {**rolling, "numberAvailable": 2}}).state == "Complete"
-    assert read_progress("DaemonSet", {**ds, "metadata": {**meta, "generation": 5}}).state == "Progressing"
+    assert read_progress(WORKLOAD_RESOURCES["DaemonSet"], {**ds, "status": rolling}).state == "Progressing"
+    assert (
+        read_progress(WORKLOAD_RESOURCES["DaemonSet"], {**ds, "status": {**rolling, "numberAvailable": 2}}).state
+        == "Complete"
+    )
+    assert (
+        read_progress(WORKLOAD_RESOURCES["DaemonSet"], {**ds, "metadata": {**meta, "generation": 5}}).state
+        == "Progressing"
+    )
 
 
 STALLED = Progress("Stalled", "Deployment gallery/gateway: timed out")
@@ -650,7 +676,7 @@ def test_only_a_rollout_completing_or_stalling_reconciles_the_servicelinks(
 
 
 def test_progress_of_counts_a_workload_patched_just_now_as_rolling_whatever_the_watch_said() -> None:
-    done = WorkloadView.from_body("Deployment", deployment_status())
+    done = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status())
     gone = RolledOut(kind="Deployment", name="gone", hash="aa")
     rolled = [RolledOut(kind="Deployment", name="gateway", hash="bb"), gone]
     views = {("Deployment", "gateway"): done}
@@ -662,9 +688,11 @@ def test_progress_of_counts_a_workload_patched_just_now_as_rolling_whatever_the_
 def test_a_cronjob_has_no_rollout_to_wait_for() -> None:
     body = cronjob_body("report", {"containers": [container(**env_from())]})
     # Whatever its status says (a Job running, generation ahead of anything observed), nothing is progressing.
-    assert read_progress("CronJob", body) == Progress("Complete")
-    assert read_progress("CronJob", {**body, "status": {"active": [{"name": "report-29001"}]}}) == Progress("Complete")
-    views = {("CronJob", "report"): WorkloadView.from_body("CronJob", body)}
+    assert read_progress(WORKLOAD_RESOURCES["CronJob"], body) == Progress("Complete")
+    assert read_progress(
+        WORKLOAD_RESOURCES["CronJob"], {**body, "status": {"active": [{"name": "report-29001"}]}}
+    ) == Progress("Complete")
+    views = {("CronJob", "report"): WorkloadView.from_body(WORKLOAD_RESOURCES["CronJob"], body)}
     rolled = [RolledOut(kind="CronJob", name="report", hash="cc")]
     just = frozenset({("CronJob", "report")})
     # Patched just now, it is still complete: only the Jobs it starts next run the new template.
@@ -702,13 +730,13 @@ def test_an_argo_rollouts_progress_is_its_phase_once_its_generation_is_observed(
     status: dict[str, Any], expected: Progress
 ) -> None:
     body = argo_rollout_body("web", {"containers": [container(**env_from())]}, status=status)
-    assert read_progress("Rollout", body) == expected
-    assert WorkloadView.from_body("Rollout", body).progress == expected
+    assert read_progress(WORKLOAD_RESOURCES["Rollout"], body) == expected
+    assert WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], body).progress == expected
 
 
 def test_an_argo_rollout_patched_just_now_is_rolling() -> None:
     healthy = argo_rollout_body("web", {"containers": []}, status={"observedGeneration": "2", "phase": "Healthy"})
-    views = {("Rollout", "web"): WorkloadView.from_body("Rollout", healthy)}
+    views = {("Rollout", "web"): WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], healthy)}
     rolled = [RolledOut(kind="Rollout", name="web", hash="cc")]
     just = frozenset({("Rollout", "web")})
     assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [
@@ -763,7 +791,9 @@ def test_a_held_back_key_still_counts_as_a_change_the_next_time() -> None:
     written = {"AUTH_SERVICE_URL": AUTH_NEW, "NEW_URL": APP, "OTHER": "x"}
     assert restore_deferred(written, held) == {"AUTH_SERVICE_URL": AUTH_OLD, "OTHER": "x"}
     # A consumer never rolled (no entry) rolls for it once the endpoint is ready.
-    view = WorkloadView.from_body("Deployment", workload_body("gateway", {"containers": [container(**env_from())]}))
+    view = WorkloadView.from_body(
+        WORKLOAD_RESOURCES["Deployment"], workload_body("gateway", {"containers": [container(**env_from())]})
+    )
     plans = plan_rollouts(
         [(view, None)],
         configmap=CM,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from servicelink.cache import Cache
-from servicelink.model import REPORTED_KINDS, WORKLOAD_KINDS, ReportedKind, WorkloadKind, pod_template
+from servicelink.model import REPORTED_KINDS, REPORTED_RESOURCES, WORKLOAD_KINDS, WORKLOAD_RESOURCES
 from servicelink.resolve import service_fqdn
 from servicelink.tools.address import parse_address, service_of
 from servicelink.views import ServiceView, job_finished
@@ -230,7 +230,8 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
     metadata = workload.get("metadata") or {}
     namespace, kind = str(metadata.get("namespace", "")), str(workload.get("kind", ""))
     # One of WORKLOAD_KINDS or a running Job: ClusterState.from_objects keeps no other.
-    pod_spec = pod_template(cast(WorkloadKind | ReportedKind, kind), workload).get("spec") or {}
+    resource = REPORTED_RESOURCES["Job"] if kind in REPORTED_KINDS else WORKLOAD_RESOURCES[kind]
+    pod_spec = resource.pod_template(workload).get("spec") or {}
     values: list[tuple[str, str, str | None, str]] = []  # (variable, value, configmap, key)
     problems: list[Problem] = []
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from servicelink import conditions as c
 from servicelink.cache import Cache, claim_of, linked_services
 from servicelink.consent import judge_configmap_write
-from servicelink.model import REPORTED_KINDS, WORKLOAD_KINDS, ServiceLinkSpec, parse_spec
+from servicelink.model import REPORTED_KINDS, WORKLOAD_RESOURCES, ServiceLinkSpec, parse_spec
 from servicelink.render import render_configmap, render_hash
 from servicelink.resolve import LinkResult, resolve_links
 from servicelink.status import (
@@ -75,8 +75,8 @@ def build_world(bodies: Iterable[Mapping[str, Any]], *, namespace: str) -> Cache
             world.put_service(placed)
         elif kind == "EndpointSlice":
             world.put_endpointslice(placed)
-        elif kind in WORKLOAD_KINDS:
-            world.put_workload(kind, placed)
+        elif kind in WORKLOAD_RESOURCES:
+            world.put_workload(WORKLOAD_RESOURCES[kind], placed)
         elif kind in REPORTED_KINDS:
             world.put_job(placed)
     return world
