@@ -377,10 +377,17 @@ def _values(schema: dict[str, Any], defaults: Any, definitions: dict[str, Any], 
     kind = " or ".join(kind) if isinstance(kind, list) else kind
     if kind == "array" and "type" in schema.get("items", {}):
         kind = f"list of {schema['items']['type']}"
+    if defaults is None and "default" in schema:
+        defaults = schema["default"]
     default = "none" if defaults is None else _code(defaults)
     checks = _constraints(schema)
     meaning = schema.get("description", "") + (" (" + "; ".join(checks) + ")" if checks else "")
     yield (f"`{path.lstrip('.')}`", _cell(kind), default, _cell(meaning))
+    # A list of objects: a row per field of an entry, its default the schema's (values.yaml has no entry).
+    entry = schema.get("items", {})
+    for name, prop in entry.get("properties", {}).items():
+        for row in _values(prop, None, definitions, f"{path}[].{name}"):
+            yield (row[0], row[1], "required", *row[3:]) if name in entry.get("required", ()) else row
 
 
 def render_chart_values() -> str:

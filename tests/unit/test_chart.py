@@ -3,6 +3,7 @@ rendering) and the seed's gallery chart, examples/gallery-helm."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -12,6 +13,16 @@ import pytest
 import yaml
 
 from servicelink.kube import OPTIONAL_RBAC_RULES, RBAC_RULES
+from servicelink.model import (
+    API_VERSION_NAME,
+    BUILT_IN_MAPPINGS,
+    DNS1035_LABEL,
+    DNS1123_SUBDOMAIN,
+    KIND_NAME,
+    TEMPLATE_PATH,
+    WorkloadMappingSpec,
+    parse_mapping,
+)
 from servicelink.settings import Settings
 from servicelink.testing.assets import ensure_helm
 from servicelink.testing.fixtures import SEED_CONFIG
@@ -22,6 +33,15 @@ GALLERY_CHART = REPO / "examples" / "gallery-helm"
 MANIFESTS = REPO / "manifests"
 # Not the chart's: Helm installs into a namespace it is given, and kustomize's list is its own.
 HAND_WRITTEN = {"namespace.yaml", "kustomization.yaml"}
+# OpenKruise's CloneSet, as docs/how-to/follow-any-kind.md maps it.
+CLONESET = {
+    "kind": "CloneSet",
+    "group": "apps.kruise.io",
+    "plural": "clonesets",
+    "version": "v1alpha1",
+    "template": ".spec.template",
+}
+CLONESET_GRANTS = {("apps.kruise.io", "clonesets", verb) for verb in ("list", "watch", "patch")}
 # A value for every key in values.yaml, none of them a default.
 EVERYTHING: dict[str, Any] = {
     "image": {"repository": "registry.example/sl", "tag": "9.9.9", "pullPolicy": "Always"},
@@ -33,6 +53,7 @@ EVERYTHING: dict[str, Any] = {
     "coalesceSeconds": 0.05,
     "ports": {"health": 8081, "metrics": 9091},
     "argoRollouts": {"enabled": True},
+    "workloadMappings": [CLONESET],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
     "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
@@ -123,7 +144,7 @@ def test_the_chart_grants_exactly_rbac_rules_and_the_optional_ones_only_when_ena
     for objects, wanted in (
         (render(helm), core),
         (render(helm, values=argo_only, tmp=tmp_path), core | optional),
-        (render(helm, values=EVERYTHING, tmp=tmp_path), core | optional),
+        (render(helm, values=EVERYTHING, tmp=tmp_path), core | optional | CLONESET_GRANTS),
     ):
         (role,) = [r for r in by_kind(objects)["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
         granted = triples(role["rules"])
@@ -165,6 +186,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["ports"] == {"health": defaults.health_port, "metrics": defaults.metrics_port}
     assert values["watchNamespaces"] == list(defaults.namespaces)
     assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
+    assert values["workloadMappings"] == []
     assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
 
 
@@ -205,6 +227,65 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (mapping,) = kinds["WorkloadMapping"]
+    assert mapping["metadata"]["name"] == "clonesets.apps.kruise.io"
+
+
+def test_a_mapped_kind_renders_its_workload_mapping_and_is_granted_list_watch_patch(helm: str, tmp_path: Path) -> None:
+    core = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
+    objects = render(helm, values={"workloadMappings": [CLONESET]}, tmp=tmp_path)
+    (mapping,) = by_kind(objects)["WorkloadMapping"]
+    assert mapping["apiVersion"] == "servicelink.dev/v1alpha1"
+    assert mapping["metadata"]["name"] == "clonesets.apps.kruise.io"
+    assert mapping["spec"] == {"kind": "CloneSet", "version": "v1alpha1", "template": ".spec.template", "rolls": True}
+    # What the operator makes of it: the kind a ServiceLink names in spec.workloads.names.
+    assert parse_mapping(mapping["metadata"]["name"], mapping["spec"]).kind == "CloneSet.apps.kruise.io"
+    (role,) = [r for r in by_kind(objects)["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
+    assert set(triples(role["rules"])) == core | CLONESET_GRANTS
+    # The default install: no mapping, and nothing granted on the group.
+    defaults = render(helm)
+    assert "WorkloadMapping" not in by_kind(defaults)
+    (role,) = [r for r in by_kind(defaults)["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
+    assert not CLONESET_GRANTS & set(triples(role["rules"]))
+
+
+def test_a_mapping_that_does_not_roll_says_so(helm: str, tmp_path: Path) -> None:
+    """An explicit false stays false (Helm's `default true` would turn it true)."""
+    entry = {**CLONESET, "rolls": False}
+    (mapping,) = by_kind(render(helm, values={"workloadMappings": [entry]}, tmp=tmp_path))["WorkloadMapping"]
+    assert mapping["spec"]["rolls"] is False
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN_MAPPINGS))
+def test_a_mapping_of_a_built_in_kind_fails_the_render_naming_it(helm: str, tmp_path: Path, name: str) -> None:
+    """The chart refuses what the operator would refuse with BuiltInKind, before it grants anything."""
+    plural, group = name.split(".", 1)
+    entry = {**CLONESET, "kind": BUILT_IN_MAPPINGS[name], "group": group, "plural": plural}
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump({"workloadMappings": [entry]}))
+    done = run_helm(helm, "template", "servicelink", str(CHART), "--values", str(tmp_path / "values.yaml"), check=False)
+    assert done.returncode != 0
+    assert f"{name} is {BUILT_IN_MAPPINGS[name]}, which servicelink follows without a mapping" in done.stderr
+
+
+def test_the_schema_checks_a_mapping_as_the_crd_does() -> None:
+    """values.schema.json repeats the model's patterns, so a bad entry fails the install, not the apply."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    entry = schema["properties"]["workloadMappings"]["items"]
+    fields = WorkloadMappingSpec.model_json_schema(by_alias=True)["properties"]
+    patterns = {name: prop.get("pattern") for name, prop in entry["properties"].items()}
+    assert patterns == {
+        "kind": KIND_NAME.pattern,
+        "group": DNS1123_SUBDOMAIN.pattern,
+        "plural": DNS1035_LABEL.pattern,
+        "version": API_VERSION_NAME.pattern,
+        "template": TEMPLATE_PATH.pattern,
+        "rolls": None,
+    }
+    for name in ("kind", "version", "template"):
+        assert patterns[name] == fields[name]["pattern"]
+        assert entry["properties"][name]["maxLength"] == fields[name]["maxLength"]
+    assert entry["properties"]["rolls"]["default"] is fields["rolls"]["default"] is True
+    assert set(entry["required"]) == {"group", "plural"} | set(WorkloadMappingSpec.model_json_schema()["required"])
 
 
 def test_one_replica_runs_alone_and_recreates(helm: str) -> None:
@@ -245,6 +326,8 @@ def test_the_service_monitor_needs_the_prometheus_operators_api(helm: str) -> No
         ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
         ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("workloadMappings[0].kind=cloneset", "/workloadMappings/0/kind"),
+        ("workloadMappings[0].kind=CloneSet", "missing properties 'group', 'plural', 'version', 'template'"),
     ],
 )
 def test_the_schema_refuses_a_bad_value_naming_it(helm: str, setting: str, named: str) -> None:
