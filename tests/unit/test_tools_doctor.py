@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from servicelink.model import WorkloadResource
+from servicelink.tools.commands import mapped_kind_named
 from servicelink.tools.doctor import ClusterState, examine, format_text
 
 
@@ -194,3 +196,58 @@ def test_a_running_jobs_pods_on_an_old_value_are_stale_with_a_fix_that_restarts_
     (stale,) = report.findings[0].problems
     assert stale.check == "StaleJobPods"
     assert stale.fix.startswith("a Job's pods keep the values they started on: let job/backfill finish")
+
+
+# A kind whose pod template sits deeper than .spec.template: doctor finds it where the mapping says.
+WORKER = WorkloadResource(
+    "Worker.batch.example.com", "batch.example.com", "v1", "workers", ("spec", "run", "template"), rolls=True
+)
+
+
+def worker(name: str, *, env: list[dict[str, Any]], env_from: str | None = None) -> dict[str, Any]:
+    spec = deployment(name, env=env, env_from=env_from)["spec"]
+    return {
+        "apiVersion": "batch.example.com/v1",
+        "kind": "Worker",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"selector": spec["selector"], "run": {"template": spec["template"]}},
+    }
+
+
+def test_a_mapped_kind_is_checked_through_its_mapped_pod_template() -> None:
+    env = [{"name": "API_URL", "value": "http://api:8080"}, {"name": "MISSING_URL", "value": "http://nope:80"}]
+    objects = [*CLUSTER, worker("crunch", env=env)]
+    (report,) = examine(ClusterState.from_objects(objects, mapped={WORKER.kind: WORKER}), cluster_domain="c")
+    assert (report.kind, report.name) == ("Worker.batch.example.com", "crunch")
+    assert {f.variable: tuple(p.check for p in f.problems) for f in report.findings} == {
+        "API_URL": (),
+        "MISSING_URL": ("ServiceNotFound",),
+    }
+    # As the cluster lists it: its kind already named Kind.group.
+    listed = {**worker("crunch", env=env), "kind": WORKER.kind}
+    assert examine(ClusterState.from_objects([*CLUSTER, listed], mapped={WORKER.kind: WORKER}), cluster_domain="c")
+    # Unmapped, it is no workload.
+    assert examine(ClusterState.from_objects(objects), cluster_domain="c") == []
+
+
+def test_stale_pods_of_a_mapped_kind_are_not_sent_to_kubectl_rollout_restart() -> None:
+    objects = [
+        *CLUSTER,
+        configmap("web-config", {"API_URL": "http://api:8080"}, "2026-01-02T00:00:00Z"),
+        worker("crunch", env=[], env_from="web-config"),
+        pod("crunch", "2026-01-01T12:00:00Z"),
+    ]
+    (report,) = examine(ClusterState.from_objects(objects, mapped={WORKER.kind: WORKER}), cluster_domain="c")
+    (stale,) = report.findings[0].problems
+    assert stale.check == "StalePods"
+    assert stale.fix.startswith(
+        "set an annotation on worker.batch.example.com/crunch's pod template (at .spec.run.template)"
+    )
+
+
+def test_doctor_names_a_mapped_kind_as_kubectl_get_does() -> None:
+    mapped = {WORKER.kind: WORKER}
+    for text in ("Worker.batch.example.com", "worker.batch.example.com", "workers.batch.example.com"):
+        assert mapped_kind_named(text, mapped) == WORKER.kind
+    assert mapped_kind_named("workers.example.com", mapped) is None
+    assert mapped_kind_named("Worker", mapped) is None

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from console import GALLERY, GOLDEN, REPO, assert_golden, run
+from console import GALLERY, GOLDEN, REPO, Ran, assert_golden, run
 
 
 @pytest.mark.parametrize(("output", "golden"), [("mermaid", "graph-gallery.mmd"), ("dot", "graph-gallery.dot")])
@@ -52,11 +52,16 @@ spec:
 """
 
 
-def test_states_and_external_names_without_consumers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / "shop.yaml").write_text(PROBLEMS)
+def graph_of(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str) -> Ran:
+    """``servicelink graph -n shop`` of ``text`` in a file; it exits 0."""
+    (tmp_path / "input.yaml").write_text(text)
     ran = run(capsys, "graph", "-f", str(tmp_path), "-n", "shop")
     assert ran.code == 0
-    lines = ran.out.splitlines()
+    return ran
+
+
+def test_states_and_external_names_without_consumers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    lines = graph_of(capsys, tmp_path, PROBLEMS).out.splitlines()
     # Nobody reads the ConfigMap: it stands in for its consumers.
     assert '    ConfigMap_shop_shop_config[/"ConfigMap shop-config"/]' in lines
     assert '  External__pay_example_com{{"pay.example.com"}}' in lines
@@ -239,3 +244,96 @@ def test_an_argo_rollout_is_drawn_as_the_consumer_its_inline_template_reads(
     graph = json.loads(run(capsys, "graph", "-f", str(tmp_path), "-n", "gallery", "-o", "json").out)
     edges = {(e["source"], e["key"], e["target"], e["state"]) for e in graph["edges"]}
     assert edges == {("Rollout_gallery_worker_service", "APP_SERVICE_URL", "Service_gallery_app_service", "resolved")}
+
+
+MAPPED = """
+apiVersion: servicelink.dev/v1alpha1
+kind: WorkloadMapping
+metadata: {name: clonesets.apps.kruise.io}
+spec: {kind: CloneSet, version: v1alpha1, template: .spec.template}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: WorkloadMapping
+metadata: {name: services.serving.knative.dev}
+spec: {kind: Service, version: v1, template: .spec.template}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: WorkloadMapping
+metadata: {name: deployments.apps}
+spec: {kind: Deployment, version: v1, template: .spec.template}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: WorkloadMapping
+metadata: {name: workers.example.com}
+spec: {kind: Worker, version: v1, template: "spec.template"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: servicelink.dev/v1alpha1
+kind: ServiceLink
+metadata: {name: shop}
+spec:
+  configMapName: shop-config
+  links: [{key: API_URL, service: api, port: 8080, scheme: http}]
+---
+apiVersion: apps.kruise.io/v1alpha1
+kind: CloneSet
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    spec:
+      containers: [{name: web, envFrom: [{configMapRef: {name: shop-config}}]}]
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    spec:
+      containers: [{name: hello, env: [{name: OLD_API_URL, value: "http://api:9999"}]}]
+---
+apiVersion: apps.example.com/v1
+kind: CloneSet
+metadata: {name: other-group}
+spec: {template: {spec: {containers: [{name: x, envFrom: [{configMapRef: {name: shop-config}}]}]}}}
+"""
+
+
+def test_kinds_a_workload_mapping_maps_are_drawn_by_kind_and_group(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ran = graph_of(capsys, tmp_path, MAPPED)
+    lines = ran.out.splitlines()
+    assert '    CloneSet_apps_kruise_io_shop_web["CloneSet.apps.kruise.io web"]' in lines
+    assert '  CloneSet_apps_kruise_io_shop_web -->|"API_URL"| Service_shop_api' in lines
+    # Knative's Service is a workload of its own kind, never taken for the Service it calls.
+    assert '    Service_serving_knative_dev_shop_hello["Service.serving.knative.dev hello"]' in lines
+    assert (
+        '  Service_serving_knative_dev_shop_hello -.->|"OLD_API_URL (hand-written): port not found"| Service_shop_api'
+        in lines
+    )
+    assert "Service_shop_hello" not in ran.out
+    assert "other_group" not in ran.out
+    assert "ConfigMap" not in ran.out  # read by the CloneSet, which is drawn instead
+    notes = ran.err.splitlines()
+    assert (
+        "note: skipped WorkloadMapping deployments.apps: deployments.apps is the built-in kind Deployment:"
+        " servicelink follows it already; delete this mapping"
+    ) in notes
+    assert (
+        "note: skipped WorkloadMapping workers.example.com: spec.template: Value error, template 'spec.template'"
+        " must be dotted field names such as .spec.template, no brackets or wildcards"
+    ) in notes
+    # A CloneSet of another group is no CloneSet.apps.kruise.io.
+    assert notes[-1] == "note: skipped 1 objects of kinds graph does not read: CloneSet (1)"
+
+
+def test_without_its_mapping_a_kind_is_skipped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ran = graph_of(capsys, tmp_path, MAPPED.split("---\n", 4)[4])  # all but the mappings
+    assert "CloneSet" not in ran.out
+    assert '  ConfigMap_shop_shop_config -->|"API_URL"| Service_shop_api' in ran.out.splitlines()
+    assert ran.err == "note: skipped 2 objects of kinds graph does not read: CloneSet (2)\n"

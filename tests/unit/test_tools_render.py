@@ -10,6 +10,8 @@ import pytest
 import yaml
 from console import GALLERY, assert_golden, run
 
+from servicelink.tools.offline import build_world, name_mapped_kind, parse_mappings
+
 SERVICES = """
 apiVersion: v1
 kind: Service
@@ -145,3 +147,45 @@ def test_a_missing_kubeconfig_is_one_line(capsys: pytest.CaptureFixture[str], tm
     assert (
         ran.err == f"servicelink: no usable kubeconfig ({missing}): Invalid kube-config file. No configuration found.\n"
     )
+
+
+def test_workload_mappings_map_kinds_by_group_and_kind_and_name_what_they_refuse() -> None:
+    mapped = parse_mappings(
+        [
+            {
+                "kind": "WorkloadMapping",
+                "metadata": {"name": "clonesets.apps.kruise.io"},
+                "spec": {"kind": "CloneSet", "version": "v1alpha1", "template": ".spec.template"},
+            },
+            {"kind": "WorkloadMapping", "metadata": {"name": "pods"}, "spec": {"kind": "Pod"}},
+            {"kind": "WorkloadMapping", "metadata": {}, "spec": "nonsense"},
+            {"kind": "Deployment", "metadata": {"name": "clonesets.apps.kruise.io"}},
+        ]
+    )
+    assert list(mapped.resources) == ["CloneSet.apps.kruise.io"]
+    assert [why.split(":")[0] for why in mapped.skipped] == ["WorkloadMapping pods", "WorkloadMapping (no name)"]
+    assert "must be <plural>.<group>" in mapped.skipped[0]
+    cloneset = {"apiVersion": "apps.kruise.io/v1beta1", "kind": "CloneSet", "metadata": {"name": "web"}}
+    assert name_mapped_kind(cloneset, mapped.resources)["kind"] == "CloneSet.apps.kruise.io"  # any version
+    for other in ({**cloneset, "apiVersion": "apps/v1"}, {**cloneset, "apiVersion": "v1"}, {"kind": "CloneSet"}):
+        assert name_mapped_kind(other, mapped.resources) is other
+    world = build_world([cloneset], namespace="shop", mapped=mapped.resources)
+    assert [(w.kind, w.namespace, w.name) for w in world.workloads("shop", reading=None)] == [
+        ("CloneSet.apps.kruise.io", "shop", "web")
+    ]
+    assert build_world([cloneset], namespace="shop").workloads("shop", reading=None) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("pod/web", "servicelink: pod/web: expected KIND/NAME, KIND one of Deployment, StatefulSet, DaemonSet,"),
+        ("cloneset.apps.kruise.io/web", "servicelink: no usable kubeconfig"),  # a mapped kind: read the cluster
+    ],
+)
+def test_doctor_takes_a_mapped_kind_with_its_group(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, target: str, expected: str
+) -> None:
+    ran = run(capsys, "doctor", target, "--kubeconfig", str(tmp_path / "none"))
+    assert ran.code == 2
+    assert ran.err.startswith(expected)

@@ -3,7 +3,8 @@
 Apart from ``kube.py`` on purpose: ``kube.RBAC_RULES`` and ``manifests/``
 grant the operator's ServiceAccount exactly ``kube.py``'s calls, and the CLI's
 extra reads (ConfigMaps and Pods, for ``doctor`` and ``adopt``) are no business
-of the operator's. The kinds the operator watches are read through ``kube.Kube``.
+of the operator's. The kinds the operator watches are read through ``kube.Kube``; WorkloadMappings
+through the client's ``CustomObjectsApi``, as the user reads them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from typing import Any, Literal
 import kubernetes
 
 from servicelink import kube
-from servicelink.model import CORE_WORKLOAD_KINDS, LISTED_KINDS, WORKLOAD_KINDS, ListedKind
+from servicelink.model import (
+    CORE_WORKLOAD_KINDS,
+    GROUP,
+    LISTED_KINDS,
+    MAPPING_KIND,
+    MAPPING_PLURAL,
+    VERSION,
+    WORKLOAD_KINDS,
+    ListedKind,
+    WorkloadResource,
+)
 from servicelink.tools.manifests import InputError
 
 ReadKind = ListedKind | Literal["ConfigMap", "Pod"]
@@ -35,6 +46,7 @@ class Cluster:
             raise InputError(f"no usable kubeconfig ({where}): {error}") from None
         self._kube = kube.Kube(client)
         self._core = kubernetes.client.CoreV1Api(client)
+        self._custom = kubernetes.client.CustomObjectsApi(client)
         self.default_namespace = kube.context_namespace(kubeconfig=kubeconfig, context=context)
 
     def _list_core(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
@@ -81,3 +93,49 @@ class Cluster:
     def read_all(self, kinds: Iterable[ReadKind], namespace: str | None) -> list[dict[str, Any]]:
         """Every object of each of ``kinds``."""
         return [item for kind in kinds for item in self.read(kind, namespace)]
+
+    def read_mappings(self) -> list[dict[str, Any]]:
+        """Every WorkloadMapping (cluster-scoped), each with its ``kind`` set.
+
+        None without their CRD (an install older than them), nor when listing them is forbidden (a note on
+        stderr: only the built-in kinds are read); raises ``InputError`` with one line on any other failure.
+        """
+        try:
+            response: Any = self._custom.list_cluster_custom_object(
+                GROUP, VERSION, MAPPING_PLURAL, _preload_content=False, _request_timeout=_TIMEOUT
+            )
+        except kube.ApiError as error:
+            if error.status == 404:
+                return []
+            if error.status == 403:
+                print("note: listing WorkloadMappings is forbidden; no mapped kind read", file=sys.stderr)
+                return []
+            raise InputError(f"cannot list WorkloadMappings: HTTP {error.status} {error.reason}") from None
+        except kube.TransportError as error:
+            raise InputError(f"cannot reach the API server: {error}") from None
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return [{**item, "kind": MAPPING_KIND} for item in items]
+
+    def read_mapped(self, resource: WorkloadResource, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of the mapped kind ``resource`` in ``namespace`` (None: all), each with ``kind`` set to
+        its name ``Kind.group``.
+
+        None when the API server does not serve the kind or listing it is forbidden (a note on stderr names the
+        mapping and why); raises ``InputError`` with one line when the API server cannot be reached.
+        """
+        mapping = f"WorkloadMapping {resource.plural}.{resource.group}"
+        try:
+            items = self._kube.list_workloads(resource=resource, namespace=namespace)
+        except kube.ApiError as error:
+            if error.status == 404:
+                what = f"{resource.plural} in {resource.group}/{resource.version}"
+                print(f"note: {mapping}: the API server serves no {what}; none read", file=sys.stderr)
+                return []
+            if error.status == 403:
+                print(f"note: {mapping}: listing {resource.kind} is forbidden; none read", file=sys.stderr)
+                return []
+            where = f"namespace {namespace}" if namespace else "all namespaces"
+            raise InputError(f"cannot list {resource.kind} in {where}: HTTP {error.status} {error.reason}") from None
+        except kube.TransportError as error:
+            raise InputError(f"cannot reach the API server: {error}") from None
+        return [{**item, "kind": resource.kind} for item in items]

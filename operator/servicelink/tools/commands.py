@@ -9,20 +9,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from servicelink.model import LISTED_KINDS, REPORTED_KINDS, WORKLOAD_KINDS
+from servicelink.model import LISTED_KINDS, MAPPING_KIND, REPORTED_KINDS, WORKLOAD_KINDS, WorkloadResource
 from servicelink.settings import Settings
 from servicelink.tools import doctor
 from servicelink.tools import graph as graphs
 from servicelink.tools.adopt import Adoption, adopt_configmap
 from servicelink.tools.cluster import Cluster, ReadKind
 from servicelink.tools.compose import ComposeError, import_compose
-from servicelink.tools.manifests import InputError, load_documents, read_manifests, read_text
-from servicelink.tools.offline import build_world, link_servicelinks, place, render_configmaps, render_report
+from servicelink.tools.manifests import InputError, Manifest, Manifests, load_documents, read_manifests, read_text
+from servicelink.tools.offline import (
+    build_world,
+    link_servicelinks,
+    name_mapped_kind,
+    parse_mappings,
+    place,
+    render_configmaps,
+    render_report,
+)
 
 EXIT_PROBLEM = 1  # a link does not resolve, a key conflicts, a spec is invalid
 EXIT_BAD_INPUT = 2  # as argparse exits on bad flags
@@ -60,27 +69,52 @@ def run_render(args: argparse.Namespace) -> int:
     return 0 if all(sl.ok for sl in linked) else EXIT_PROBLEM
 
 
+def _print_skipped(skipped: tuple[str, ...]) -> None:
+    for why in skipped:
+        print(f"note: skipped {why}", file=sys.stderr)
+
+
+def _map_manifests(manifests: Manifests) -> tuple[Manifests, dict[str, WorkloadResource]]:
+    """The objects read, those of a kind a WorkloadMapping among them maps named ``Kind.group``; and those kinds."""
+    mapped = parse_mappings(m.body for m in manifests.objects)
+    _print_skipped(mapped.skipped)
+    objects = [Manifest(dict(name_mapped_kind(m.body, mapped.resources)), m.source) for m in manifests.objects]
+    return Manifests(objects), dict(mapped.resources)
+
+
+def _read_mapped(cluster: Cluster, namespace: str | None) -> tuple[list[dict[str, Any]], dict[str, WorkloadResource]]:
+    """The objects of each kind a WorkloadMapping of the cluster maps, and those kinds; a mapping the operator
+    would refuse, a kind not served or not readable is a note on stderr."""
+    mapped = parse_mappings(cluster.read_mappings())
+    _print_skipped(mapped.skipped)
+    bodies = [body for resource in mapped.resources.values() for body in cluster.read_mapped(resource, namespace)]
+    return bodies, dict(mapped.resources)
+
+
 def run_graph(args: argparse.Namespace) -> int:
     """``servicelink graph``: from files (``-f``) or the cluster (``-n`` / ``-A``)."""
     try:
         if args.filename:
-            manifests = read_manifests(args.filename)
-            note = manifests.skipped_note((*LISTED_KINDS, "ConfigMap"), "graph")
+            manifests, mapped = _map_manifests(read_manifests(args.filename))
+            read = (*LISTED_KINDS, *mapped, "ConfigMap")
+            note = manifests.skipped_note((*read, MAPPING_KIND), "graph")
             if note:
                 print(note, file=sys.stderr)
-            bodies = [m.body for m in manifests.of(*LISTED_KINDS, "ConfigMap")]
+            bodies = [m.body for m in manifests.of(*read)]
         else:
             cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
             namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
             kinds: tuple[ReadKind, ...] = ("ServiceLink", *WORKLOAD_KINDS, *REPORTED_KINDS, "ConfigMap")
-            bodies = cluster.read_all(kinds, namespace) + _read_services(cluster, namespace)
+            bodies, mapped = _read_mapped(cluster, namespace)
+            bodies += cluster.read_all(kinds, namespace) + _read_services(cluster, namespace)
     except InputError as error:
         return _fail(str(error))
     default = args.namespace or "default"
-    world = build_world(bodies, namespace=default)
+    world = build_world(bodies, namespace=default, mapped=mapped)
     linked = link_servicelinks(world, cluster_domain=args.cluster_domain)
     placed = [place(body, namespace=default) for body in bodies]
-    hand_written = doctor.examine(doctor.ClusterState.from_objects(placed), cluster_domain=args.cluster_domain)
+    state = doctor.ClusterState.from_objects(placed, mapped=mapped)
+    hand_written = doctor.examine(state, cluster_domain=args.cluster_domain)
     graph = graphs.build_graph(linked, world, live=not args.filename, hand_written=hand_written)
     sys.stdout.write(graphs.FORMATS[args.output](graph))
     return 0
@@ -143,23 +177,40 @@ def _read_services(cluster: Cluster, namespace: str | None) -> list[dict[str, An
         return cluster.read_all(("Service", "EndpointSlice"), namespace)
 
 
+def mapped_kind_named(text: str, mapped: Mapping[str, WorkloadResource]) -> str | None:
+    """The mapped kind ``text`` names as ``kubectl get`` takes it: ``Kind.group`` or ``plural.group``, any case."""
+    wanted = text.lower()
+    return next(
+        (kind for kind, r in mapped.items() if wanted in (kind.lower(), f"{r.plural}.{r.group}")),
+        None,
+    )
+
+
 def run_doctor(args: argparse.Namespace) -> int:
     """``servicelink doctor``: read-only; a table per workload, exit 1 when a problem is found."""
-    only: tuple[str, str] | None = None
+    kind, name = "", ""
+    expected = f"{args.target}: expected KIND/NAME, KIND one of {', '.join((*WORKLOAD_KINDS, *REPORTED_KINDS))}"
     if args.target:
         kind, _, name = args.target.partition("/")
-        if kind.lower() not in KIND_ALIASES or not name:
-            kinds = ", ".join((*WORKLOAD_KINDS, *REPORTED_KINDS))
-            return _fail(f"{args.target}: expected KIND/NAME, KIND one of {kinds}")
-        only = (KIND_ALIASES[kind.lower()], name)
+        # A mapped kind always has a dot (Kind.group); which ones exist is known once the mappings are read.
+        if (kind.lower() not in KIND_ALIASES and "." not in kind) or not name:
+            return _fail(f"{expected} or a mapped kind such as CloneSet.apps.kruise.io")
     try:
         cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
         namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
-        bodies = cluster.read_all(("ServiceLink", *WORKLOAD_KINDS, *REPORTED_KINDS, "ConfigMap", "Pod"), namespace)
+        bodies, mapped = _read_mapped(cluster, namespace)
+        bodies += cluster.read_all(("ServiceLink", *WORKLOAD_KINDS, *REPORTED_KINDS, "ConfigMap", "Pod"), namespace)
         bodies += _read_services(cluster, namespace)
     except InputError as error:
         return _fail(str(error))
-    reports = doctor.examine(doctor.ClusterState.from_objects(bodies), cluster_domain=args.cluster_domain, only=only)
+    only: tuple[str, str] | None = None
+    if args.target:
+        chosen = KIND_ALIASES.get(kind.lower()) or mapped_kind_named(kind, mapped)
+        if chosen is None:
+            return _fail(f"{expected}, or a kind a WorkloadMapping maps ({', '.join(sorted(mapped)) or 'none'})")
+        only = (chosen, name)
+    state = doctor.ClusterState.from_objects(bodies, mapped=mapped)
+    reports = doctor.examine(state, cluster_domain=args.cluster_domain, only=only)
     if only is not None and not reports:
         return _fail(f"{args.target}: not found in {namespace or 'any namespace'}")
     sys.stdout.write(doctor.format_json(reports) if args.output == "json" else doctor.format_text(reports))
@@ -255,7 +306,8 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         description=(
             "Draw the links of ServiceLinks, and service addresses written by hand: from workloads (the "
             "consumers of each ConfigMap) to Services, each edge labelled with its key and state (resolved, "
-            "no endpoints, not found, port not found, forbidden). Reads the cluster (-n, -A) or files (-f)."
+            "no endpoints, not found, port not found, forbidden). Reads the cluster (-n, -A) or files (-f). "
+            "Workloads of a kind a WorkloadMapping maps (in the cluster, or among the files) are drawn as Kind.group."
         ),
     )
     where = graph.add_mutually_exclusive_group()
@@ -290,8 +342,8 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         "doctor",
         help="check every service address workloads read, and say how to fix each problem (read-only)",
         description=(
-            "For each Deployment, StatefulSet, DaemonSet, CronJob, Argo Rollout and running Job, check every "
-            "environment value "
+            "For each Deployment, StatefulSet, DaemonSet, CronJob, Argo Rollout, running Job and object of a kind "
+            "a WorkloadMapping maps (KIND/NAME: Kind.group/NAME), check every environment value "
             "that looks like a service address (literal env, configMapKeyRef, envFrom), hand-written or managed "
             "by a ServiceLink: "
             "the Service exists where the name resolves, the port is one of its ports, it has ready endpoints, "

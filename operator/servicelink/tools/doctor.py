@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from servicelink.cache import Cache
-from servicelink.model import REPORTED_KINDS, REPORTED_RESOURCES, WORKLOAD_KINDS, WORKLOAD_RESOURCES
+from servicelink.model import BUILT_IN_RESOURCES, REPORTED_KINDS, WORKLOAD_KINDS, WorkloadResource
 from servicelink.resolve import service_fqdn
 from servicelink.tools.address import parse_address, service_of
+from servicelink.tools.offline import name_mapped_kind
 from servicelink.views import ServiceView, job_finished
 
 SERVICE_NOT_FOUND = "ServiceNotFound"
@@ -72,14 +73,18 @@ class ClusterState:
     world: Cache
     configmaps: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     pods: list[Mapping[str, Any]] = field(default_factory=list)
-    workloads: list[Mapping[str, Any]] = field(default_factory=list)
+    workloads: list[Mapping[str, Any]] = field(default_factory=list)  # each with kind: built-in, or Kind.group
     namespaces: set[str] = field(default_factory=set)  # namespaces whose Services were read
+    mapped: Mapping[str, WorkloadResource] = field(default_factory=dict)  # kinds WorkloadMappings map, by Kind.group
 
     @classmethod
-    def from_objects(cls, bodies: Sequence[Mapping[str, Any]]) -> ClusterState:
-        """Sort listed objects (each with ``kind``) into the state."""
-        state = cls(world=Cache())
-        for body in bodies:
+    def from_objects(
+        cls, bodies: Sequence[Mapping[str, Any]], *, mapped: Mapping[str, WorkloadResource] | None = None
+    ) -> ClusterState:
+        """Sort listed objects (each with ``kind``) into the state; those of a kind in ``mapped`` are workloads."""
+        state = cls(world=Cache(), mapped=dict(mapped or {}))
+        for raw in bodies:
+            body = name_mapped_kind(raw, state.mapped)
             kind, meta = body.get("kind"), body.get("metadata") or {}
             key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
             if kind == "ConfigMap":
@@ -93,9 +98,13 @@ class ClusterState:
                 state.world.put_endpointslice(body)
             elif kind == "ServiceLink":
                 state.world.put_servicelink(body)
-            elif kind in WORKLOAD_KINDS or (kind in REPORTED_KINDS and not job_finished(body)):
+            elif kind in WORKLOAD_KINDS or kind in state.mapped or (kind in REPORTED_KINDS and not job_finished(body)):
                 state.workloads.append(body)  # a finished Job runs nothing: nothing of it to check
         return state
+
+    def resource_of(self, kind: str) -> WorkloadResource:
+        """The kind of a workload ``from_objects`` kept: built-in, or mapped (``Kind.group``)."""
+        return BUILT_IN_RESOURCES.get(kind) or self.mapped[kind]
 
     def services_named(self, name: str) -> list[ServiceView]:
         """Every Service of this name, in any namespace read."""
@@ -124,6 +133,11 @@ FIXES = {
     ),
     CONFIGMAP_NOT_FOUND: "create ConfigMap {configmap}, or mark the reference optional",
 }
+# StalePods of a mapped kind: kubectl rollout restart knows only Kubernetes' own kinds.
+STALE_MAPPED_PODS_FIX = (
+    "set an annotation on {workload}'s pod template (at {template}) so its controller rolls its pods, or delete them;"
+    " a ServiceLink on the key rolls consumers when it changes (servicelink adopt)"
+)
 
 
 def _problem(check: str, message: str, **fix: str) -> Problem:
@@ -229,8 +243,8 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
     """Check each value a workload's containers read: literal ``env``, ``configMapKeyRef`` and ``envFrom``."""
     metadata = workload.get("metadata") or {}
     namespace, kind = str(metadata.get("namespace", "")), str(workload.get("kind", ""))
-    # One of WORKLOAD_KINDS or a running Job: ClusterState.from_objects keeps no other.
-    resource = REPORTED_RESOURCES["Job"] if kind in REPORTED_KINDS else WORKLOAD_RESOURCES[kind]
+    # A built-in kind, a mapped one or a running Job: ClusterState.from_objects keeps no other.
+    resource = state.resource_of(kind)
     pod_spec = resource.pod_template(workload).get("spec") or {}
     values: list[tuple[str, str, str | None, str]] = []  # (variable, value, configmap, key)
     problems: list[Problem] = []
@@ -279,8 +293,15 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
                     f"{len(stale)} of {len(pods)} pods' containers started before ConfigMap {cm_name}'s {key} "
                     f"changed ({changed}): they still use the old value"
                 )
-                check = STALE_JOB_PODS if kind in REPORTED_KINDS else STALE_PODS
-                found = (*found, _problem(check, message, workload=f"{kind.lower()}/{metadata.get('name')}"))
+                workload_ref = f"{kind.lower()}/{metadata.get('name')}"
+                if kind in state.mapped:
+                    template = "." + ".".join(resource.template)
+                    fix = STALE_MAPPED_PODS_FIX.format(workload=workload_ref, template=template)
+                    stale_problem = Problem(STALE_PODS, message, fix)
+                else:
+                    check = STALE_JOB_PODS if kind in REPORTED_KINDS else STALE_PODS
+                    stale_problem = _problem(check, message, workload=workload_ref)
+                found = (*found, stale_problem)
         findings.append(Finding(variable, value, source, managed, service, found))
     return WorkloadReport(kind, namespace, str(metadata.get("name", "")), tuple(findings), tuple(problems))
 

@@ -34,7 +34,9 @@ HAND_WRITTEN_STATES = {
 class Node:
     """A workload, a ConfigMap nobody reads (so its links still show), a Service, or an external name."""
 
-    kind: str  # Deployment, StatefulSet, DaemonSet, CronJob, Rollout, Job, ConfigMap, Service, External
+    # Deployment, StatefulSet, DaemonSet, CronJob, Rollout, Job, a mapped kind as Kind.group (CloneSet.apps.kruise.io),
+    # ConfigMap, Service, External
+    kind: str
     namespace: str  # "" for an external name
     name: str
 

@@ -17,7 +17,16 @@ from pydantic import ValidationError
 from servicelink import conditions as c
 from servicelink.cache import Cache, claim_of, linked_services
 from servicelink.consent import judge_configmap_write
-from servicelink.model import REPORTED_KINDS, WORKLOAD_RESOURCES, ServiceLinkSpec, parse_spec
+from servicelink.model import (
+    MAPPING_KIND,
+    REPORTED_KINDS,
+    WORKLOAD_RESOURCES,
+    ServiceLinkSpec,
+    WorkloadResource,
+    mapped_kind_name,
+    parse_mapping,
+    parse_spec,
+)
 from servicelink.render import render_configmap, render_hash
 from servicelink.resolve import LinkResult, resolve_links
 from servicelink.status import (
@@ -63,12 +72,65 @@ def place(body: Mapping[str, Any], *, namespace: str) -> dict[str, Any]:
     return {**body, "metadata": metadata}
 
 
-def build_world(bodies: Iterable[Mapping[str, Any]], *, namespace: str) -> Cache:
-    """Return the operator's cache holding ``bodies`` (other kinds ignored), each placed by ``place``."""
+@dataclass(frozen=True)
+class MappedKinds:
+    """The kinds WorkloadMappings map, by their name ``Kind.group``, and the mappings that map none."""
+
+    resources: Mapping[str, WorkloadResource]
+    skipped: tuple[str, ...] = ()  # "WorkloadMapping NAME: why", one per mapping the operator would not follow
+
+
+def parse_mappings(bodies: Iterable[Mapping[str, Any]]) -> MappedKinds:
+    """Return the kinds the WorkloadMappings among ``bodies`` map (other kinds ignored), as the operator parses them.
+
+    A mapping the operator refuses (a built-in kind, a name or spec the CRD
+    would refuse) maps nothing: it is named in ``skipped`` with the reason.
+    """
+    resources: dict[str, WorkloadResource] = {}
+    skipped: list[str] = []
+    for body in bodies:
+        if body.get("kind") != MAPPING_KIND:
+            continue
+        name = str((body.get("metadata") or {}).get("name", ""))
+        spec = body.get("spec")
+        try:
+            resource = parse_mapping(name, spec if isinstance(spec, Mapping) else {})
+        except ValueError as error:  # BuiltInKindError too
+            skipped.append(f"WorkloadMapping {name or '(no name)'}: {error}")
+            continue
+        resources[resource.kind] = resource
+    return MappedKinds(resources=resources, skipped=tuple(skipped))
+
+
+def name_mapped_kind(body: Mapping[str, Any], resources: Mapping[str, WorkloadResource]) -> Mapping[str, Any]:
+    """Return ``body`` with its ``kind`` set to ``Kind.group`` when a mapping maps its kind; else ``body`` itself.
+
+    An object of a mapped kind is matched by the group of its ``apiVersion`` and its
+    ``kind``; any version: files may hold another served version than the one mapped.
+    """
+    kind = str(body.get("kind", ""))
+    group, slash, _ = str(body.get("apiVersion", "")).rpartition("/")
+    if not slash or kind in resources:
+        return body
+    mapped = mapped_kind_name(kind, group)
+    return {**body, "kind": mapped} if mapped in resources else body
+
+
+def build_world(
+    bodies: Iterable[Mapping[str, Any]],
+    *,
+    namespace: str,
+    mapped: Mapping[str, WorkloadResource] | None = None,
+) -> Cache:
+    """Return the operator's cache holding ``bodies`` (other kinds ignored), each placed by ``place``.
+
+    An object of a kind in ``mapped`` (by ``Kind.group``: see ``name_mapped_kind``) is a workload of that kind.
+    """
     world = Cache()
+    mapped = mapped or {}
     for body in bodies:
         placed = place(body, namespace=namespace)
-        kind = body.get("kind")
+        kind = str(name_mapped_kind(body, mapped).get("kind", ""))  # first: a mapped kind may be called Service
         if kind == "ServiceLink":
             world.put_servicelink(placed)
         elif kind == "Service":
@@ -79,6 +141,8 @@ def build_world(bodies: Iterable[Mapping[str, Any]], *, namespace: str) -> Cache
             world.put_workload(WORKLOAD_RESOURCES[kind], placed)
         elif kind in REPORTED_KINDS:
             world.put_job(placed)
+        elif kind in mapped:
+            world.put_workload(mapped[kind], placed)
     return world
 
 
