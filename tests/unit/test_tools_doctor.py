@@ -241,7 +241,7 @@ def test_stale_pods_of_a_mapped_kind_are_not_sent_to_kubectl_rollout_restart() -
     (stale,) = report.findings[0].problems
     assert stale.check == "StalePods"
     assert stale.fix.startswith(
-        "set an annotation on worker.batch.example.com/crunch's pod template (at .spec.run.template)"
+        "change an annotation in worker.batch.example.com/crunch's pod template (at .spec.run.template)"
     )
 
 

@@ -135,8 +135,8 @@ FIXES = {
 }
 # StalePods of a mapped kind: kubectl rollout restart knows only Kubernetes' own kinds.
 STALE_MAPPED_PODS_FIX = (
-    "set an annotation on {workload}'s pod template (at {template}) so its controller rolls its pods, or delete them;"
-    " a ServiceLink on the key rolls consumers when it changes (servicelink adopt)"
+    "change an annotation in {workload}'s pod template (at {template}) so its controller starts new pods, or delete"
+    " the stale ones; a ServiceLink on the key rolls consumers when it changes (servicelink adopt)"
 )
 
 
