@@ -192,3 +192,81 @@ def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
     assert "servicelink.dev/config-hash" not in (template["metadata"].get("annotations") or {})
     events = cluster.get("events", "-n", namespace, "--field-selector", "reason=ValueChanged")["items"]
     assert events == []
+
+
+GADGETS = "gadgets.cli.test.servicelink.dev"  # a CRD of this test's own, not the operator tests' Widget
+GADGET_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": GADGETS},
+    "spec": {
+        "group": "cli.test.servicelink.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+
+def workload_mapping(name: str, kind: str, template: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "WorkloadMapping",
+        "metadata": {"name": name},
+        "spec": {"kind": kind, "version": "v1", "template": template},
+    }
+
+
+@pytest.fixture
+def gadgets(cluster: Cluster, crd: Path) -> Iterator[list[str]]:
+    """The Gadget CRD, a mapping of it whose pod template sits at .spec.run.template, and a mapping of a kind
+    nobody serves; the names of the mappings. All three deleted afterwards (cluster-scoped)."""
+    cluster.apply(GADGET_CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{GADGETS}")
+    wait_for(lambda: cluster.kubectl("get", "gadgets", "-A", check=False).returncode == 0, what="gadgets served")
+    mappings = [
+        workload_mapping(GADGETS, "Gadget", ".spec.run.template"),
+        workload_mapping("sprockets.cli.test.servicelink.dev", "Sprocket", ".spec.template"),
+    ]
+    cluster.apply(mappings)
+    names = [m["metadata"]["name"] for m in mappings]
+    yield names
+    cluster.kubectl("delete", "workloadmappings", *names, "--wait=true", check=False)
+    cluster.kubectl("delete", "crd", GADGETS, "--wait=true", check=False)
+
+
+def test_graph_and_doctor_read_the_kinds_workload_mappings_map(
+    cluster: Cluster, namespace: str, gadgets: list[str]
+) -> None:
+    spec = web(namespace, {"API_URL": "http://api:8080", "GONE_URL": "http://gone:80"})["spec"]
+    gadget = {
+        "apiVersion": "cli.test.servicelink.dev/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "crunch", "namespace": namespace},
+        "spec": {"selector": spec["selector"], "run": {"template": spec["template"]}},
+    }
+    cluster.apply([*ready_endpoints("api", namespace, 8080), configmap("web-config", namespace, {}), gadget])
+
+    doctor_run = servicelink_cli(cluster, "doctor", "-n", namespace, "gadgets.cli.test.servicelink.dev/crunch")
+    assert doctor_run.returncode == 1, doctor_run.stdout + doctor_run.stderr
+    assert doctor_run.stdout.splitlines()[0] == f"Gadget.cli.test.servicelink.dev {namespace}/crunch"
+    assert "ServiceNotFound: Service" in doctor_run.stdout
+    not_served = (
+        "note: WorkloadMapping sprockets.cli.test.servicelink.dev: the API server serves no sprockets in"
+        " cli.test.servicelink.dev/v1; none read"
+    )
+    assert not_served in doctor_run.stderr.splitlines()
+
+    graph_run = servicelink_cli(cluster, "graph", "-n", namespace, "-o", "json")
+    assert graph_run.returncode == 0, graph_run.stderr
+    edges = {(e["source"], e["key"], e["state"]) for e in json.loads(graph_run.stdout)["edges"]}
+    source = f"Gadget_cli_test_servicelink_dev_{namespace.replace('-', '_')}_crunch"
+    assert edges == {(source, "API_URL (hand-written)", "resolved"), (source, "GONE_URL (hand-written)", "not found")}
+    assert not_served in graph_run.stderr.splitlines()
