@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicelink.model import WORKLOAD_KINDS, WorkloadKind, WorkloadResource
+from servicelink.model import WorkloadKind, WorkloadResource
 from servicelink.rollout import rollout_settled
 from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView, slim
 
@@ -83,7 +83,7 @@ def rolled_workloads(body: Mapping[str, Any]) -> set[WorkloadKey]:
     return {
         (entry["kind"], namespace, str(entry["name"]))
         for entry in (body.get("status") or {}).get("rolledOut") or ()
-        if isinstance(entry, Mapping) and entry.get("kind") in WORKLOAD_KINDS and entry.get("name")
+        if isinstance(entry, Mapping) and isinstance(entry.get("kind"), str) and entry.get("name")
     }
 
 

@@ -34,11 +34,11 @@ from servicelink.memory import limit_memory
 from servicelink.model import (
     CORE_WORKLOAD_KINDS,
     GROUP,
+    MAPPING_PLURAL,
     PLURAL,
     REPORTED_RESOURCES,
     VERSION,
     WORKLOAD_RESOURCES,
-    WorkloadKind,
     WorkloadResource,
 )
 from servicelink.runtime import Runtime, start_runtime, stop_runtime
@@ -103,15 +103,18 @@ async def endpointslice_changed(
     runtime.queue.add_all(due)
 
 
-def _keeps_workloads(resource: WorkloadResource) -> Callable[..., Any]:
-    kind = resource.kind
+def _keeps_workloads(watched: WorkloadResource) -> Callable[..., Any]:
+    kind = watched.kind
 
     async def workload_changed(
         *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any
     ) -> None:
         runtime = _runtime(memo)
-        if kind not in runtime.settings.workload_kinds:
-            return  # an optional kind's watch, left registered in this process by an earlier run (tests)
+        resource = runtime.follows(kind)
+        # Not followed (any more): an optional kind's watch left registered in this process by an earlier run
+        # (tests), or a mapped kind whose WorkloadMapping was deleted or now names another version.
+        if resource is None or resource.version != watched.version:
+            return
         cache = runtime.cache
         gone = type == "DELETED"
         due = cache.drop_workload(kind, str(namespace), name) if gone else cache.put_workload(resource, body)
@@ -124,27 +127,41 @@ def _keeps_workloads(resource: WorkloadResource) -> Callable[..., Any]:
     return workload_changed
 
 
-def watch_workloads(kinds: tuple[WorkloadKind, ...]) -> None:
-    """Register the watch of each of ``kinds`` not yet watched, in ``REGISTRY``.
+def watch_workloads(resources: Collection[WorkloadResource]) -> None:
+    """Register the watch of each of ``resources`` not yet watched, in ``REGISTRY``.
 
     The core kinds are registered at import; an optional one (Argo Rollouts) by
-    ``start`` when its setting enables it, before kopf starts its watches. kopf
-    watches a kind only once the API server serves it: while the CRD is missing
-    it logs "Unresolved resources cannot be served"; ``follow_optional_kinds``
-    makes sure it starts the watch once the CRD is served.
+    ``start`` when its setting enables it, before kopf starts its watches; a
+    mapped one when its WorkloadMapping is followed. kopf watches a kind only
+    once the API server serves it: while the CRD is missing it logs "Unresolved
+    resources cannot be served"; ``follow_kinds`` makes sure it starts the watch
+    once the CRD is served, and watches a kind registered after start.
     """
     # kopf has no public lookup of registered handlers; ids are ours, so the check is exact.
     registered = {handler.id for handler in REGISTRY._watching.get_all_handlers()}
-    for kind in kinds:
-        resource = WORKLOAD_RESOURCES[kind]
-        handler_id = f"{resource.plural}_changed"
+    for resource in resources:
+        built_in = WORKLOAD_RESOURCES.get(resource.kind) == resource
+        prefix = resource.plural if built_in else f"{resource.plural}.{resource.group}.{resource.version}"
+        handler_id = f"{prefix}_changed"
         if handler_id not in registered:
             kopf.on.event(resource.group, resource.version, resource.plural, id=handler_id, registry=REGISTRY)(
                 _keeps_workloads(resource)
             )
 
 
-watch_workloads(CORE_WORKLOAD_KINDS)
+watch_workloads([WORKLOAD_RESOURCES[kind] for kind in CORE_WORKLOAD_KINDS])
+
+
+@kopf.on.event(GROUP, VERSION, MAPPING_PLURAL)
+async def mapping_changed(*, type: str, name: str, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A WorkloadMapping changed: follow the kind it maps if it can be, and say in its status why not if not."""
+    runtime = _runtime(memo)
+    if type == "DELETED":
+        runtime.forget_mapping(name)
+        return
+    resource = await runtime.reconcile_mapping(body)
+    if resource is not None:
+        watch_workloads([resource])
 
 
 _JOB = REPORTED_RESOURCES["Job"]
@@ -223,53 +240,55 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     for variable in loaded.ignored:
         log.info("ignored %s: the kubelet's link to a Service, not a setting", variable)
     configure_kopf(settings, config)
-    watch_workloads(config.workload_kinds)
+    watch_workloads([WORKLOAD_RESOURCES[kind] for kind in config.workload_kinds])
     runtime = await start_runtime(config)
     memo.runtime = runtime
-    optional = tuple(kind for kind in config.workload_kinds if WORKLOAD_RESOURCES[kind].optional)
-    if optional and insights is not None:
+    watch_workloads(list(runtime.mapped.values()))
+    if insights is not None:
         memo.follow = asyncio.create_task(
-            follow_optional_kinds(optional, insights=insights, settings=settings), name="servicelink-discovery"
+            follow_kinds(runtime.kinds, insights=insights, settings=settings), name="servicelink-discovery"
         )
     log.info("servicelink started: %s; %d ServiceLinks", config, len(runtime.cache.servicelink_keys()))
 
 
-DISCOVERY_SECONDS = 2.0  # how soon a newly served optional kind is watched; one discovery read per kind while unserved
+DISCOVERY_SECONDS = 2.0  # how soon a newly served or mapped kind is watched; one discovery read per kind while unserved
 
 
-def _is_kind(kind: WorkloadKind, resources: Collection[Resource]) -> bool:
-    resource = WORKLOAD_RESOURCES[kind]
+def _is_kind(resource: WorkloadResource, resources: Collection[Resource]) -> bool:
     wanted = (resource.group, resource.version, resource.plural)
     return any((r.group, r.version, r.plural) == wanted for r in resources)
 
 
-def is_watched(insights: Insights, kind: WorkloadKind) -> bool:
-    """Whether kopf watches ``kind`` now: the API server serves it and kopf saw it served."""
-    return _is_kind(kind, insights.watched_resources)
+def is_watched(insights: Insights, resource: WorkloadResource) -> bool:
+    """Whether kopf watches the kind ``resource`` now: the API server serves it and kopf saw it served."""
+    return _is_kind(resource, insights.watched_resources)
 
 
-async def follow_optional_kinds(
-    kinds: tuple[WorkloadKind, ...], *, insights: Insights, settings: kopf.OperatorSettings
+async def follow_kinds(
+    kinds: Callable[[], Collection[WorkloadResource]], *, insights: Insights, settings: kopf.OperatorSettings
 ) -> None:
-    """Until cancelled, make kopf watch each of ``kinds`` whenever the API server serves it.
+    """Until cancelled, make kopf watch each kind of ``kinds()`` (the kinds followed now) whenever it is served.
 
     kopf rescans discovery on each event of a CRD, but the API server may list a
     new CRD's resource only after the CRD's last event (its Established
-    condition): kopf then never watches it until a restart. So, level-triggered:
-    every ``DISCOVERY_SECONDS``, a kind that is enabled but not watched is looked
-    up in its group's discovery (one read), and once served, kopf rescans the
-    group exactly as on a CRD event. A watched kind costs nothing (a look at
-    kopf's set); a deleted and reinstalled CRD is caught again.
+    condition): kopf then never watches it until a restart; and a kind mapped
+    after start is registered after kopf's last scan. So, level-triggered:
+    every ``DISCOVERY_SECONDS``, a kind that is followed but not watched is
+    looked up in its group's discovery (one read), and once served, kopf
+    rescans the group exactly as on a CRD event. A watched kind costs nothing
+    (a look at kopf's set); a deleted and reinstalled CRD is caught again.
     """
     await insights.ready_resources.wait()
-    watched = {kind: is_watched(insights, kind) for kind in kinds}
+    watched: dict[WorkloadResource, bool] = {}
     while True:
-        for kind in kinds:
-            now = is_watched(insights, kind)
+        for resource in kinds():
+            kind = resource.kind
+            now = is_watched(insights, resource)
+            watched.setdefault(resource, now)  # first seen: watched already, or to be reported once it is
             if not now:
-                group = WORKLOAD_RESOURCES[kind].group
+                group = resource.group
                 try:
-                    if _is_kind(kind, await scan_resources(groups={group}, settings=settings, logger=log)):
+                    if _is_kind(resource, await scan_resources(groups={group}, settings=settings, logger=log)):
                         # Not before: kopf warns "Unresolved resources" on every rescan that misses it.
                         event = {"type": "MODIFIED", "object": {"spec": {"group": group}}}
                         await process_discovered_resource_event(
@@ -280,12 +299,12 @@ async def follow_optional_kinds(
                         )
                 except Exception as error:  # the API server may be away; the next round retries
                     log.debug("could not read the discovery of %s: %s", kind, error)
-                now = is_watched(insights, kind)
-            if now and not watched[kind]:
+                now = is_watched(insights, resource)
+            if now and not watched[resource]:
                 log.info("%s is now served: watching it", kind)
-            elif watched[kind] and not now:
+            elif watched[resource] and not now:
                 log.warning("%s is no longer served (its CRD was deleted?): watching it again once it is", kind)
-            watched[kind] = now
+            watched[resource] = now
         await asyncio.sleep(DISCOVERY_SECONDS)
 
 

@@ -30,6 +30,8 @@ from servicelink.model import (
     FIELD_MANAGER,
     GROUP,
     KIND,
+    MAPPING_KIND,
+    MAPPING_PLURAL,
     PLURAL,
     REPORTED_RESOURCES,
     VERSION,
@@ -48,6 +50,11 @@ ApiError = ApiException
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (GROUP, "servicelinks", ("list", "watch", "patch")),  # watch; patch: the finalizer
     (GROUP, "servicelinks/status", ("patch",)),
+    (GROUP, MAPPING_PLURAL, ("list", "watch")),
+    (GROUP, f"{MAPPING_PLURAL}/status", ("patch",)),
+    # Whether the operator may list, watch and patch a mapped kind, asked before following it. Every
+    # authenticated user may ask it (system:basic-user); listed here so the ClusterRole says all it uses.
+    ("authorization.k8s.io", "selfsubjectaccessreviews", ("create",)),
     ("", "services", ("list", "watch")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "configmaps", ("get", "create", "patch")),  # server-side apply; creating through it needs create
@@ -309,6 +316,43 @@ class Kube:
             if not token:
                 return items
 
+    def list_mappings(self) -> list[dict[str, Any]]:
+        """Return every WorkloadMapping (cluster-scoped), paging 500 at a time."""
+        return self._list(f"/apis/{GROUP}/{VERSION}", MAPPING_PLURAL, None)
+
+    def patch_mapping_status(self, *, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the status of a WorkloadMapping by merge patch; a 404 (deleted meanwhile) is ignored."""
+        try:
+            _write(
+                self._api,
+                "PATCH",
+                f"/apis/{GROUP}/{VERSION}/{MAPPING_PLURAL}/{name}/status",
+                body={"status": dict(status)},
+                content_type=_MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def served_kind(self, *, group: str, version: str, plural: str) -> str | None:
+        """Return the kind the API server serves as ``plural`` in ``group``/``version``; None when it serves no
+        such plural, or no such group and version (404)."""
+        found = _read_or_none(self._api, f"/apis/{group}/{version}")
+        for resource in (found or {}).get("resources") or ():
+            if resource.get("name") == plural:
+                return str(resource.get("kind") or "") or None
+        return None
+
+    def may(self, *, group: str, plural: str, verb: str) -> bool:
+        """Ask the API server whether this client may ``verb`` ``plural`` of ``group`` in every namespace."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"group": group, "resource": plural, "verb": verb}},
+        }
+        answer = _read(self._api, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review)
+        return bool((answer.get("status") or {}).get("allowed"))
+
     def get_configmap(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the ConfigMap, or None when it does not exist (404)."""
         return _read_or_none(self._api, f"/api/v1/namespaces/{namespace}/configmaps/{name}")
@@ -418,7 +462,8 @@ class Kube:
         (404), a new one is created. Events are best effort: a refused Event is not
         worth failing a reconcile for.
         """
-        namespace = involved["namespace"]
+        # A cluster-scoped object's Events go to the default namespace, as a Node's do; kubectl describe finds them.
+        namespace = involved.get("namespace") or "default"
         kind = "Warning" if warning else "Normal"
         message = truncate(message, EVENT_MESSAGE_LIMIT)
         key = (*(involved.get(f, "") for f in _INVOLVED_FIELDS), reason, kind, message)
@@ -468,6 +513,11 @@ class Kube:
                 return False
             raise
         return True
+
+
+def mapping_reference(*, name: str, uid: str) -> dict[str, str]:
+    """Return the ``involvedObject`` of a WorkloadMapping (cluster-scoped: no namespace) for an Event."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": MAPPING_KIND, "name": name, "uid": uid}
 
 
 def servicelink_reference(*, namespace: str, name: str, uid: str) -> dict[str, str]:

@@ -146,7 +146,12 @@ class Annotation(NamedTuple):
     effect: str
 
 
-_KIND = "Deployment, StatefulSet, DaemonSet, CronJob or Rollout (Argo Rollouts, when the operator watches them)."
+_KIND = (
+    "Deployment, StatefulSet, DaemonSet, CronJob or Rollout (Argo Rollouts, when the operator watches them); or a"
+    " kind a WorkloadMapping maps, as Kind.group (CloneSet.apps.kruise.io)."
+)
+# What spec.workloads.names[].kind takes: a built-in kind, or a mapped one as Kind.group.
+WORKLOAD_KIND = re.compile("^(" + "|".join(WORKLOAD_KINDS) + r"|[A-Z][A-Za-z0-9]*([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)+)$")
 _WORKLOAD_KINDS_TEXT = ", ".join(WORKLOAD_KINDS[:-1]) + " or " + WORKLOAD_KINDS[-1]
 # The consent annotations go on the object whose owner consents, so only someone who may edit it can set them.
 ANNOTATIONS: tuple[Annotation, ...] = (
@@ -315,7 +320,14 @@ class Link(_Strict):
 class WorkloadRef(_Strict):
     """A workload named in ``spec.workloads.names``."""
 
-    kind: Annotated[BuiltInKind, Field(description=_KIND)]
+    kind: Annotated[
+        WorkloadKind,
+        Field(description=_KIND, pattern=WORKLOAD_KIND.pattern, max_length=317),
+        _explained(
+            "kind {value!r} is neither a built-in kind (" + ", ".join(WORKLOAD_KINDS) + ") nor a mapped one written"
+            " Kind.group (CloneSet.apps.kruise.io)"
+        ),
+    ]
     name: Annotated[str, Field(description="Name of the workload.", min_length=1, max_length=253)]
 
 
@@ -465,7 +477,7 @@ class LinkStatus(_Strict):
 class RolledOut(_Strict):
     """A workload patched by the last rollout."""
 
-    kind: BuiltInKind = Field(description=_KIND)
+    kind: WorkloadKind = Field(description=_KIND)
     name: str = Field(description=_WORKLOAD)
     hash: str = Field(
         description="The hash of the values it reads of this ConfigMap, as set in servicelink.dev/config-hash on"
@@ -476,7 +488,7 @@ class RolledOut(_Strict):
 class SkippedWorkload(_Strict):
     """A workload named or selected but not rolled: an entry of ``status.skipped``."""
 
-    kind: BuiltInKind = Field(description=_KIND)
+    kind: WorkloadKind = Field(description=_KIND)
     name: str = Field(description=_WORKLOAD)
     message: str = Field(description="Why it was skipped, and the kubectl annotate command that opts it in.")
 

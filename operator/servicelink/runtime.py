@@ -10,21 +10,41 @@ import datetime
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from servicelink import metrics
 from servicelink.cache import Cache
-from servicelink.kube import ApiError, Conflict, Kube, TransportError, instance_name, load_client
+from servicelink.kube import (
+    ApiError,
+    Conflict,
+    Kube,
+    TransportError,
+    instance_name,
+    load_client,
+    mapping_reference,
+    utc_now,
+)
 from servicelink.leader import LEASE_NAME, decide
-from servicelink.model import WORKLOAD_RESOURCES, ListedKind, WorkloadResource
+from servicelink.mapping import (
+    MAPPED_VERBS,
+    Followed,
+    Served,
+    parse_or_refuse,
+    plan_followed,
+    plan_mapping,
+    plan_mapping_event,
+    plan_mapping_status,
+)
+from servicelink.model import WORKLOAD_RESOURCES, Condition, ListedKind, WorkloadKind, WorkloadResource
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LEASE_SECONDS = 15  # a Lease not renewed for this long may be taken over
 RENEW_SECONDS = 5  # the holder renews this often; others retry this often
@@ -42,6 +62,113 @@ class Runtime:
     executor: ThreadPoolExecutor
     resync: asyncio.Task[None] | None = None
     election: asyncio.Task[None] | None = None
+    # The kinds WorkloadMappings map and the operator follows, by mapping name (<plural>.<group>).
+    mapped: dict[str, WorkloadResource] = field(default_factory=dict)
+
+    def kinds(self) -> list[WorkloadResource]:
+        """Every kind the operator follows now: the built-in ones its settings enable, then the mapped ones."""
+        return [*(WORKLOAD_RESOURCES[kind] for kind in self.settings.workload_kinds), *self.mapped.values()]
+
+    def follows(self, kind: WorkloadKind) -> WorkloadResource | None:
+        """The kind ``kind`` as the operator follows it now, or None when it does not."""
+        return next((r for r in self.kinds() if r.kind == kind), None)
+
+    async def _run(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    async def reconcile_mapping(self, body: Mapping[str, Any]) -> WorkloadResource | None:
+        """Follow the kind a WorkloadMapping maps, if it can be; write the mapping's status if it changed.
+
+        Return the kind followed, or None. Following it lists its objects into
+        the cache; the caller makes kopf watch it. A mapping that changed its
+        kind or path replaces what was followed under it; one that fails a
+        check (``mapping.plan_mapping``) stops it being followed.
+        """
+        metadata = body.get("metadata") or {}
+        name, generation = str(metadata.get("name", "")), int(metadata.get("generation") or 0)
+        spec = body.get("spec") or {}
+        parsed = parse_or_refuse(name, spec, generation=generation)
+        followed: WorkloadResource | None = None
+        count: int | None = None
+        if isinstance(parsed, Condition):
+            ready = parsed
+        else:
+            resource = parsed
+            served_kind = await self._run(
+                functools.partial(
+                    self.kube.served_kind, group=resource.group, version=resource.version, plural=resource.plural
+                )
+            )
+            denied: tuple[str, ...] = ()
+            if served_kind is not None:
+                allowed = await asyncio.gather(
+                    *(
+                        self._run(
+                            functools.partial(self.kube.may, group=resource.group, plural=resource.plural, verb=v)
+                        )
+                        for v in MAPPED_VERBS
+                    )
+                )
+                denied = tuple(v for v, ok in zip(MAPPED_VERBS, allowed, strict=True) if not ok)
+            planned = plan_mapping(resource, served=Served(served_kind, denied), generation=generation)
+            if isinstance(planned, Condition):
+                ready = planned
+            else:
+                followed = planned
+                bodies = await self._list_mapped(followed)
+                count = len(bodies)
+                missing = sorted(
+                    f"{(b.get('metadata') or {}).get('namespace')}/{(b.get('metadata') or {}).get('name')}"
+                    for b in bodies
+                    if not followed.pod_template(b)
+                )
+                template = str(spec.get("template", ""))
+                ready = plan_followed(followed, template, followed=Followed(count, missing), generation=generation)
+        self._set_mapped(name, followed)
+        status = plan_mapping_status(
+            body.get("status") or {}, ready, followed=count, generation=generation, now=utc_now()
+        )
+        if status is not None and self.queue.active.is_set():  # the leader writes; the others follow quietly
+            await self._run(functools.partial(self.kube.patch_mapping_status, name=name, status=status))
+            event = plan_mapping_event(body.get("status") or {}, ready)
+            if event is not None:
+                record = functools.partial(
+                    self.kube.record_event,
+                    involved=mapping_reference(name=name, uid=str(metadata.get("uid", ""))),
+                    reason=event.reason,
+                    message=event.message,
+                    warning=event.warning,
+                )
+                await self._run(record)
+        return followed
+
+    async def _list_mapped(self, resource: WorkloadResource) -> list[dict[str, Any]]:
+        """List the objects of a mapped kind in the watched namespaces into the cache, and return them."""
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        since = self.cache.mark()
+        pages = await asyncio.gather(
+            *(
+                self._run(functools.partial(self.kube.list_workloads, resource=resource, namespace=ns))
+                for ns in namespaces
+            )
+        )
+        bodies = [item for page in pages for item in page]
+        self.cache.replace_workloads(resource, bodies, since=since)
+        return bodies
+
+    def _set_mapped(self, name: str, resource: WorkloadResource | None) -> None:
+        before = self.mapped.pop(name, None)
+        if resource is not None:
+            self.mapped[name] = resource
+        if before is not None and before.kind != (resource.kind if resource else None):
+            log.info("no longer following %s (WorkloadMapping %s)", before.kind, name)
+            self.cache.replace_workloads(before, [], since=self.cache.mark())
+        elif resource is not None and before != resource:
+            log.info("following %s (WorkloadMapping %s)", resource.kind, name)
+
+    def forget_mapping(self, name: str) -> None:
+        """A WorkloadMapping was deleted: stop following its kind and forget its objects."""
+        self._set_mapped(name, None)
 
     async def relist(self) -> None:
         """Rebuild the cache from one fresh list of every watched kind."""
@@ -70,6 +197,8 @@ class Runtime:
                 log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", what)
                 return []
 
+        for mapping in await self._run(self.kube.list_mappings):
+            await self.reconcile_mapping(mapping)
         resources = [WORKLOAD_RESOURCES[kind] for kind in self.settings.workload_kinds]
         since = self.cache.mark()
         servicelinks, services, slices, jobs, *workloads = await asyncio.gather(

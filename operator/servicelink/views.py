@@ -11,6 +11,7 @@ from servicelink.model import (
     EXPOSE_TO_ANNOTATION,
     REPORTED_RESOURCES,
     ROLLABLE_BY_ANNOTATION,
+    WORKLOAD_RESOURCES,
     WorkloadKind,
     WorkloadResource,
     parse_name_list,
@@ -190,6 +191,8 @@ def read_progress(resource: WorkloadResource, body: Mapping[str, Any]) -> Progre
     waiting = rolling(kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
     if kind == "Rollout":
         return read_argo_progress(what, waiting=waiting, metadata=metadata, status=status)
+    if kind not in WORKLOAD_RESOURCES:
+        return read_mapped_progress(what, waiting=waiting, metadata=metadata, spec=spec, status=status)
     if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
         return waiting
     strategy = str((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate")
@@ -213,6 +216,32 @@ def read_progress(resource: WorkloadResource, body: Mapping[str, Any]) -> Progre
         desired = _count(status, "desiredNumberScheduled")
         done = _count(status, "updatedNumberScheduled") >= desired and _count(status, "numberAvailable") >= desired
     return Progress("Complete") if done else waiting
+
+
+def read_mapped_progress(
+    what: str, *, waiting: Progress, metadata: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> Progress:
+    """Return the progress of an object of a mapped kind, from the conventions most workload controllers follow.
+
+    Until ``status.observedGeneration`` reaches the generation, its controller
+    has not seen the patch: ``Progressing``. Then, with replica counts (as
+    Deployments and OpenKruise's CloneSets report them), every wanted replica
+    updated and available (or ready); without them, a ``Ready`` condition
+    (as Knative reports), ``False`` being still ``Progressing``. A kind that
+    reports none of these has nothing to wait for: ``Complete``.
+    """
+    if "observedGeneration" in status and int(status.get("observedGeneration") or 0) < int(
+        metadata.get("generation") or 0
+    ):
+        return waiting
+    if "updatedReplicas" in status:
+        wanted = int(spec.get("replicas", 1))
+        available = _count(status, "availableReplicas" if "availableReplicas" in status else "readyReplicas")
+        return Progress("Complete") if _count(status, "updatedReplicas") >= wanted and available >= wanted else waiting
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Ready" and condition.get("status") != "True":
+            return waiting
+    return Progress("Complete")
 
 
 def read_argo_progress(

@@ -9,6 +9,7 @@ import kopf
 from kopf._cogs.structs.references import Insights, Resource
 
 from servicelink import handlers
+from servicelink.model import WORKLOAD_RESOURCES
 
 ROLLOUTS = Resource("argoproj.io", "v1alpha1", "rollouts", kind="Rollout", namespaced=True)
 
@@ -25,6 +26,6 @@ def test_kopf_still_takes_insights_and_rescans_a_group_from_a_crd_event() -> Non
 
 def test_a_kind_is_watched_when_kopf_serves_its_group_version_and_plural() -> None:
     insights = Insights()
-    assert not handlers.is_watched(insights, "Rollout")
+    assert not handlers.is_watched(insights, WORKLOAD_RESOURCES["Rollout"])
     insights.watched_resources.add(ROLLOUTS)
-    assert handlers.is_watched(insights, "Rollout")
+    assert handlers.is_watched(insights, WORKLOAD_RESOURCES["Rollout"])

@@ -35,6 +35,8 @@ def authorized_as(method: str, path: str, content_type: str) -> set[tuple[str, s
         return set()  # a non-resource URL every authenticated identity may read (system:discovery)
     parts = path.strip("/").split("/")
     group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if not rest:
+        return set()  # discovery of a group version: a non-resource URL everyone may read (system:discovery)
     if rest[:1] == ["namespaces"]:
         rest = rest[2:]
     resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2:]
@@ -57,6 +59,10 @@ def requested() -> set[tuple[str, str, str]]:
         for namespace in (None, "ns"):
             kube.list_objects(kind=kind, namespace=namespace)
     kube.get_configmap(namespace="ns", name="n")
+    kube.list_mappings()
+    kube.patch_mapping_status(name="clonesets.apps.kruise.io", status={})
+    kube.served_kind(group="apps.kruise.io", version="v1alpha1", plural="clonesets")
+    kube.may(group="apps.kruise.io", plural="clonesets", verb="patch")
     kube.apply_configmap(body=meta, force=False)
     kube.patch_servicelink_status(namespace="ns", name="n", status={})
     kube.set_servicelink_finalizers(namespace="ns", name="n", finalizers=[], resource_version="1")
