@@ -19,11 +19,8 @@ import kubernetes
 from servicelink import kube
 from servicelink.model import (
     CORE_WORKLOAD_KINDS,
-    GROUP,
     LISTED_KINDS,
     MAPPING_KIND,
-    MAPPING_PLURAL,
-    VERSION,
     WORKLOAD_KINDS,
     ListedKind,
     WorkloadResource,
@@ -46,7 +43,6 @@ class Cluster:
             raise InputError(f"no usable kubeconfig ({where}): {error}") from None
         self._kube = kube.Kube(client)
         self._core = kubernetes.client.CoreV1Api(client)
-        self._custom = kubernetes.client.CustomObjectsApi(client)
         self.default_namespace = kube.context_namespace(kubeconfig=kubeconfig, context=context)
 
     def _list_core(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
@@ -101,9 +97,7 @@ class Cluster:
         stderr: only the built-in kinds are read); raises ``InputError`` with one line on any other failure.
         """
         try:
-            response: Any = self._custom.list_cluster_custom_object(
-                GROUP, VERSION, MAPPING_PLURAL, _preload_content=False, _request_timeout=_TIMEOUT
-            )
+            items = self._kube.list_mappings()
         except kube.ApiError as error:
             if error.status == 404:
                 return []
@@ -113,7 +107,6 @@ class Cluster:
             raise InputError(f"cannot list WorkloadMappings: HTTP {error.status} {error.reason}") from None
         except kube.TransportError as error:
             raise InputError(f"cannot reach the API server: {error}") from None
-        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return [{**item, "kind": MAPPING_KIND} for item in items]
 
     def read_mapped(self, resource: WorkloadResource, namespace: str | None) -> list[dict[str, Any]]:
