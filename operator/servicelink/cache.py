@@ -125,6 +125,8 @@ class Cache:
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
     _readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     _by_namespace: defaultdict[str, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
+    # (namespace, Deployment) -> the Rollouts whose spec.workloadRef names it: Events and conditions name them.
+    _templated_by: defaultdict[ObjectKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     # Running Jobs that read a ConfigMap, only: a finished one never runs again, and most Jobs are finished.
     _jobs: dict[ObjectKey, JobView] = field(default_factory=dict)
     _job_readers: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
@@ -328,6 +330,8 @@ class Cache:
         self._by_namespace[namespace].add(key)
         for configmap in view.reads:
             self._readers[(namespace, configmap)].add(key)
+        if view.workload_ref is not None:
+            self._templated_by[(namespace, view.workload_ref)].add(name)
         settled = rollout_settled(before.progress if before else None, view.progress)
         return self.servicelinks_rolling(key) if settled else []
 
@@ -343,6 +347,11 @@ class Cache:
             self._by_namespace[key[1]].discard(key)
             for configmap in view.reads:
                 self._readers[(key[1], configmap)].discard(key)
+            if view.workload_ref is not None:
+                rollouts = self._templated_by[(key[1], view.workload_ref)]
+                rollouts.discard(key[2])
+                if not rollouts:
+                    del self._templated_by[(key[1], view.workload_ref)]
         return view
 
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
@@ -355,6 +364,9 @@ class Cache:
 
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         return self._workloads.get((kind, namespace, name))
+
+    def rollouts_templated_by(self, namespace: str, deployment: str) -> list[str]:
+        return sorted(self._templated_by.get((namespace, deployment), ()))
 
     # --- Jobs -----------------------------------------------------------------------------------
 

@@ -40,12 +40,14 @@ from servicelink.resolve import LinkResult, resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
+    describe_workload,
     find_stale_jobs,
     plan_deferral,
     plan_rollouts,
     progress_of,
     restore_deferred,
     select_consumers,
+    unawaited_rollouts,
 )
 from servicelink.status import (
     Verdict,
@@ -98,6 +100,9 @@ class World(Protocol):
 
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         """One Deployment, StatefulSet, DaemonSet, CronJob or Rollout as last seen, or None when it is gone."""
+
+    def rollouts_templated_by(self, namespace: str, deployment: str) -> list[str]:
+        """The names of the Argo Rollouts whose ``spec.workloadRef`` names the Deployment, sorted; none: []."""
 
     def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
         """The running Jobs of a namespace whose pods read the ConfigMap ``reading``."""
@@ -415,6 +420,8 @@ class Rolled:
     deferred: list[Deferred] = field(default_factory=list)  # written, not yet rolled out
     # The kinds rolled out whose patched template starts no rollout (a CronJob): only what they start next runs it.
     start_next: frozenset[WorkloadKind] = frozenset()
+    # By Deployment rolled out, the Argo Rollouts whose spec.workloadRef names it: Events name them too.
+    templated_by: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -524,11 +531,17 @@ def judge_roll(
             done.append(RolledOut(kind=rollout.kind, name=rollout.name, hash=rollout.hash))
     rolled_out = done or view.rolled_out
     views = {(w.kind, w.name): w for r in rolled_out if (w := world.workload(r.kind, view.namespace, r.name))}
+    templated_by = {
+        r.name: rollouts
+        for r in rolled_out
+        if r.kind == "Deployment" and (rollouts := world.rollouts_templated_by(view.namespace, r.name))
+    }
     progress = progress_of(
         rolled_out,
         namespace=view.namespace,
         workloads=views,
         just_rolled=frozenset((r.kind, r.name) for r in done if (r.kind, r.name) in views),  # not one gone
+        templated_by=templated_by,
     )
     verdict = judge_rollout(
         namespace=view.namespace,
@@ -538,9 +551,10 @@ def judge_roll(
         blocked=[],
         progress=progress,
         waiting=waiting,
+        unawaited=unawaited_rollouts(view.namespace, templated_by),
     )
     start_next = frozenset(w.kind for w in views.values() if not w.resource.rolls)
-    return Rolled(verdict, rolled_out, list(roll.skipped), start_next=start_next)
+    return Rolled(verdict, rolled_out, list(roll.skipped), start_next=start_next, templated_by=templated_by)
 
 
 # --- Jobs --------------------------------------------------------------------------------------
@@ -621,13 +635,20 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     One Event per change, as Reloader writes, names every value and consumer
     (status.rolledOut holds them all): a new ServiceLink of 256 links is one
     API call. A CronJob is named with "(its next Jobs)": its patched template
-    rolls nothing, only the Jobs it starts next run it. A value another field
+    rolls nothing, only the Jobs it starts next run it. A Deployment whose
+    template Argo Rollouts run is named with them (``describe_workload``). A value another field
     manager changed and we took back gets a Warning of its own.
     """
     plan = written.plan
     before = view.rolled_out
     rolled_now = [
-        f"{r.kind} {view.namespace}/{r.name}" + _started_next(r.kind, rolled)
+        describe_workload(
+            r.kind,
+            view.namespace,
+            r.name,
+            templated_by=rolled.templated_by.get(r.name, ()) if r.kind == "Deployment" else (),
+        )
+        + _started_next(r.kind, rolled)
         for r in rolled.rolled_out
         if r not in before
     ]

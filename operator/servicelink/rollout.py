@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from servicelink.model import (
@@ -193,27 +193,73 @@ def merge_rollouts(value: str | None, rollouts: Iterable[Rollout]) -> str:
     return render_config_hash(value, sources=sources, updates={r.configmap: r.hash for r in shares})
 
 
+def describe_workload(kind: WorkloadKind, namespace: str, name: str, *, templated_by: Sequence[str] = ()) -> str:
+    """Return how Events and conditions name a workload: ``Deployment gallery/web``.
+
+    A Deployment whose pod template Argo Rollouts run (their ``spec.workloadRef``
+    names it) is the workload patched, but its users think in Rollouts, so
+    they are named too: ``Deployment gallery/web-template (the template of
+    Rollout gallery/web)``.
+    """
+    what = f"{kind} {namespace}/{name}"
+    if not templated_by:
+        return what
+    rollouts = ", ".join(f"Rollout {namespace}/{rollout}" for rollout in templated_by)
+    return f"{what} (the template of {rollouts})"
+
+
+def _renamed(progress: Progress, *, plain: str, described: str) -> Progress:
+    """``progress`` with its message's leading workload name ``plain`` (as ``views`` writes it) made ``described``."""
+    if plain == described or not progress.message.startswith(f"{plain}:"):
+        return progress
+    return Progress(progress.state, described + progress.message[len(plain) :])
+
+
 def progress_of(
     rolled_out: Iterable[RolledOut],
     *,
     namespace: str,
     workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
     just_rolled: frozenset[tuple[WorkloadKind, str]],
+    templated_by: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Progress]:
     """Return the progress of each workload a ServiceLink last rolled that still exists.
 
     One patched by this very reconcile is rolling, whatever the watch last
     said of it: that view predates the patch. A CronJob never is: patching
-    it starts no rollout (``views.patched``).
+    it starts no rollout (``views.patched``). ``templated_by`` has, by
+    Deployment name, the Rollouts running its template; a message names them
+    too (``describe_workload``).
     """
     found: list[Progress] = []
     for entry in rolled_out:
         key = (entry.kind, entry.name)
         if key in just_rolled:
-            found.append(patched(workloads[key]))
+            progress = patched(workloads[key])
         elif key in workloads:
-            found.append(workloads[key].progress)
+            progress = workloads[key].progress
+        else:
+            continue
+        rollouts = (templated_by or {}).get(entry.name, ()) if entry.kind == "Deployment" else ()
+        described = describe_workload(entry.kind, namespace, entry.name, templated_by=rollouts)
+        found.append(_renamed(progress, plain=f"{entry.kind} {namespace}/{entry.name}", described=described))
     return found
+
+
+def unawaited_rollouts(namespace: str, templated_by: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return what RolledOut does not wait for: the steps of each Rollout that runs a rolled Deployment's template.
+
+    Patching such a Deployment makes Argo Rollouts start a new revision of the
+    Rollout, with its canary or blue-green steps; RolledOut follows the
+    Deployment patched (which Argo Rollouts usually keeps at zero replicas),
+    not those steps, and says so rather than let "complete" cover them.
+    """
+    return [
+        f"the steps of Rollout {namespace}/{rollout} (it runs Deployment {namespace}/{deployment}'s template;"
+        f" kubectl argo rollouts status {rollout} -n {namespace} follows them)"
+        for deployment, rollouts in sorted(templated_by.items())
+        for rollout in rollouts
+    ]
 
 
 UNKNOWN_HASH = "unknown"

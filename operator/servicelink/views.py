@@ -281,6 +281,8 @@ class WorkloadView:
     rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
     resource_version: str = ""  # guards a patch against a change seen too late
     progress: Progress = Progress("Complete")
+    # A Rollout with spec.workloadRef: the Deployment whose pod template it runs (that one is patched), else None.
+    workload_ref: str | None = None
 
     @property
     def kind(self) -> WorkloadKind:
@@ -303,7 +305,21 @@ class WorkloadView:
             rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
             resource_version=str(metadata.get("resourceVersion", "")),
             progress=read_progress(resource, body),
+            workload_ref=read_workload_ref(resource, body),
         )
+
+
+def read_workload_ref(resource: WorkloadResource, body: Mapping[str, Any]) -> str | None:
+    """Return the Deployment an Argo Rollout's ``spec.workloadRef`` names, or None (another kind, an inline template).
+
+    Only a Deployment counts: it is the workload servicelink patches for such a Rollout.
+    """
+    if resource.kind != "Rollout":
+        return None
+    ref = (body.get("spec") or {}).get("workloadRef") or {}
+    if not isinstance(ref, Mapping) or ref.get("kind") != "Deployment" or not ref.get("name"):
+        return None
+    return str(ref["name"])
 
 
 # A Job condition of status True that ends it, or is about to (the last two, since Kubernetes 1.31, come first:

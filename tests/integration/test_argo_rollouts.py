@@ -191,7 +191,9 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
         stalled = wait_condition(cluster, namespace, "gateway-service", "RolledOut", "False", "RolloutStalled")
         assert "RolloutAborted: metric failed" in stalled["message"]
         set_rollout_status(cluster, namespace, "auth-canary", "Healthy")
-        wait_condition(cluster, namespace, "gateway-service", "RolledOut", "True", "WorkloadsUpdated")
+        done = wait_condition(cluster, namespace, "gateway-service", "RolledOut", "True", "WorkloadsUpdated")
+        # by-ref's Deployment is done, not by-ref's steps: True says it did not wait for them.
+        assert f"not waited for: the steps of Rollout {namespace}/by-ref (" in done["message"]
         status = cluster.get("sl", "gateway-service", "-n", namespace)["status"]
         assert sorted((r["kind"], r["name"]) for r in status["rolledOut"]) == [
             ("Deployment", "by-ref-template"),
@@ -200,6 +202,8 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
         assert condition(cluster.get("sl", "gateway-service", "-n", namespace), "Ready")["status"] == "True"
         (changed,) = [e for e in events(cluster, namespace, "ValueChanged") if "auth-service:4001" in e["message"]]
         assert f"Rollout {namespace}/auth-canary" in changed["message"]
+        by_ref = f"Deployment {namespace}/by-ref-template (the template of Rollout {namespace}/by-ref)"
+        assert by_ref in changed["message"]
 
         # Once each: the Rollout reading only APP_SERVICE_URL and the workloadRef Rollout were never written.
         after = versions(cluster, namespace)

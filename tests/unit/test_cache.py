@@ -259,3 +259,20 @@ def test_a_job_that_finishes_or_goes_reconciles_the_servicelinks_listing_it() ->
     assert cache.drop_job("gallery", "unlisted") == []
     cache.put_servicelink(listing)  # its status no longer lists it
     assert cache.drop_job("gallery", "migrate") == []
+
+
+def test_a_deployment_knows_the_argo_rollouts_whose_workload_ref_names_it() -> None:
+    cache = Cache()
+
+    def rollout(name: str, ref: str | None) -> dict[str, Any]:
+        spec = {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": ref}} if ref else {}
+        return {"metadata": {"name": name, "namespace": "gallery"}, "spec": spec}
+
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("web", "web-template"))
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("canary", "web-template"))
+    assert cache.rollouts_templated_by("gallery", "web-template") == ["canary", "web"]
+    assert cache.rollouts_templated_by("other", "web-template") == []
+    # Pointed elsewhere, or deleted, it is no longer named.
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("canary", None))
+    cache.drop_workload("Rollout", "gallery", "web")
+    assert cache.rollouts_templated_by("gallery", "web-template") == []

@@ -494,6 +494,53 @@ def test_a_cronjob_is_patched_like_any_consumer_and_rolled_out_waits_only_for_th
     assert alone.verdict.reason == c.WORKLOADS_UPDATED
 
 
+def rollout_by_ref(name: str, deployment: str) -> dict[str, Any]:
+    """An Argo Rollout with no template of its own: its ``spec.workloadRef`` names the Deployment that holds it."""
+    return {
+        "metadata": {"name": name, "namespace": NS, "generation": 1, "resourceVersion": "9"},
+        "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}},
+        "status": {"observedGeneration": "1", "phase": "Healthy"},
+    }
+
+
+def test_a_deployment_an_argo_rollout_runs_the_template_of_is_named_with_it_and_its_steps_are_not_claimed() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    cache = world(sl)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("by-ref-template", reads="gw"))
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout_by_ref("by-ref", "by-ref-template"))
+    view, values, written = written_for(
+        sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    spec = parse_spec(sl["spec"])
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
+    assert [(r.kind, r.name) for r in roll.rollouts] == [("Deployment", "by-ref-template")]  # the Rollout: never
+    outcomes = {(r.kind, NS, r.name): None for r in roll.rollouts}
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
+    named = f"Deployment {NS}/by-ref-template (the template of Rollout {NS}/by-ref)"
+    # status.rolledOut keeps what was patched; the condition and the Event name the Rollout too.
+    assert [(r.kind, r.name) for r in rolled.rolled_out] == [("Deployment", "by-ref-template")]
+    assert rolled.verdict == Verdict(False, c.ROLLOUT_IN_PROGRESS, f"{named}: new pods not yet available")
+    (event,) = planner.plan_change_events(view, written=written, rolled=rolled).events
+    assert event.reason == "ValueChanged"
+    assert event.message.endswith(f"rolled {named}")
+    # Argo Rollouts keeps the Deployment at zero replicas: it is done at once. True then says what it did not
+    # wait for: the Rollout's own steps.
+    scaled_down = deployment("by-ref-template", reads="gw")
+    scaled_down["spec"]["replicas"] = 0
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], scaled_down)
+    later = planner.parse_servicelink(body(status={"rolledOut": [r.model_dump() for r in rolled.rolled_out]}))
+    done = planner.judge_roll(later, spec=spec, roll=planner.Roll(None), outcomes={}, world=cache)
+    assert done.verdict.reason == c.WORKLOADS_UPDATED
+    assert done.verdict.message.endswith(
+        f"; not waited for: the steps of Rollout {NS}/by-ref (it runs Deployment {NS}/by-ref-template's template;"
+        f" kubectl argo rollouts status by-ref -n {NS} follows them)"
+    )
+    # Gone, the Rollout is no longer named.
+    cache.drop_workload("Rollout", NS, "by-ref")
+    alone = planner.judge_roll(later, spec=spec, roll=planner.Roll(None), outcomes={}, world=cache)
+    assert "Rollout" not in alone.verdict.message
+
+
 # --- Jobs ----------------------------------------------------------------------------------------
 
 

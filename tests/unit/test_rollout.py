@@ -14,6 +14,7 @@ from servicelink.rollout import (
     Rollout,
     carried_hash,
     consumed,
+    describe_workload,
     find_stale_jobs,
     merge_rollouts,
     parse_config_hash,
@@ -24,6 +25,7 @@ from servicelink.rollout import (
     restore_deferred,
     rollout_settled,
     select_consumers,
+    unawaited_rollouts,
 )
 from servicelink.views import (
     Endpoints,
@@ -34,6 +36,7 @@ from servicelink.views import (
     WorkloadView,
     read_configmaps,
     read_progress,
+    read_workload_ref,
 )
 
 CM = "gateway-service-config"
@@ -268,6 +271,19 @@ def test_an_argo_rollout_is_read_from_its_inline_template_and_one_with_a_workloa
     assert inline.kind == "Rollout"
     # The template lives in the referenced Deployment: that Deployment is the consumer, not the Rollout.
     assert WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("web", None)).reads == {}
+
+
+def test_a_rollouts_workload_ref_names_the_deployment_whose_template_it_runs() -> None:
+    rollout = WORKLOAD_RESOURCES["Rollout"]
+    assert WorkloadView.from_body(rollout, argo_rollout_body("web", None)).workload_ref == "web"
+    assert read_workload_ref(rollout, argo_rollout_body("web", {"containers": []})) is None  # inline template
+    # Only a Deployment is a workload servicelink patches; another kind, or no name, names none.
+    other = argo_rollout_body("web", None)
+    other["spec"]["workloadRef"] = {"apiVersion": "v1", "kind": "PodTemplate", "name": "web"}
+    assert read_workload_ref(rollout, other) is None
+    assert read_workload_ref(rollout, {"spec": {"workloadRef": {"kind": "Deployment"}}}) is None
+    # A Deployment has no workloadRef, whatever its spec holds.
+    assert read_workload_ref(WORKLOAD_RESOURCES["Deployment"], argo_rollout_body("web", None)) is None
 
 
 # --- select_consumers ---------------------------------------------------------------------------------------
@@ -741,6 +757,50 @@ def test_an_argo_rollout_patched_just_now_is_rolling() -> None:
     just = frozenset({("Rollout", "web")})
     assert progress_of(rolled, namespace="gallery", workloads=views, just_rolled=just) == [
         Progress("Progressing", f"{ARGO}: new pods not yet available")
+    ]
+
+
+def test_a_deployment_an_argo_rollout_runs_the_template_of_is_named_with_it() -> None:
+    assert describe_workload("Deployment", "gallery", "web") == "Deployment gallery/web"
+    assert (
+        describe_workload("Deployment", "gallery", "web-template", templated_by=["web"])
+        == "Deployment gallery/web-template (the template of Rollout gallery/web)"
+    )
+    assert describe_workload("Deployment", "gallery", "t", templated_by=["a", "b"]) == (
+        "Deployment gallery/t (the template of Rollout gallery/a, Rollout gallery/b)"
+    )
+
+
+def test_progress_of_names_the_rollouts_of_a_deployment_in_its_message_and_nothing_else() -> None:
+    template = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status())
+    rolled = [RolledOut(kind="Deployment", name="gateway", hash="bb")]
+    views = {("Deployment", "gateway"): template}
+    just = frozenset({("Deployment", "gateway")})
+    assert progress_of(
+        rolled, namespace="gallery", workloads=views, just_rolled=just, templated_by={"gateway": ["gw"]}
+    ) == [
+        Progress(
+            "Progressing", "Deployment gallery/gateway (the template of Rollout gallery/gw): new pods not yet available"
+        )
+    ]
+    # Complete has no message to rename; another Deployment's Rollouts rename nothing.
+    assert progress_of(
+        rolled, namespace="gallery", workloads=views, just_rolled=frozenset(), templated_by={"gateway": ["gw"]}
+    ) == [Progress("Complete")]
+    assert progress_of(
+        rolled, namespace="gallery", workloads=views, just_rolled=just, templated_by={"other": ["gw"]}
+    ) == [ROLLING]
+
+
+def test_what_rolled_out_does_not_wait_for_is_each_rollouts_steps() -> None:
+    assert unawaited_rollouts("gallery", {}) == []
+    assert unawaited_rollouts("gallery", {"t": ["b", "a"], "s": ["c"]}) == [
+        "the steps of Rollout gallery/c (it runs Deployment gallery/s's template;"
+        " kubectl argo rollouts status c -n gallery follows them)",
+        "the steps of Rollout gallery/b (it runs Deployment gallery/t's template;"
+        " kubectl argo rollouts status b -n gallery follows them)",
+        "the steps of Rollout gallery/a (it runs Deployment gallery/t's template;"
+        " kubectl argo rollouts status a -n gallery follows them)",
     ]
 
 
