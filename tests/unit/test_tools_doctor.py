@@ -245,6 +245,28 @@ def test_stale_pods_of_a_mapped_kind_are_not_sent_to_kubectl_rollout_restart() -
     )
 
 
+def test_stale_pods_of_an_argo_rollout_are_restarted_with_argos_kubectl_plugin() -> None:
+    spec = deployment("canary", env=[], env_from="web-config")["spec"]
+    rollout = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "canary", "namespace": "shop"},
+        "spec": {**spec, "strategy": {"canary": {"steps": [{"setWeight": 20}]}}},
+    }
+    objects = [
+        *CLUSTER,
+        configmap("web-config", {"API_URL": "http://api:8080"}, "2026-01-02T00:00:00Z"),
+        rollout,
+        pod("canary", "2026-01-01T12:00:00Z"),
+    ]
+    (report,) = examine(ClusterState.from_objects(objects), cluster_domain="c")
+    (stale,) = report.findings[0].problems
+    assert stale.check == "StalePods"
+    # kubectl rollout restart has no Rollout kind: Argo's plugin sets spec.restartAt instead.
+    assert stale.fix.startswith("kubectl argo rollouts restart canary -n shop (Argo Rollouts' kubectl plugin: it sets")
+    assert "kubectl rollout restart" not in stale.fix
+
+
 def test_doctor_names_a_mapped_kind_as_kubectl_get_does() -> None:
     mapped = {WORKER.kind: WORKER}
     for text in ("Worker.batch.example.com", "worker.batch.example.com", "workers.batch.example.com"):

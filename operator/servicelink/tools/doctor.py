@@ -133,6 +133,12 @@ FIXES = {
     ),
     CONFIGMAP_NOT_FOUND: "create ConfigMap {configmap}, or mark the reference optional",
 }
+# StalePods of an Argo Rollout: kubectl rollout restart knows no Rollout; Argo's own kubectl plugin restarts one.
+STALE_ROLLOUT_PODS_FIX = (
+    "kubectl argo rollouts restart {name} -n {namespace} (Argo Rollouts' kubectl plugin: it sets spec.restartAt,"
+    " and Argo Rollouts replaces the pods, without a new revision's steps); a ServiceLink on the key rolls"
+    " consumers when it changes (servicelink adopt)"
+)
 # StalePods of a mapped kind: kubectl rollout restart knows only Kubernetes' own kinds.
 STALE_MAPPED_PODS_FIX = (
     "change an annotation in {workload}'s pod template (at {template}) so its controller starts new pods, or delete"
@@ -297,6 +303,9 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
                 if kind in state.mapped:
                     template = "." + ".".join(resource.template)
                     fix = STALE_MAPPED_PODS_FIX.format(workload=workload_ref, template=template)
+                    stale_problem = Problem(STALE_PODS, message, fix)
+                elif kind == "Rollout":
+                    fix = STALE_ROLLOUT_PODS_FIX.format(name=metadata.get("name"), namespace=namespace)
                     stale_problem = Problem(STALE_PODS, message, fix)
                 else:
                     check = STALE_JOB_PODS if kind in REPORTED_KINDS else STALE_PODS
