@@ -159,9 +159,7 @@ async def mapping_changed(*, type: str, name: str, body: kopf.Body, memo: Memo, 
     if type == "DELETED":
         runtime.forget_mapping(name)
         return
-    resource = await runtime.reconcile_mapping(body)
-    if resource is not None:
-        watch_workloads([resource])
+    await runtime.reconcile_mapping(body)  # a kind it follows is watched through runtime.on_followed
 
 
 _JOB = REPORTED_RESOURCES["Job"]
@@ -243,7 +241,8 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     watch_workloads([WORKLOAD_RESOURCES[kind] for kind in config.workload_kinds])
     runtime = await start_runtime(config)
     memo.runtime = runtime
-    watch_workloads(list(runtime.mapped.values()))
+    watch_workloads(list(runtime.mapped.values()))  # followed by the first list, before this hook was set
+    runtime.on_followed = lambda resource: watch_workloads([resource])
     if insights is not None:
         memo.follow = asyncio.create_task(
             follow_kinds(runtime.kinds, insights=insights, settings=settings), name="servicelink-discovery"

@@ -10,6 +10,7 @@ import datetime
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from servicelink import metrics
 from servicelink.cache import Cache
+from servicelink.conditions import FORBIDDEN, KIND_NOT_SERVED
 from servicelink.kube import (
     ApiError,
     Conflict,
@@ -44,6 +46,20 @@ from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
+# A mapping whose kind is not served or not granted is checked again after this many seconds, then twice as
+# late each time, up to the cap: one discovery read (and three access reviews once served) per check.
+MAPPING_RECHECK_FIRST = 2.0
+MAPPING_RECHECK_MAX = 60.0
+RECHECKED_REASONS = frozenset({KIND_NOT_SERVED, FORBIDDEN})
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    body: Mapping[str, Any]  # the mapping as last seen, with the status last written
+    delay: float
+    due: float  # time.monotonic() of the next check
+
+
 _T = TypeVar("_T")
 
 LEASE_SECONDS = 15  # a Lease not renewed for this long may be taken over
@@ -64,6 +80,11 @@ class Runtime:
     election: asyncio.Task[None] | None = None
     # The kinds WorkloadMappings map and the operator follows, by mapping name (<plural>.<group>).
     mapped: dict[str, WorkloadResource] = field(default_factory=dict)
+    # Mappings whose kind is not served or not granted yet, checked again until it is (``recheck_mappings``).
+    waiting: dict[str, _Waiting] = field(default_factory=dict)
+    # Called with each kind a mapping starts following, so kopf watches it (handlers.watch_workloads).
+    on_followed: Callable[[WorkloadResource], None] = lambda resource: None
+    recheck: asyncio.Task[None] | None = None
 
     def kinds(self) -> list[WorkloadResource]:
         """Every kind the operator follows now: the built-in ones its settings enable, then the mapped ones."""
@@ -76,13 +97,16 @@ class Runtime:
     async def _run(self, call: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    async def reconcile_mapping(self, body: Mapping[str, Any]) -> WorkloadResource | None:
+    async def reconcile_mapping(self, body: Mapping[str, Any], *, again: bool = False) -> WorkloadResource | None:
         """Follow the kind a WorkloadMapping maps, if it can be; write the mapping's status if it changed.
 
         Return the kind followed, or None. Following it lists its objects into
-        the cache; the caller makes kopf watch it. A mapping that changed its
-        kind or path replaces what was followed under it; one that fails a
-        check (``mapping.plan_mapping``) stops it being followed.
+        the cache, and ``on_followed`` makes kopf watch it. A mapping that changed
+        its kind or path replaces what was followed under it; one that fails a
+        check (``mapping.plan_mapping``) stops it being followed. One whose kind
+        is not served or not granted yet waits to be checked ``again`` by
+        ``recheck_mappings``, each time twice as late, the first time as soon as
+        it changes.
         """
         metadata = body.get("metadata") or {}
         name, generation = str(metadata.get("name", "")), int(metadata.get("generation") or 0)
@@ -128,6 +152,9 @@ class Runtime:
         status = plan_mapping_status(
             body.get("status") or {}, ready, followed=count, generation=generation, now=utc_now()
         )
+        self._wait(name, body if status is None else {**body, "status": status}, ready.reason, again=again)
+        if followed is not None:
+            self.on_followed(followed)
         if status is not None and self.queue.active.is_set():  # the leader writes; the others follow quietly
             await self._run(functools.partial(self.kube.patch_mapping_status, name=name, status=status))
             event = plan_mapping_event(body.get("status") or {}, ready)
@@ -168,7 +195,23 @@ class Runtime:
 
     def forget_mapping(self, name: str) -> None:
         """A WorkloadMapping was deleted: stop following its kind and forget its objects."""
+        self.waiting.pop(name, None)
         self._set_mapped(name, None)
+
+    def _wait(self, name: str, body: Mapping[str, Any], reason: str, *, again: bool) -> None:
+        if reason not in RECHECKED_REASONS:
+            self.waiting.pop(name, None)
+            return
+        before = self.waiting.get(name)
+        delay = min(before.delay * 2, MAPPING_RECHECK_MAX) if again and before else MAPPING_RECHECK_FIRST
+        self.waiting[name] = _Waiting(body, delay, time.monotonic() + delay)
+
+    async def recheck_mappings(self) -> None:
+        """Check again each waiting mapping that is due: its CRD may be installed, or its grant given, since."""
+        now = time.monotonic()
+        for name, waiting in list(self.waiting.items()):
+            if waiting.due <= now and self.waiting.get(name) is waiting:
+                await self.reconcile_mapping(waiting.body, again=True)
 
     async def relist(self) -> None:
         """Rebuild the cache from one fresh list of every watched kind."""
@@ -190,14 +233,25 @@ class Runtime:
                 return await gather(calls)
             except ApiError as error:
                 # An optional kind whose CRD is not installed (yet): none of it. Once it is served, kopf
-                # starts its watch (handlers.follow_optional_kinds sees to it), and the watch fills the cache.
+                # starts its watch (handlers.follow_kinds sees to it), and the watch fills the cache.
                 if error.status != 404 or not resource.optional:
                     raise
                 what = resource.kind
                 log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", what)
                 return []
 
-        for mapping in await self._run(self.kube.list_mappings):
+        try:
+            mappings = await self._run(self.kube.list_mappings)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            # An install from before WorkloadMappings: their CRD is missing. The built-in kinds are followed.
+            log.warning("the WorkloadMapping CRD is not installed: no kind is mapped (apply crds/servicelink.yaml)")
+            mappings = []
+        listed = {str((m.get("metadata") or {}).get("name", "")) for m in mappings}
+        for name in [n for n in (*self.mapped, *self.waiting) if n not in listed]:
+            self.forget_mapping(name)  # deleted while no watch saw it
+        for mapping in mappings:
             await self.reconcile_mapping(mapping)
         resources = [WORKLOAD_RESOURCES[kind] for kind in self.settings.workload_kinds]
         since = self.cache.mark()
@@ -241,6 +295,7 @@ async def start_runtime(config: Settings) -> Runtime:
     queue.start(active=not config.leader_elect)
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
+    runtime.recheck = asyncio.create_task(_recheck(runtime), name="servicelink-mappings")
     if config.leader_elect:
         identity = f"{instance_name()}-{os.getpid()}"
         runtime.election = asyncio.create_task(_elect(runtime, identity), name="servicelink-election")
@@ -249,11 +304,21 @@ async def start_runtime(config: Settings) -> Runtime:
 
 async def stop_runtime(runtime: Runtime) -> None:
     """Stop the resync timer, the election and the workers; reconciles in flight are cancelled."""
-    for task in (runtime.resync, runtime.election):
+    for task in (runtime.resync, runtime.recheck, runtime.election):
         if task is not None:
             task.cancel()
     await runtime.queue.stop()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _recheck(runtime: Runtime) -> None:
+    """Until cancelled, check the waiting mappings that are due (``Runtime.recheck_mappings``)."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await runtime.recheck_mappings()
+        except Exception as error:  # the API server may be away; the next round retries
+            log.debug("could not check the waiting WorkloadMappings: %s", error)
 
 
 async def _resync(runtime: Runtime) -> None:

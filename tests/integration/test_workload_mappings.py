@@ -287,3 +287,35 @@ def test_a_kind_mapped_while_the_operator_runs_is_watched_without_a_restart_or_a
         assert widget_meta(cluster, namespace, "late") == patched
     finally:
         stop(process)
+
+
+def test_a_mapping_applied_before_its_crd_is_followed_once_the_crd_is_installed(
+    cluster: Cluster, namespace: str, kubeconfig_env: Path, widgets: None, tmp_path: Path
+) -> None:
+    cluster.kubectl("delete", "crd", MAPPING, "--wait=true")
+    # A resync far away: only the operator's own re-check of a waiting mapping can find the new CRD in time.
+    process = start_operator_process(kubeconfig_env, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="600")
+    try:
+        cluster.apply(mapping())
+        wait_ready(cluster, "KindNotServed")
+        cluster.apply(WIDGET_CRD)
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{MAPPING}")
+        started = time.monotonic()
+        watching = wait_ready(cluster, "Watching")
+        print(f"\n[servicelink] mapping followed {time.monotonic() - started:.1f} s after its CRD was established")
+        assert watching["status"] == "True"
+        cluster.apply(
+            [
+                service("auth-service", namespace, 3001),
+                widget("web", namespace, {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}),
+                servicelink(
+                    "gateway-service", namespace, CONFIGMAP, {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
+                ),
+            ]
+        )
+        wait_condition(cluster, namespace, "gateway-service", "Ready", "True", timeout=10)
+        cluster.apply(service("auth-service", namespace, 4001))
+        expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
+        assert wait_for(lambda: widget_meta(cluster, namespace, "web")[2], timeout=10, what="web patched") == expected
+    finally:
+        stop(process)
