@@ -174,7 +174,7 @@ ANNOTATIONS: tuple[Annotation, ...] = (
     Annotation(
         ROLLABLE_BY_ANNOTATION,
         "the workload's owner",
-        f"a {_WORKLOAD_KINDS_TEXT} (its own metadata)",
+        f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",
         "ServiceLink names of the same namespace, comma-separated, or `*`",
         "a workload named or selected in `spec.workloads` that does not read the ConfigMap is rolled; without it"
         " the ServiceLink reports `WorkloadNotOptedIn`",
@@ -182,7 +182,8 @@ ANNOTATIONS: tuple[Annotation, ...] = (
     Annotation(
         CONFIG_HASH_ANNOTATION,
         "the operator",
-        "the pod template of each workload a ServiceLink rolls (a CronJob's: its jobTemplate's)",
+        "the pod template of each workload a ServiceLink rolls (a CronJob's: its jobTemplate's; a mapped kind's: where"
+        " its WorkloadMapping's spec.template points)",
         "a hash such as `a191b442` for one servicelink ConfigMap; `name=hash` entries such as"
         " `app-service-config=ac90f122,common-config=5d0c2f7e` for several",
         "the hash of the values the pods read; changing it is the rollout",
@@ -365,7 +366,8 @@ class Workloads(_Strict):
         " CronJob is not rolled: its pod template is annotated, so the Jobs it starts from then on read the"
         " current values; Jobs already running are left alone. An Argo Rollout (when the operator watches them) is"
         " rolled through its pod template, so its canary or blue-green steps run; one with spec.workloadRef has"
-        " none, and the Deployment it references is the consumer.",
+        " none, and the Deployment it references is the consumer. An object of a kind a WorkloadMapping maps is"
+        " followed like a Deployment, through the pod template the mapping points at.",
     )
     names: list[WorkloadRef] = Field(
         default_factory=list,
