@@ -1,9 +1,7 @@
 """WorkloadMappings: a kind of the test's own CRD, followed and rolled like a Deployment once a mapping names it.
 
-The CRD ``widgets.test.servicelink.dev`` serves a namespaced ``Widget`` whose pod
-template sits at ``.spec.template``; no controller runs for it, so only
-servicelink writes its spec (its generation). A mapping that cannot be followed
-says why in its status and stops nothing else.
+The kind is Widget (widgets.py), whose objects only servicelink writes. A
+mapping that cannot be followed says why in its status and stops nothing else.
 """
 
 from __future__ import annotations
@@ -11,67 +9,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from objects import condition, deployment, events, service, servicelink, wait_condition
+from objects import deployment, events, service, servicelink, wait_condition
+from widgets import GROUP, KIND, MAPPING, WIDGET_CRD, mapping, wait_ready, widget, widget_meta
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
-HASH = "servicelink.dev/config-hash"
 CONFIGMAP = "gateway-service-config"
-GROUP = "test.servicelink.dev"
-MAPPING = f"widgets.{GROUP}"
-KIND = f"Widget.{GROUP}"
 RESYNC = 4  # seconds: more than the test operator's resync of 3
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": MAPPING},
-    "spec": {
-        "group": GROUP,
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
-
-
-def mapping(name: str = MAPPING, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "servicelink.dev/v1alpha1",
-        "kind": "WorkloadMapping",
-        "metadata": {"name": name},
-        "spec": {"kind": "Widget", "version": "v1", "template": ".spec.template", **spec},
-    }
-
-
-def widget(name: str, namespace: str, key_refs: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """A Widget whose pod template reads keys of a ConfigMap, where a Deployment holds its own."""
-    body = deployment(name, namespace, key_refs=key_refs)
-    return {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": body["metadata"], "spec": body["spec"]}
-
-
-@pytest.fixture
-def widgets(cluster: Cluster, crd: Path) -> Iterator[None]:
-    """The Widget CRD, served; it and every WorkloadMapping deleted afterwards (both are cluster-scoped)."""
-    cluster.apply(WIDGET_CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{MAPPING}")
-    wait_for(lambda: cluster.kubectl("get", "widgets", "-A", check=False).returncode == 0, what="widgets served")
-    yield
-    cluster.kubectl("delete", "workloadmappings", "--all", "--wait=true")
-    cluster.kubectl("delete", "crd", MAPPING, "--wait=true")
 
 
 def stop(process: OperatorProcess) -> None:
@@ -79,30 +27,9 @@ def stop(process: OperatorProcess) -> None:
     print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
 
 
-def ready(cluster: Cluster, name: str = MAPPING) -> dict[str, Any]:
-    return condition(cluster.get("workloadmapping", name), "Ready")
-
-
-def wait_ready(cluster: Cluster, reason: str, name: str = MAPPING) -> dict[str, Any]:
-    def found() -> dict[str, Any] | None:
-        body = cluster.get("workloadmapping", name) or {}
-        got = condition(body, "Ready")
-        return got if got.get("reason") == reason else None
-
-    result: dict[str, Any] = wait_for(found, what=f"{name}: Ready {reason}")
-    return result
-
-
 def mapping_events(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
     found = cluster.get("events", "-n", "default", "--field-selector", f"involvedObject.name={MAPPING}")
     return [e for e in (found or {}).get("items") or () if e["reason"] == reason]
-
-
-def widget_meta(cluster: Cluster, namespace: str, name: str) -> tuple[str, int, str | None]:
-    """(resourceVersion, generation, config hash) of a Widget."""
-    body = cluster.get("widget", name, "-n", namespace)
-    annotations = (body["spec"]["template"].get("metadata") or {}).get("annotations") or {}
-    return body["metadata"]["resourceVersion"], body["metadata"]["generation"], annotations.get(HASH)
 
 
 def test_a_mapped_kind_is_followed_and_rolled_once_like_a_deployment(
