@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from objects import SEED_CONFIG, gallery_conditions, gallery_configmaps
+import yaml
+from objects import SEED_CONFIG, data, gallery_conditions, gallery_configmaps, service, servicelink, set_port
 from objects import service_account_kubeconfig as service_account_kubeconfig_for
+from widgets import GROUP, MAPPING, mapping, wait_ready, widget, widget_meta
 
 from servicelink.kube import RBAC_RULES
+from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, start_operator_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+HOW_TO = REPO / "docs" / "how-to" / "follow-any-kind.md"
 NAMESPACE = "servicelink-system"
 ACCOUNT = f"system:serviceaccount:{NAMESPACE}:servicelink"
 GRANTED = [(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs]
@@ -203,6 +209,77 @@ def test_operator_as_its_service_account_serves_the_gallery(
         raise AssertionError(f"{error}\n--- operator log (tail) ---\n{process.log()[-6000:]}") from None
     finally:
         process.stop()
+
+
+def how_to_grant(plural: str, group: str) -> list[dict[str, Any]]:
+    """The ClusterRole and its binding that the how-to has a manifests/ user apply, for ``plural`` of ``group``
+    in place of its CloneSets."""
+    section = HOW_TO.read_text().split("## Map it with manifests/", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    block = block.replace("clonesets", plural).replace("apps.kruise.io", group)
+    return [doc for doc in yaml.safe_load_all(block) if doc["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def show(cluster: Cluster, *args: str) -> str:
+    """Run ``kubectl *args`` and print it as a terminal shows it (the how-to's figures come from these)."""
+    out = cluster.kubectl(*args, check=False).stdout
+    print(f"\n$ kubectl {' '.join(args)}\n{out}", end="", file=sys.stderr)
+    return out
+
+
+def test_a_mapped_kind_is_forbidden_to_the_service_account_until_granted_as_the_how_to_says(
+    cluster: Cluster, service_account_kubeconfig: Path, widgets: None, namespace: str, tmp_path: Path
+) -> None:
+    grant = how_to_grant("widgets", GROUP)
+    assert [doc["kind"] for doc in grant] == ["ClusterRole", "ClusterRoleBinding"]
+    configmap = "gateway-config"
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            widget("reads-auth", namespace, {"AUTH_URL": (configmap, "AUTH_SERVICE_URL")}),
+            servicelink("gateway", namespace, configmap, {"key": "AUTH_SERVICE_URL", "service": "auth-service"}),
+            mapping(),
+        ]
+    )
+    can_i_patch = ("auth", "can-i", "patch", MAPPING, f"--as={ACCOUNT}")
+    # No resync in the test's time: the grant is found by the touch below, or by the mapping's own re-check.
+    process = start_operator_process(
+        service_account_kubeconfig, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="600"
+    )
+    try:
+        forbidden = wait_ready(cluster, "Forbidden")
+        assert forbidden["status"] == "False"
+        assert f"may not list, watch, patch {MAPPING}: " in forbidden["message"]
+        assert "the chart's workloadMappings value" in forbidden["message"]
+        assert show(cluster, *can_i_patch) == "no\n"
+        table = show(cluster, "get", "workloadmappings")
+        assert table.splitlines()[1].split()[:6] == [MAPPING, "Widget", "v1", ".spec.template", "False", "Forbidden"]
+        # Not followed: a changed value reaches the ConfigMap and rolls no Widget.
+        before = widget_meta(cluster, namespace, "reads-auth")
+        set_port(cluster, namespace, "auth-service", 4001)
+        wait_for(lambda: "4001" in str(data(cluster, namespace, configmap)), what="the ConfigMap at 4001")
+        time.sleep(1)
+        assert widget_meta(cluster, namespace, "reads-auth") == before
+
+        cluster.apply(grant)
+        wait_for(lambda: cluster.kubectl(*can_i_patch, check=False).stdout == "yes\n", what="the grant")
+        show(cluster, *can_i_patch)
+        cluster.kubectl("annotate", "slwm", MAPPING, "servicelink.dev/checked=1", "--overwrite")
+        watching = wait_ready(cluster, "Watching", timeout=10)
+        assert watching["status"] == "True"
+        table = show(cluster, "get", "workloadmappings")
+        assert table.splitlines()[1].split()[4:6] == ["True", "Watching"]
+        assert widget_meta(cluster, namespace, "reads-auth") == before  # followed, not rolled: nothing changed
+
+        set_port(cluster, namespace, "auth-service", 4002)
+        expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4002"})
+        got = wait_for(lambda: widget_meta(cluster, namespace, "reads-auth")[2], timeout=10, what="the Widget rolled")
+        assert got == expected
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- operator log (tail) ---\n{process.log()[-6000:]}") from None
+    finally:
+        process.stop()
+        cluster.kubectl("delete", *(f"{d['kind']}/{d['metadata']['name']}" for d in grant), "--ignore-not-found")
 
 
 def test_operator_serves_metrics_and_health(cluster: Cluster, crd: Any, namespace: str, tmp_path: Path) -> None:
