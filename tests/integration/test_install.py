@@ -241,7 +241,7 @@ def test_a_mapped_kind_is_forbidden_to_the_service_account_until_granted_as_the_
             mapping(),
         ]
     )
-    can_i_patch = ("auth", "can-i", "patch", MAPPING, f"--as={ACCOUNT}")
+    can_i_patch = ("auth", "can-i", "patch", MAPPING, "--all-namespaces", f"--as={ACCOUNT}")
     # No resync in the test's time: the grant is found by the touch below, or by the mapping's own re-check.
     process = start_operator_process(
         service_account_kubeconfig, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="600"
