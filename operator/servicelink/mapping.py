@@ -23,7 +23,6 @@ from servicelink.model import (
 
 # The verbs the operator needs on a mapped kind: its watch lists and watches, a rollout patches.
 MAPPED_VERBS = ("list", "watch", "patch")
-READY_TYPE = c.READY
 _NAMED = 3  # objects a TemplateNotFound message names before "and N more"
 
 
@@ -135,7 +134,7 @@ def plan_mapping_event(current: Mapping[str, Any], ready: Condition) -> MappingE
     a count of followed objects moving is no Event either.
     """
     before = next(
-        (c.get("reason") for c in (current or {}).get("conditions") or () if c.get("type") == READY_TYPE), None
+        (each.get("reason") for each in (current or {}).get("conditions") or () if each.get("type") == c.READY), None
     )
     if before == ready.reason:
         return None
