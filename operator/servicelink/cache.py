@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelink.model import WorkloadKind, WorkloadResource
-from servicelink.rollout import rollout_settled
-from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView, slim
+from servicelink.rollout import follow_rollouts, rollout_settled
+from servicelink.views import Claim, Endpoints, JobView, ObjectKey, Progress, ServiceView, WorkloadView, slim
 
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -319,27 +319,62 @@ class Cache:
         """Record a Deployment, StatefulSet, DaemonSet, CronJob or Rollout, by the ConfigMaps its pods read.
 
         Return the ServiceLinks that may have rolled it when its rollout completes
-        or stalls (``rollout_settled``); a replica coming up returns none.
+        or stalls (``rollout_settled``); a replica coming up returns none. A
+        Rollout with ``spec.workloadRef`` settles the Deployment it names too:
+        that Deployment's progress is the Rollout's (``follow_rollouts``).
         """
         namespace, name = _meta(body)
         key: WorkloadKey = (resource.kind, namespace, name)
-        before = self._forget_workload(key)
-        self._touch(resource.kind, (namespace, name))
         view = WorkloadView.from_body(resource, body)
+        old = self._workloads.get(key)
+        following = self._following(key, old, view)
+        before = {k: self._progress(k) for k in following}
+        self._forget_workload(key)
+        self._touch(resource.kind, (namespace, name))
         self._workloads[key] = view
         self._by_namespace[namespace].add(key)
         for configmap in view.reads:
             self._readers[(namespace, configmap)].add(key)
         if view.workload_ref is not None:
             self._templated_by[(namespace, view.workload_ref)].add(name)
-        settled = rollout_settled(before.progress if before else None, view.progress)
-        return self.servicelinks_rolling(key) if settled else []
+        return self._settled(before)
 
     def drop_workload(self, kind: WorkloadKind, namespace: str, name: str) -> list[ObjectKey]:
-        """Forget a deleted workload; return no ServiceLinks (a deleted workload rolls nothing)."""
+        """Forget a deleted workload; return the ServiceLinks of the Deployment a deleted Rollout's
+        ``spec.workloadRef`` named, if its progress settles so (a deleted workload itself rolls nothing)."""
+        key: WorkloadKey = (kind, namespace, name)
+        following = [k for k in self._following(key, self._workloads.get(key), None) if k != key]
+        before = {k: self._progress(k) for k in following}
         self._touch(kind, (namespace, name))
-        self._forget_workload((kind, namespace, name))
-        return []
+        self._forget_workload(key)
+        return self._settled(before)
+
+    @staticmethod
+    def _following(key: WorkloadKey, old: WorkloadView | None, new: WorkloadView | None) -> list[WorkloadKey]:
+        """The workloads whose progress a change of ``key`` from ``old`` to ``new`` may move: it, and the
+        Deployments its ``spec.workloadRef`` names before and after."""
+        refs = {view.workload_ref for view in (old, new) if view is not None and view.workload_ref is not None}
+        return [key, *(("Deployment", key[1], ref) for ref in sorted(refs))]
+
+    def _progress(self, key: WorkloadKey) -> Progress | None:
+        """A workload's progress as RolledOut reads it (``follow_rollouts`` for a Deployment Rollouts run); None
+        when unknown."""
+        view = self._workloads.get(key)
+        if view is None:
+            return None
+        if key[0] != "Deployment":
+            return view.progress
+        rollouts = (self._workloads.get(("Rollout", key[1], r)) for r in self.rollouts_templated_by(key[1], key[2]))
+        return follow_rollouts(view, [r for r in rollouts if r is not None])
+
+    def _settled(self, before: Mapping[WorkloadKey, Progress | None]) -> list[ObjectKey]:
+        """The ServiceLinks that may have rolled each workload of ``before`` whose rollout settled since."""
+        found: list[ObjectKey] = []
+        for key, progress in before.items():
+            after = self._progress(key)
+            if after is not None and rollout_settled(progress, after):
+                found.extend(self.servicelinks_rolling(key))
+        return found
 
     def _forget_workload(self, key: WorkloadKey) -> WorkloadView | None:
         view = self._workloads.pop(key, None)

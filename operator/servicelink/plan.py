@@ -47,7 +47,6 @@ from servicelink.rollout import (
     progress_of,
     restore_deferred,
     select_consumers,
-    unawaited_rollouts,
 )
 from servicelink.status import (
     Verdict,
@@ -536,12 +535,19 @@ def judge_roll(
         for r in rolled_out
         if r.kind == "Deployment" and (rollouts := world.rollouts_templated_by(view.namespace, r.name))
     }
+    rollout_views = {
+        name: found
+        for names in templated_by.values()
+        for name in names
+        if (found := world.workload("Rollout", view.namespace, name))
+    }
     progress = progress_of(
         rolled_out,
         namespace=view.namespace,
         workloads=views,
         just_rolled=frozenset((r.kind, r.name) for r in done if (r.kind, r.name) in views),  # not one gone
         templated_by=templated_by,
+        rollouts=rollout_views,
     )
     verdict = judge_rollout(
         namespace=view.namespace,
@@ -551,7 +557,6 @@ def judge_roll(
         blocked=[],
         progress=progress,
         waiting=waiting,
-        unawaited=unawaited_rollouts(view.namespace, templated_by),
     )
     start_next = frozenset(w.kind for w in views.values() if not w.resource.rolls)
     return Rolled(verdict, rolled_out, list(roll.skipped), start_next=start_next, templated_by=templated_by)

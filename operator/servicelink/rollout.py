@@ -215,6 +215,41 @@ def _renamed(progress: Progress, *, plain: str, described: str) -> Progress:
     return Progress(progress.state, described + progress.message[len(plain) :])
 
 
+def follow_rollouts(
+    deployment: WorkloadView, rollouts: Sequence[WorkloadView], *, patched_now: bool = False
+) -> Progress:
+    """Return the progress of a Deployment whose pod template the Argo Rollouts ``rollouts`` run (``workloadRef``).
+
+    Patching such a Deployment makes Argo Rollouts start a new revision of
+    each Rollout, with its canary or blue-green steps: those are what roll the
+    pods, so they are what is waited for, not the Deployment's own replicas
+    (Argo Rollouts usually keeps it at zero). A Rollout is ``Progressing``
+    until its ``status.workloadObservedGeneration`` equals the Deployment's
+    generation (its controller has seen the new template; ``patched_now``:
+    this very reconcile patched it, so none has); then its progress is its
+    phase (``views.read_argo_progress``: ``Degraded`` is ``Stalled``). Of
+    several Rollouts, the first stalled one, else the first progressing one,
+    else ``Complete``. With no Rollout, the Deployment's own progress.
+    """
+    if not rollouts:
+        return patched(deployment) if patched_now else deployment.progress
+    found: list[Progress] = []
+    for rollout in sorted(rollouts, key=lambda r: r.name):
+        if patched_now or rollout.workload_generation != str(deployment.generation):
+            what = f"Rollout {rollout.namespace}/{rollout.name}"
+            unseen = (
+                f"Argo Rollouts has not yet seen the new template of Deployment {rollout.namespace}/{deployment.name}"
+            )
+            found.append(Progress("Progressing", f"{what}: {unseen}"))
+        else:
+            found.append(rollout.progress)
+    for state in ("Stalled", "Progressing"):
+        for progress in found:
+            if progress.state == state:
+                return progress
+    return Progress("Complete")
+
+
 def progress_of(
     rolled_out: Iterable[RolledOut],
     *,
@@ -222,44 +257,28 @@ def progress_of(
     workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
     just_rolled: frozenset[tuple[WorkloadKind, str]],
     templated_by: Mapping[str, Sequence[str]] | None = None,
+    rollouts: Mapping[str, WorkloadView] | None = None,
 ) -> list[Progress]:
     """Return the progress of each workload a ServiceLink last rolled that still exists.
 
     One patched by this very reconcile is rolling, whatever the watch last
     said of it: that view predates the patch. A CronJob never is: patching
     it starts no rollout (``views.patched``). ``templated_by`` has, by
-    Deployment name, the Rollouts running its template; a message names them
-    too (``describe_workload``).
+    Deployment name, the Rollouts running its template, and ``rollouts`` their
+    views by name: such a Deployment's progress is theirs (``follow_rollouts``),
+    and a message naming the Deployment names them too (``describe_workload``).
     """
     found: list[Progress] = []
     for entry in rolled_out:
         key = (entry.kind, entry.name)
-        if key in just_rolled:
-            progress = patched(workloads[key])
-        elif key in workloads:
-            progress = workloads[key].progress
-        else:
+        if key not in workloads:
             continue
-        rollouts = (templated_by or {}).get(entry.name, ()) if entry.kind == "Deployment" else ()
-        described = describe_workload(entry.kind, namespace, entry.name, templated_by=rollouts)
+        names = (templated_by or {}).get(entry.name, ()) if entry.kind == "Deployment" else ()
+        views = [view for name in names if (view := (rollouts or {}).get(name)) is not None]
+        progress = follow_rollouts(workloads[key], views, patched_now=key in just_rolled)
+        described = describe_workload(entry.kind, namespace, entry.name, templated_by=names)
         found.append(_renamed(progress, plain=f"{entry.kind} {namespace}/{entry.name}", described=described))
     return found
-
-
-def unawaited_rollouts(namespace: str, templated_by: Mapping[str, Sequence[str]]) -> list[str]:
-    """Return what RolledOut does not wait for: the steps of each Rollout that runs a rolled Deployment's template.
-
-    Patching such a Deployment makes Argo Rollouts start a new revision of the
-    Rollout, with its canary or blue-green steps; RolledOut follows the
-    Deployment patched (which Argo Rollouts usually keeps at zero replicas),
-    not those steps, and says so rather than let "complete" cover them.
-    """
-    return [
-        f"the steps of Rollout {namespace}/{rollout} (it runs Deployment {namespace}/{deployment}'s template;"
-        f" kubectl argo rollouts status {rollout} -n {namespace} follows them)"
-        for deployment, rollouts in sorted(templated_by.items())
-        for rollout in rollouts
-    ]
 
 
 UNKNOWN_HASH = "unknown"

@@ -81,7 +81,6 @@ def judge_rollout(
     blocked: Sequence[Deferred],
     progress: Sequence[Progress],
     waiting: int = 0,
-    unawaited: Sequence[str] = (),
 ) -> Verdict:
     """RolledOut: True once every consumer this ServiceLink rolled runs its new pods available.
 
@@ -91,8 +90,6 @@ def judge_rollout(
     changed link's Service has a ready endpoint (``WaitingForEndpoints``), new
     pods not yet available (``RolloutInProgress``). All are False: the pods do
     not carry the current values yet, so neither is the ServiceLink Ready.
-    True says what it did not wait for (``unawaited``: an Argo Rollout's steps,
-    ``rollout.unawaited_rollouts``).
     """
     where = f"ConfigMap {namespace}/{configmap}"
     if failures:
@@ -115,8 +112,6 @@ def judge_rollout(
     message = f"consumers of {where} carry its current hash and their rollouts are complete"
     if waiting:
         message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
-    if unawaited:
-        message += f"; not waited for: {'; '.join(unawaited)}"
     return Verdict(True, c.WORKLOADS_UPDATED, truncate(message))
 
 

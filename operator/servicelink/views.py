@@ -283,6 +283,9 @@ class WorkloadView:
     progress: Progress = Progress("Complete")
     # A Rollout with spec.workloadRef: the Deployment whose pod template it runs (that one is patched), else None.
     workload_ref: str | None = None
+    generation: int = 0  # metadata.generation: a Rollout's workload_generation is compared with a Deployment's
+    # A Rollout with spec.workloadRef: the generation of that Deployment its controller last saw (a string there).
+    workload_generation: str = ""
 
     @property
     def kind(self) -> WorkloadKind:
@@ -306,6 +309,8 @@ class WorkloadView:
             resource_version=str(metadata.get("resourceVersion", "")),
             progress=read_progress(resource, body),
             workload_ref=read_workload_ref(resource, body),
+            generation=int(metadata.get("generation") or 0),
+            workload_generation=str((body.get("status") or {}).get("workloadObservedGeneration") or ""),
         )
 
 

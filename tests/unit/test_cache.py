@@ -276,3 +276,52 @@ def test_a_deployment_knows_the_argo_rollouts_whose_workload_ref_names_it() -> N
     cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("canary", None))
     cache.drop_workload("Rollout", "gallery", "web")
     assert cache.rollouts_templated_by("gallery", "web-template") == []
+
+
+def test_a_rollout_seeing_its_deployments_new_template_settles_the_servicelinks_that_rolled_that_deployment() -> None:
+    cache = Cache()
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    template = {
+        **deployment("web-template", env_from="gw"),
+        "status": {"observedGeneration": 5},
+    }
+    template["metadata"]["generation"] = 5
+    template["spec"]["replicas"] = 0  # Argo Rollouts keeps it at zero: done as soon as it is seen
+
+    def rollout(seen: str, phase: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": "web", "namespace": "gallery", "generation": 1},
+            "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-template"}},
+            "status": {"observedGeneration": "1", "workloadObservedGeneration": seen, "phase": phase},
+        }
+
+    rolled = ("Deployment", "gallery", "web-template")
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("4", "Healthy")) == []
+    # The Deployment is done, but its Rollout has not seen generation 5: nothing settled.
+    assert cache.put_workload(WORKLOAD_RESOURCES["Deployment"], template) == []
+    assert cache.servicelinks_rolling(rolled) == [("gallery", "gateway")]
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("5", "Progressing")) == []  # its steps run
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("5", "Paused")) == []
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("5", "Healthy")) == [("gallery", "gateway")]
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("5", "Healthy")) == []  # a replay
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout("5", "Degraded")) == [("gallery", "gateway")]
+    # Deleted, the Rollout leaves the Deployment to its own progress: done, so it settles.
+    assert cache.drop_workload("Rollout", "gallery", "web") == [("gallery", "gateway")]
+    assert cache.drop_workload("Rollout", "gallery", "web") == []
+
+
+def test_a_deployment_whose_generation_its_rollout_saw_before_the_deployment_event_came_settles_on_that_event() -> None:
+    """The two watches are not ordered: the Rollout's status may name generation 5 while the cache holds 4."""
+    cache = Cache()
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    template = {**deployment("web-template", env_from="gw"), "status": {"observedGeneration": 4}}
+    template["metadata"]["generation"] = 4
+    template["spec"]["replicas"] = 0
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], template)
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-template"}
+    status = {"observedGeneration": "1", "workloadObservedGeneration": "5", "phase": "Healthy"}
+    early = {"metadata": {"name": "web", "namespace": "gallery", "generation": 1}, "spec": {"workloadRef": ref}}
+    assert cache.put_workload(WORKLOAD_RESOURCES["Rollout"], {**early, "status": status}) == []
+    template["metadata"]["generation"] = 5
+    template["status"] = {"observedGeneration": 5}
+    assert cache.put_workload(WORKLOAD_RESOURCES["Deployment"], template) == [("gallery", "gateway")]

@@ -494,20 +494,24 @@ def test_a_cronjob_is_patched_like_any_consumer_and_rolled_out_waits_only_for_th
     assert alone.verdict.reason == c.WORKLOADS_UPDATED
 
 
-def rollout_by_ref(name: str, deployment: str) -> dict[str, Any]:
+def rollout_by_ref(name: str, deployment: str, **status: str) -> dict[str, Any]:
     """An Argo Rollout with no template of its own: its ``spec.workloadRef`` names the Deployment that holds it."""
     return {
         "metadata": {"name": name, "namespace": NS, "generation": 1, "resourceVersion": "9"},
         "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}},
-        "status": {"observedGeneration": "1", "phase": "Healthy"},
+        "status": {"observedGeneration": "1", "phase": "Healthy", **status},
     }
 
 
-def test_a_deployment_an_argo_rollout_runs_the_template_of_is_named_with_it_and_its_steps_are_not_claimed() -> None:
+def test_a_deployment_an_argo_rollout_runs_the_template_of_is_named_with_it_and_rolled_out_waits_for_it() -> None:
     sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
     cache = world(sl)
-    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("by-ref-template", reads="gw"))
-    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], rollout_by_ref("by-ref", "by-ref-template"))
+    template = deployment("by-ref-template", reads="gw")
+    template["metadata"]["generation"] = 4
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], template)
+    cache.put_workload(
+        WORKLOAD_RESOURCES["Rollout"], rollout_by_ref("by-ref", "by-ref-template", workloadObservedGeneration="4")
+    )
     view, values, written = written_for(
         sl, cache, configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
     )
@@ -517,28 +521,40 @@ def test_a_deployment_an_argo_rollout_runs_the_template_of_is_named_with_it_and_
     outcomes = {(r.kind, NS, r.name): None for r in roll.rollouts}
     rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
     named = f"Deployment {NS}/by-ref-template (the template of Rollout {NS}/by-ref)"
-    # status.rolledOut keeps what was patched; the condition and the Event name the Rollout too.
+    unseen = f"Rollout {NS}/by-ref: Argo Rollouts has not yet seen the new template of Deployment {NS}/by-ref-template"
+    # status.rolledOut keeps what was patched; the Event names the Rollout too, and RolledOut waits for the Rollout.
     assert [(r.kind, r.name) for r in rolled.rolled_out] == [("Deployment", "by-ref-template")]
-    assert rolled.verdict == Verdict(False, c.ROLLOUT_IN_PROGRESS, f"{named}: new pods not yet available")
+    assert rolled.verdict == Verdict(False, c.ROLLOUT_IN_PROGRESS, unseen)
     (event,) = planner.plan_change_events(view, written=written, rolled=rolled).events
     assert event.reason == "ValueChanged"
     assert event.message.endswith(f"rolled {named}")
-    # Argo Rollouts keeps the Deployment at zero replicas: it is done at once. True then says what it did not
-    # wait for: the Rollout's own steps.
-    scaled_down = deployment("by-ref-template", reads="gw")
-    scaled_down["spec"]["replicas"] = 0
-    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], scaled_down)
+    # Argo Rollouts keeps the Deployment at zero replicas: it is done at once, but the Rollout has not seen it.
+    template["metadata"]["generation"] = 5
+    template["spec"]["replicas"] = 0
+    template["status"] = {"observedGeneration": 5}
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], template)
     later = planner.parse_servicelink(body(status={"rolledOut": [r.model_dump() for r in rolled.rolled_out]}))
-    done = planner.judge_roll(later, spec=spec, roll=planner.Roll(None), outcomes={}, world=cache)
-    assert done.verdict.reason == c.WORKLOADS_UPDATED
-    assert done.verdict.message.endswith(
-        f"; not waited for: the steps of Rollout {NS}/by-ref (it runs Deployment {NS}/by-ref-template's template;"
-        f" kubectl argo rollouts status by-ref -n {NS} follows them)"
-    )
-    # Gone, the Rollout is no longer named.
+
+    def judged() -> Verdict:
+        return planner.judge_roll(later, spec=spec, roll=planner.Roll(None), outcomes={}, world=cache).verdict
+
+    assert judged() == Verdict(False, c.ROLLOUT_IN_PROGRESS, unseen)
+    # Seen, the new revision is at a pause step; then aborted; then healthy.
+    seen = rollout_by_ref("by-ref", "by-ref-template", workloadObservedGeneration="5", phase="Paused")
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], seen)
+    paused = f"Rollout {NS}/by-ref: paused; its steps go on once promoted or resumed"
+    assert judged() == Verdict(False, c.ROLLOUT_IN_PROGRESS, paused)
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], {**seen, "status": {**seen["status"], "phase": "Degraded"}})
+    assert judged() == Verdict(False, c.ROLLOUT_STALLED, f"Rollout {NS}/by-ref: degraded")
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], {**seen, "status": {**seen["status"], "phase": "Healthy"}})
+    done = judged()
+    assert done.reason == c.WORKLOADS_UPDATED
+    assert "waited" not in done.message
+    # Gone, the Rollout is no longer named nor followed: the Deployment is.
     cache.drop_workload("Rollout", NS, "by-ref")
-    alone = planner.judge_roll(later, spec=spec, roll=planner.Roll(None), outcomes={}, world=cache)
-    assert "Rollout" not in alone.verdict.message
+    alone = judged()
+    assert alone.reason == c.WORKLOADS_UPDATED
+    assert "Rollout" not in alone.message
 
 
 # --- Jobs ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from servicelink.rollout import (
     consumed,
     describe_workload,
     find_stale_jobs,
+    follow_rollouts,
     merge_rollouts,
     parse_config_hash,
     plan_deferral,
@@ -25,7 +26,6 @@ from servicelink.rollout import (
     restore_deferred,
     rollout_settled,
     select_consumers,
-    unawaited_rollouts,
 )
 from servicelink.views import (
     Endpoints,
@@ -792,16 +792,92 @@ def test_progress_of_names_the_rollouts_of_a_deployment_in_its_message_and_nothi
     ) == [ROLLING]
 
 
-def test_what_rolled_out_does_not_wait_for_is_each_rollouts_steps() -> None:
-    assert unawaited_rollouts("gallery", {}) == []
-    assert unawaited_rollouts("gallery", {"t": ["b", "a"], "s": ["c"]}) == [
-        "the steps of Rollout gallery/c (it runs Deployment gallery/s's template;"
-        " kubectl argo rollouts status c -n gallery follows them)",
-        "the steps of Rollout gallery/b (it runs Deployment gallery/t's template;"
-        " kubectl argo rollouts status b -n gallery follows them)",
-        "the steps of Rollout gallery/a (it runs Deployment gallery/t's template;"
-        " kubectl argo rollouts status a -n gallery follows them)",
-    ]
+def rollout_of_gateway(name: str = "gw", **status: str) -> WorkloadView:
+    """A Rollout whose ``spec.workloadRef`` names the Deployment ``gateway`` of ``deployment_status``."""
+    body = argo_rollout_body(name, None, status=dict(status))
+    body["spec"]["workloadRef"]["name"] = "gateway"
+    return WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], body)
+
+
+def test_a_rollout_keeps_the_generation_of_its_deployment_that_its_controller_saw() -> None:
+    rollout = rollout_of_gateway(workloadObservedGeneration="3")
+    assert (rollout.workload_ref, rollout.workload_generation, rollout.generation) == ("gateway", "3", 2)
+    assert rollout_of_gateway().workload_generation == ""
+    assert WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=5)).generation == 5
+
+
+GW = "Rollout gallery/gw"
+UNSEEN = Progress("Progressing", f"{GW}: Argo Rollouts has not yet seen the new template of Deployment gallery/gateway")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, UNSEEN),  # no controller yet
+        # The controller has not seen the Deployment's generation 2: the phase is the last revision's.
+        ({"workloadObservedGeneration": "1", "observedGeneration": "2", "phase": "Healthy"}, UNSEEN),
+        ({"workloadObservedGeneration": "2", "observedGeneration": "2", "phase": "Healthy"}, Progress("Complete")),
+        (
+            {"workloadObservedGeneration": "2", "observedGeneration": "2", "phase": "Progressing"},
+            Progress("Progressing", f"{GW}: new pods not yet available"),
+        ),
+        (
+            {"workloadObservedGeneration": "2", "observedGeneration": "2", "phase": "Paused"},
+            Progress("Progressing", f"{GW}: paused; its steps go on once promoted or resumed"),
+        ),
+        (
+            {"workloadObservedGeneration": "2", "observedGeneration": "2", "phase": "Degraded", "message": "aborted"},
+            Progress("Stalled", f"{GW}: aborted"),
+        ),
+        # Its own spec changed too, and that generation is not seen yet.
+        (
+            {"workloadObservedGeneration": "2", "observedGeneration": "1", "phase": "Healthy"},
+            Progress("Progressing", f"{GW}: new pods not yet available"),
+        ),
+    ],
+)
+def test_a_deployment_argo_rollouts_run_the_template_of_follows_their_phase_once_they_saw_its_generation(
+    status: dict[str, str], expected: Progress
+) -> None:
+    # The Deployment itself is done (Argo Rollouts keeps it at zero replicas): that is not what is waited for.
+    deployment = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=2))
+    assert deployment.progress == Progress("Complete")
+    assert follow_rollouts(deployment, [rollout_of_gateway(**status)]) == expected
+
+
+def test_a_deployment_patched_just_now_waits_for_its_rollouts_to_see_it_and_one_without_any_for_itself() -> None:
+    deployment = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=2))
+    healthy = rollout_of_gateway(workloadObservedGeneration="2", observedGeneration="2", phase="Healthy")
+    # This view predates the patch: its generation, and what the Rollout saw, are the last ones.
+    assert follow_rollouts(deployment, [healthy], patched_now=True) == UNSEEN
+    assert follow_rollouts(deployment, [], patched_now=True) == ROLLING
+    assert follow_rollouts(deployment, []) == Progress("Complete")
+
+
+def test_of_several_rollouts_a_stalled_one_comes_first_then_a_progressing_one() -> None:
+    deployment = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=2))
+    seen = {"workloadObservedGeneration": "2", "observedGeneration": "2"}
+    healthy = rollout_of_gateway("a", **seen, phase="Healthy")
+    paused = rollout_of_gateway("b", **seen, phase="Paused")
+    degraded = rollout_of_gateway("c", **seen, phase="Degraded", message="aborted")
+    assert follow_rollouts(deployment, [healthy]) == Progress("Complete")
+    assert follow_rollouts(deployment, [paused, healthy]) == paused.progress
+    assert follow_rollouts(deployment, [healthy, paused, degraded]) == Progress("Stalled", "Rollout gallery/c: aborted")
+
+
+def test_progress_of_a_deployment_argo_rollouts_run_is_theirs_and_names_them() -> None:
+    template = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status())
+    rolled = [RolledOut(kind="Deployment", name="gateway", hash="bb")]
+    views = {("Deployment", "gateway"): template}
+    unseen, healthy = (
+        rollout_of_gateway(),
+        rollout_of_gateway(workloadObservedGeneration="2", observedGeneration="2", phase="Healthy"),
+    )
+    rolled_kw: dict[str, Any] = {"namespace": "gallery", "workloads": views, "templated_by": {"gateway": ["gw"]}}
+    assert progress_of(rolled, just_rolled=frozenset(), rollouts={"gw": unseen}, **rolled_kw) == [UNSEEN]
+    assert progress_of(rolled, just_rolled=frozenset(), rollouts={"gw": healthy}, **rolled_kw) == [Progress("Complete")]
+    just = frozenset({("Deployment", "gateway")})
+    assert progress_of(rolled, just_rolled=just, rollouts={"gw": healthy}, **rolled_kw) == [UNSEEN]
 
 
 # --- waiting for endpoints --------------------------------------------------------------------------
