@@ -221,18 +221,21 @@ def follow_rollouts(
     """Return the progress of a Deployment whose pod template the Argo Rollouts ``rollouts`` run (``workloadRef``).
 
     Patching such a Deployment makes Argo Rollouts start a new revision of
-    each Rollout, with its canary or blue-green steps: those are what roll the
-    pods, so they are what is waited for, not the Deployment's own replicas
-    (Argo Rollouts usually keeps it at zero). A Rollout is ``Progressing``
+    each Rollout, with its canary or blue-green steps: those roll the
+    Rollout's pods, so they are waited for; and so are the Deployment's own
+    replicas, which its controller rolls too (Argo Rollouts keeps it at zero
+    only when its ``workloadRef.scaleDown`` says so; at zero, it is done at
+    once). A Rollout is ``Progressing``
     until its ``status.workloadObservedGeneration`` equals the Deployment's
     generation (its controller has seen the new template; ``patched_now``:
     this very reconcile patched it, so none has); then its progress is its
     phase (``views.read_argo_progress``: ``Degraded`` is ``Stalled``). Of
     several Rollouts, the first stalled one, else the first progressing one,
-    else ``Complete``. With no Rollout, the Deployment's own progress.
+    else ``Complete``; the Deployment's own after theirs. With no Rollout, the Deployment's own progress.
     """
+    own = patched(deployment) if patched_now else deployment.progress
     if not rollouts:
-        return patched(deployment) if patched_now else deployment.progress
+        return own
     found: list[Progress] = []
     for rollout in sorted(rollouts, key=lambda r: r.name):
         if patched_now or rollout.workload_generation != str(deployment.generation):
@@ -243,6 +246,7 @@ def follow_rollouts(
             found.append(Progress("Progressing", f"{what}: {unseen}"))
         else:
             found.append(rollout.progress)
+    found.append(own)
     for state in ("Stalled", "Progressing"):
         for progress in found:
             if progress.state == state:

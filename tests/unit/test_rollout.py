@@ -854,6 +854,16 @@ def test_a_deployment_patched_just_now_waits_for_its_rollouts_to_see_it_and_one_
     assert follow_rollouts(deployment, []) == Progress("Complete")
 
 
+def test_a_deployment_that_keeps_replicas_of_its_own_is_waited_for_too_once_its_rollouts_are_done() -> None:
+    # workloadRef.scaleDown "never" (Argo's default) leaves the Deployment's pods running: its controller rolls them.
+    rolling = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(updated=1, available=1))
+    healthy = rollout_of_gateway(workloadObservedGeneration="2", observedGeneration="2", phase="Healthy")
+    assert follow_rollouts(rolling, [healthy]) == rolling.progress
+    assert rolling.progress.state == "Progressing"
+    stalled = rollout_of_gateway(workloadObservedGeneration="2", observedGeneration="2", phase="Degraded")
+    assert follow_rollouts(rolling, [stalled]).state == "Stalled"  # the Rollout's, named first
+
+
 def test_of_several_rollouts_a_stalled_one_comes_first_then_a_progressing_one() -> None:
     deployment = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=2))
     seen = {"workloadObservedGeneration": "2", "observedGeneration": "2"}
