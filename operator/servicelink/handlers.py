@@ -251,6 +251,10 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
 
 
 DISCOVERY_SECONDS = 2.0  # how soon a newly served or mapped kind is watched; one discovery read per kind while unserved
+# A kind still unserved after this long (its CRD not installed, or a mapping's version wrong) is looked up twice as
+# late each time, up to DISCOVERY_MAX_SECONDS: a CRD never installed costs one read a minute, not one every 2 s.
+DISCOVERY_PATIENCE_SECONDS = 30.0
+DISCOVERY_MAX_SECONDS = 60.0
 
 
 def _is_kind(resource: WorkloadResource, resources: Collection[Resource]) -> bool:
@@ -261,6 +265,15 @@ def _is_kind(resource: WorkloadResource, resources: Collection[Resource]) -> boo
 def is_watched(insights: Insights, resource: WorkloadResource) -> bool:
     """Whether kopf watches the kind ``resource`` now: the API server serves it and kopf saw it served."""
     return _is_kind(resource, insights.watched_resources)
+
+
+def next_lookup(unserved_for: float) -> float:
+    """Return how many seconds after this lookup an unserved kind is looked up again, given how long it has been
+    unserved: at every round for ``DISCOVERY_PATIENCE_SECONDS``, then as long again as it has waited so far
+    (the waits double), up to ``DISCOVERY_MAX_SECONDS``."""
+    if unserved_for < DISCOVERY_PATIENCE_SECONDS:
+        return 0.0
+    return min(unserved_for, DISCOVERY_MAX_SECONDS)
 
 
 async def follow_kinds(
@@ -276,15 +289,24 @@ async def follow_kinds(
     looked up in its group's discovery (one read), and once served, kopf
     rescans the group exactly as on a CRD event. A watched kind costs nothing
     (a look at kopf's set); a deleted and reinstalled CRD is caught again.
+    One unserved for ``DISCOVERY_PATIENCE_SECONDS`` is looked up less often
+    (``next_lookup``).
     """
     await insights.ready_resources.wait()
     watched: dict[WorkloadResource, bool] = {}
+    unserved_since: dict[WorkloadResource, float] = {}
+    due: dict[WorkloadResource, float] = {}
+    loop = asyncio.get_running_loop()
     while True:
         for resource in kinds():
             kind = resource.kind
             now = is_watched(insights, resource)
             watched.setdefault(resource, now)  # first seen: watched already, or to be reported once it is
-            if not now:
+            if now:
+                unserved_since.pop(resource, None)
+            elif loop.time() >= due.get(resource, 0.0):
+                since = unserved_since.setdefault(resource, loop.time())
+                due[resource] = loop.time() + next_lookup(loop.time() - since)
                 group = resource.group
                 try:
                     if _is_kind(resource, await scan_resources(groups={group}, settings=settings, logger=log)):

@@ -1,4 +1,4 @@
-"""The two kopf internals handlers.py relies on to watch an optional kind whose CRD appears later."""
+"""How handlers.py watches a kind served after start: the kopf internals it relies on, and how often it looks."""
 
 from __future__ import annotations
 
@@ -29,3 +29,10 @@ def test_a_kind_is_watched_when_kopf_serves_its_group_version_and_plural() -> No
     assert not handlers.is_watched(insights, WORKLOAD_RESOURCES["Rollout"])
     insights.watched_resources.add(ROLLOUTS)
     assert handlers.is_watched(insights, WORKLOAD_RESOURCES["Rollout"])
+
+
+def test_an_unserved_kind_is_looked_up_every_round_at_first_then_less_often_up_to_once_a_minute() -> None:
+    assert handlers.next_lookup(0.0) == handlers.next_lookup(29.0) == 0.0  # every DISCOVERY_SECONDS
+    assert handlers.next_lookup(30.0) == 30.0  # then the waits double
+    assert handlers.next_lookup(45.0) == 45.0
+    assert handlers.next_lookup(3600.0) == handlers.DISCOVERY_MAX_SECONDS == 60.0
