@@ -11,7 +11,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -169,17 +169,16 @@ class Runtime:
                 await self._run(record)
         return followed
 
+    async def _list_watched(self, list_one: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Call ``list_one(namespace=...)`` for each watched namespace (None: all at once); return every item."""
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        pages = await asyncio.gather(*(self._run(functools.partial(list_one, namespace=ns)) for ns in namespaces))
+        return [item for page in pages for item in page]
+
     async def _list_mapped(self, resource: WorkloadResource) -> list[dict[str, Any]]:
         """List the objects of a mapped kind in the watched namespaces into the cache, and return them."""
-        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
         since = self.cache.mark()
-        pages = await asyncio.gather(
-            *(
-                self._run(functools.partial(self.kube.list_workloads, resource=resource, namespace=ns))
-                for ns in namespaces
-            )
-        )
-        bodies = [item for page in pages for item in page]
+        bodies = await self._list_watched(functools.partial(self.kube.list_workloads, resource=resource))
         self.cache.replace_workloads(resource, bodies, since=since)
         return bodies
 
@@ -215,22 +214,13 @@ class Runtime:
 
     async def relist(self) -> None:
         """Rebuild the cache from one fresh list of every watched kind."""
-        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
-
-        async def gather(calls: Sequence[Callable[[], list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-            loop = asyncio.get_running_loop()
-            pages = await asyncio.gather(*(loop.run_in_executor(self.executor, call) for call in calls))
-            return [item for page in pages for item in page]
 
         async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
-            return await gather(
-                [functools.partial(self.kube.list_objects, kind=kind, namespace=ns) for ns in namespaces]
-            )
+            return await self._list_watched(functools.partial(self.kube.list_objects, kind=kind))
 
         async def fetch_workloads(resource: WorkloadResource) -> list[dict[str, Any]]:
-            calls = [functools.partial(self.kube.list_workloads, resource=resource, namespace=ns) for ns in namespaces]
             try:
-                return await gather(calls)
+                return await self._list_watched(functools.partial(self.kube.list_workloads, resource=resource))
             except ApiError as error:
                 # An optional kind whose CRD is not installed (yet): none of it. Once it is served, kopf
                 # starts its watch (handlers.follow_kinds sees to it), and the watch fills the cache.

@@ -32,6 +32,23 @@ def mapping_events(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
     return [e for e in (found or {}).get("items") or () if e["reason"] == reason]
 
 
+def assert_a_new_widget_is_rolled(cluster: Cluster, namespace: str, name: str) -> None:
+    """A Widget reading AUTH_SERVICE_URL, created now, is patched within 10 s of a port change: it is watched."""
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            widget(name, namespace, {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}),
+            servicelink(
+                "gateway-service", namespace, CONFIGMAP, {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
+            ),
+        ]
+    )
+    wait_condition(cluster, namespace, "gateway-service", "Ready", "True", timeout=10)
+    cluster.apply(service("auth-service", namespace, 4001))
+    expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
+    assert wait_for(lambda: widget_meta(cluster, namespace, name)[2], timeout=10, what=f"{name} patched") == expected
+
+
 def test_a_mapped_kind_is_followed_and_rolled_once_like_a_deployment(
     cluster: Cluster, namespace: str, kubeconfig_env: Path, widgets: None, tmp_path: Path
 ) -> None:
@@ -190,19 +207,7 @@ def test_a_kind_mapped_while_the_operator_runs_is_watched_without_a_restart_or_a
         cluster.apply(mapping())
         wait_ready(cluster, "Watching")
         wait_for(lambda: f"{KIND} is now served: watching it" in process.log(), timeout=10, what="the watch")
-        cluster.apply(
-            [
-                service("auth-service", namespace, 3001),
-                widget("late", namespace, {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}),
-                servicelink(
-                    "gateway-service", namespace, CONFIGMAP, {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
-                ),
-            ]
-        )
-        wait_condition(cluster, namespace, "gateway-service", "Ready", "True", timeout=10)
-        cluster.apply(service("auth-service", namespace, 4001))
-        expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
-        assert wait_for(lambda: widget_meta(cluster, namespace, "late")[2], timeout=10, what="late patched") == expected
+        assert_a_new_widget_is_rolled(cluster, namespace, "late")
 
         # Deleted: no longer followed; a change rolls nothing of the kind.
         cluster.kubectl("delete", "workloadmapping", MAPPING)
@@ -231,18 +236,6 @@ def test_a_mapping_applied_before_its_crd_is_followed_once_the_crd_is_installed(
         watching = wait_ready(cluster, "Watching")
         print(f"\n[servicelink] mapping followed {time.monotonic() - started:.1f} s after its CRD was established")
         assert watching["status"] == "True"
-        cluster.apply(
-            [
-                service("auth-service", namespace, 3001),
-                widget("web", namespace, {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}),
-                servicelink(
-                    "gateway-service", namespace, CONFIGMAP, {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
-                ),
-            ]
-        )
-        wait_condition(cluster, namespace, "gateway-service", "Ready", "True", timeout=10)
-        cluster.apply(service("auth-service", namespace, 4001))
-        expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
-        assert wait_for(lambda: widget_meta(cluster, namespace, "web")[2], timeout=10, what="web patched") == expected
+        assert_a_new_widget_is_rolled(cluster, namespace, "web")
     finally:
         stop(process)
