@@ -36,7 +36,7 @@ from servicelink.render import (
     render_configmap,
     render_owner_reference,
 )
-from servicelink.resolve import LinkResult, resolve_links
+from servicelink.resolve import resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
@@ -50,15 +50,14 @@ from servicelink.rollout import (
 )
 from servicelink.status import (
     Verdict,
-    desired_values,
     judge_rollout,
     judge_sync,
     parse_conditions,
     parse_deferred,
     render_invalid_status,
     render_status,
-    sibling_conflicts,
 )
+from servicelink.values import Values, decide_values
 from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView
 
 # ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
@@ -197,18 +196,6 @@ def split_claims(view: ServiceLinkView, claims: Sequence[Claim]) -> tuple[list[C
     return earlier, frozenset(key for claim in others for key in claim.keys)
 
 
-@dataclass(frozen=True)
-class Values:
-    """What the links resolve to, and which of those values this ServiceLink may write."""
-
-    results: list[LinkResult]
-    services: dict[ObjectKey, ServiceView]
-    desired: dict[str, str]  # resolved or kept, less the keys an earlier ServiceLink holds
-    conflicts: dict[str, str]  # key -> message
-    siblings: frozenset[str]
-    creator: str | None = None  # the older ServiceLink that creates our ConfigMap while it is missing
-
-
 def _first_valid(claims: Sequence[Claim], world: World) -> str | None:
     """The name of the oldest claimant whose spec is valid (the operator writes nothing for another), else None."""
     for claim in sorted(claims, key=lambda claim: (claim.created, claim.name)):
@@ -231,11 +218,17 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
     results = resolve_links(
         spec, namespace=view.namespace, services=services, endpoints=endpoints, cluster_domain=cluster_domain
     )
-    desired = desired_values(results, view.previous)
     earlier, siblings = split_claims(view, world.claims(view.namespace, spec.config_map_name))
-    conflicts = sibling_conflicts(desired, earlier=earlier, namespace=view.namespace, configmap=spec.config_map_name)
-    kept = {k: v for k, v in desired.items() if k not in conflicts}
-    return Values(results, services, kept, conflicts, siblings, _first_valid(earlier, world))
+    return decide_values(
+        results,
+        services=services,
+        previous=view.previous,
+        earlier=earlier,
+        siblings=siblings,
+        namespace=view.namespace,
+        configmap=spec.config_map_name,
+        creator=_first_valid(earlier, world),
+    )
 
 
 # --- ConfigMap -----------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from servicelink.plan import (
     Event,
     ServiceLinkView,
     StatusWrite,
-    Values,
     World,
     Write,
     Written,
@@ -60,6 +59,7 @@ from servicelink.plan import (
 from servicelink.rollout import Rollout, merge_rollouts
 from servicelink.settings import Settings
 from servicelink.status import describe_invalid_spec
+from servicelink.values import Values
 from servicelink.views import WorkloadView
 
 log = logging.getLogger(__name__)

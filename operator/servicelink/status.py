@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,11 +11,21 @@ from pydantic import ValidationError
 from servicelink import conditions as c
 from servicelink.consent import Skipped
 from servicelink.messages import summarize, truncate
-from servicelink.model import Condition, RolledOut, StaleJob, describe_spec_error
+from servicelink.model import (
+    Condition,
+    DeferredKey,
+    LinkStatus,
+    RolledOut,
+    ServiceLinkStatus,
+    SkippedWorkload,
+    StaleJob,
+    describe_spec_error,
+)
+from servicelink.model import Endpoints as EndpointCounts  # views.Endpoints is the cache's own
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.rollout import Deferred
-from servicelink.views import Claim, Progress
+from servicelink.views import Progress
 
 
 @dataclass(frozen=True)
@@ -33,32 +43,6 @@ def judge_resolution(results: Sequence[LinkResult]) -> Verdict:
     if not problems:
         return Verdict(True, c.ALL_SERVICES_FOUND, f"all {len(results)} links resolved")
     return Verdict(False, problems[0].reason, truncate("; ".join(p.message for p in problems)))
-
-
-def desired_values(results: Sequence[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
-    """Return the values to write: each resolved link's, else its last written one where that may stay."""
-    desired: dict[str, str] = {}
-    for result in results:
-        if result.value is not None:
-            desired[result.key] = result.value
-        elif result.keeps_last_value and result.key in previous:
-            desired[result.key] = previous[result.key]  # running apps keep a working address
-    return desired
-
-
-def sibling_conflicts(
-    desired: Mapping[str, str], *, earlier: Iterable[Claim], namespace: str, configmap: str
-) -> dict[str, str]:
-    """Return the keys of ``desired`` that an earlier ServiceLink of the same ConfigMap claims: key -> message."""
-    return {
-        key: (
-            f"key {key} of ConfigMap {namespace}/{configmap} is already written by "
-            f"ServiceLink {namespace}/{claim.name}; remove it from one of them"
-        )
-        for claim in earlier
-        for key in claim.keys
-        if key in desired
-    }
 
 
 def judge_sync(*, namespace: str, configmap: str, ours: Mapping[str, str], conflicts: Mapping[str, str]) -> Verdict:
@@ -129,19 +113,39 @@ def describe_invalid_spec(error: ValidationError) -> str:
     return describe_spec_error(error)
 
 
-def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, str]) -> list[dict[str, Any]]:
+def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, str]) -> list[LinkStatus]:
     """Return ``status.links``: one entry per link, with its reason when it did not resolve or write."""
-    entries: list[dict[str, Any]] = []
+    entries: list[LinkStatus] = []
     for result in results:
-        entry: dict[str, Any] = {"key": result.key, "service": result.service, "resolved": result.resolved}
-        if result.endpoints is not None:
-            entry["endpoints"] = asdict(result.endpoints)
+        problem: tuple[str | None, str | None] = (None, None)
         if not result.resolved:
-            entry["reason"], entry["message"] = result.reason, result.message
+            problem = (result.reason, result.message)
         elif result.key in conflicts:
-            entry["reason"], entry["message"] = c.KEY_CONFLICT, conflicts[result.key]
-        entries.append(entry)
+            problem = (c.KEY_CONFLICT, conflicts[result.key])
+        entries.append(
+            LinkStatus(
+                key=result.key,
+                service=result.service,
+                resolved=result.resolved,
+                endpoints=None if result.endpoints is None else EndpointCounts(**asdict(result.endpoints)),
+                reason=problem[0],
+                message=problem[1],
+            )
+        )
     return entries
+
+
+# Lists a status carries only when they hold something, so a ServiceLink that has none keeps the status it had.
+_OMITTED_WHEN_EMPTY = ("skipped", "deferred", "staleJobs")
+
+
+def dump_status(status: ServiceLinkStatus) -> dict[str, Any]:
+    """Return ``status`` as the API server stores it: by JSON name, unset fields and empty optional lists left out."""
+    dumped = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    for name in _OMITTED_WHEN_EMPTY:
+        if not dumped.get(name):
+            dumped.pop(name, None)
+    return dumped
 
 
 def render_status(
@@ -159,12 +163,11 @@ def render_status(
     deferred: Sequence[Deferred] = (),
     stale_jobs: Sequence[StaleJob] = (),
 ) -> dict[str, Any]:
-    """Return the whole status a reconcile leaves, conditions in a fixed order.
+    """Return the whole status a reconcile leaves, conditions in a fixed order, built from ``ServiceLinkStatus``.
 
     ``skipped`` (workloads not rolled for want of their consent), ``deferred``
     (keys written but not yet rolled out) and ``staleJobs`` (running Jobs on
-    old values) appear only when there are some, so a ServiceLink that has
-    none keeps the status it had.
+    old values) appear only when there are some.
     """
     resolved = judge_resolution(results)
     failing = [v for v in (resolved, synced, rolled) if not v.ok]
@@ -184,29 +187,20 @@ def render_status(
         for kind, verdict in ((c.READY, ready), (c.RESOLVED_TYPE, resolved), (c.SYNCED, synced), (c.ROLLED_OUT, rolled))
     ]
     with_endpoints = sum(1 for r in results if r.endpoints is not None and r.endpoints.ready > 0)
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "values": dict(sorted(values.items())),
-        "links": render_link_entries(results, conflicts),
-        "hash": render_hash(values),
-        "linkSummary": f"{sum(1 for r in results if r.resolved)}/{len(results)}",
-        "endpointSummary": f"{with_endpoints}/{len(results)}",
-        "rolledOut": [r.model_dump() for r in rolled_out],
-        "conditions": [
-            cond.model_dump(by_alias=True, exclude_none=True)
-            for cond in c.merge_conditions(current_conditions, desired, now=now)
-        ],
-    }
-    if skipped:
-        status["skipped"] = [{"kind": s.kind, "name": s.name, "message": s.message} for s in skipped]
-    if deferred:
-        status["deferred"] = [
-            {"key": d.key, "service": d.service, **({} if d.previous is None else {"previous": d.previous})}
-            for d in deferred
-        ]
-    if stale_jobs:
-        status["staleJobs"] = [j.model_dump() for j in stale_jobs]
-    return status
+    status = ServiceLinkStatus(
+        observed_generation=generation,
+        values=dict(sorted(values.items())),
+        links=render_link_entries(results, conflicts),
+        hash=render_hash(values),
+        link_summary=f"{sum(1 for r in results if r.resolved)}/{len(results)}",
+        endpoint_summary=f"{with_endpoints}/{len(results)}",
+        rolled_out=list(rolled_out),
+        skipped=[SkippedWorkload(kind=s.kind, name=s.name, message=s.message) for s in skipped],
+        deferred=[DeferredKey(key=d.key, service=d.service, previous=d.previous) for d in deferred],
+        stale_jobs=list(stale_jobs),
+        conditions=c.merge_conditions(current_conditions, desired, now=now),
+    )
+    return dump_status(status)
 
 
 def render_invalid_status(

@@ -9,14 +9,13 @@ from pydantic import ValidationError
 
 from servicelink import conditions as c
 from servicelink.consent import Skipped
-from servicelink.model import Condition, RolledOut, parse_spec
+from servicelink.model import Condition, RolledOut, ServiceLinkStatus, parse_spec
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
 from servicelink.rollout import Deferred
 from servicelink.status import (
     Verdict,
     describe_invalid_spec,
-    desired_values,
     judge_resolution,
     judge_rollout,
     judge_sync,
@@ -25,9 +24,8 @@ from servicelink.status import (
     render_invalid_status,
     render_link_entries,
     render_status,
-    sibling_conflicts,
 )
-from servicelink.views import Claim, Endpoints, Progress
+from servicelink.views import Endpoints, Progress
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-02T00:00:00Z"
@@ -216,7 +214,25 @@ def test_long_messages_are_cut_to_a_readable_length() -> None:
 
 def test_link_entries_without_endpoints_leave_the_field_out() -> None:
     result = LinkResult(key="A", service="gallery/a", value="http://a:80", reason=c.RESOLVED, message="")
-    assert render_link_entries([result], {}) == [{"key": "A", "service": "gallery/a", "resolved": True}]
+    entries = render_link_entries([result], {})
+    assert [entry.model_dump(exclude_none=True) for entry in entries] == [
+        {"key": "A", "service": "gallery/a", "resolved": True}
+    ]
+
+
+def test_the_status_written_is_the_models_and_reads_back_into_it() -> None:
+    written = status(now=T0)
+    assert ServiceLinkStatus.model_validate(written).model_dump(by_alias=True, exclude_none=True, mode="json") == {
+        "skipped": [],
+        "deferred": [],
+        "staleJobs": [],
+        **written,
+    }
+
+
+def test_a_field_the_model_lacks_cannot_be_written() -> None:
+    with pytest.raises(ValidationError, match="rolledOuts"):
+        ServiceLinkStatus.model_validate({"rolledOuts": []})
 
 
 def test_invalid_spec_keeps_written_values_and_sets_ready_false() -> None:
@@ -247,25 +263,10 @@ def test_parse_conditions_drops_unreadable_entries() -> None:
     assert parse_conditions({}) == []
 
 
-def test_desired_values_keep_the_last_value_only_where_it_may_stay() -> None:
-    forbidden = LinkResult(
-        key="OTHER", service="b/x", value=None, reason=c.CROSS_NAMESPACE_FORBIDDEN, message="", keeps_last_value=False
-    )
-    previous = {"AUTH_SERVICE_URL": "old", "CART_URL": "http://cart:1", "OTHER": "secret"}
-    assert desired_values([AUTH_OK, CART_MISSING, forbidden], previous) == {
-        "AUTH_SERVICE_URL": AUTH,
-        "CART_URL": "http://cart:1",
-    }
-
-
-def test_sibling_conflicts_name_the_earlier_servicelink_and_judge_sync_reports_them() -> None:
-    older = Claim(namespace="shop", name="a", uid="1", created=T0, configmap="cfg", keys=frozenset({"A", "Z"}))
-    conflicts = sibling_conflicts({"A": "x", "B": "y"}, earlier=[older], namespace="shop", configmap="cfg")
-    assert conflicts == {
-        "A": "key A of ConfigMap shop/cfg is already written by ServiceLink shop/a; remove it from one of them"
-    }
-    assert judge_sync(namespace="shop", configmap="cfg", ours={"B": "y"}, conflicts=conflicts) == Verdict(
-        False, c.KEY_CONFLICT, conflicts["A"]
+def test_judge_sync_reports_the_conflicts_that_kept_keys_out() -> None:
+    conflict = "key A of ConfigMap shop/cfg is already written by ServiceLink shop/a; remove it from one of them"
+    assert judge_sync(namespace="shop", configmap="cfg", ours={"B": "y"}, conflicts={"A": conflict}) == Verdict(
+        False, c.KEY_CONFLICT, conflict
     )
     assert judge_sync(namespace="shop", configmap="cfg", ours={"B": "y"}, conflicts={}) == Verdict(
         True, c.CONFIGMAP_UP_TO_DATE, "ConfigMap shop/cfg holds the 1 keys of this ServiceLink"

@@ -1,8 +1,7 @@
 """What the operator would write for ServiceLinks and Services given as objects, not read from a cluster (pure).
 
-It runs the operator's own steps (``resolve_links``, ``desired_values``,
-``sibling_conflicts``, ``judge_*``, ``render_link_entries``,
-``render_configmap``), so ``servicelink render`` and a running operator
+It runs the operator's own steps (``resolve_links``, ``decide_values``,
+``judge_*``, ``render_link_entries``, ``render_configmap``), so ``servicelink render`` and a running operator
 cannot disagree about a value, a reason or a message.
 """
 
@@ -32,12 +31,11 @@ from servicelink.resolve import LinkResult, resolve_links
 from servicelink.status import (
     Verdict,
     describe_invalid_spec,
-    desired_values,
     judge_resolution,
     judge_sync,
     render_link_entries,
-    sibling_conflicts,
 )
+from servicelink.values import decide_values
 from servicelink.views import Claim
 
 
@@ -62,7 +60,7 @@ class LinkedServiceLink:
 
     def status_links(self) -> list[dict[str, Any]]:
         """``status.links`` as the operator would write it."""
-        return render_link_entries(self.results, self.conflicts)
+        return [entry.model_dump(exclude_none=True) for entry in render_link_entries(self.results, self.conflicts)]
 
 
 def place(body: Mapping[str, Any], *, namespace: str) -> dict[str, Any]:
@@ -175,11 +173,18 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
             endpoints={key: eps for key in refs if (eps := world.endpoints(key)) is not None},
             cluster_domain=cluster_domain,
         )
-        desired = desired_values(results, {})
         me = claim_of(body)
         earlier = [cl for cl in world.claims(namespace, configmap) if me is not None and cl.precedes(me)]
-        conflicts = sibling_conflicts(desired, earlier=earlier, namespace=namespace, configmap=configmap)
-        values = {k: v for k, v in desired.items() if k not in conflicts}
+        decided = decide_values(
+            results,
+            services={},
+            previous={},
+            earlier=earlier,
+            siblings=frozenset(),
+            namespace=namespace,
+            configmap=configmap,
+        )
+        values, conflicts = decided.desired, decided.conflicts
         synced = judge_sync(namespace=namespace, configmap=configmap, ours=values, conflicts=conflicts)
         if creators.get((namespace, configmap), name) != name:
             existing = {"metadata": {"name": configmap, "namespace": namespace}}
