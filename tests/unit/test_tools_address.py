@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from servicelink.tools.address import Address, link_fields, parse_address, propose_link, service_of
+import pytest
+from console import REPO
+
+from servicelink.tools.address import (
+    ADDRESS_KEY_SUFFIXES,
+    CARRIES_CREDENTIALS,
+    CREDENTIAL_KEY_SUFFIXES,
+    Address,
+    hide_credentials,
+    link_fields,
+    parse_address,
+    propose_link,
+    read_address,
+    service_of,
+)
 from servicelink.views import ServiceView
 
 
@@ -31,6 +45,11 @@ SERVICES = {
         ("https://api.example.com", Address("api.example.com", "https")),
         ("db:5432", Address("db", None, 5432)),
         ("mongodb", Address("mongodb")),
+        ("postgres://app:s3cret@db:5432/app", Address("db", "postgres", 5432, "/app", credentials=True)),
+        ("amqp://guest@rabbit", Address("rabbit", "amqp", credentials=True)),
+        ("mongodb://u:p@ss:w@mongo:27017", Address("mongo", "mongodb", 27017, credentials=True)),
+        ("app:s3cret@db:5432", Address("db", None, 5432, credentials=True)),
+        ("ops@mail", Address("mail", credentials=True)),
         ("hello world", None),
         ("two words:1", None),
         ("", None),
@@ -38,6 +57,56 @@ SERVICES = {
 )
 def test_parse_address(value: str, address: Address | None) -> None:
     assert parse_address(value) == address
+
+
+def test_parse_address_keeps_no_credentials() -> None:
+    address = parse_address("postgres://app:s3cret@db:5432/app")
+    kept = "s3cret" in repr(address) or "app:" in repr(address)
+    assert not kept, "the Address keeps the user or password"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "read"),
+    [
+        ("DB_HOST", "db", Address("db")),
+        ("mongodb_uri", "mongodb", Address("mongodb")),
+        ("PGHOST", "db", Address("db")),
+        ("REDIS_ENDPOINT", "redis:6379", Address("redis", None, 6379)),
+        ("CACHE", "redis:6379", Address("redis", None, 6379)),
+        ("MODE", "shop", "not a service address"),
+        ("POSTGRES_PASSWORD", "shop", "a credential or database name: never linked"),
+        ("POSTGRES_USER", "shop", "a credential or database name: never linked"),
+        ("POSTGRES_DB", "shop", "a credential or database name: never linked"),
+        ("PGDATABASE", "shop", "a credential or database name: never linked"),
+        ("DB_NAME", "shop", "a credential or database name: never linked"),
+        ("API_TOKEN", "http://auth:3001", "a credential or database name: never linked"),
+        ("MONGODB", "mongodb://mongo:27017", Address("mongo", "mongodb", 27017)),
+    ],
+)
+def test_a_bare_host_needs_an_address_key_and_a_credential_key_holds_no_address(
+    key: str, value: str, read: Address | str
+) -> None:
+    assert read_address(key, value) == read
+
+
+def test_the_docs_list_the_key_suffixes_the_tools_read() -> None:
+    text = (REPO / "docs" / "how-to" / "troubleshoot.md").read_text()
+    assert set(re.findall(r"`…(\w+)`", text)) == {*ADDRESS_KEY_SUFFIXES, *CREDENTIAL_KEY_SUFFIXES}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("postgres://app:s3cret@db:5432/app", "postgres://***@db:5432/app"),
+        ("mongodb://u:p@ss:w@mongo:27017", "mongodb://***@mongo:27017"),
+        ("postgres://app:${DB_PASSWORD}@db/app", "postgres://***@db/app"),
+        ("app:s3cret@db:5432", "***@db:5432"),
+        ("http://auth:3001", "http://auth:3001"),
+        ("two words@x", "two words@x"),
+    ],
+)
+def test_hide_credentials(value: str, shown: str) -> None:
+    assert hide_credentials(value) == shown
 
 
 def test_service_of_reads_the_forms_cluster_dns_serves() -> None:
@@ -54,7 +123,7 @@ def test_service_of_reads_the_forms_cluster_dns_serves() -> None:
     ("value", "fields"),
     [
         ("http://auth:3001", {"key": "K", "service": "auth"}),
-        ("auth", {"key": "K", "service": "auth", "template": "{host}"}),
+        ("auth", {"key": "K_HOST", "service": "auth", "template": "{host}"}),
         ("auth:3001", {"key": "K", "service": "auth", "template": "{host}:{port}"}),
         ("grpc://auth:3001/x", {"key": "K", "service": "auth", "scheme": "grpc", "path": "/x"}),
         ("http://auth", {"key": "K", "service": "auth", "template": "{scheme}://{host}{path}"}),
@@ -75,7 +144,8 @@ def test_service_of_reads_the_forms_cluster_dns_serves() -> None:
     ],
 )
 def test_proposed_links_render_the_value_exactly(value: str, fields: dict[str, object]) -> None:
-    link = propose_link("K", value, namespace="gallery", services=SERVICES, cluster_domain="cluster.local")
+    key = str(fields["key"])
+    link = propose_link(key, value, namespace="gallery", services=SERVICES, cluster_domain="cluster.local")
     assert not isinstance(link, str), link
     assert link_fields(link) == fields
 
@@ -86,6 +156,8 @@ def test_proposed_links_render_the_value_exactly(value: str, fields: dict[str, o
         ("http://localhost:3001", "points at localhost, the container itself"),
         ("http://cart:1", "cart is not a Service"),
         ("not an address!", "not a service address"),
+        ("auth", "not a service address"),
+        ("postgres://app:s3cret@auth:3001/app", CARRIES_CREDENTIALS),
         (
             "http://auth:3002",
             "the closest link renders 'Service gallery/auth has no port 3002 (ports: http:3001); "

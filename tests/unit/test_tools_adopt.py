@@ -19,6 +19,7 @@ SERVICES = [
         "spec": {"ports": [{"name": "http", "port": 3002}]},
     },
 ]
+PASSWORD = "pw-not-to-copy"
 SEED = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
 
 
@@ -78,7 +79,16 @@ def test_values_without_a_service_and_keys_of_servicelinks_are_left_alone() -> N
         ],
         namespace="gallery",
     )
-    data = {**SEED, "LOG_LEVEL": "info", "CART_URL": "http://cart:1", "OWNED": "v", "AUTH_OLD": "http://auth-service:1"}
+    data = {
+        **SEED,
+        "LOG_LEVEL": "info",
+        "CART_URL": "http://cart:1",
+        "OWNED": "v",
+        "AUTH_OLD": "http://auth-service:1",
+        "UPSTREAM": "app-service",
+        "AUTH_PASSWORD": "auth-service",
+        "DATABASE_URL": f"postgres://gallery:{PASSWORD}@app-service:3002/gallery",
+    }
     adoption = adopt_configmap(hand_written(data), world=world, cluster_domain="cluster.local")
     assert adoption.servicelink is not None
     assert [link["key"] for link in adoption.servicelink["spec"]["links"]] == ["APP_SERVICE_URL", "AUTH_SERVICE_URL"]
@@ -88,10 +98,15 @@ def test_values_without_a_service_and_keys_of_servicelinks_are_left_alone() -> N
             "the closest link renders 'Service gallery/auth-service has no port 1 (ports: http:3001); "
             "fix links[key=AUTH_OLD].port', not the value",
         ),
+        ("AUTH_PASSWORD", "a credential or database name: never linked"),
         ("CART_URL", "cart is not a Service"),
-        ("LOG_LEVEL", "info is not a Service"),
+        ("DATABASE_URL", "carries credentials: not linked (a ServiceLink would need them from a Secret)"),
+        ("LOG_LEVEL", "not a service address"),
         ("OWNED", "already written by ServiceLink other"),
+        ("UPSTREAM", "not a service address"),
     ]
+    leaked = PASSWORD in repr(adoption)
+    assert not leaked, "the password shows in the adoption"
 
 
 def test_nothing_to_adopt() -> None:

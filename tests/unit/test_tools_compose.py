@@ -103,6 +103,67 @@ def test_env_file_and_environment_map_environment_wins() -> None:
     ]
 
 
+PASSWORD = "pw-not-to-copy"
+
+
+def test_a_password_equal_to_a_service_name_is_no_link() -> None:
+    project = yaml.safe_load(
+        """
+        services:
+          shop:
+            image: shop:1
+            ports: ["8000:8000"]
+            environment:
+              DB_HOST: db
+              DB_USER: shop
+              DB_NAME: shop
+          db:
+            image: postgres:16
+            ports: ["5432"]
+            environment:
+              POSTGRES_USER: shop
+              POSTGRES_PASSWORD: shop
+              POSTGRES_DB: shop
+              PGDATA: shop
+        """
+    )
+    imported = import_compose(project, namespace=None, read_env_file=lambda path: None)
+    servicelinks = [o["metadata"]["name"] for o in imported.objects if o["kind"] == "ServiceLink"]
+    assert servicelinks == ["shop"]
+    assert links_of(imported.objects, "shop") == [{"key": "DB_HOST", "service": "db", "template": "{host}"}]
+    assert imported.notes == ["not translated (servicelink writes Services and ServiceLinks only): image (shop, db)"]
+
+
+def test_a_url_with_credentials_is_left_out_and_its_password_shown_nowhere() -> None:
+    project = yaml.safe_load(
+        f"""
+        services:
+          shop:
+            environment:
+              DATABASE_URL: postgres://dbuser:{PASSWORD}@db:5432/shop
+              CACHE_URL: redis://:{PASSWORD}@cache:6379/0
+              REPLICA_URL: postgres://dbuser:{PASSWORD}${{SUFFIX}}@db:5432/shop
+          db:
+            expose: ["5432"]
+          cache:
+            expose: ["6379"]
+        """
+    )
+    imported = import_compose(project, namespace=None, read_env_file=lambda path: None)
+    assert imported.notes == [
+        "shop: DATABASE_URL=postgres://***@db:5432/shop: carries credentials: not linked"
+        " (a ServiceLink would need them from a Secret); left out",
+        "shop: CACHE_URL=redis://***@cache:6379/0: carries credentials: not linked"
+        " (a ServiceLink would need them from a Secret); left out",
+        "shop: REPLICA_URL=postgres://***@db:5432/shop is an interpolation, not guessed; left out",
+    ]
+    assert [o["kind"] for o in imported.objects] == ["Service", "Service"]
+    # The port a credentialed URL uses still names the Service's port.
+    assert imported.objects[0]["spec"]["ports"] == [{"name": "postgres", "port": 5432, "targetPort": 5432}]
+    leaked = PASSWORD in repr(imported) or "dbuser" in "".join(imported.notes)
+    assert not leaked, "the user or password shows in the import"
+
+
 def test_parse_env_file() -> None:
     assert parse_env_file('A=1\n\n# no\nB="two words"\nC\nD=x=y\n') == {"A": "1", "B": "two words", "D": "x=y"}
 

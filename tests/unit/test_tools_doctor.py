@@ -6,7 +6,7 @@ from typing import Any
 
 from servicelink.model import WorkloadResource
 from servicelink.tools.commands import mapped_kind_named
-from servicelink.tools.doctor import ClusterState, examine, format_text
+from servicelink.tools.doctor import ClusterState, examine, format_json, format_text
 
 
 def service(namespace: str, name: str, *ports: int, **spec: Any) -> dict[str, Any]:
@@ -101,6 +101,22 @@ def test_each_problem_is_found_and_plain_values_are_not_addresses() -> None:
         "AUTH_FQDN": (),
         "PAY_URL": (),
     }
+
+
+def test_credentials_are_checked_never_shown_and_a_bare_host_needs_an_address_key() -> None:
+    password = "pw-not-to-show"
+    env = [
+        {"name": "DATABASE_URL", "value": f"postgres://dbuser:{password}@api:5432/shop"},
+        {"name": "API_HOST", "value": "api"},
+        {"name": "UPSTREAM", "value": "api"},
+        {"name": "API_PASSWORD", "value": "api"},
+    ]
+    reports = examine(ClusterState.from_objects([*CLUSTER, deployment("web", env=env)]), cluster_domain="c")
+    assert checks([*CLUSTER, deployment("web", env=env)]) == {"DATABASE_URL": ("PortNotFound",), "API_HOST": ()}
+    assert reports[0].findings[0].value == "postgres://***@api:5432/shop"
+    text = format_text(reports) + format_json(reports)
+    leaked = password in text or "dbuser" in text
+    assert not leaked, "doctor shows the user or password"
 
 
 def test_the_text_names_each_problem_and_its_fix() -> None:

@@ -11,27 +11,63 @@ from servicelink.model import DEFAULT_TEMPLATE, Link
 from servicelink.resolve import resolve_link
 from servicelink.views import ObjectKey, ServiceView
 
+# ``user[:pass]@`` ends at the last ``@`` before the path, as urllib reads it: a raw ``@`` in a password
+# stays in the credentials. The group only tells that credentials are there; nothing keeps them.
+_USERINFO = r"(?P<userinfo>[^/?#\s]*@)?"
 _URL = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)(?::(?P<port>\d{1,5}))?(?P<path>/\S*)?$"
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://"
+    + _USERINFO
+    + r"(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)(?::(?P<port>\d{1,5}))?(?P<path>/\S*)?$"
 )
-_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*):(?P<port>\d{1,5})$")
+_AUTHORITY = re.compile("^" + _USERINFO + r"(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)(?::(?P<port>\d{1,5}))?$")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$")
+# Greedy to the last "@": over-hiding a path's "@" is harmless, showing a password is not.
+_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?\S*@")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0", "::1"})
+# A variable whose name ends so holds an address even as a bare host (``DB_HOST=db``); matched case-insensitively.
+ADDRESS_KEY_SUFFIXES = ("HOST", "HOSTNAME", "URL", "URI", "ADDR", "ADDRESS", "ENDPOINT", "SERVER")
+# A variable whose name ends so holds a credential or a database name, never an address, whatever its value:
+# ``POSTGRES_PASSWORD=shop`` beside a service named shop is a password. "_DB" keeps ``MONGODB`` an address key's
+# stem; "KEY" and "PASS" also catch ``MONKEY`` and ``BYPASS``, a link missed rather than a secret copied.
+CREDENTIAL_KEY_SUFFIXES = (
+    "USER",
+    "USERNAME",
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "PWD",
+    "SECRET",
+    "TOKEN",
+    "KEY",
+    "_DB",
+    "DBNAME",
+    "DB_NAME",
+    "DATABASE",
+    "DATABASE_NAME",
+)
+CARRIES_CREDENTIALS = "carries credentials: not linked (a ServiceLink would need them from a Secret)"
 
 
 @dataclass(frozen=True)
 class Address:
-    """A value read as ``scheme://host[:port][/path]``, ``host:port``, or a bare ``host``."""
+    """A value read as ``scheme://[user[:pass]@]host[:port][/path]``, ``[user[:pass]@]host[:port]``, or a bare
+    ``host``. ``credentials`` says the value carries ``user[:pass]@``; the user and password are never kept."""
 
     host: str
     scheme: str | None = None
     port: int | None = None
     path: str = ""
+    credentials: bool = False
 
     @property
     def local(self) -> bool:
         """Whether it points at the container itself."""
         return self.host in LOCAL_HOSTS
+
+    @property
+    def bare(self) -> bool:
+        """Whether it is a lone host, shaped like any word: only its variable's name makes it an address."""
+        return self.scheme is None and self.port is None and not self.credentials
 
 
 def parse_address(value: str) -> Address | None:
@@ -41,12 +77,40 @@ def parse_address(value: str) -> Address | None:
     """
     if match := _URL.match(value):
         port = match["port"]
-        return Address(match["host"], match["scheme"], int(port) if port else None, match["path"] or "")
-    if match := _HOST_PORT.match(value):
-        return Address(match["host"], None, int(match["port"]))
+        return Address(
+            match["host"], match["scheme"], int(port) if port else None, match["path"] or "", bool(match["userinfo"])
+        )
+    if (match := _AUTHORITY.match(value)) and (match["userinfo"] or match["port"]):
+        port = match["port"]
+        return Address(match["host"], None, int(port) if port else None, credentials=bool(match["userinfo"]))
     if _HOST.match(value):
         return Address(value)
     return None
+
+
+def is_credential_key(key: str) -> bool:
+    """Whether a variable of this name holds a credential or a database name, which is never linked."""
+    return key.upper().endswith(CREDENTIAL_KEY_SUFFIXES)
+
+
+def read_address(key: str, value: str) -> Address | str:
+    """Return the address variable ``key`` holds, or why it holds none.
+
+    A value is an address when it is shaped like one (``host:port``, ``scheme://…``, ``user@host``), or when
+    it is a bare host and ``key`` ends as an address's name does (ADDRESS_KEY_SUFFIXES). A credential's key
+    (CREDENTIAL_KEY_SUFFIXES) holds no address, whatever its value.
+    """
+    if is_credential_key(key):
+        return "a credential or database name: never linked"
+    address = parse_address(value)
+    if address is None or (address.bare and not key.upper().endswith(ADDRESS_KEY_SUFFIXES)):
+        return "not a service address"
+    return address
+
+
+def hide_credentials(value: str) -> str:
+    """Return ``value`` fit to show: ``user[:pass]@`` replaced by ``***@``."""
+    return _CREDENTIALS.sub(lambda match: f"{match['scheme'] or ''}***@", value, count=1)
 
 
 def service_of(host: str, *, namespace: str, cluster_domain: str) -> tuple[ObjectKey, str] | None:
@@ -89,16 +153,19 @@ def propose_link(
     """Return a link whose rendered value equals ``value`` byte for byte, or why there is none.
 
     The link is checked by resolving it as the operator would; a link that
-    would render anything else is never returned.
+    would render anything else is never returned. A value carrying credentials
+    gets none: a ServiceLink must not hold a password.
     """
-    address = parse_address(value)
-    if address is None:
-        return "not a service address"
+    address = read_address(key, value)
+    if isinstance(address, str):
+        return address
     if address.local:
         return f"points at {address.host}, the container itself"
     found = service_of(address.host, namespace=namespace, cluster_domain=cluster_domain)
     if found is None or found[0] not in services:
         return f"{address.host} is not a Service"
+    if address.credentials:
+        return CARRIES_CREDENTIALS
     (target_ns, name), host_form = found
     service = services[(target_ns, name)]
     if target_ns != namespace:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, PORT_NAME, PORT_NAME_MAX
-from servicelink.tools.address import link_fields, parse_address, propose_link
+from servicelink.tools.address import Address, hide_credentials, link_fields, propose_link, read_address
 from servicelink.views import ObjectKey, ServiceView
 
 # What the import reads; every other key of a Compose service is reported as not translated.
@@ -129,8 +129,13 @@ def import_compose(
     schemes: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
     for name, env in envs.items():
         for key, value in env.items():
-            address = parse_address(value or "")
-            if address and address.host in ports and address.host != name and address.port is not None:
+            address = read_address(key, value or "")
+            if (
+                isinstance(address, Address)
+                and address.host in ports
+                and address.host != name
+                and address.port is not None
+            ):
                 if address.port not in ports[address.host]:
                     notes.append(f"{name}: {key} uses port {address.port} of {address.host}, added to its Service")
                     ports[address.host][address.port] = "TCP"
@@ -172,14 +177,15 @@ def import_compose(
             if value is None:
                 notes.append(f"{name}: {key} takes its value from the host's environment; left out")
                 continue
+            shown = f"{key}={hide_credentials(value)}"
             if "$" in value:
-                notes.append(f"{name}: {key}={value} is an interpolation, not guessed; left out")
+                notes.append(f"{name}: {shown} is an interpolation, not guessed; left out")
                 continue
-            address = parse_address(value)
-            if address is None or (not address.local and address.host not in envs):
+            address = read_address(key, value)
+            if isinstance(address, str) or (not address.local and address.host not in envs):
                 continue  # not an address of a Compose service: plain configuration
             if address.host == name:
-                notes.append(f"{name}: {key}={value} points at the service itself; left out")
+                notes.append(f"{name}: {shown} points at the service itself; left out")
                 continue
             if not KEY_PATTERN.fullmatch(key):
                 notes.append(f"{name}: {key} is not a valid ConfigMap key for an environment variable; left out")
@@ -188,7 +194,7 @@ def import_compose(
                 key, value, namespace=namespace or "", services=views, cluster_domain="cluster.local"
             )
             if isinstance(proposed, str):
-                notes.append(f"{name}: {key}={value}: {proposed}; left out")
+                notes.append(f"{name}: {shown}: {proposed}; left out")
                 continue
             links.append(link_fields(proposed))
         if links:

@@ -14,7 +14,7 @@ from typing import Any
 from servicelink.cache import Cache
 from servicelink.model import BUILT_IN_RESOURCES, REPORTED_KINDS, WORKLOAD_KINDS, WorkloadResource
 from servicelink.resolve import service_fqdn
-from servicelink.tools.address import parse_address, service_of
+from servicelink.tools.address import hide_credentials, read_address, service_of
 from servicelink.tools.offline import name_mapped_kind
 from servicelink.views import ServiceView, job_finished
 
@@ -43,7 +43,7 @@ class Finding:
     """One environment value of a workload that is (or should be) a service address."""
 
     variable: str
-    value: str
+    value: str  # with user[:pass]@ hidden
     source: str  # "env", or "configmap/NAME" (key = variable unless said)
     managed_by: str  # "ServiceLink NAME", or "hand-written"
     service: str  # "ns/name", "ns/name -> external.host", or "-"
@@ -151,11 +151,11 @@ def _problem(check: str, message: str, **fix: str) -> Problem:
 
 
 def _check_address(
-    value: str, *, namespace: str, state: ClusterState, cluster_domain: str
+    variable: str, value: str, *, namespace: str, state: ClusterState, cluster_domain: str
 ) -> tuple[str, tuple[Problem, ...]] | None:
-    """Return (service column, problems) for a value that is a cluster service address, else None."""
-    address = parse_address(value)
-    if address is None or address.local:
+    """Return (service column, problems) for a variable that holds a cluster service address, else None."""
+    address = read_address(variable, value)
+    if isinstance(address, str) or address.local:
         return None
     found = service_of(address.host, namespace=namespace, cluster_domain=cluster_domain)
     if found is None:
@@ -283,7 +283,7 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
     pods = _pods_of(workload, state.pods)
     findings: list[Finding] = []
     for variable, value, cm_name, key in values:
-        checked = _check_address(value, namespace=namespace, state=state, cluster_domain=cluster_domain)
+        checked = _check_address(variable, value, namespace=namespace, state=state, cluster_domain=cluster_domain)
         if checked is None:
             continue
         service, found = checked
@@ -311,7 +311,7 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
                     check = STALE_JOB_PODS if kind in REPORTED_KINDS else STALE_PODS
                     stale_problem = _problem(check, message, workload=workload_ref)
                 found = (*found, stale_problem)
-        findings.append(Finding(variable, value, source, managed, service, found))
+        findings.append(Finding(variable, hide_credentials(value), source, managed, service, found))
     return WorkloadReport(kind, namespace, str(metadata.get("name", "")), tuple(findings), tuple(problems))
 
 
