@@ -9,7 +9,8 @@ import pytest
 import yaml
 from console import REPO, assert_golden, run
 
-from servicelink.tools.compose import import_compose, parse_env_file
+from servicelink.model import PORT_NAME, PORT_NAME_MAX
+from servicelink.tools.compose import WELL_KNOWN_PORTS, image_name, import_compose, parse_env_file
 
 COMPOSE = REPO / "examples" / "compose" / "docker-compose.yml"
 SEED_GATEWAY_CONFIG = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
@@ -162,6 +163,75 @@ def test_a_url_with_credentials_is_left_out_and_its_password_shown_nowhere() -> 
     assert imported.objects[0]["spec"]["ports"] == [{"name": "postgres", "port": 5432, "targetPort": 5432}]
     leaked = PASSWORD in repr(imported) or "dbuser" in "".join(imported.notes)
     assert not leaked, "the user or password shows in the import"
+
+
+def test_a_well_known_server_without_ports_gets_its_port() -> None:
+    project = yaml.safe_load(
+        """
+        services:
+          shop:
+            environment:
+              MYSQL_HOST: db
+              CACHE_URL: redis://cache:6379/0
+              QUEUE_URL: amqp://queue:5672
+          db:
+            image: mysql:8.4
+          cache:
+            image: docker.io/bitnami/redis:7.2@sha256:0123
+          queue:
+            image: rabbitmq:3-management
+            expose: ["15672"]
+          tool:
+            image: busybox
+        """
+    )
+    imported = import_compose(project, namespace=None, read_env_file=lambda path: None)
+    services = {o["metadata"]["name"]: o["spec"]["ports"] for o in imported.objects if o["kind"] == "Service"}
+    assert services == {
+        "db": [{"name": "mysql", "port": 3306, "targetPort": 3306}],
+        "cache": [{"name": "redis", "port": 6379, "targetPort": 6379}],
+        # A service that lists a port is taken at its word; the port a value uses is added to it.
+        "queue": [
+            {"name": "amqp", "port": 5672, "targetPort": 5672},
+            {"name": "port-15672", "port": 15672, "targetPort": 15672},
+        ],
+    }
+    assert links_of(imported.objects, "shop") == [
+        {"key": "MYSQL_HOST", "service": "db", "template": "{host}"},
+        {"key": "CACHE_URL", "service": "cache", "scheme": "redis", "path": "/0"},
+        {"key": "QUEUE_URL", "service": "queue", "port": "amqp", "scheme": "amqp"},
+    ]
+    assert imported.notes[:3] == [
+        "db: no ports; used mysql's well-known port 3306",
+        "cache: no ports; used redis's well-known port 6379",
+        "shop: QUEUE_URL uses port 5672 of queue, added to its Service",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("image", "name"),
+    [
+        ("postgres", "postgres"),
+        ("postgres:16-alpine", "postgres"),
+        ("docker.io/library/postgres:16", "postgres"),
+        ("registry.local:5000/team/Redis:7@sha256:ab", "redis"),
+        ("confluentinc/cp-kafka:7.6.0", "cp-kafka"),
+    ],
+)
+def test_image_name(image: str, name: str) -> None:
+    assert image_name(image) == name
+
+
+def test_well_known_port_names_are_valid_service_port_names() -> None:
+    invalid = [n for _, n in WELL_KNOWN_PORTS.values() if len(n) > PORT_NAME_MAX or not PORT_NAME.fullmatch(n)]
+    assert invalid == []
+
+
+def test_the_docs_list_every_well_known_image_and_port() -> None:
+    text = " ".join((REPO / "docs" / "how-to" / "import-compose.md").read_text().split())
+    missing = [f"{image} {port}" for image, (port, _) in WELL_KNOWN_PORTS.items() if f" {image}" not in text]
+    missing += [str(port) for port, _ in WELL_KNOWN_PORTS.values() if f"({port})" not in text]
+    assert missing == []
 
 
 def test_parse_env_file() -> None:

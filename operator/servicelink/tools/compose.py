@@ -12,10 +12,32 @@ from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, POR
 from servicelink.tools.address import Address, hide_credentials, link_fields, propose_link, read_address
 from servicelink.views import ObjectKey, ServiceView
 
-# What the import reads; every other key of a Compose service is reported as not translated.
+# What the import reads; every other key of a Compose service is reported as not translated (image too, though
+# a port-less service's image may give it a well-known port: no workload is written from it).
 READ_KEYS = frozenset({"environment", "env_file", "ports", "expose"})
 # Top-level keys with nothing to translate into Kubernetes objects.
 PROJECT_KEYS = frozenset({"services", "version", "name"})
+# The port a well-known server's image listens on, by image name without registry, owner, tag or digest, with
+# the Service port's name: a service of such an image that lists no ports: or expose: still gets a Service.
+WELL_KNOWN_PORTS: Mapping[str, tuple[int, str]] = {
+    "postgres": (5432, "postgres"),
+    "postgresql": (5432, "postgres"),  # bitnami/postgresql
+    "postgis": (5432, "postgres"),  # postgis/postgis
+    "mysql": (3306, "mysql"),
+    "mariadb": (3306, "mysql"),
+    "redis": (6379, "redis"),
+    "valkey": (6379, "redis"),  # valkey/valkey
+    "mongo": (27017, "mongodb"),
+    "mongodb": (27017, "mongodb"),  # bitnami/mongodb
+    "rabbitmq": (5672, "amqp"),
+    "memcached": (11211, "memcached"),
+    "elasticsearch": (9200, "http"),
+    "opensearch": (9200, "http"),  # opensearchproject/opensearch
+    "nats": (4222, "nats"),
+    "kafka": (9092, "kafka"),  # apache/kafka, bitnami/kafka
+    "cp-kafka": (9092, "kafka"),  # confluentinc/cp-kafka
+    "zookeeper": (2181, "zookeeper"),
+}
 _PORT = re.compile(
     r"^(?:(?:\[[^\]]*\]|[^:]*):)?(?:(?P<published>[\d\-]*):)?(?P<target>\d+(?:-\d+)?)(?:/(?P<proto>\w+))?$"
 )
@@ -88,10 +110,15 @@ def _container_ports(name: str, service: Mapping[str, Any], notes: list[str]) ->
     return ports
 
 
-def _port_name(number: int, schemes: set[str], taken: set[str]) -> str:
-    for scheme in sorted(schemes):
-        if len(scheme) <= PORT_NAME_MAX and PORT_NAME.fullmatch(scheme) and scheme not in taken:
-            return scheme
+def image_name(image: str) -> str:
+    """The name of an image without registry, owner, tag or digest: ``docker.io/bitnami/redis:7.2`` -> ``redis``."""
+    return image.rpartition("/")[2].partition("@")[0].partition(":")[0].lower()
+
+
+def _port_name(number: int, candidates: list[str], taken: set[str]) -> str:
+    for candidate in candidates:
+        if len(candidate) <= PORT_NAME_MAX and PORT_NAME.fullmatch(candidate) and candidate not in taken:
+            return candidate
     return f"port-{number}"
 
 
@@ -114,6 +141,7 @@ def import_compose(
     ignored: defaultdict[str, list[str]] = defaultdict(list)
     envs: dict[str, dict[str, str | None]] = {}
     ports: dict[str, dict[int, str]] = {}
+    well_known: dict[str, tuple[int, str]] = {}  # service -> the well-known port it was given, and its name
     for name, service in services.items():
         service = service or {}
         if not DNS1035_LABEL.fullmatch(str(name)) or len(str(name)) > 63:
@@ -124,6 +152,12 @@ def import_compose(
                 ignored[str(key)].append(str(name))
         envs[name] = _environment(name, service, read_env_file, notes)
         ports[name] = _container_ports(name, service, notes)
+        image = image_name(str(service.get("image") or ""))
+        if not service.get("ports") and not service.get("expose") and image in WELL_KNOWN_PORTS:
+            number = WELL_KNOWN_PORTS[image][0]
+            notes.append(f"{name}: no ports; used {image}'s well-known port {number}")
+            ports[name][number] = "TCP"
+            well_known[name] = WELL_KNOWN_PORTS[image]
 
     # A port another service's value uses must be on the Service, as any port is reachable in Compose.
     schemes: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
@@ -150,7 +184,10 @@ def import_compose(
         taken: set[str] = set()
         spec_ports = []
         for number, proto in sorted(numbers.items()):
-            port_name = _port_name(number, schemes[(name, number)], taken)
+            candidates = sorted(schemes[(name, number)])
+            if name in well_known and well_known[name][0] == number:
+                candidates.append(well_known[name][1])
+            port_name = _port_name(number, candidates, taken)
             taken.add(port_name)
             spec_ports.append(
                 {
