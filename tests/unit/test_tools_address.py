@@ -102,7 +102,8 @@ def test_the_docs_list_the_key_suffixes_the_tools_read() -> None:
         ("postgres://app:${DB_PASSWORD}@db/app", "postgres://***@db/app"),
         ("app:s3cret@db:5432", "***@db:5432"),
         ("http://auth:3001", "http://auth:3001"),
-        ("two words@x", "two words@x"),
+        ("postgres://app:pass word@db/app", "postgres://***@db/app"),
+        ("plain words", "plain words"),
     ],
 )
 def test_hide_credentials(value: str, shown: str) -> None:

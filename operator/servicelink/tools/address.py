@@ -21,8 +21,8 @@ _URL = re.compile(
 )
 _AUTHORITY = re.compile("^" + _USERINFO + r"(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)(?::(?P<port>\d{1,5}))?$")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$")
-# Greedy to the last "@": over-hiding a path's "@" is harmless, showing a password is not.
-_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?\S*@")
+# Greedy to the last "@", across spaces too: over-hiding a path's "@" is harmless, showing a password is not.
+_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?.*@", re.DOTALL)
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0", "::1"})
 # A variable whose name ends so holds an address even as a bare host (``DB_HOST=db``); matched case-insensitively.
 ADDRESS_KEY_SUFFIXES = ("HOST", "HOSTNAME", "URL", "URI", "ADDR", "ADDRESS", "ENDPOINT", "SERVER")
