@@ -1,4 +1,4 @@
-# The servicelink operator: `docker build -t ghcr.io/servicelink/servicelink:0.1.0 .`
+# The servicelink operator: `docker build -t ghcr.io/servicelink/servicelink:0.2.0 .`
 # Runs as `servicelink run`; every flag also reads SERVICELINK_<FLAG> from the environment.
 
 FROM python:3.11.10-slim-bookworm AS builder

@@ -8,6 +8,7 @@ started as the chart's ServiceAccount, making every call its pod would make.
 from __future__ import annotations
 
 import subprocess
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.controller_manager
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "servicelink"
 GALLERY_CHART = REPO / "examples" / "gallery-helm"
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 # Not "servicelink": its objects are named helm-test-servicelink, beside those `kubectl apply -k manifests/` makes.
 RELEASE = "helm-test"
 OPERATOR = f"{RELEASE}-servicelink"
@@ -122,7 +124,7 @@ def test_install_creates_the_release_and_its_account_may_do_exactly_what_the_ope
         assert body["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
     (container,) = objects["deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "ghcr.io/servicelink/servicelink:0.1.0"
+    assert container["image"] == f"ghcr.io/servicelink/servicelink:{VERSION}"
     assert cluster.get("poddisruptionbudget", OPERATOR, "-n", release) is None
     for group, resource, verbs in RBAC_RULES:
         for verb in verbs:

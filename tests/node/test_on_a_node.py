@@ -160,7 +160,7 @@ def handwritten_gateway_and_prober() -> list[dict[str, Any]]:
 
     The prober calls each gateway's ``/auth`` every 100 ms and prints one JSON line per call.
     """
-    app = {"image": "ghcr.io/servicelink/gallery-app:0.1.0", "imagePullPolicy": "IfNotPresent"}
+    app = {"image": "ghcr.io/servicelink/gallery-app:0.2.0", "imagePullPolicy": "IfNotPresent"}
     labels = {"app": "gateway-handwritten"}
     return [
         {
@@ -350,7 +350,7 @@ def app_deployment(name: str, role: str, port: int, **spec: Any) -> dict[str, An
     """A Deployment of the gallery's app in ``role``, Ready only once its upstreams answer."""
     container: dict[str, Any] = {
         "name": role,
-        "image": "ghcr.io/servicelink/gallery-app:0.1.0",
+        "image": "ghcr.io/servicelink/gallery-app:0.2.0",
         "imagePullPolicy": "IfNotPresent",
         "args": [role],
         "env": [{"name": "PORT", "value": str(port)}],
@@ -511,7 +511,7 @@ def worker_cronjob() -> dict[str, Any]:
                             "containers": [
                                 {
                                     "name": "worker",
-                                    "image": "ghcr.io/servicelink/gallery-app:0.1.0",
+                                    "image": "ghcr.io/servicelink/gallery-app:0.2.0",
                                     "imagePullPolicy": "IfNotPresent",
                                     "args": ["job"],
                                     "envFrom": [{"configMapRef": {"name": "worker-service-config"}}],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,14 @@ from servicelink import conditions
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 USER_PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *DOCS.rglob("*.md")])
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+# A version a page shows for the install: an image tag, the install NOTES' first line, a chart's release name
+# in `helm list`. Other versions (an upgrade from 0.1.0, say) are named in words, and the CHANGELOG keeps history.
+INSTALLED_VERSION = re.compile(
+    r"(?:servicelink|gallery-app):(\d+\.\d+\.\d+)"  # an image
+    r"|servicelink (\d+\.\d+\.\d+) runs"  # the chart's NOTES
+    r"|\bgallery-(\d+\.\d+\.\d+)"  # the gallery chart in `helm list`
+)
 
 # Our own issue numbers and commits are history, not documentation. Upstream references stay
 # allowed as full URLs (kubernetes/kubernetes#22952 is preceded by a word character, so it passes),
@@ -83,3 +92,26 @@ def test_the_rollout_flowchart_ends_in_every_reason_of_rolled_out() -> None:
     page = (DOCS / "explanation" / "rollouts.md").read_text()
     chart = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
     assert set(re.findall(r"RolledOut (?:True|False), (\w+)", chart)) == set(conditions.REASONS[conditions.ROLLED_OUT])
+
+
+@pytest.mark.parametrize(
+    "page", [page for page in USER_PAGES if page.name != "CHANGELOG.md"], ids=lambda page: str(page.relative_to(REPO))
+)
+def test_no_page_installs_a_version_but_the_current_one(page: Path) -> None:
+    found = [
+        f"line {number}: {match.group(0)!r}"
+        for number, line in enumerate(page.read_text().splitlines(), start=1)
+        for match in INSTALLED_VERSION.finditer(line)
+        if VERSION not in match.groups()
+    ]
+    assert found == []
+
+
+def test_the_installed_version_pattern_finds_tags_notes_and_releases() -> None:
+    assert [m.group(0) for m in INSTALLED_VERSION.finditer("docker push ghcr.io/servicelink/servicelink:0.1.0")] == [
+        "servicelink:0.1.0"
+    ]
+    assert INSTALLED_VERSION.search("servicelink 0.1.0 runs in namespace servicelink-system")
+    assert INSTALLED_VERSION.search("deployed\tgallery-0.1.0\t0.1.0")
+    assert INSTALLED_VERSION.search("image: ghcr.io/servicelink/gallery-app:0.1.0")
+    assert not INSTALLED_VERSION.search("none on an upgrade from 0.1.0's bare hash")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from servicelink.views import ServiceView
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 GALLERY = REPO / "examples" / "gallery"
-IMAGE = "ghcr.io/servicelink/servicelink:0.1.0"
+# The release's version: pyproject.toml is its one source; every other file that names it is checked against it.
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+IMAGE = f"ghcr.io/servicelink/servicelink:{VERSION}"
+APP_IMAGE = f"ghcr.io/servicelink/gallery-app:{VERSION}"
 
 Triple = tuple[str, str, str]
 
@@ -122,6 +126,18 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     (only,) = deployment["spec"]["template"]["spec"]["containers"]
     result: dict[str, Any] = only
     return result
+
+
+def test_every_file_that_carries_the_version_carries_pyprojects() -> None:
+    """The charts, the images they and manifests/ install, and the Dockerfile's build line name one release."""
+    for chart in (REPO / "charts" / "servicelink", REPO / "examples" / "gallery-helm"):
+        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+        assert (meta["version"], meta["appVersion"]) == (VERSION, VERSION), chart
+    assert yaml.safe_load((REPO / "examples" / "gallery-helm" / "values.yaml").read_text())["image"]["tag"] == VERSION
+    labels = [doc.get("metadata", {}).get("labels", {}) for path in MANIFESTS.glob("*.yaml") for doc in documents(path)]
+    versions = {label.get("app.kubernetes.io/version") for label in labels} - {None}
+    assert versions == {VERSION}
+    assert f"docker build -t {IMAGE} ." in (REPO / "Dockerfile").read_text()
 
 
 def test_deployment_runs_one_standalone_replica(deployment: dict[str, Any], container: dict[str, Any]) -> None:
@@ -255,7 +271,7 @@ def test_gallery_pods_probe_their_upstreams_with_the_app_image() -> None:
     roles = {}
     for doc in documents(GALLERY / "deployments.yaml"):
         (container,) = doc["spec"]["template"]["spec"]["containers"]
-        assert container["image"] == "ghcr.io/servicelink/gallery-app:0.1.0"
+        assert container["image"] == APP_IMAGE
         assert container["imagePullPolicy"] == "IfNotPresent"
         probe = container["readinessProbe"]
         roles[doc["metadata"]["name"]] = (container["args"][0], probe.get("httpGet", {}).get("path"))
