@@ -20,6 +20,9 @@ RESOLVED = "Resolved"
 SERVICE_NOT_FOUND = "ServiceNotFound"
 PORT_NOT_FOUND = "PortNotFound"
 CROSS_NAMESPACE_FORBIDDEN = "CrossNamespaceForbidden"
+SECRETS_DISABLED = "SecretsDisabled"
+SECRET_NOT_SHARED = "SecretNotShared"
+SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
 # Synced
 CONFIGMAP_UP_TO_DATE = "ConfigMapUpToDate"
 KEY_CONFLICT = "KeyConflict"
@@ -42,12 +45,22 @@ FORBIDDEN = "Forbidden"
 BUILT_IN_KIND = "BuiltInKind"
 TEMPLATE_NOT_FOUND = "TemplateNotFound"
 
+# Why a link did not resolve: a False Resolved carries the first of its links'.
+UNRESOLVED = (
+    SERVICE_NOT_FOUND,
+    PORT_NOT_FOUND,
+    CROSS_NAMESPACE_FORBIDDEN,
+    SECRETS_DISABLED,
+    SECRET_NOT_SHARED,
+    SECRET_KEY_NOT_FOUND,
+)
+
 # Each condition type and the reasons it carries, in the order the status lists them. A False Ready
 # carries the reason of the first condition that fails. docs/reference/servicelink-fields.md is
 # generated from these two tables, and test_conditions.py keeps every reason above in one of them.
 REASONS: dict[str, tuple[str, ...]] = {
     READY: (RECONCILED, INVALID_SPEC),
-    RESOLVED_TYPE: (ALL_SERVICES_FOUND, SERVICE_NOT_FOUND, PORT_NOT_FOUND, CROSS_NAMESPACE_FORBIDDEN),
+    RESOLVED_TYPE: (ALL_SERVICES_FOUND, *UNRESOLVED),
     SYNCED: (CONFIGMAP_UP_TO_DATE, KEY_CONFLICT, CONFIGMAP_TOO_LARGE, WRITE_FAILED, CONFIGMAP_NOT_SHARED),
     ROLLED_OUT: (
         WORKLOADS_UPDATED,
@@ -67,7 +80,7 @@ MAPPING_REASONS: dict[str, tuple[str, ...]] = {
 }
 # The reasons of an entry of status.links that did not resolve or was not written. A resolved link's
 # reason (RESOLVED) stays inside the operator: its entry carries none.
-LINK_REASONS: tuple[str, ...] = (SERVICE_NOT_FOUND, PORT_NOT_FOUND, CROSS_NAMESPACE_FORBIDDEN, KEY_CONFLICT)
+LINK_REASONS: tuple[str, ...] = (*UNRESOLVED, KEY_CONFLICT)
 
 
 def merge_conditions(current: Sequence[Condition], desired: Sequence[Condition], *, now: str) -> list[Condition]:

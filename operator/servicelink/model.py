@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 GROUP = "servicelink.dev"
 VERSION = "v1alpha1"
@@ -43,9 +44,18 @@ WRITABLE_BY_ANNOTATION = f"{GROUP}/writable-by"
 ROLLABLE_BY_ANNOTATION = f"{GROUP}/rollable-by"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 
+# Consent of a Secret's owner: the label lets the operator see the Secret at all (its watch selects it), the
+# annotation names the ServiceLinks (names, or "*") of the Secret's namespace that may read it.
+SHARED_LABEL = f"{GROUP}/shared"
+READABLE_BY_ANNOTATION = f"{GROUP}/readable-by"
+
 DEFAULT_TEMPLATE = "{scheme}://{host}:{port}{path}"
+# The default template of a link with credentials.
+CREDENTIALS_TEMPLATE = "{scheme}://{username}:{password}@{host}:{port}{path}"
+# The placeholders a link's credentials fill; percent-encoded as a URL's userinfo.
+CREDENTIAL_PLACEHOLDERS = ("username", "password")
 # In the order the CRD's rule and its message name them.
-PLACEHOLDER_NAMES = ("scheme", "host", "port", "path", "service", "namespace", "fqdn")
+PLACEHOLDER_NAMES = ("scheme", "host", "port", "path", "service", "namespace", "fqdn", *CREDENTIAL_PLACEHOLDERS)
 PLACEHOLDERS = frozenset(PLACEHOLDER_NAMES)
 MAX_LINKS = 256
 
@@ -68,6 +78,18 @@ _TEMPLATE_RULE = {
     + " ".join("{" + p + "}" for p in PLACEHOLDER_NAMES)
     + ", and no other braces",
 }
+_CREDENTIALS_NEEDED = "template uses {username} or {password}: set links[].credentials to the Secret they come from"
+_LINK_CREDENTIALS_RULE: JsonDict = {
+    "rule": "!has(self.template) || has(self.credentials) || !self.template.matches('[{](username|password)[}]')",
+    "message": _CREDENTIALS_NEEDED,
+}
+_SECRET_NEEDED = "links with credentials are written to a Secret, never to the ConfigMap: set spec.secretName"
+_SPEC_SECRET_RULE: JsonDict = {
+    "rule": "!self.links.exists(l, has(l.credentials)) || has(self.secretName)",
+    "message": _SECRET_NEEDED,
+}
+# A key of a Secret's data, as the API server accepts it.
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 # A workload kind: a built-in one by its name ("Deployment"), a mapped one (a WorkloadMapping) as "Kind.group"
 # ("CloneSet.apps.kruise.io"), the name `kubectl get` takes, so a mapped kind never shadows a built-in one.
@@ -222,8 +244,51 @@ def template_placeholders(template: str) -> list[str]:
     return names
 
 
+class Credentials(_Strict):
+    """A username and a password, read from a Secret of this ServiceLink's namespace."""
+
+    secret_name: Annotated[
+        str,
+        Field(
+            alias="secretName",
+            description="Name of the Secret, in this ServiceLink's namespace. Its owner shares it: the label"
+            f" {SHARED_LABEL}=true (the operator sees no other Secret) and the annotation {READABLE_BY_ANNOTATION}"
+            ' listing this ServiceLink\'s name, or "*". Until then the link is not resolved and the condition says'
+            " which kubectl label and annotate commands share it.",
+            min_length=1,
+            max_length=253,
+            pattern=DNS1123_SUBDOMAIN.pattern,
+        ),
+        _explained("credentials.secretName {value!r} must be a DNS-1123 subdomain"),
+    ]
+    username_key: Annotated[
+        str,
+        Field(
+            alias="usernameKey",
+            description='The key of the Secret\'s data that holds the username, for {username}; default "username".',
+            min_length=1,
+            max_length=253,
+            pattern=SECRET_KEY.pattern,
+        ),
+        _explained("credentials.usernameKey {value!r} must be a Secret key: letters, digits, '-', '_' and '.'"),
+    ] = "username"
+    password_key: Annotated[
+        str,
+        Field(
+            alias="passwordKey",
+            description='The key of the Secret\'s data that holds the password, for {password}; default "password".',
+            min_length=1,
+            max_length=253,
+            pattern=SECRET_KEY.pattern,
+        ),
+        _explained("credentials.passwordKey {value!r} must be a Secret key: letters, digits, '-', '_' and '.'"),
+    ] = "password"
+
+
 class Link(_Strict):
-    """One ConfigMap key and the Service whose address it holds."""
+    """One key and the Service whose address it holds; with credentials, a key of the Secret spec.secretName."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_LINK_CREDENTIALS_RULE]})
 
     key: Annotated[
         str,
@@ -295,14 +360,36 @@ class Link(_Strict):
     template: Annotated[
         str,
         Field(
-            description='How the value is rendered; default "{scheme}://{host}:{port}{path}". Placeholders:'
+            description='How the value is rendered; default "{scheme}://{host}:{port}{path}", and'
+            ' "{scheme}://{username}:{password}@{host}:{port}{path}" with credentials. Placeholders:'
             " {scheme}, {host} (the short Service name in this namespace, the FQDN in another, the externalName"
             " of an ExternalName Service), {port}, {path}, {service}, {namespace}, {fqdn} (always the full"
-            ' name). "{host}" gives the seed\'s MONGODB_HOST=mongodb.',
+            " name); with credentials also {username} and {password}, percent-encoded as a URL's userinfo"
+            " (RFC 3986: every byte but letters, digits and -._~ becomes %XX, so @ : / % in a password cannot"
+            ' break the URL). "{host}" gives MONGODB_HOST=mongodb.',
             max_length=512,
             json_schema_extra={"x-kubernetes-validations": [_TEMPLATE_RULE]},
         ),
     ] = DEFAULT_TEMPLATE
+    credentials: Credentials | None = Field(
+        default=None,
+        description="Take {username} and {password} from a Secret. The value is then written to the Secret"
+        " spec.secretName, never to the ConfigMap, and shows nowhere else: not in status, Events or logs.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_template(cls, data: Any) -> Any:
+        """A link with credentials and no template of its own gets the template with userinfo."""
+        if isinstance(data, Mapping) and data.get("credentials") is not None and data.get("template") is None:
+            return {**data, "template": CREDENTIALS_TEMPLATE}
+        return data
+
+    @model_validator(mode="after")
+    def _credentials_used(self) -> Link:
+        if self.credentials is None and set(template_placeholders(self.template)) & set(CREDENTIAL_PLACEHOLDERS):
+            raise ValueError(_CREDENTIALS_NEEDED)
+        return self
 
     @field_validator("template")
     @classmethod
@@ -392,7 +479,9 @@ def _links_schema(schema: dict[str, Any]) -> None:
 
 
 class ServiceLinkSpec(_Strict):
-    """Which ConfigMap holds which keys, and whom to roll when a value changes."""
+    """Which ConfigMap (and Secret) holds which keys, and whom to roll when a value changes."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_SPEC_SECRET_RULE]})
 
     config_map_name: Annotated[
         str,
@@ -408,6 +497,20 @@ class ServiceLinkSpec(_Strict):
         ),
         _explained("configMapName {value!r} must be a DNS-1123 subdomain"),
     ]
+    secret_name: Annotated[
+        str | None,
+        Field(
+            alias="secretName",
+            description="Name of the Secret, in this ServiceLink's namespace, that holds the keys of the links with"
+            " credentials (and only those). Required when a link has credentials. Created (owned by this"
+            " ServiceLink, deleted with it) if absent; one that exists already is written only if its annotation"
+            ' servicelink.dev/writable-by lists this ServiceLink\'s name, or is "*", as for the ConfigMap.',
+            min_length=1,
+            max_length=253,
+            pattern=DNS1123_SUBDOMAIN.pattern,
+        ),
+        _explained("secretName {value!r} must be a DNS-1123 subdomain"),
+    ] = None
     links: list[Link] = Field(
         description="One entry per ConfigMap key (1 to 256). Each key holds the address of one Service, rendered"
         " through the template; keys are unique.",
@@ -444,7 +547,14 @@ class ServiceLinkSpec(_Strict):
             if link.key in seen:
                 raise ValueError(f"key {link.key!r} appears more than once in links")
             seen.add(link.key)
+        if self.secret_name is None and any(link.credentials is not None for link in self.links):
+            raise ValueError(_SECRET_NEEDED)
         return self
+
+    @property
+    def secret_keys(self) -> frozenset[str]:
+        """The keys of the links with credentials: written to the Secret ``secret_name``, never to the ConfigMap."""
+        return frozenset(link.key for link in self.links if link.credentials is not None)
 
 
 _KEY = "The ConfigMap key."
@@ -459,6 +569,14 @@ class Endpoints(_Strict):
     total: int = Field(description="All endpoints.")
 
 
+class CredentialsRead(_Strict):
+    """Which keys of which Secret a value was built from: never their content."""
+
+    secret_name: str = Field(alias="secretName", description="The Secret, in this ServiceLink's namespace.")
+    keys: list[str] = Field(description="The keys of its data that were read.")
+    resource_version: str = Field(alias="resourceVersion", description="The Secret's resourceVersion that was read.")
+
+
 class LinkStatus(_Strict):
     """How one link resolved: an entry of ``status.links``."""
 
@@ -471,9 +589,14 @@ class LinkStatus(_Strict):
     reason: str | None = Field(
         default=None,
         description="Why the link did not resolve or was not written (ServiceNotFound, PortNotFound,"
-        " CrossNamespaceForbidden, KeyConflict).",
+        " CrossNamespaceForbidden, SecretsDisabled, SecretNotShared, SecretKeyNotFound, KeyConflict).",
     )
     message: str | None = Field(default=None, description="What is wrong and how to fix it.")
+    credentials: CredentialsRead | None = Field(
+        default=None,
+        description="For a link with credentials: the Secret keys its value was built from. The value itself is"
+        " written only to the Secret spec.secretName, never to status.",
+    )
 
 
 class RolledOut(_Strict):

@@ -216,7 +216,13 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
     services = {key: svc for key in refs if (svc := world.service(key)) is not None}
     endpoints = {key: eps for key in refs if (eps := world.endpoints(key)) is not None}
     results = resolve_links(
-        spec, namespace=view.namespace, services=services, endpoints=endpoints, cluster_domain=cluster_domain
+        spec,
+        namespace=view.namespace,
+        services=services,
+        endpoints=endpoints,
+        cluster_domain=cluster_domain,
+        servicelink=view.name,
+        salt=view.uid,
     )
     earlier, siblings = split_claims(view, world.claims(view.namespace, spec.config_map_name))
     return decide_values(
@@ -228,6 +234,7 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
         namespace=view.namespace,
         configmap=spec.config_map_name,
         creator=_first_valid(earlier, world),
+        secret_keys=spec.secret_keys,
     )
 
 

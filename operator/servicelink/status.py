@@ -13,6 +13,7 @@ from servicelink.consent import Skipped
 from servicelink.messages import summarize, truncate
 from servicelink.model import (
     Condition,
+    CredentialsRead,
     DeferredKey,
     LinkStatus,
     RolledOut,
@@ -130,6 +131,13 @@ def render_link_entries(results: Sequence[LinkResult], conflicts: Mapping[str, s
                 endpoints=None if result.endpoints is None else EndpointCounts(**asdict(result.endpoints)),
                 reason=problem[0],
                 message=problem[1],
+                credentials=None
+                if result.credentials is None
+                else CredentialsRead(
+                    secret_name=result.credentials.secret,
+                    keys=list(result.credentials.keys),
+                    resource_version=result.credentials.resource_version,
+                ),
             )
         )
     return entries

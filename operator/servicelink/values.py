@@ -8,7 +8,7 @@ and a running operator cannot disagree about a value or a conflict.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from servicelink.resolve import LinkResult
 from servicelink.views import Claim, ObjectKey, ServiceView
@@ -24,6 +24,8 @@ class Values:
     conflicts: dict[str, str]  # key -> message
     siblings: frozenset[str]  # every key the other ServiceLinks of the ConfigMap claim
     creator: str | None = None  # the older ServiceLink that creates our ConfigMap while it is missing
+    # The values of the links with credentials, for the Secret alone: never in a repr, a log or the status.
+    secret: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 def desired_values(results: Sequence[LinkResult], previous: Mapping[str, str]) -> dict[str, str]:
@@ -62,10 +64,19 @@ def decide_values(
     namespace: str,
     configmap: str,
     creator: str | None = None,
+    secret_keys: frozenset[str] = frozenset(),
 ) -> Values:
-    """Decide the values of one ServiceLink: resolved, or kept from ``previous`` where a link may keep its last
-    value, less the keys an ``earlier`` ServiceLink of the same ConfigMap claims (each a conflict)."""
-    desired = desired_values(results, previous)
+    """Decide the values of one ServiceLink and where each goes.
+
+    The ConfigMap gets each link's value, resolved or kept from ``previous``
+    where a link may keep its last value, less the keys an ``earlier``
+    ServiceLink of the same ConfigMap claims (each a conflict). The keys of
+    links with credentials (``secret_keys``) never go to the ConfigMap: their
+    resolved values go to ``Values.secret``, for the Secret alone.
+    """
+    plain = [r for r in results if r.key not in secret_keys]
+    desired = desired_values(plain, previous)
     conflicts = sibling_conflicts(desired, earlier=earlier, namespace=namespace, configmap=configmap)
     kept = {k: v for k, v in desired.items() if k not in conflicts}
-    return Values(list(results), dict(services), kept, conflicts, siblings, creator)
+    secret = {r.key: r.secret_value for r in results if r.key in secret_keys and r.secret_value is not None}
+    return Values(list(results), dict(services), kept, conflicts, siblings, creator, secret)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
     EXPOSE_TO_ANNOTATION,
+    READABLE_BY_ANNOTATION,
     REPORTED_RESOURCES,
     ROLLABLE_BY_ANNOTATION,
     WORKLOAD_RESOURCES,
@@ -84,6 +87,39 @@ class ServiceView:
     def allows(self, namespace: str) -> bool:
         """Return whether a ServiceLink in ``namespace`` may resolve this Service."""
         return namespace == self.namespace or "*" in self.expose_to or namespace in self.expose_to
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """A Secret shared with servicelink (it carries the label servicelink.dev/shared=true), its data decoded.
+
+    ``data`` never shows in a repr, so a log line or a traceback that prints a view leaks nothing.
+    """
+
+    namespace: str
+    name: str
+    resource_version: str
+    readable_by: frozenset[str]
+    data: Mapping[str, str] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, object]) -> SecretView:
+        """Build a view from a Secret as the API returns it: base64 data decoded, a key not UTF-8 text left out."""
+        metadata = body.get("metadata") or {}
+        assert isinstance(metadata, Mapping)
+        annotations = metadata.get("annotations") or {}
+        raw = body.get("data") or {}
+        data: dict[str, str] = {}
+        for key, encoded in raw.items() if isinstance(raw, Mapping) else ():
+            with contextlib.suppress(ValueError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+                data[str(key)] = base64.b64decode(str(encoded), validate=True).decode()
+        return cls(
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            readable_by=parse_name_list(annotations.get(READABLE_BY_ANNOTATION)),
+            data=data,
+        )
 
 
 @dataclass(frozen=True)

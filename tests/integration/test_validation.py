@@ -37,6 +37,19 @@ INVALID = [
     ("link without service", {"links": [{"key": "A"}]}, "spec.links[0].service"),
     ("configMapName invalid", {"configMapName": "Bad_Name"}, "spec.configMapName"),
     ("configMapName missing", {"configMapName": None}, "spec.configMapName"),
+    ("credentials without secretName", {"links": [link(credentials={"secretName": "pg"})]}, "set spec.secretName"),
+    ("{password} without credentials", {"links": [link(template="{scheme}://{password}@{host}")]}, "spec.links[0]"),
+    (
+        "credentials' Secret name invalid",
+        {"secretName": "s", "links": [link(credentials={"secretName": "Bad_Name"})]},
+        "spec.links[0].credentials.secretName",
+    ),
+    (
+        "credentials' passwordKey with a slash",
+        {"secretName": "s", "links": [link(credentials={"secretName": "pg", "passwordKey": "a/b"})]},
+        "spec.links[0].credentials.passwordKey",
+    ),
+    ("secretName invalid", {"secretName": "Bad_Name"}, "spec.secretName"),
     ("unknown rollout", {"rollout": "Sometimes"}, "spec.rollout"),
     ("unknown workload kind", {"workloads": {"names": [{"kind": "Pod", "name": "x"}]}}, "spec.workloads.names[0].kind"),
 ]
@@ -107,3 +120,22 @@ def test_what_only_the_operator_can_tell_becomes_a_condition(
         what="the valid ServiceLink served alongside",
     )
     assert "Traceback" not in operator_process.log()
+
+
+def test_credentials_without_secret_access_are_reported_and_nothing_is_written(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    db = {"key": "DATABASE_URL", "service": "db", "scheme": "postgres", "credentials": {"secretName": "pg"}}
+    body = servicelink("app", namespace, "app-config", {"key": "API", "service": "api"}, db)
+    body["spec"]["secretName"] = "app-secrets"
+    cluster.apply([service("api", namespace, 80), service("db", namespace, 5432), body])
+
+    def secrets_disabled() -> dict[str, Any] | None:
+        found = condition(cluster.get("sl", "app", "-n", namespace), "Resolved")
+        return found if found.get("reason") == "SecretsDisabled" else None
+
+    resolved = wait_for(secrets_disabled, what="SecretsDisabled")
+    assert "links[key=DATABASE_URL].credentials" in resolved["message"]
+    configmap = wait_for(lambda: cluster.get("configmap", "app-config", "-n", namespace), what="the ConfigMap")
+    assert configmap["data"] == {"API": "http://api:80"}
+    assert cluster.get("secret", "app-secrets", "-n", namespace) is None

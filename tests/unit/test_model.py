@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from servicelink.model import (
     BUILT_IN_MAPPINGS,
+    CREDENTIALS_TEMPLATE,
     DEFAULT_TEMPLATE,
     MAX_LINKS,
     OPTIONAL_KIND_SETTINGS,
@@ -382,3 +383,35 @@ def test_every_optional_kind_says_how_to_enable_it() -> None:
 
 def test_a_mapped_kind_is_named_kind_dot_group() -> None:
     assert mapped_kind_name("CloneSet", "apps.kruise.io") == "CloneSet.apps.kruise.io"
+
+
+# --- credentials ------------------------------------------------------------------------------------------
+
+
+def test_a_link_with_credentials_defaults_to_the_template_with_userinfo_and_the_usual_keys() -> None:
+    parsed = parse_spec(spec(secretName="app-secrets", links=[link(credentials={"secretName": "pg"})]))
+    only = parsed.links[0]
+    assert only.template == CREDENTIALS_TEMPLATE == "{scheme}://{username}:{password}@{host}:{port}{path}"
+    assert only.credentials is not None
+    assert (only.credentials.username_key, only.credentials.password_key) == ("username", "password")
+    assert parsed.secret_keys == frozenset({"AUTH_SERVICE_URL"})
+
+
+def test_a_template_of_its_own_is_kept_with_credentials() -> None:
+    parsed = parse_spec(spec(secretName="s", links=[link(credentials={"secretName": "pg"}, template="{password}")]))
+    assert parsed.links[0].template == "{password}"
+
+
+def test_credentials_need_spec_secret_name() -> None:
+    assert "set spec.secretName" in error_text(spec(links=[link(credentials={"secretName": "pg"})]))
+
+
+def test_username_or_password_in_a_template_need_credentials() -> None:
+    assert "set links[].credentials" in error_text(spec(links=[link(template="{scheme}://{username}@{host}")]))
+
+
+@pytest.mark.parametrize(
+    "credentials", [{"secretName": "Bad_Name"}, {"secretName": "pg", "passwordKey": "a/b"}, {"usernameKey": "u"}]
+)
+def test_bad_credentials_are_rejected(credentials: dict[str, Any]) -> None:
+    assert "credentials" in error_text(spec(secretName="s", links=[link(credentials=credentials)]))

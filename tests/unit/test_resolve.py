@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from servicelink import conditions
 from servicelink.model import Link, parse_spec
-from servicelink.resolve import LinkResult, resolve_link, resolve_links
-from servicelink.views import Endpoints, ObjectKey, ServicePort, ServiceView
+from servicelink.resolve import LinkResult, SecretUse, escape_userinfo, resolve_link, resolve_links
+from servicelink.views import Endpoints, ObjectKey, SecretView, ServicePort, ServiceView
 
 HERE = "gallery"
 OTHER = "identity"
@@ -322,3 +324,113 @@ def test_resolve_links_keeps_spec_order_and_reports_each() -> None:
         ("AUTH_SERVICE_URL", "http://auth-service:3001", conditions.RESOLVED),
         ("CART_URL", None, conditions.SERVICE_NOT_FOUND),
     ]
+
+
+# --- Links with credentials ---------------------------------------------------------------------------------
+
+PASSWORD = "p@ss:w/rd%20é"
+DB = {"key": "DATABASE_URL", "service": "db", "scheme": "postgres", "path": "/app", "credentials": {"secretName": "pg"}}
+
+
+def secret_body(
+    data: dict[str, str], *, readable_by: str | None = "app", name: str = "pg", version: str = "7"
+) -> dict[str, Any]:
+    annotations = {} if readable_by is None else {"servicelink.dev/readable-by": readable_by}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": HERE, "resourceVersion": version, "annotations": annotations},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def resolve_db(
+    secrets: dict[str, SecretView] | None, raw_link: dict[str, Any] = DB, *, salt: str = "uid-1"
+) -> LinkResult:
+    return resolve_link(
+        Link.model_validate(raw_link),
+        namespace=HERE,
+        services=world(service_body("db", ports=[{"port": 5432}])),
+        endpoints={},
+        cluster_domain="cluster.local",
+        servicelink="app",
+        salt=salt,
+        secrets=secrets,
+    )
+
+
+def shared(*bodies: dict[str, Any]) -> dict[str, SecretView]:
+    return {view.name: view for view in map(SecretView.from_body, bodies)}
+
+
+def test_a_url_with_credentials_escapes_them_and_round_trips_through_url_parsing() -> None:
+    result = resolve_db(shared(secret_body({"username": "app", "password": PASSWORD})))
+    assert result.resolved
+    assert result.secret_value is not None
+    parsed = urlsplit(result.secret_value)
+    assert (parsed.scheme, parsed.hostname, parsed.port, parsed.path) == ("postgres", "db", 5432, "/app")
+    assert (unquote(parsed.username or ""), unquote(parsed.password or "")) == ("app", PASSWORD)
+    assert result.credentials == SecretUse(secret="pg", keys=("username", "password"), resource_version="7")
+
+
+def test_the_value_outside_the_secret_is_a_digest_that_changes_with_the_password_alone() -> None:
+    first = resolve_db(shared(secret_body({"username": "app", "password": PASSWORD})))
+    again = resolve_db(shared(secret_body({"username": "app", "password": PASSWORD, "other": "x"}, version="8")))
+    rotated = resolve_db(shared(secret_body({"username": "app", "password": PASSWORD + "!"})))
+    assert first.value is not None
+    assert first.value.startswith("sha256:")
+    assert PASSWORD not in first.value
+    assert first.value == again.value  # another key of the Secret changed: not this value
+    assert first.value != rotated.value
+    assert first.value != resolve_db(shared(secret_body({"username": "app", "password": PASSWORD})), salt="u2").value
+
+
+def test_nothing_of_the_password_shows_in_a_repr() -> None:
+    views = shared(secret_body({"username": "app", "password": PASSWORD}))
+    result = resolve_db(views)
+    assert "p@ss" not in repr(result)
+    assert "p@ss" not in repr(views)
+    assert "p%40ss" not in repr(result)
+
+
+def test_custom_keys_and_template() -> None:
+    link = {
+        **DB,
+        "template": "mongodb://{username}:{password}@{host}:{port}/?authSource=admin",
+        "credentials": {"secretName": "pg", "usernameKey": "user", "passwordKey": "pass"},
+    }
+    result = resolve_db(shared(secret_body({"user": "root", "pass": "a b"})), link)
+    assert result.secret_value == "mongodb://root:a%20b@db:5432/?authSource=admin"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "reason", "says"),
+    [
+        (None, conditions.SECRETS_DISABLED, "secrets.enabled=true"),
+        ({}, conditions.SECRET_NOT_SHARED, "kubectl label secret pg -n gallery servicelink.dev/shared=true"),
+        (
+            shared(secret_body({"username": "a", "password": PASSWORD}, readable_by="other")),
+            conditions.SECRET_NOT_SHARED,
+            "kubectl annotate secret pg -n gallery servicelink.dev/readable-by=app",
+        ),
+        (shared(secret_body({"username": PASSWORD})), conditions.SECRET_KEY_NOT_FOUND, "has no key password (keys:"),
+    ],
+    ids=["no secret access", "not labelled or absent", "not readable by this ServiceLink", "key missing"],
+)
+def test_a_secret_not_there_for_this_link_is_a_named_problem(
+    secrets: dict[str, SecretView] | None, reason: str, says: str
+) -> None:
+    result = resolve_db(secrets)
+    assert (result.value, result.secret_value, result.reason) == (None, None, reason)
+    assert says in result.message
+    assert "p@ss" not in result.message  # it names keys, never values
+
+
+def test_readable_by_star_shares_with_every_servicelink_of_the_namespace() -> None:
+    assert resolve_db(shared(secret_body({"username": "a", "password": "b"}, readable_by="*"))).resolved
+
+
+def test_escape_userinfo_keeps_only_unreserved_characters() -> None:
+    assert escape_userinfo("aZ09-._~") == "aZ09-._~"
+    assert escape_userinfo("@:/%?#[] é") == "%40%3A%2F%25%3F%23%5B%5D%20%C3%A9"
+    assert unquote(escape_userinfo(PASSWORD)) == PASSWORD

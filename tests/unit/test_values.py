@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from servicelink import conditions as c
-from servicelink.resolve import LinkResult
+from servicelink.resolve import LinkResult, SecretUse
 from servicelink.values import decide_values, desired_values, sibling_conflicts
 from servicelink.views import Claim
 
@@ -49,3 +49,29 @@ def test_decide_values_leaves_out_what_an_earlier_servicelink_holds_and_keeps_wh
     assert set(decided.conflicts) == {"A"}
     assert decided.siblings == frozenset({"A", "Z"})
     assert decided.creator is None
+
+
+def test_values_of_links_with_credentials_go_to_the_secret_alone() -> None:
+    url = LinkResult(
+        key="DATABASE_URL",
+        service="shop/db",
+        value="sha256:0123456789abcdef",
+        reason=c.RESOLVED,
+        message="",
+        credentials=SecretUse(secret="pg", keys=("username", "password"), resource_version="7"),
+        secret_value="postgres://app:pw@db:5432/app",
+    )
+    unshared = LinkResult(key="CACHE_URL", service="shop/cache", value=None, reason=c.SECRET_NOT_SHARED, message="")
+    decided = decide_values(
+        [AUTH_OK, url, unshared],
+        services={},
+        previous={"CACHE_URL": "redis://old"},  # before the link had credentials: not kept in the ConfigMap
+        earlier=[],
+        siblings=frozenset(),
+        namespace="shop",
+        configmap="cfg",
+        secret_keys=frozenset({"DATABASE_URL", "CACHE_URL"}),
+    )
+    assert decided.desired == {"AUTH_SERVICE_URL": AUTH}
+    assert decided.secret == {"DATABASE_URL": "postgres://app:pw@db:5432/app"}
+    assert "app:pw" not in repr(decided)

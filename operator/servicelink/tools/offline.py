@@ -172,6 +172,7 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
             services={key: svc for key in refs if (svc := world.service(key)) is not None},
             endpoints={key: eps for key in refs if (eps := world.endpoints(key)) is not None},
             cluster_domain=cluster_domain,
+            servicelink=name,
         )
         me = claim_of(body)
         earlier = [cl for cl in world.claims(namespace, configmap) if me is not None and cl.precedes(me)]
@@ -183,6 +184,7 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
             siblings=frozenset(),
             namespace=namespace,
             configmap=configmap,
+            secret_keys=spec.secret_keys,
         )
         values, conflicts = decided.desired, decided.conflicts
         synced = judge_sync(namespace=namespace, configmap=configmap, ours=values, conflicts=conflicts)
