@@ -331,7 +331,8 @@ class Link(_Strict):
         | None,
         Field(
             description='The Service port, by number (1-65535) or by name (such as "http"); a name follows the'
-            " port when it is renumbered. May be left out only when the Service has exactly one port.",
+            " port when it is renumbered. May be left out when the Service has exactly one port, or when the template"
+            " does not use {port}.",
         ),
         _explained(
             "port {value!r} must be a number between 1 and 65535 or a port name"

@@ -127,9 +127,11 @@ def service_fqdn(name: str, namespace: str, cluster_domain: str) -> str:
 
 
 def _pick_port(link: Link, service: ServiceView) -> int | str | None:
-    """Return the port number, or an error message listing the Service's ports."""
+    """Return the port number, None when none is needed or there is none, or an error message listing the ports."""
     listed = ", ".join(p.describe() for p in service.ports) or "none"
     if link.port is None:
+        if "port" not in template_placeholders(link.template):
+            return None  # "{host}" needs no port, however many the Service has
         if len(service.ports) == 1:
             return service.ports[0].port
         if not service.ports and service.type == "ExternalName":

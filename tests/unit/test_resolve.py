@@ -434,3 +434,9 @@ def test_escape_userinfo_keeps_only_unreserved_characters() -> None:
     assert escape_userinfo("aZ09-._~") == "aZ09-._~"
     assert escape_userinfo("@:/%?#[] é") == "%40%3A%2F%25%3F%23%5B%5D%20%C3%A9"
     assert unquote(escape_userinfo(PASSWORD)) == PASSWORD
+
+
+def test_a_template_without_port_needs_none_from_a_service_of_several_ports() -> None:
+    two = service_body("db", ports=[{"name": "sql", "port": 5432}, {"name": "metrics", "port": 9187}])
+    result = resolve({"key": "DB_HOST", "service": "db", "template": "{host}"}, two)
+    assert (result.value, result.reason) == ("db", conditions.RESOLVED)

@@ -254,3 +254,14 @@ def test_bad_compose_files_are_one_line(
     assert ran.code == 2
     assert message in ran.err
     assert ran.err.count("\n") == 1
+
+
+def test_a_host_only_value_is_linked_without_a_port_to_a_service_of_several() -> None:
+    project = {
+        "services": {
+            "app": {"image": "shop", "environment": {"DB_HOST": "db"}},
+            "db": {"image": "example/db", "expose": [5432, 9187]},
+        }
+    }
+    imported = import_compose(project, namespace=None, read_env_file=lambda path: None)
+    assert links_of(imported.objects, "app") == [{"key": "DB_HOST", "service": "db", "template": "{host}"}]
