@@ -6,6 +6,7 @@ import base64
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from servicelink.model import (
@@ -130,16 +131,35 @@ class Endpoints:
     total: int
 
 
-# What a pod template reads of one ConfigMap: a set of keys, or None for all of it.
+# What a pod template reads of one ConfigMap or Secret: a set of keys, or None for all of it.
 Reads = frozenset[str] | None
 
+# A view's reads of no object at all, shared: most workloads read no Secret, and a view stays slim.
+NO_READS: Mapping[str, Reads] = MappingProxyType({})
 
-def _merge(reads: dict[str, Reads], configmap: str, keys: Reads) -> None:
-    if configmap in reads:
-        old = reads[configmap]
-        reads[configmap] = None if old is None or keys is None else old | keys
+
+@dataclass(frozen=True)
+class _SourceFields:
+    """Where a pod spec names the objects of one kind it reads, ConfigMaps or Secrets: the fields differ by kind."""
+
+    env_from: str  # containers[].envFrom[].<env_from>.name: every key
+    key_ref: str  # containers[].env[].valueFrom.<key_ref>: {name, key}
+    volume: str  # volumes[].<volume> and volumes[].projected.sources[].<volume>; items restrict the keys
+    volume_name: str  # the field of volumes[].<volume> that names it (a projected source always says "name")
+
+
+_CONFIGMAP_FIELDS = _SourceFields(
+    env_from="configMapRef", key_ref="configMapKeyRef", volume="configMap", volume_name="name"
+)
+_SECRET_FIELDS = _SourceFields(env_from="secretRef", key_ref="secretKeyRef", volume="secret", volume_name="secretName")
+
+
+def _merge(reads: dict[str, Reads], name: str, keys: Reads) -> None:
+    if name in reads:
+        old = reads[name]
+        reads[name] = None if old is None or keys is None else old | keys
     else:
-        reads[configmap] = keys
+        reads[name] = keys
 
 
 def _volume_reads(source: Mapping[str, Any]) -> Reads:
@@ -147,30 +167,45 @@ def _volume_reads(source: Mapping[str, Any]) -> Reads:
     return frozenset(str(i["key"]) for i in items if "key" in i) if items else None
 
 
-def read_configmaps(pod_spec: Mapping[str, Any]) -> dict[str, Reads]:
-    """Return, for each ConfigMap a pod spec reads, the keys it reads (None: every key).
+def _read_sources(pod_spec: Mapping[str, Any], fields: _SourceFields) -> dict[str, Reads]:
+    """Return, for each object of the kind ``fields`` describes that a pod spec reads, the keys it reads
+    (None: every key).
 
-    Counts ``envFrom``, ``env[].valueFrom.configMapKeyRef``, ``configMap`` volumes
-    and ``projected`` volumes, in containers and init containers.
+    Counts ``envFrom``, ``env[].valueFrom`` key references, volumes and
+    ``projected`` volume sources, in containers and init containers.
     """
     reads: dict[str, Reads] = {}
     for container in [*(pod_spec.get("initContainers") or ()), *(pod_spec.get("containers") or ())]:
         for source in container.get("envFrom") or ():
-            ref = source.get("configMapRef")
+            ref = source.get(fields.env_from)
             if ref and ref.get("name"):
                 _merge(reads, ref["name"], None)
         for env in container.get("env") or ():
-            ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
+            ref = (env.get("valueFrom") or {}).get(fields.key_ref)
             if ref and ref.get("name") and ref.get("key"):
                 _merge(reads, ref["name"], frozenset({ref["key"]}))
     for volume in pod_spec.get("volumes") or ():
-        if volume.get("configMap") and volume["configMap"].get("name"):
-            _merge(reads, volume["configMap"]["name"], _volume_reads(volume["configMap"]))
+        source = volume.get(fields.volume)
+        if source and source.get(fields.volume_name):
+            _merge(reads, source[fields.volume_name], _volume_reads(source))
         for projected in (volume.get("projected") or {}).get("sources") or ():
-            source = projected.get("configMap")
+            source = projected.get(fields.volume)
             if source and source.get("name"):
                 _merge(reads, source["name"], _volume_reads(source))
     return reads
+
+
+def read_configmaps(pod_spec: Mapping[str, Any]) -> dict[str, Reads]:
+    """Return, for each ConfigMap a pod spec reads, the keys it reads (None: every key); see ``_read_sources``."""
+    return _read_sources(pod_spec, _CONFIGMAP_FIELDS)
+
+
+def read_secrets(pod_spec: Mapping[str, Any]) -> dict[str, Reads]:
+    """Return, for each Secret a pod spec reads, the keys it reads (None: every key); see ``_read_sources``.
+
+    Names and keys only: a pod spec names Secrets, it holds none of their data.
+    """
+    return _read_sources(pod_spec, _SECRET_FIELDS)
 
 
 RolloutState = Literal["Complete", "Progressing", "Stalled"]
@@ -312,8 +347,9 @@ class WorkloadView:
     namespace: str
     name: str
     labels: Mapping[str, str]
-    reads: Mapping[str, Reads]
+    reads: Mapping[str, Reads]  # ConfigMap name -> the keys its pods read
     config_hash: str | None
+    secret_reads: Mapping[str, Reads] = field(default_factory=lambda: NO_READS)  # Secret name -> keys read
     rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
     resource_version: str = ""  # guards a patch against a change seen too late
     progress: Progress = Progress("Complete")
@@ -341,6 +377,7 @@ class WorkloadView:
             labels=dict(metadata.get("labels") or {}),
             reads=read_configmaps(template.get("spec") or {}),
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+            secret_reads=read_secrets(template.get("spec") or {}) or NO_READS,
             rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
             resource_version=str(metadata.get("resourceVersion", "")),
             progress=read_progress(resource, body),
@@ -378,13 +415,15 @@ def job_finished(body: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class JobView:
-    """The parts of a Job that the report of stale Jobs reads: what its pods read, and the hash they started on."""
+    """The parts of a Job that the report of stale Jobs reads: what its pods read (ConfigMaps and Secrets), and the
+    hash they started on."""
 
     namespace: str
     name: str
-    reads: Mapping[str, Reads]
+    reads: Mapping[str, Reads]  # ConfigMap name -> the keys its pods read
     config_hash: str | None
     running: bool
+    secret_reads: Mapping[str, Reads] = field(default_factory=lambda: NO_READS)  # Secret name -> keys read
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> JobView:
@@ -398,6 +437,7 @@ class JobView:
             reads=read_configmaps(template.get("spec") or {}),
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
             running=not job_finished(body),
+            secret_reads=read_secrets(template.get("spec") or {}) or NO_READS,
         )
 
 

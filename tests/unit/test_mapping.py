@@ -127,6 +127,20 @@ def test_a_mapped_object_is_viewed_through_its_template_path_and_rolls_by_its_re
     assert unseen.progress.state == "Progressing"
 
 
+def test_a_mapped_object_reads_secrets_through_its_template_path_apart_from_configmaps() -> None:
+    resource = parse_or_refuse(NAME, {**CLONESET, "template": ".spec.podTemplate"}, generation=1)
+    assert isinstance(resource, WorkloadResource)
+    env = [
+        {"name": "HOST", "valueFrom": {"configMapKeyRef": {"name": "db", "key": "HOST"}}},
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "PASSWORD"}}},
+    ]
+    pod_spec = {"containers": [{"name": "app", "image": "x", "env": env, "envFrom": [{"secretRef": {"name": "api"}}]}]}
+    body = {"metadata": {"name": "web", "namespace": "team"}, "spec": {"podTemplate": {"spec": pod_spec}}}
+    view = WorkloadView.from_body(resource, body)
+    assert view.reads == {"db": frozenset({"HOST"})}
+    assert view.secret_reads == {"db": frozenset({"PASSWORD"}), "api": None}
+
+
 def test_a_mapped_kind_with_a_ready_condition_waits_for_it_and_one_without_status_has_nothing_to_wait_for() -> None:
     resource = cloneset()
     body = {"metadata": {"name": "svc", "namespace": "team", "generation": 1}, "spec": {"template": {}}}

@@ -28,6 +28,7 @@ from servicelink.rollout import (
     select_consumers,
 )
 from servicelink.views import (
+    NO_READS,
     Endpoints,
     JobView,
     Progress,
@@ -36,10 +37,12 @@ from servicelink.views import (
     WorkloadView,
     read_configmaps,
     read_progress,
+    read_secrets,
     read_workload_ref,
 )
 
 CM = "gateway-service-config"
+CREDS = "db-credentials"
 AUTH_OLD = "http://auth-service:3001"
 AUTH_NEW = "http://auth-service:4000"
 APP = "http://app:80"
@@ -55,6 +58,10 @@ def env_from(name: str = CM) -> dict[str, Any]:
 
 def key_ref(key: str, name: str = CM) -> dict[str, Any]:
     return {"name": key, "valueFrom": {"configMapKeyRef": {"name": name, "key": key}}}
+
+
+def secret_key_ref(key: str, name: str = CREDS) -> dict[str, Any]:
+    return {"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
 
 def workload_body(
@@ -165,7 +172,7 @@ def test_configmap_volume_with_items_reads_those_keys() -> None:
     assert read_configmaps(pod) == {CM: frozenset({"A", "B"})}
 
 
-def test_projected_volume_sources_are_read() -> None:
+def test_projected_volume_sources_are_read_apart_by_kind_with_their_items() -> None:
     pod = {
         "containers": [container()],
         "volumes": [
@@ -175,7 +182,8 @@ def test_projected_volume_sources_are_read() -> None:
                     "sources": [
                         {"configMap": {"name": CM, "items": [{"key": "A", "path": "a"}]}},
                         {"configMap": {"name": "other"}},
-                        {"secret": {"name": "creds"}},
+                        {"secret": {"name": CREDS, "items": [{"key": "PASSWORD", "path": "password"}]}},
+                        {"secret": {"name": "api-token"}},
                         {"serviceAccountToken": {"path": "token"}},
                     ]
                 },
@@ -183,6 +191,7 @@ def test_projected_volume_sources_are_read() -> None:
         ],
     }
     assert read_configmaps(pod) == {CM: frozenset({"A"}), "other": None}
+    assert read_secrets(pod) == {CREDS: frozenset({"PASSWORD"}), "api-token": None}
 
 
 def test_init_containers_count() -> None:
@@ -204,10 +213,51 @@ def test_secrets_and_other_sources_are_not_configmaps() -> None:
         "volumes": [{"name": "s", "secret": {"secretName": CM}}, {"name": "e", "emptyDir": {}}],
     }
     assert read_configmaps(pod) == {}
+    assert read_secrets(pod) == {CM: None}
 
 
 def test_empty_pod_spec_reads_nothing() -> None:
     assert read_configmaps({}) == {}
+    assert read_secrets({}) == {}
+
+
+# --- read_secrets -------------------------------------------------------------------------------------------
+
+
+def test_secret_env_from_reads_every_key() -> None:
+    assert read_secrets({"containers": [container(envFrom=[{"secretRef": {"name": CREDS}}])]}) == {CREDS: None}
+
+
+def test_secret_key_ref_reads_only_that_key() -> None:
+    pod = {"containers": [container(env=[secret_key_ref("PASSWORD"), {"name": "PLAIN", "value": "x"}])]}
+    assert read_secrets(pod) == {CREDS: frozenset({"PASSWORD"})}
+
+
+def test_secret_keys_from_init_and_app_containers_add_up_and_env_from_wins() -> None:
+    pod = {
+        "initContainers": [container("migrate", env=[secret_key_ref("USERNAME")])],
+        "containers": [container(env=[secret_key_ref("PASSWORD")])],
+    }
+    assert read_secrets(pod) == {CREDS: frozenset({"USERNAME", "PASSWORD"})}
+    pod["containers"].append(container("sidecar", envFrom=[{"secretRef": {"name": CREDS}}]))
+    assert read_secrets(pod) == {CREDS: None}
+
+
+def test_secret_volume_is_named_by_secret_name_and_its_items_restrict_the_keys() -> None:
+    every = {"name": "all", "secret": {"secretName": CREDS}}
+    some = {"name": "some", "secret": {"secretName": "tls", "items": [{"key": "tls.crt", "path": "cert.pem"}]}}
+    by_name = {"name": "wrong", "secret": {"name": "not-a-secret-volume-field"}}  # a ConfigMap volume's field
+    pod = {"containers": [container()], "volumes": [every, some, by_name]}
+    assert read_secrets(pod) == {CREDS: None, "tls": frozenset({"tls.crt"})}
+
+
+def test_a_configmap_and_a_secret_of_the_same_name_are_read_apart() -> None:
+    pod = {
+        "containers": [container(env=[key_ref("HOST", name="db"), secret_key_ref("PASSWORD", name="db")])],
+        "volumes": [{"name": "c", "configMap": {"name": "db", "items": [{"key": "PORT", "path": "port"}]}}],
+    }
+    assert read_configmaps(pod) == {"db": frozenset({"HOST", "PORT"})}
+    assert read_secrets(pod) == {"db": frozenset({"PASSWORD"})}
 
 
 # --- WorkloadView.from_body ---------------------------------------------------------------------------------
@@ -284,6 +334,36 @@ def test_a_rollouts_workload_ref_names_the_deployment_whose_template_it_runs() -
     assert read_workload_ref(rollout, {"spec": {"workloadRef": {"kind": "Deployment"}}}) is None
     # A Deployment has no workloadRef, whatever its spec holds.
     assert read_workload_ref(WORKLOAD_RESOURCES["Deployment"], argo_rollout_body("web", None)) is None
+
+
+def reads_configmap_and_secret_db() -> dict[str, Any]:
+    """A pod spec that reads key HOST of the ConfigMap ``db``, key PASSWORD of the Secret ``db``, and one file of
+    the Secret ``tls``."""
+    tls = {"secretName": "tls", "items": [{"key": "tls.crt", "path": "cert.pem"}]}
+    env = [key_ref("HOST", name="db"), secret_key_ref("PASSWORD", name="db")]
+    return {"containers": [container(env=env)], "volumes": [{"name": "tls", "secret": tls}]}
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("Deployment", workload_body("web", reads_configmap_and_secret_db())),
+        ("StatefulSet", workload_body("web", reads_configmap_and_secret_db())),
+        ("DaemonSet", workload_body("web", reads_configmap_and_secret_db())),
+        ("CronJob", cronjob_body("web", reads_configmap_and_secret_db())),
+        ("Rollout", argo_rollout_body("web", reads_configmap_and_secret_db())),
+    ],
+)
+def test_every_kind_views_the_secrets_its_pods_read_apart_from_its_configmaps(kind: Any, body: dict[str, Any]) -> None:
+    got = WorkloadView.from_body(WORKLOAD_RESOURCES[kind], body)
+    assert got.reads == {"db": frozenset({"HOST"})}
+    assert got.secret_reads == {"db": frozenset({"PASSWORD"}), "tls": frozenset({"tls.crt"})}
+
+
+def test_a_view_reading_no_secret_shares_one_empty_mapping() -> None:
+    assert view("web", {"containers": [container(**env_from())]}).secret_reads is NO_READS
+    assert WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("web", None)).secret_reads == {}
+    assert job("report", {"containers": [container(**env_from())]}).secret_reads is NO_READS
 
 
 # --- select_consumers ---------------------------------------------------------------------------------------
@@ -999,6 +1079,12 @@ def test_a_job_view_reads_what_its_pods_read_the_hash_they_carry_and_whether_it_
     for condition in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"):
         assert not job("done", {"containers": [container(**env_from())]}, finished=condition).running
     assert JobView.from_body({"metadata": {"name": "bare"}}).running  # not started yet: it will run
+
+
+def test_a_job_view_reads_the_secrets_its_pods_read_apart_from_its_configmaps() -> None:
+    got = job("migrate", reads_configmap_and_secret_db())
+    assert got.reads == {"db": frozenset({"HOST"})}
+    assert got.secret_reads == {"db": frozenset({"PASSWORD"}), "tls": frozenset({"tls.crt"})}
 
 
 def test_a_running_job_reading_a_changed_key_is_stale_with_the_hash_it_started_on() -> None:
