@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from servicelink.model import WorkloadKind, WorkloadResource
 from servicelink.rollout import follow_rollouts, rollout_settled
@@ -22,6 +22,23 @@ from servicelink.views import Claim, Endpoints, JobView, ObjectKey, Progress, Se
 
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+Reader = TypeVar("Reader", WorkloadKey, ObjectKey)
+
+
+def _index(readers: defaultdict[ObjectKey, set[Reader]], namespace: str, read: Iterable[str], key: Reader) -> None:
+    """Enter ``key`` as a reader of each object named in ``read`` (ConfigMaps or Secrets of ``namespace``)."""
+    for name in read:
+        readers[(namespace, name)].add(key)
+
+
+def _unindex(readers: defaultdict[ObjectKey, set[Reader]], namespace: str, read: Iterable[str], key: Reader) -> None:
+    """Take ``key`` out as a reader of each object named in ``read``; an object left without readers goes."""
+    for name in read:
+        entries = readers.get((namespace, name))
+        if entries is not None:
+            entries.discard(key)
+            if not entries:
+                del readers[(namespace, name)]
 
 
 def _meta(body: Mapping[str, Any]) -> ObjectKey:
@@ -123,13 +140,18 @@ class Cache:
     _slices: dict[ObjectKey, tuple[ObjectKey, Endpoints]] = field(default_factory=dict)
     _slices_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
+    # (namespace, ConfigMap) and (namespace, Secret) -> the workloads whose pods read it; two indexes, as a
+    # ConfigMap and a Secret may share a name.
     _readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
+    _secret_readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     _by_namespace: defaultdict[str, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
     # (namespace, Deployment) -> the Rollouts whose spec.workloadRef names it: Events and conditions name them.
     _templated_by: defaultdict[ObjectKey, set[str]] = field(default_factory=lambda: defaultdict(set))
-    # Running Jobs that read a ConfigMap, only: a finished one never runs again, and most Jobs are finished.
+    # Running Jobs that read a ConfigMap or a Secret, only: a finished one never runs again, and most Jobs are
+    # finished.
     _jobs: dict[ObjectKey, JobView] = field(default_factory=dict)
     _job_readers: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _job_secret_readers: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _stale: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)  # from each status.staleJobs
     _stale_in: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     # Event order: each put or drop gets the next tick, so a relist can tell which objects
@@ -316,7 +338,8 @@ class Cache:
     # --- workloads ------------------------------------------------------------------------------
 
     def put_workload(self, resource: WorkloadResource, body: Mapping[str, Any]) -> list[ObjectKey]:
-        """Record a Deployment, StatefulSet, DaemonSet, CronJob or Rollout, by the ConfigMaps its pods read.
+        """Record a Deployment, StatefulSet, DaemonSet, CronJob, Rollout or mapped kind, by the ConfigMaps and
+        Secrets its pods read.
 
         Return the ServiceLinks that may have rolled it when its rollout completes
         or stalls (``rollout_settled``); a replica coming up returns none. A
@@ -333,8 +356,8 @@ class Cache:
         self._touch(resource.kind, (namespace, name))
         self._workloads[key] = view
         self._by_namespace[namespace].add(key)
-        for configmap in view.reads:
-            self._readers[(namespace, configmap)].add(key)
+        _index(self._readers, namespace, view.reads, key)
+        _index(self._secret_readers, namespace, view.secret_reads, key)
         if view.workload_ref is not None:
             self._templated_by[(namespace, view.workload_ref)].add(name)
         return self._settled(before)
@@ -380,8 +403,8 @@ class Cache:
         view = self._workloads.pop(key, None)
         if view is not None:
             self._by_namespace[key[1]].discard(key)
-            for configmap in view.reads:
-                self._readers[(key[1], configmap)].discard(key)
+            _unindex(self._readers, key[1], view.reads, key)
+            _unindex(self._secret_readers, key[1], view.secret_reads, key)
             if view.workload_ref is not None:
                 rollouts = self._templated_by[(key[1], view.workload_ref)]
                 rollouts.discard(key[2])
@@ -397,6 +420,10 @@ class Cache:
         )
         return [self._workloads[key] for key in sorted(keys)]
 
+    def workloads_reading_secret(self, namespace: str, *, secret: str) -> list[WorkloadView]:
+        """The workloads of a namespace whose pods read the Secret ``secret`` (not a ConfigMap of that name)."""
+        return [self._workloads[key] for key in sorted(self._secret_readers.get((namespace, secret), ()))]
+
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         return self._workloads.get((kind, namespace, name))
 
@@ -406,7 +433,7 @@ class Cache:
     # --- Jobs -----------------------------------------------------------------------------------
 
     def put_job(self, body: Mapping[str, Any]) -> list[ObjectKey]:
-        """Record a Job while it runs and reads a ConfigMap; return the ServiceLinks to reconcile for it.
+        """Record a Job while it runs and reads a ConfigMap or a Secret; return the ServiceLinks to reconcile for it.
 
         Those whose ``status.staleJobs`` lists it, once it has finished: it
         leaves the list. A Job starting, or its pods coming and going, returns none.
@@ -415,10 +442,10 @@ class Cache:
         self._forget_job(key)
         self._touch("Job", key)
         view = JobView.from_body(body)
-        if view.running and view.reads:
+        if view.running and (view.reads or view.secret_reads):
             self._jobs[key] = view
-            for configmap in view.reads:
-                self._job_readers[(key[0], configmap)].add(key)
+            _index(self._job_readers, key[0], view.reads, key)
+            _index(self._job_secret_readers, key[0], view.secret_reads, key)
             return []
         return sorted(self._stale_in.get(key, ()))
 
@@ -431,14 +458,16 @@ class Cache:
 
     def _forget_job(self, key: ObjectKey) -> None:
         view = self._jobs.pop(key, None)
-        for configmap in view.reads if view is not None else ():
-            readers = self._job_readers[(key[0], configmap)]
-            readers.discard(key)
-            if not readers:
-                del self._job_readers[(key[0], configmap)]
+        if view is not None:
+            _unindex(self._job_readers, key[0], view.reads, key)
+            _unindex(self._job_secret_readers, key[0], view.secret_reads, key)
 
     def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
         return [self._jobs[key] for key in sorted(self._job_readers.get((namespace, reading), ()))]
+
+    def jobs_reading_secret(self, namespace: str, *, secret: str) -> list[JobView]:
+        """The running Jobs of a namespace whose pods read the Secret ``secret`` (not a ConfigMap of that name)."""
+        return [self._jobs[key] for key in sorted(self._job_secret_readers.get((namespace, secret), ()))]
 
     # --- relists --------------------------------------------------------------------------------
 

@@ -96,6 +96,10 @@ class World(Protocol):
         """Deployments, StatefulSets, DaemonSets, CronJobs and Rollouts of a namespace: those whose pods read the
         ConfigMap ``reading``, or all of them when ``reading`` is None."""
 
+    def workloads_reading_secret(self, namespace: str, *, secret: str) -> list[WorkloadView]:
+        """The workloads of a namespace (every kind ``workloads`` returns) whose pods read the Secret ``secret``;
+        a ConfigMap of the same name does not count."""
+
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         """One Deployment, StatefulSet, DaemonSet, CronJob or Rollout as last seen, or None when it is gone."""
 
@@ -104,6 +108,9 @@ class World(Protocol):
 
     def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
         """The running Jobs of a namespace whose pods read the ConfigMap ``reading``."""
+
+    def jobs_reading_secret(self, namespace: str, *, secret: str) -> list[JobView]:
+        """The running Jobs of a namespace whose pods read the Secret ``secret``."""
 
 
 @dataclass(frozen=True)

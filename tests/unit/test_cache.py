@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from servicelink.cache import Cache, claim_of, endpoints_of, linked_services
-from servicelink.model import WORKLOAD_RESOURCES
+from servicelink.mapping import parse_or_refuse
+from servicelink.model import WORKLOAD_RESOURCES, WorkloadResource
 from servicelink.views import Endpoints
 
 
@@ -325,3 +328,113 @@ def test_a_deployment_whose_generation_its_rollout_saw_before_the_deployment_eve
     template["metadata"]["generation"] = 5
     template["status"] = {"observedGeneration": 5}
     assert cache.put_workload(WORKLOAD_RESOURCES["Deployment"], template) == [("gallery", "gateway")]
+
+
+# --- readers of Secrets -----------------------------------------------------------------------------------------
+
+
+def reading(name: str, *, configmap: str | None = None, secret: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A Deployment (or, with ``status``, a Job) whose pods read all of ``configmap`` and key PASSWORD of ``secret``."""
+    container: dict[str, Any] = {"name": "app"}
+    if configmap is not None:
+        container["envFrom"] = [{"configMapRef": {"name": configmap}}]
+    if secret is not None:
+        container["env"] = [{"name": "P", "valueFrom": {"secretKeyRef": {"name": secret, "key": "PASSWORD"}}}]
+    return {
+        "metadata": {"name": name, "namespace": "gallery"},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+        **fields,
+    }
+
+
+def test_workloads_reading_a_secret_follow_edits_and_deletes() -> None:
+    cache = Cache()
+    deployment_kind, statefulset_kind = WORKLOAD_RESOURCES["Deployment"], WORKLOAD_RESOURCES["StatefulSet"]
+    cache.put_workload(deployment_kind, reading("web", secret="db-creds"))
+    cache.put_workload(statefulset_kind, reading("db", secret="db-creds"))
+    cache.put_workload(deployment_kind, reading("bystander", configmap="gw"))
+    assert [w.name for w in cache.workloads_reading_secret("gallery", secret="db-creds")] == ["web", "db"]
+    assert cache.workloads_reading_secret("other", secret="db-creds") == []
+    web = cache.workload("Deployment", "gallery", "web")
+    assert web is not None
+    assert web.secret_reads == {"db-creds": frozenset({"PASSWORD"})}
+    # An edit that reads another Secret moves it; a deleted workload leaves.
+    cache.put_workload(deployment_kind, reading("web", secret="api-token"))
+    assert [w.name for w in cache.workloads_reading_secret("gallery", secret="db-creds")] == ["db"]
+    assert [w.name for w in cache.workloads_reading_secret("gallery", secret="api-token")] == ["web"]
+    cache.drop_workload("StatefulSet", "gallery", "db")
+    assert cache.workloads_reading_secret("gallery", secret="db-creds") == []
+    # So does one a relist no longer finds.
+    cache.replace_workloads(deployment_kind, [reading("bystander", configmap="gw")], since=cache.mark())
+    assert cache.workloads_reading_secret("gallery", secret="api-token") == []
+    assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["bystander"]
+
+
+def test_a_configmap_and_a_secret_of_the_same_name_have_their_own_readers() -> None:
+    cache = Cache()
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], reading("config-reader", configmap="db"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], reading("secret-reader", secret="db"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], reading("both", configmap="db", secret="db"))
+    assert [w.name for w in cache.workloads("gallery", reading="db")] == ["both", "config-reader"]
+    assert [w.name for w in cache.workloads_reading_secret("gallery", secret="db")] == ["both", "secret-reader"]
+    # Dropping the Secret from one workload leaves its ConfigMap reads alone, and the other way round.
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], reading("both", configmap="db"))
+    assert [w.name for w in cache.workloads("gallery", reading="db")] == ["both", "config-reader"]
+    assert [w.name for w in cache.workloads_reading_secret("gallery", secret="db")] == ["secret-reader"]
+    cache.put_job(reading("migrate", configmap="db", status={"active": 1}))
+    cache.put_job(reading("rotate", secret="db", status={"active": 1}))
+    assert [j.name for j in cache.jobs("gallery", reading="db")] == ["migrate"]
+    assert [j.name for j in cache.jobs_reading_secret("gallery", secret="db")] == ["rotate"]
+
+
+def mapped_kind() -> WorkloadResource:
+    mapping = {"kind": "CloneSet", "version": "v1alpha1", "template": ".spec.template"}
+    resource = parse_or_refuse("clonesets.apps.kruise.io", mapping, generation=1)
+    assert isinstance(resource, WorkloadResource)
+    return resource
+
+
+def as_cronjob(body: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": body["metadata"], "spec": {"jobTemplate": {"spec": body["spec"]}}}
+
+
+@pytest.mark.parametrize(
+    ("resource", "body"),
+    [
+        (WORKLOAD_RESOURCES["Deployment"], reading("web", secret="db-creds")),
+        (WORKLOAD_RESOURCES["StatefulSet"], reading("web", secret="db-creds")),
+        (WORKLOAD_RESOURCES["DaemonSet"], reading("web", secret="db-creds")),
+        (WORKLOAD_RESOURCES["CronJob"], as_cronjob(reading("web", secret="db-creds"))),
+        (WORKLOAD_RESOURCES["Rollout"], reading("web", secret="db-creds")),
+        (mapped_kind(), reading("web", secret="db-creds")),
+    ],
+    ids=["Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout", "mapped"],
+)
+def test_every_followed_kind_is_found_by_the_secret_its_pods_read(
+    resource: WorkloadResource, body: dict[str, Any]
+) -> None:
+    cache = Cache()
+    cache.put_workload(resource, body)
+    assert [(w.kind, w.name) for w in cache.workloads_reading_secret("gallery", secret="db-creds")] == [
+        (resource.kind, "web")
+    ]
+    cache.drop_workload(resource.kind, "gallery", "web")
+    assert cache.workloads_reading_secret("gallery", secret="db-creds") == []
+
+
+def test_only_running_jobs_that_read_a_secret_are_kept_by_it() -> None:
+    cache = Cache()
+    running, finished = {"active": 1}, {"conditions": [{"type": "Complete", "status": "True"}]}
+    cache.put_job(reading("rotate", secret="db-creds", status=running))
+    cache.put_job(reading("done", secret="db-creds", status=finished))
+    assert [j.name for j in cache.jobs_reading_secret("gallery", secret="db-creds")] == ["rotate"]
+    assert cache.jobs("gallery", reading="db-creds") == []
+    cache.put_job(reading("rotate", secret="db-creds", status=finished))
+    assert cache.jobs_reading_secret("gallery", secret="db-creds") == []
+    cache.put_job(reading("rotate", secret="db-creds", status=running))
+    cache.drop_job("gallery", "rotate")
+    assert cache.jobs_reading_secret("gallery", secret="db-creds") == []
+    cache.replace_jobs([reading("late", secret="db-creds", status=running)], since=cache.mark())
+    assert [j.name for j in cache.jobs_reading_secret("gallery", secret="db-creds")] == ["late"]
+    cache.replace_jobs([], since=cache.mark())
+    assert cache.jobs_reading_secret("gallery", secret="db-creds") == []
