@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from servicelink import handlers
 from servicelink.settings import OPTIONS, Settings, SettingsError, load_settings
@@ -20,7 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Flags are read as text and checked by settings.load_settings, like the environment;
     # no flag has a default here, so one left out falls back to its variable.
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="servicelink", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="servicelink",
+        description="servicelink run starts the operator; the other commands help you write, check and adopt"
+        " ServiceLinks.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
@@ -55,6 +59,20 @@ def _flags(args: argparse.Namespace) -> dict[str, str | None]:
     return flags
 
 
+def _read_cluster_domain(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """Give a tool's --cluster-domain, when left out, from the environment as `servicelink run` reads it.
+
+    Only that variable is read: another SERVICELINK_* setting, wrong or not, is the operator's business.
+    Raises ``SettingsError`` naming the flag or variable when the domain is not one.
+    """
+    if "cluster_domain" not in vars(args):
+        return
+    (option,) = (option for option in OPTIONS if option.field == "cluster_domain")
+    only = {option.env: environ[option.env]} if option.env in environ else {}
+    loaded = load_settings(flags={"cluster_domain": args.cluster_domain}, environ=only)
+    args.cluster_domain = loaded.settings.cluster_domain
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -65,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args = build_parser().parse_args(argv)
     if hasattr(args, "tool"):
+        try:
+            _read_cluster_domain(args, os.environ)
+        except SettingsError as error:
+            print(f"servicelink: {error}", file=sys.stderr)
+            sys.exit(2)
         sys.exit(args.tool(args))
     try:
         loaded = load_settings(flags=_flags(args), environ=os.environ)

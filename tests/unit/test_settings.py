@@ -83,6 +83,14 @@ def test_run_help_names_every_variable_and_range(capsys: pytest.CaptureFixture[s
         assert " ".join(o.rule.allowed.split()) in text
 
 
+@pytest.mark.parametrize("command", ["", "run", "render", "graph", "doctor", "adopt"])
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """--help prints words, not the reStructuredText of docstrings."""
+    with pytest.raises(SystemExit):
+        cli.main([*command.split(), "--help"])
+    assert "``" not in capsys.readouterr().out
+
+
 def test_empty_environment_gives_the_defaults() -> None:
     settings = Settings.from_env({})
     assert settings == Settings()

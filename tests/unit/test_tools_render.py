@@ -82,6 +82,28 @@ def test_cluster_domain_and_consent_across_namespaces(capsys: pytest.CaptureFixt
     assert "CrossNamespaceForbidden: Service nope/auth does not exist or does not list namespace 'shop'" in ran.err
 
 
+def test_cluster_domain_left_out_is_the_operators_variable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like `servicelink run`, render reads SERVICELINK_CLUSTER_DOMAIN; the flag wins over it."""
+    (tmp_path / "in.yaml").write_text(
+        SERVICES + "---\n" + servicelink("gw", {"key": "DB", "service": "db", "namespace": "data", "scheme": "pg"})
+    )
+    monkeypatch.setenv("SERVICELINK_CLUSTER_DOMAIN", "corp.example")
+    monkeypatch.setenv("SERVICELINK_WORKERS", "not a number")  # the operator's setting, not render's
+    ran = run(capsys, "render", "-f", str(tmp_path))
+    assert (ran.code, yaml.safe_load(ran.out)["data"]) == (0, {"DB": "pg://db.data.svc.corp.example:5432"})
+    ran = run(capsys, "render", "-f", str(tmp_path), "--cluster-domain", "flag.example")
+    assert yaml.safe_load(ran.out)["data"] == {"DB": "pg://db.data.svc.flag.example:5432"}
+    monkeypatch.setenv("SERVICELINK_CLUSTER_DOMAIN", "Not_A_Domain")
+    ran = run(capsys, "render", "-f", str(tmp_path))
+    assert ran.code == 2
+    assert ran.err.startswith("servicelink: SERVICELINK_CLUSTER_DOMAIN='Not_A_Domain': must be a DNS domain")
+    monkeypatch.delenv("SERVICELINK_CLUSTER_DOMAIN")
+    ran = run(capsys, "render", "-f", str(tmp_path))
+    assert yaml.safe_load(ran.out)["data"] == {"DB": "pg://db.data.svc.cluster.local:5432"}
+
+
 def test_the_later_servicelink_of_one_configmap_writes_nothing_until_it_is_shared(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

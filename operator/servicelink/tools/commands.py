@@ -275,6 +275,16 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
 
 
+def _cluster_domain_flag(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    # No default here: one left out falls back to SERVICELINK_CLUSTER_DOMAIN, as `servicelink run` does
+    # (servicelink.cli resolves it), so that the tools write the FQDNs the operator writes.
+    parser.add_argument(
+        "--cluster-domain",
+        help="the cluster's DNS domain, for cross-namespace FQDNs "
+        f"(SERVICELINK_CLUSTER_DOMAIN; default: {defaults.cluster_domain})",
+    )
+
+
 def add_parsers(commands: Any, defaults: Settings) -> None:
     """Add the subcommands to ``servicelink``'s subparsers; each sets ``tool`` to the function that runs it."""
     render = commands.add_parser(
@@ -293,11 +303,7 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     render.add_argument(
         "-n", "--namespace", default="default", help="namespace of objects that name none (default: %(default)s)"
     )
-    render.add_argument(
-        "--cluster-domain",
-        default=defaults.cluster_domain,
-        help="the cluster's DNS domain, for cross-namespace FQDNs (default: %(default)s)",
-    )
+    _cluster_domain_flag(render, defaults)
     render.set_defaults(tool=run_render)
 
     graph = commands.add_parser(
@@ -315,9 +321,7 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     graph.add_argument("-f", "--filename", action="append", metavar="FILE|DIR|-", help="read files, not the cluster")
     graph.add_argument("-o", "--output", choices=sorted(graphs.FORMATS), default="mermaid", help="(default: mermaid)")
-    graph.add_argument(
-        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
-    )
+    _cluster_domain_flag(graph, defaults)
     _cluster_flags(graph)
     graph.set_defaults(tool=run_graph)
 
@@ -356,9 +360,7 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     doctor_parser.add_argument("target", nargs="?", metavar="KIND/NAME", help="only this workload")
     doctor_parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="(default: text)")
-    doctor_parser.add_argument(
-        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
-    )
+    _cluster_domain_flag(doctor_parser, defaults)
     _cluster_flags(doctor_parser)
     doctor_parser.set_defaults(tool=run_doctor)
 
@@ -376,8 +378,6 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     adopt.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
     adopt.add_argument("target", nargs="?", metavar="configmap/NAME", help="only this ConfigMap")
     adopt.add_argument("--handover", action="store_true", help="print the hand-over ConfigMaps, not the ServiceLinks")
-    adopt.add_argument(
-        "--cluster-domain", default=defaults.cluster_domain, help="DNS domain for FQDNs (default: %(default)s)"
-    )
+    _cluster_domain_flag(adopt, defaults)
     _cluster_flags(adopt)
     adopt.set_defaults(tool=run_adopt)
