@@ -12,11 +12,13 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from servicelink.crd import MAPPING_PRINTER_COLUMNS, build_crd, build_mapping_crd, render_crd
+from servicelink.crd import DESCRIPTION, MAPPING_PRINTER_COLUMNS, build_crd, build_mapping_crd, render_crd
 from servicelink.model import (
     CRD_NAMES,
     MAPPING_NAME,
+    REPORTED_KINDS,
     TEMPLATE,
+    WORKLOAD_KINDS,
     WorkloadMappingSpec,
     WorkloadMappingStatus,
 )
@@ -32,6 +34,12 @@ def test_the_committed_crd_is_the_generated_one() -> None:
 def test_the_file_reads_back_as_the_two_crds() -> None:
     assert list(yaml.safe_load_all(render_crd())) == [build_crd(), build_mapping_crd()]
     assert tuple(crd["metadata"]["name"] for crd in yaml.safe_load_all(render_crd())) == CRD_NAMES
+
+
+def test_the_description_names_every_kind_followed_and_reported() -> None:
+    """What `kubectl explain servicelink` prints: every built-in kind, the mapped ones, and Jobs as reported."""
+    for kind in (*WORKLOAD_KINDS, *REPORTED_KINDS, "WorkloadMapping"):
+        assert re.search(rf"\b{kind}s\b", DESCRIPTION), kind
 
 
 def link_schema() -> dict:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from servicelink import conditions
+from servicelink.model import CRD_NAMES, REPORTED_KINDS, WORKLOAD_KINDS
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
@@ -115,3 +116,18 @@ def test_the_installed_version_pattern_finds_tags_notes_and_releases() -> None:
     assert INSTALLED_VERSION.search("deployed\tgallery-0.1.0\t0.1.0")
     assert INSTALLED_VERSION.search("image: ghcr.io/servicelink/gallery-app:0.1.0")
     assert not INSTALLED_VERSION.search("none on an upgrade from 0.1.0's bare hash")
+
+
+@pytest.mark.parametrize("page", ["explanation/security.md", "explanation/rollouts.md"])
+def test_the_pages_on_rbac_name_every_kind_followed(page: str) -> None:
+    text = (DOCS / page).read_text()
+    for kind in (*WORKLOAD_KINDS, *REPORTED_KINDS, "WorkloadMapping"):
+        assert re.search(rf"\b{kind}s\b", text), kind
+    assert "three workload kinds" not in text
+
+
+@pytest.mark.parametrize("page", USER_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_a_transcript_that_lists_a_crd_lists_every_crd_the_install_makes(page: Path) -> None:
+    text = page.read_text()
+    counts = {name: text.count(f"customresourcedefinition.apiextensions.k8s.io/{name}") for name in CRD_NAMES}
+    assert len(set(counts.values())) == 1, counts
