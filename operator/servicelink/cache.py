@@ -18,7 +18,17 @@ from typing import Any, TypeVar
 
 from servicelink.model import WorkloadKind, WorkloadResource
 from servicelink.rollout import follow_rollouts, rollout_settled
-from servicelink.views import Claim, Endpoints, JobView, ObjectKey, Progress, ServiceView, WorkloadView, slim
+from servicelink.views import (
+    Claim,
+    Endpoints,
+    JobView,
+    ObjectKey,
+    Progress,
+    SecretView,
+    ServiceView,
+    WorkloadView,
+    slim,
+)
 
 WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -72,6 +82,20 @@ def linked_services(namespace: str, spec: Mapping[str, Any]) -> set[ObjectKey]:
         (str(link.get("namespace") or namespace), str(link["service"]))
         for link in links
         if isinstance(link, Mapping) and link.get("service")
+    }
+
+
+def linked_secrets(namespace: str, spec: Mapping[str, Any]) -> set[ObjectKey]:
+    """The (namespace, name) of the Secrets a ServiceLink's raw spec takes credentials from; tolerant of bad input."""
+    links = spec.get("links")
+    if not isinstance(links, list):
+        return set()
+    return {
+        (namespace, str(link["credentials"]["secretName"]))
+        for link in links
+        if isinstance(link, Mapping)
+        and isinstance(link.get("credentials"), Mapping)
+        and link["credentials"].get("secretName")
     }
 
 
@@ -132,6 +156,13 @@ class Cache:
     _servicelinks: dict[ObjectKey, Mapping[str, Any]] = field(default_factory=dict)
     _links_to: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
     _links_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _writes_secret: dict[ObjectKey, ObjectKey] = field(default_factory=dict)  # ServiceLink -> its spec.secretName
+    _secret_writers: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _secrets_of: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
+    _links_by_secret: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    # The Secrets shared with servicelink by its label (only those are watched), by (namespace, name); None when
+    # this install reads no Secret (its setting is off).
+    _secrets: dict[ObjectKey, SecretView] | None = None
     _claims: dict[ObjectKey, Claim] = field(default_factory=dict)
     _claims_by_configmap: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _rolled: dict[ObjectKey, set[WorkloadKey]] = field(default_factory=dict)  # from each status.rolledOut
@@ -203,6 +234,13 @@ class Cache:
         self._links_to[key] = targets
         for service in targets:
             self._links_by_service[service].add(key)
+        target = (body.get("spec") or {}).get("secretName")
+        if isinstance(target, str) and target:
+            self._writes_secret[key] = (key[0], target)
+            self._secret_writers[(key[0], target)].add(key)
+        self._secrets_of[key] = linked_secrets(key[0], body.get("spec") or {})
+        for secret in self._secrets_of[key]:
+            self._links_by_secret[secret].add(key)
         claim = claim_of(body)
         if claim is not None:
             self._claims[key] = claim
@@ -233,6 +271,15 @@ class Cache:
             self._links_by_service[service].discard(key)
             if not self._links_by_service[service]:
                 del self._links_by_service[service]
+        target = self._writes_secret.pop(key, None)
+        if target is not None:
+            self._secret_writers[target].discard(key)
+            if not self._secret_writers[target]:
+                del self._secret_writers[target]
+        for secret in self._secrets_of.pop(key, ()):
+            self._links_by_secret[secret].discard(key)
+            if not self._links_by_secret[secret]:
+                del self._links_by_secret[secret]
         claim = self._claims.pop(key, None)
         if claim is not None:
             self._claims_by_configmap[(claim.namespace, claim.configmap)].discard(key)
@@ -271,6 +318,57 @@ class Cache:
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
         return [self._claims[key] for key in sorted(self._claims_by_configmap.get((namespace, configmap), ()))]
+
+    # --- Secrets shared with servicelink --------------------------------------------------------------
+
+    def keep_secrets(self) -> None:
+        """From now on Secrets are kept (this install reads them); until then a link with credentials cannot resolve."""
+        if self._secrets is None:
+            self._secrets = {}
+
+    def put_secret(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        """Record a shared Secret; return the ServiceLinks that take credentials from it, if it changed."""
+        if self._secrets is None:
+            return []
+        key = _meta(body)
+        self._touch("Secret", key)
+        view = SecretView.from_body(body)
+        changed = self._secrets.get(key) != view  # any new resourceVersion: a reconcile tells if a value changed
+        self._secrets[key] = view
+        return sorted(self._links_by_secret.get(key, ())) if changed else []
+
+    def drop_secret(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Forget a Secret deleted or no longer shared; return the ServiceLinks that took credentials from it."""
+        key = (namespace, name)
+        self._touch("Secret", key)
+        if self._secrets is None or self._secrets.pop(key, None) is None:
+            return []
+        return sorted(self._links_by_secret.get(key, ()))
+
+    def replace_secrets(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> list[ObjectKey]:
+        """Make the shared Secrets those of one fresh list; return the ServiceLinks whose Secrets changed."""
+        if self._secrets is None:
+            return []
+        due: set[ObjectKey] = set()
+        self._replace(
+            "Secret",
+            self._secrets,
+            {_meta(body): body for body in bodies},
+            since,
+            lambda body: due.update(self.put_secret(body)),
+            lambda key: due.update(self.drop_secret(*key)),
+        )
+        return sorted(due)
+
+    def secret_writers(self, namespace: str, secret: str) -> list[str]:
+        """The names of the ServiceLinks of ``namespace`` whose spec.secretName is ``secret``, sorted."""
+        return sorted(name for _, name in self._secret_writers.get((namespace, secret), ()))
+
+    def secrets(self, namespace: str) -> Mapping[str, SecretView] | None:
+        """The shared Secrets of ``namespace`` by name; None when this install reads no Secret."""
+        if self._secrets is None:
+            return None
+        return {name: view for (ns, name), view in self._secrets.items() if ns == namespace}
 
     # --- Services and their endpoints ------------------------------------------------------------
 

@@ -42,9 +42,19 @@ def judge_configmap_write(configmap: Mapping[str, Any] | None, *, servicelink: s
     for it), or when its ``servicelink.dev/writable-by`` annotation lists the
     ServiceLink's name or is ``*``. The refusal says how to give consent.
     """
-    if configmap is None:
+    return _judge_write(configmap, kind="ConfigMap", servicelink=servicelink, uid=uid)
+
+
+def judge_secret_write(secret: Mapping[str, Any] | None, *, servicelink: str, uid: str) -> str | None:
+    """Return None when ServiceLink ``servicelink`` may write into ``secret`` (``spec.secretName``), else why not:
+    by the rule of ``judge_configmap_write``."""
+    return _judge_write(secret, kind="Secret", servicelink=servicelink, uid=uid)
+
+
+def _judge_write(target: Mapping[str, Any] | None, *, kind: str, servicelink: str, uid: str) -> str | None:
+    if target is None:
         return None
-    metadata = configmap.get("metadata") or {}
+    metadata = target.get("metadata") or {}
     if any(ref.get("uid") == uid for ref in metadata.get("ownerReferences") or ()):
         return None
     granted = parse_name_list((metadata.get("annotations") or {}).get(WRITABLE_BY_ANNOTATION))
@@ -52,7 +62,7 @@ def judge_configmap_write(configmap: Mapping[str, Any] | None, *, servicelink: s
         return None
     name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
     command = render_consent_command(
-        resource="configmap",
+        resource=kind.lower(),
         name=name,
         namespace=namespace,
         annotation=WRITABLE_BY_ANNOTATION,
@@ -60,7 +70,7 @@ def judge_configmap_write(configmap: Mapping[str, Any] | None, *, servicelink: s
         servicelink=servicelink,
     )
     return (
-        f"ConfigMap {namespace}/{name} was not created by this ServiceLink and its owner has not shared it "
+        f"{kind} {namespace}/{name} was not created by this ServiceLink and its owner has not shared it "
         f"(annotation {WRITABLE_BY_ANNOTATION}); nothing is written, keys written before stay as they are. "
         f"To share it: {command}"
     )
@@ -99,19 +109,21 @@ class Skipped:
 
 
 def split_consumers(
-    consumers: Iterable[tuple[WorkloadView, Reads]], *, configmap: str, servicelink: str
+    consumers: Iterable[tuple[WorkloadView, Reads]], *, configmap: str, servicelink: str, secret: str | None = None
 ) -> tuple[list[tuple[WorkloadView, Reads]], list[Skipped]]:
     """Return the consumers ``servicelink`` may roll, and those it must skip with the reason.
 
-    A workload whose pods read ``configmap`` already trusts whoever writes it
-    and may be rolled. One that ``spec.workloads`` names or selects without
-    reading it may be rolled only when its ``servicelink.dev/rollable-by``
-    annotation lists the ServiceLink's name or is ``*``.
+    A workload whose pods read ``configmap`` (or the Secret ``secret`` it
+    writes) already trusts whoever writes it and may be rolled. One that
+    ``spec.workloads`` names or selects without reading either may be rolled
+    only when its ``servicelink.dev/rollable-by`` annotation lists the
+    ServiceLink's name or is ``*``.
     """
     allowed: list[tuple[WorkloadView, Reads]] = []
     skipped: list[Skipped] = []
     for workload, reads in consumers:
-        if configmap in workload.reads or _allows(workload.rollable_by, servicelink):
+        reader = configmap in workload.reads or (secret is not None and secret in workload.secret_reads)
+        if reader or _allows(workload.rollable_by, servicelink):
             allowed.append((workload, reads))
             continue
         command = render_consent_command(

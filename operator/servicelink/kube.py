@@ -34,6 +34,7 @@ from servicelink.model import (
     MAPPING_PLURAL,
     PLURAL,
     REPORTED_RESOURCES,
+    SHARED_LABEL,
     VERSION,
     WORKLOAD_KINDS,
     WORKLOAD_RESOURCES,
@@ -70,6 +71,16 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 OPTIONAL_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
     (r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values() if r.optional
 )
+
+# Reading the Secrets shared with servicelink (their label is the watch's selector, so no other Secret is sent):
+# granted by the chart only when its value enables it (secrets.enabled), never in manifests/.
+# get, create and patch: the Secret spec.secretName names, written by server-side apply as ConfigMaps are.
+SECRET_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "secrets", ("list", "watch", "get", "create", "patch")),
+)
+SHARED_SELECTOR = f"{SHARED_LABEL}=true"
+# A watch of shared Secrets ends after this long, and is opened again from where it stopped.
+SECRET_WATCH_SECONDS = 240
 
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
@@ -222,6 +233,20 @@ def _read_or_none(api: kubernetes.client.ApiClient, path: str) -> dict[str, Any]
         raise
 
 
+def _server_side_apply(body: Mapping[str, Any], plural: str, *, force: bool) -> tuple[str, str, dict[str, Any]]:
+    """The method, path and arguments of a server-side apply of ``body`` as field manager ``servicelink``."""
+    metadata = body["metadata"]
+    return (
+        "PATCH",
+        f"/api/v1/namespaces/{metadata['namespace']}/{plural}/{metadata['name']}",
+        {
+            "query": {"fieldManager": FIELD_MANAGER, "force": force},
+            "body": body,
+            "content_type": "application/apply-patch+yaml",
+        },
+    )
+
+
 def utc_now() -> str:
     """Return the time now as the API's timestamps are written, to the second (``2026-11-26T14:00:00Z``)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -306,15 +331,62 @@ class Kube:
         return self._list(f"/apis/{resource.group}/{resource.version}", resource.plural, namespace)
 
     def _list(self, prefix: str, resource: str, namespace: str | None) -> list[dict[str, Any]]:
+        return self._list_at(prefix, resource, namespace)[0]
+
+    def _list_at(
+        self, prefix: str, resource: str, namespace: str | None, *, selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Return the objects listed, paging 500 at a time, and the list's resourceVersion."""
         path = f"{prefix}/{resource}" if namespace is None else f"{prefix}/namespaces/{namespace}/{resource}"
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = _read(self._api, "GET", path, query={"limit": 500, "continue": token}, timeout=_LIST_TIMEOUT)
+            query = {"limit": 500, "continue": token, "labelSelector": selector}
+            page = _read(self._api, "GET", path, query=query, timeout=_LIST_TIMEOUT)
             items.extend(slim(item) for item in page.get("items") or ())
-            token = (page.get("metadata") or {}).get("continue")
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
             if not token:
-                return items
+                return items, str(metadata.get("resourceVersion", ""))
+
+    def list_shared_secrets(self, *, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        """Return the Secrets labelled servicelink.dev/shared=true in ``namespace`` (None: all), and the
+        resourceVersion to watch from. The API server applies the selector: no other Secret is sent."""
+        return self._list_at("/api/v1", "secrets", namespace, selector=SHARED_SELECTOR)
+
+    def watch_shared_secrets(
+        self, *, namespace: str | None, resource_version: str, seconds: int = SECRET_WATCH_SECONDS
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield each change of a shared Secret after ``resource_version`` as (type, object), for ``seconds``.
+
+        A Secret whose label is removed comes as DELETED. A BOOKMARK carries only
+        the resourceVersion to go on from. When the API server no longer has
+        that version, ``ApiError`` with status 410 is raised: list again.
+        """
+        path = "/api/v1/secrets" if namespace is None else f"/api/v1/namespaces/{namespace}/secrets"
+        query = {
+            "watch": "true",
+            "labelSelector": SHARED_SELECTOR,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": seconds,
+        }
+        response = _send(self._api, "GET", path, query=query, timeout=(_TIMEOUT[0], seconds + _TIMEOUT[1]))
+        try:
+            buffered = b""
+            for chunk in response.stream(65536):
+                buffered += chunk
+                *lines, buffered = buffered.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    found = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        raise ApiException(status=int(found.get("code") or 500), reason=str(found.get("reason")))
+                    yield str(event.get("type")), slim(found)
+        finally:
+            response.release_conn()
 
     def list_mappings(self) -> list[dict[str, Any]]:
         """Return every WorkloadMapping (cluster-scoped), paging 500 at a time."""
@@ -363,16 +435,22 @@ class Kube:
         ``force`` takes over keys another manager changed since we wrote them.
         Raises ``Conflict`` on a 409 (a foreign owner, or a lost race).
         """
-        metadata = body["metadata"]
+        method, path, kwargs = _server_side_apply(body, "configmaps", force=force)
         with _conflict_raised():
-            return _read(
-                self._api,
-                "PATCH",
-                f"/api/v1/namespaces/{metadata['namespace']}/configmaps/{metadata['name']}",
-                query={"fieldManager": FIELD_MANAGER, "force": force},
-                body=body,
-                content_type="application/apply-patch+yaml",
-            )
+            return _read(self._api, method, path, **kwargs)
+
+    def get_secret(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        """Return the Secret a ServiceLink writes (its spec.secretName), or None when it does not exist (404)."""
+        return _read_or_none(self._api, f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+    def apply_secret(self, *, body: Mapping[str, Any], force: bool) -> None:
+        """Server-side apply ``body`` to a Secret as field manager ``servicelink``, as ``apply_configmap`` does.
+
+        Nothing of the answer is kept: it holds the values. Raises ``Conflict`` on a 409.
+        """
+        method, path, kwargs = _server_side_apply(body, "secrets", force=force)
+        with _conflict_raised():
+            _write(self._api, method, path, **kwargs)
 
     def patch_servicelink_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status of a ServiceLink by merge patch; a 404 (deleted meanwhile) is ignored."""

@@ -194,6 +194,15 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         " `ConfigMapNotShared` and write nothing",
     ),
     Annotation(
+        READABLE_BY_ANNOTATION,
+        "the Secret's owner",
+        f"a Secret that links[].credentials names, which also carries the label `{SHARED_LABEL}=true`",
+        "ServiceLink names of the same namespace, comma-separated, or `*`",
+        "those ServiceLinks may build values from its data (written only to their spec.secretName). Without the"
+        " label the operator never sees the Secret; without either the link reports `SecretNotShared`. Needs the"
+        " install's Secret access (the chart's secrets.enabled)",
+    ),
+    Annotation(
         ROLLABLE_BY_ANNOTATION,
         "the workload's owner",
         f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",

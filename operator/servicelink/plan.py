@@ -8,6 +8,7 @@ merge patch, which Events to record, when the finalizer comes and goes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,7 +17,13 @@ from pydantic import ValidationError
 
 from servicelink import conditions as c
 from servicelink.cache import linked_services
-from servicelink.consent import Skipped, judge_configmap_create, judge_configmap_write, split_consumers
+from servicelink.consent import (
+    Skipped,
+    judge_configmap_create,
+    judge_configmap_write,
+    judge_secret_write,
+    split_consumers,
+)
 from servicelink.messages import summarize
 from servicelink.model import (
     API_VERSION,
@@ -32,14 +39,17 @@ from servicelink.model import (
 from servicelink.render import (
     CONFIGMAP_DATA_LIMIT,
     ConfigMapPlan,
+    decode_secret,
     plan_configmap,
     render_configmap,
     render_owner_reference,
+    render_secret,
 )
-from servicelink.resolve import resolve_links
+from servicelink.resolve import digest_secret_value, resolve_links
 from servicelink.rollout import (
     Deferred,
     Rollout,
+    SecretOutput,
     describe_workload,
     find_stale_jobs,
     plan_deferral,
@@ -58,7 +68,7 @@ from servicelink.status import (
     render_status,
 )
 from servicelink.values import Values, decide_values
-from servicelink.views import Claim, Endpoints, JobView, ObjectKey, ServiceView, WorkloadView
+from servicelink.views import Claim, Endpoints, JobView, ObjectKey, SecretView, ServiceView, WorkloadView
 
 # ConfigMaps are not watched (a cluster holds many, some large), so consent given to a
 # refused ServiceLink is found by looking again this often, one GET each time.
@@ -91,6 +101,12 @@ class World(Protocol):
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:
         """Every ServiceLink's claim on one ConfigMap."""
+
+    def secret_writers(self, namespace: str, secret: str) -> list[str]:
+        """The names of the ServiceLinks of ``namespace`` whose spec.secretName is ``secret``, sorted."""
+
+    def secrets(self, namespace: str) -> Mapping[str, SecretView] | None:
+        """The Secrets of ``namespace`` shared with servicelink, by name; None when this install reads no Secret."""
 
     def workloads(self, namespace: str, *, reading: str | None) -> list[WorkloadView]:
         """Deployments, StatefulSets, DaemonSets, CronJobs and Rollouts of a namespace: those whose pods read the
@@ -230,6 +246,7 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
         cluster_domain=cluster_domain,
         servicelink=view.name,
         salt=view.uid,
+        secrets=world.secrets(view.namespace),
     )
     earlier, siblings = split_claims(view, world.claims(view.namespace, spec.config_map_name))
     return decide_values(
@@ -249,13 +266,36 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
 
 
 @dataclass(frozen=True)
+class SecretWritten:
+    """What the Secret step achieved, by digest (``resolve.digest_secret_value``): never a value."""
+
+    name: str
+    before: dict[str, str]  # key -> digest of what the Secret held for us before; what it holds now if created
+    after: dict[str, str]  # key -> digest of what it holds for us now
+    verdict: Verdict | None = None  # None: written, or nothing to write
+    conflicts: dict[str, str] = field(default_factory=dict)
+    restored: dict[str, str] = field(default_factory=dict)  # key -> the field manager it was taken back from
+
+    @property
+    def changed(self) -> list[str]:
+        """The keys whose value changed, was added or was removed, sorted."""
+        return sorted(k for k in self.before.keys() | self.after.keys() if self.before.get(k) != self.after.get(k))
+
+
+@dataclass(frozen=True)
 class Written:
-    """What the ConfigMap step achieved: the values it holds for us and how that went."""
+    """What the write step achieved: the values the ConfigMap holds for us and how that went; the Secret's."""
 
     values: dict[str, str]
     verdict: Verdict
     plan: ConfigMapPlan | None  # None: nothing was written
     conflicts: dict[str, str]
+    secret: SecretWritten | None = None  # None: spec.secretName is not set
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """Every value written for us: the ConfigMap's, and the Secret's as digests. What the consumers read."""
+        return self.values | (self.secret.after if self.secret is not None else {})
 
 
 @dataclass(frozen=True)
@@ -369,6 +409,108 @@ def plan_write_failed(view: ServiceLinkView, *, spec: ServiceLinkSpec, write: Wr
     return Written(view.previous, Verdict(False, c.WRITE_FAILED, message), None, write.outcome.conflicts)
 
 
+# --- Secret --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretWrite:
+    """The Secret step: the apply, if any, and what it achieves once applied."""
+
+    outcome: SecretWritten
+    apply: dict[str, Any] | None = None  # never logged: it holds the values
+    force: bool = False
+
+
+def plan_secret_write(
+    view: ServiceLinkView,
+    *,
+    spec: ServiceLinkSpec,
+    values: Values,
+    secret: Mapping[str, Any] | None,
+    writers: list[str],
+) -> SecretWrite | None:
+    """Decide the write of the Secret ``spec.secretName``: the values of the links with credentials; None
+    when the spec names no Secret.
+
+    As for the ConfigMap: created owned by this ServiceLink, or written only
+    with its owner's consent; a key another field manager holds and we never
+    wrote conflicts, one changed after we wrote it is taken back. A key whose
+    link does not resolve now keeps the value it has, as the ConfigMap's do.
+    A Secret named by several ServiceLinks (``writers``) is written by the
+    oldest-named only: one writer, so one never releases another's keys.
+    """
+    if spec.secret_name is None:
+        return None
+    name, where = spec.secret_name, f"Secret {view.namespace}/{spec.secret_name}"
+    decoded = decode_secret(secret)
+    current: Mapping[str, str] = (decoded or {}).get("data") or {}
+    mine = {key: value for key, value in current.items() if key in spec.secret_keys}
+    digest = functools.partial(digest_secret_value, salt=view.uid)
+    before = {key: digest(value) for key, value in mine.items()}
+    others = [writer for writer in writers if writer != view.name]
+    refusal = judge_secret_write(secret, servicelink=view.name, uid=view.uid)
+    if others and others[0] < view.name:
+        refusal = (
+            f"{where} is also spec.secretName of ServiceLink {view.namespace}/{others[0]}, which writes it;"
+            " give each ServiceLink a Secret of its own"
+        )
+    if refusal is not None:
+        return SecretWrite(SecretWritten(name, before, before, Verdict(False, c.SECRET_NOT_WRITABLE, refusal)))
+    links = view.status.get("links") or ()
+    wrote = {str(e.get("key")): "" for e in links if isinstance(e, Mapping) and e.get("credentials")}
+    kept = {r.key: mine[r.key] for r in values.results if r.key in mine and r.keeps_last_value and r.key in wrote}
+    plan = plan_configmap(
+        decoded,
+        desired=kept | values.secret,
+        previous=wrote,
+        siblings=frozenset(),
+        owner_uid=view.uid,
+        manager=FIELD_MANAGER,
+    )
+    after = {key: digest(value) for key, value in plan.apply_data.items()}
+    conflicts = {
+        key: (
+            f"key {key} of {where} is owned by field manager {manager!r}; "
+            "remove it from that manager's manifest (or delete the key) and servicelink takes it over"
+        )
+        for key, manager in plan.foreign.items()
+    }
+    outcome = SecretWritten(name, after if secret is None else before, after, None, conflicts, plan.restored)
+    if not plan.write:
+        return SecretWrite(outcome)
+    owner = render_owner_reference(name=view.name, uid=view.uid, api_version=API_VERSION, kind=KIND)
+    apply = render_secret(
+        name=name,
+        namespace=view.namespace,
+        data=plan.apply_data,
+        owner=owner if plan.with_owner else None,
+        resource_version=_shared_version(secret, plan),
+    )
+    return SecretWrite(outcome, apply, plan.force)
+
+
+def plan_secret_write_failed(write: SecretWrite, *, error: str) -> SecretWritten:
+    """What the Secret step achieved when the API server refused the apply: nothing."""
+    before = write.outcome.before
+    message = f"cannot write Secret {write.outcome.name}: {error}"
+    return SecretWritten(write.outcome.name, before, before, Verdict(False, c.WRITE_FAILED, message))
+
+
+def join_written(written: Written, secret: SecretWritten | None) -> Written:
+    """The write step's outcome: the ConfigMap's, and the Secret's; Synced fails as soon as either does."""
+    if secret is None:
+        return written
+    conflicts = written.conflicts | secret.conflicts
+    verdict = written.verdict
+    if verdict.ok and secret.verdict is not None:
+        verdict = secret.verdict
+    elif verdict.ok and secret.conflicts:
+        verdict = Verdict(False, c.KEY_CONFLICT, "; ".join(sorted(conflicts.values())))
+    elif verdict.ok:
+        verdict = Verdict(True, verdict.reason, f"{verdict.message}; Secret {secret.name} holds {len(secret.after)}")
+    return Written(written.values, verdict, written.plan, conflicts, secret)
+
+
 def plan_recheck(written: Written) -> float | None:
     """Seconds after which to look again when only time can tell (consent not given yet), else None."""
     return CONSENT_RECHECK_SECONDS if written.verdict.reason == c.CONFIGMAP_NOT_SHARED else None
@@ -448,7 +590,8 @@ def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
     with its values). Keys held back last time (``status.deferred``) count
     as still changed.
     """
-    return restore_deferred(_values_before(view, written), parse_deferred(view.status))
+    secret_before = written.secret.before if written.secret is not None else {}
+    return restore_deferred(_values_before(view, written) | secret_before, parse_deferred(view.status))
 
 
 def _values_before(view: ServiceLinkView, written: Written) -> dict[str, str]:
@@ -481,14 +624,25 @@ def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, w
     # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
     everyone = bool(spec.workloads.names) or spec.workloads.selector is not None
     candidates = world.workloads(view.namespace, reading=None if everyone else configmap)
-    consumers, skipped = split_consumers(
-        select_consumers(candidates, spec=spec.workloads, configmap=configmap),
+    secret = None
+    if written.secret is not None:
+        secret = SecretOutput(written.secret.name, frozenset(written.secret.after) | frozenset(written.secret.before))
+        seen = {(w.kind, w.name) for w in candidates}
+        readers = world.workloads_reading_secret(view.namespace, secret=secret.name)
+        candidates = [*candidates, *(w for w in readers if (w.kind, w.name) not in seen)]
+    selected = select_consumers(
+        candidates,
+        spec=spec.workloads,
         configmap=configmap,
-        servicelink=view.name,
+        configmap_keys=frozenset(written.plan.apply_data),
+        secret=secret,
+    )
+    consumers, skipped = split_consumers(
+        selected, configmap=configmap, servicelink=view.name, secret=None if secret is None else secret.name
     )
     baseline = plan_baseline(view, written)
     changed, blocked = plan_deferral(
-        values.results, services=values.services, baseline=baseline, desired=written.values
+        values.results, services=values.services, baseline=baseline, desired=written.digests
     )
     if spec.wait_for_endpoints and blocked:
         verdict = judge_rollout(
@@ -507,9 +661,9 @@ def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, w
         consumers,
         configmap=configmap,
         managed_configmaps=managed_configmaps,
-        managed=written.plan.apply_data,
+        managed=written.plan.apply_data | (written.secret.after if written.secret is not None else {}),
         baseline=baseline,
-        desired=written.values,
+        desired=written.digests,
     )
     return Roll(None, rollouts, skipped, baseline)
 
@@ -621,8 +775,11 @@ def plan_stale_job_events(view: ServiceLinkView, stale: Sequence[StaleJob]) -> l
 # --- Events --------------------------------------------------------------------------------------
 
 
-def describe_change(key: str, old: str | None, new: str | None) -> str:
-    """Return "key: old -> new", "<unset>" for a missing value."""
+def describe_change(key: str, old: str | None, new: str | None, *, secret: bool = False) -> str:
+    """Return "key: old -> new", "<unset>" for a missing value; for a value of the Secret, only whether it came,
+    changed or went."""
+    if secret:
+        return f"{key}: {'set' if old is None else 'removed' if new is None else 'changed'} (in the Secret)"
     return f"{key}: {'<unset>' if old is None else old} -> {'<unset>' if new is None else new}"
 
 
@@ -664,14 +821,19 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
         for r in rolled.rolled_out
         if r not in before
     ]
-    if plan is None or not (plan.write or rolled_now):
+    secret = written.secret
+    secret_changed = secret.changed if secret is not None else []
+    if plan is None or not (plan.write or rolled_now or secret_changed):
         return Changes([], 0)
     ours = written.values
     changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
     rolled_part = [f"rolled {', '.join(rolled_now)}"] if rolled_now else []
     events: list[Event] = []
-    if changed:
+    if changed or secret_changed:
         parts = [describe_change(key, old, new) for key, old, new in changed]
+        if secret is not None:
+            old, new = secret.before, secret.after
+            parts += [describe_change(k, old.get(k), new.get(k), secret=True) for k in secret_changed]
         events.append(Event("ValueChanged", summarize([*parts, *rolled_part]), logged_as="values changed"))
     elif rolled_now:
         # A rollout that waited (waitForEndpoints, a burst across ServiceLinks) or a hash catching up.
@@ -680,7 +842,12 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
         Event("DriftRepaired", f"{key} was changed by field manager {manager!r}; restored to {ours.get(key)}", True)
         for key, manager in plan.restored.items()
     )
-    return Changes(events, len(changed))
+    if secret is not None:
+        events.extend(
+            Event("DriftRepaired", f"{key} of Secret {secret.name} was changed by {manager!r}; restored", True)
+            for key, manager in secret.restored.items()
+        )
+    return Changes(events, len(changed) + len(secret_changed))
 
 
 def plan_problem_events(current: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
@@ -753,6 +920,7 @@ def plan_status(
         stale_jobs=stale_jobs,
         current_conditions=parse_conditions(view.status),
         now=now,
+        secret_digests=written.secret.after if written.secret is not None else None,
     )
     if dict(view.status) == new:
         return None

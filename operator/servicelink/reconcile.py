@@ -34,12 +34,14 @@ from servicelink.plan import (
 )
 from servicelink.plan import (
     Event,
+    SecretWritten,
     ServiceLinkView,
     StatusWrite,
     World,
     Write,
     Written,
     describe_change,
+    join_written,
     judge_roll,
     parse_servicelink,
     plan_change_events,
@@ -48,6 +50,8 @@ from servicelink.plan import (
     plan_release,
     plan_release_finalizers,
     plan_roll,
+    plan_secret_write,
+    plan_secret_write_failed,
     plan_stale_job_events,
     plan_stale_jobs,
     plan_status,
@@ -80,8 +84,9 @@ class _Share:
 
     rollout: Rollout
     view: ServiceLinkView  # for its log line
-    previous: Mapping[str, str]  # the values the workload's pods were last rolled to
+    previous: Mapping[str, str]  # the values the workload's pods were last rolled to (a Secret's: digests)
     current: Mapping[str, str]
+    secret_keys: frozenset[str] = frozenset()  # the keys of the Secret: their change is told, never their value
 
 
 @dataclass
@@ -172,7 +177,9 @@ class Reconciler:
             return None
         values = plan_values(view, spec=spec, world=self.world, cluster_domain=self.settings.cluster_domain)
         async with self._lock(namespace, spec.config_map_name):
-            written = await self._write_configmap(view, spec, values)
+            written = join_written(
+                await self._write_configmap(view, spec, values), await self._write_secret(view, spec, values)
+            )
             roll = plan_roll(view, spec=spec, values=values, written=written, world=self.world)
             if roll.done is not None:
                 rolled = roll.done
@@ -246,6 +253,28 @@ class Reconciler:
         self._configmaps[key] = stored
         return write.outcome
 
+    async def _write_secret(self, view: ServiceLinkView, spec: ServiceLinkSpec, values: Values) -> SecretWritten | None:
+        """Write the values of the links with credentials to the Secret spec.secretName; None when it names none.
+
+        The Secret is read each time (one GET): no copy of it is kept.
+        """
+        if spec.secret_name is None:
+            return None
+        async with self._lock(view.namespace, f"{spec.secret_name} (Secret)"):
+            secret = await self._call(self.kube.get_secret, namespace=view.namespace, name=spec.secret_name)
+            writers = self.world.secret_writers(view.namespace, spec.secret_name)
+            write = plan_secret_write(view, spec=spec, values=values, secret=secret, writers=writers)
+            assert write is not None
+            if write.apply is None:
+                return write.outcome
+            try:
+                await self._call(self.kube.apply_secret, body=write.apply, force=write.force)
+            except Conflict as error:
+                raise TransientError(f"Secret {view.namespace}/{spec.secret_name} changed while we wrote it") from error
+            except ApiError as error:
+                return plan_secret_write_failed(write, error=f"HTTP {error.status} {error.reason}")
+            return write.outcome
+
     async def _roll(
         self, view: ServiceLinkView, rollouts: list[Rollout], baseline: Mapping[str, str], written: Written
     ) -> dict[tuple[WorkloadKind, str, str], str | None]:
@@ -255,7 +284,8 @@ class Reconciler:
         """
         self._writing.discard((view.namespace, view.name))  # our ConfigMap is written: rollouts may go
         for rollout in rollouts:
-            share = _Share(rollout, view, previous=baseline, current=written.values)
+            secret_keys = frozenset(written.secret.after) if written.secret is not None else frozenset()
+            share = _Share(rollout, view, previous=baseline, current=written.digests, secret_keys=secret_keys)
             self._owed.setdefault((rollout.kind, rollout.namespace, rollout.name), []).append(share)
         return await self._flush(view.namespace)
 
@@ -330,7 +360,10 @@ class Reconciler:
     def _report_rollout(self, share: _Share) -> None:
         rollout = share.rollout
         changes = (
-            ", ".join(describe_change(k, share.previous.get(k), share.current.get(k)) for k in rollout.changed_keys)
+            ", ".join(
+                describe_change(k, share.previous.get(k), share.current.get(k), secret=k in share.secret_keys)
+                for k in rollout.changed_keys
+            )
             or "config hash brought up to date"
         )
         what = f"{rollout.kind} {rollout.namespace}/{rollout.name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -44,6 +45,38 @@ def render_configmap(
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(sorted(data.items()))}
+
+
+def render_secret(
+    *,
+    name: str,
+    namespace: str,
+    data: Mapping[str, str],
+    owner: Mapping[str, Any] | None,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    """Return the server-side-apply body of a Secret that owns exactly ``data``, base64-encoded, as
+    ``render_configmap`` does for a ConfigMap. No ``type``: a Secret created by it is Opaque, and the type of one
+    shared with us stays its owner's."""
+    body = render_configmap(name=name, namespace=namespace, data={}, owner=owner, resource_version=resource_version)
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in sorted(data.items())}
+    return {**body, "kind": "Secret", "data": encoded}
+
+
+def decode_secret(secret: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Return ``secret`` with its data decoded to text, the form ``plan_configmap`` plans on; None stays None.
+
+    A value that is not base64 of UTF-8 text is kept as it is: it cannot equal a value we write.
+    """
+    if secret is None:
+        return None
+    decoded: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[key] = base64.b64decode(str(value), validate=True).decode()
+        except ValueError:
+            decoded[key] = str(value)
+    return {**secret, "data": decoded}
 
 
 def render_owner_reference(*, name: str, uid: str, api_version: str, kind: str) -> dict[str, Any]:

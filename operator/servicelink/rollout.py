@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 
 from servicelink.model import (
     LabelSelector,
@@ -48,18 +49,53 @@ def _matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
     return True
 
 
-def select_consumers(
-    workloads: Iterable[WorkloadView], *, spec: Workloads, configmap: str
-) -> list[tuple[WorkloadView, Reads]]:
-    """Return the workloads to keep in step with ``configmap``, with the keys each consumes.
+@dataclass(frozen=True)
+class SecretOutput:
+    """The Secret a ServiceLink writes besides its ConfigMap, and the keys it holds for it."""
 
-    Auto-detected consumers read what their template reads; workloads named or
+    name: str
+    keys: frozenset[str]
+
+
+def reads_of(
+    workload: WorkloadView, *, configmap: str, configmap_keys: frozenset[str], secret: SecretOutput | None
+) -> Reads | EllipsisType:
+    """The keys ``workload`` reads of what a ServiceLink writes: of its ConfigMap and of its Secret; ``...`` when
+    it reads neither, None when it reads the whole ConfigMap and no Secret of ours.
+
+    Keys are unique across the two (a ServiceLink's link keys are), so one
+    set names both; a whole ConfigMap read beside the Secret is its keys,
+    ``configmap_keys``, so a change of the Secret alone never reaches a
+    workload that does not read it.
+    """
+    from_configmap = workload.reads.get(configmap, ...)
+    from_secret = ... if secret is None else workload.secret_reads.get(secret.name, ...)
+    if from_secret is ...:
+        return configmap_keys if from_configmap is None and secret is not None else from_configmap
+    whole = secret.keys if secret is not None and from_secret is None else frozenset()
+    secret_part = whole if from_secret is None else from_secret
+    if from_configmap is ...:
+        return secret_part
+    return (configmap_keys if from_configmap is None else from_configmap) | secret_part
+
+
+def select_consumers(
+    workloads: Iterable[WorkloadView],
+    *,
+    spec: Workloads,
+    configmap: str,
+    configmap_keys: frozenset[str] = frozenset(),
+    secret: SecretOutput | None = None,
+) -> list[tuple[WorkloadView, Reads]]:
+    """Return the workloads to keep in step with ``configmap`` (and ``secret``), with the keys each consumes.
+
+    Auto-detected consumers read what their template reads (``reads_of``); workloads named or
     selected in the spec without reading the ConfigMap count as reading all of it.
     """
     named = {(ref.kind, ref.name) for ref in spec.names}
     chosen: list[tuple[WorkloadView, Reads]] = []
     for workload in sorted(workloads, key=lambda w: (w.kind, w.name)):
-        reads = workload.reads.get(configmap, ...)
+        reads = reads_of(workload, configmap=configmap, configmap_keys=configmap_keys, secret=secret)
         if spec.auto and reads is not ...:
             chosen.append((workload, reads))
         elif (workload.kind, workload.name) in named or (

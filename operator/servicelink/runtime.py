@@ -85,6 +85,7 @@ class Runtime:
     # Called with each kind a mapping starts following, so kopf watches it (handlers.watch_workloads).
     on_followed: Callable[[WorkloadResource], None] = lambda resource: None
     recheck: asyncio.Task[None] | None = None
+    secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
 
     def kinds(self) -> list[WorkloadResource]:
         """Every kind the operator follows now: the built-in ones its settings enable, then the mapped ones."""
@@ -258,6 +259,27 @@ class Runtime:
         self.cache.replace_jobs(jobs, since=since)
         for resource, bodies in zip(resources, workloads, strict=True):
             self.cache.replace_workloads(resource, bodies, since=since)
+        if self.settings.secrets:
+            await self.relist_secrets()
+
+    async def relist_secrets(self) -> None:
+        """List the shared Secrets of the watched namespaces into the cache; queue the ServiceLinks of those that
+        changed (an event the watch missed)."""
+        since = self.cache.mark()
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        listed = await asyncio.gather(
+            *(self._run(functools.partial(self.kube.list_shared_secrets, namespace=ns)) for ns in namespaces)
+        )
+        self.queue.add_all(self.cache.replace_secrets([s for items, _ in listed for s in items], since=since))
+
+    def apply_secret_event(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Keep the cache by one event of a shared Secret's watch; queue the ServiceLinks it concerns."""
+        metadata = body.get("metadata") or {}
+        if kind == "DELETED":
+            due = self.cache.drop_secret(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        else:
+            due = self.cache.put_secret(body)
+        self.queue.add_all(due)
 
 
 async def start_runtime(config: Settings) -> Runtime:
@@ -281,7 +303,15 @@ async def start_runtime(config: Settings) -> Runtime:
     )
     reconciler.is_waiting = queue.is_waiting
     runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
+    if config.secrets:
+        cache.keep_secrets()
     await runtime.relist()
+    if config.secrets:
+        watched: list[str | None] = list(config.namespaces) or [None]
+        runtime.secret_watches = [
+            asyncio.create_task(_watch_secrets(runtime, ns), name=f"servicelink-secrets-{ns or 'all'}")
+            for ns in watched
+        ]
     queue.start(active=not config.leader_elect)
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
@@ -294,11 +324,61 @@ async def start_runtime(config: Settings) -> Runtime:
 
 async def stop_runtime(runtime: Runtime) -> None:
     """Stop the resync timer, the election and the workers; reconciles in flight are cancelled."""
-    for task in (runtime.resync, runtime.recheck, runtime.election):
+    for task in (runtime.resync, runtime.recheck, runtime.election, *runtime.secret_watches):
         if task is not None:
             task.cancel()
     await runtime.queue.stop()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
+
+
+SECRET_RETRY_SECONDS = (1.0, 30.0)  # after a failed list or watch of shared Secrets: first wait, cap
+
+
+def _stream_secrets(runtime: Runtime, loop: asyncio.AbstractEventLoop, namespace: str | None, version: str) -> str:
+    """Run one watch of shared Secrets from ``version`` on this thread; hand each event to the event loop.
+
+    Return the resourceVersion to go on from once the API server closes it.
+    """
+    for kind, body in runtime.kube.watch_shared_secrets(namespace=namespace, resource_version=version):
+        version = str((body.get("metadata") or {}).get("resourceVersion") or version)
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            loop.call_soon_threadsafe(runtime.apply_secret_event, kind, body)
+    return version
+
+
+async def _watch_secrets(runtime: Runtime, namespace: str | None) -> None:
+    """Until cancelled, keep the shared Secrets of ``namespace`` (None: all) by list and watch.
+
+    A Secret's data never reaches kopf: this watch asks the API server for the
+    labelled Secrets alone. A watch that ends goes on from its last
+    resourceVersion; one the API server has forgotten (410 Gone) lists again.
+    """
+    loop = asyncio.get_running_loop()
+    delay = SECRET_RETRY_SECONDS[0]
+    version = ""
+    while True:
+        try:
+            if not version:
+                since = runtime.cache.mark()
+                items, version = await runtime._run(
+                    functools.partial(runtime.kube.list_shared_secrets, namespace=namespace)
+                )
+                runtime.queue.add_all(runtime.cache.replace_secrets(items, since=since))
+            version = await asyncio.to_thread(_stream_secrets, runtime, loop, namespace, version)
+            delay = SECRET_RETRY_SECONDS[0]
+        except asyncio.CancelledError:
+            raise
+        except ApiError as error:
+            if error.status != 410:
+                log.warning("could not watch shared Secrets: HTTP %s %s; retrying", error.status, error.reason)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SECRET_RETRY_SECONDS[1])
+            version = ""
+        except Exception as error:  # the API server may be away; list again once it is back
+            log.warning("could not watch shared Secrets: %s; retrying", type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SECRET_RETRY_SECONDS[1])
+            version = ""
 
 
 async def _recheck(runtime: Runtime) -> None:

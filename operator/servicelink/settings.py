@@ -44,6 +44,8 @@ class Settings:
     lease_namespace: str = "default"  # where the Lease lives (the operator's own namespace)
     # Off by default: the CRD may not exist, and the default install grants no RBAC on argoproj.io.
     argo_rollouts: bool = False
+    # Off by default: reading Secrets is a grant the default install does not make (the chart's secrets.enabled).
+    secrets: bool = False
 
     @property
     def workload_kinds(self) -> tuple[WorkloadKind, ...]:
@@ -209,6 +211,14 @@ OPTIONS: tuple[Option, ...] = (
         Rule(f"one of {', '.join(_TRUE + _FALSE)}", _boolean),
         "watch and roll Argo Rollouts (argoproj.io/v1alpha1); needs RBAC on rollouts"
         " (the chart's argoRollouts.enabled)",
+        default_text="off",
+    ),
+    Option(
+        "secrets",
+        "--secrets",
+        Rule(f"one of {', '.join(_TRUE + _FALSE)}", _boolean),
+        "read the Secrets labelled servicelink.dev/shared=true for links[].credentials, and write spec.secretName;"
+        " needs RBAC on secrets (the chart's secrets.enabled)",
         default_text="off",
     ),
 )

@@ -170,8 +170,11 @@ def render_status(
     now: str,
     deferred: Sequence[Deferred] = (),
     stale_jobs: Sequence[StaleJob] = (),
+    secret_digests: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the whole status a reconcile leaves, conditions in a fixed order, built from ``ServiceLinkStatus``.
+
+    ``values`` are the ConfigMap's; the hash covers the Secret's values too, by their ``secret_digests``.
 
     ``skipped`` (workloads not rolled for want of their consent), ``deferred``
     (keys written but not yet rolled out) and ``staleJobs`` (running Jobs on
@@ -199,7 +202,7 @@ def render_status(
         observed_generation=generation,
         values=dict(sorted(values.items())),
         links=render_link_entries(results, conflicts),
-        hash=render_hash(values),
+        hash=render_hash({**values, **(secret_digests or {})}),
         link_summary=f"{sum(1 for r in results if r.resolved)}/{len(results)}",
         endpoint_summary=f"{with_endpoints}/{len(results)}",
         rolled_out=list(rolled_out),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from servicelink.kube import OPTIONAL_RBAC_RULES, RBAC_RULES
+from servicelink.kube import OPTIONAL_RBAC_RULES, RBAC_RULES, SECRET_RBAC_RULES
 from servicelink.model import (
     API_VERSION_NAME,
     BUILT_IN_MAPPINGS,
@@ -53,6 +53,7 @@ EVERYTHING: dict[str, Any] = {
     "coalesceSeconds": 0.05,
     "ports": {"health": 8081, "metrics": 9091},
     "argoRollouts": {"enabled": True},
+    "secrets": {"enabled": True},
     "workloadMappings": [CLONESET],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -140,11 +141,14 @@ def test_the_chart_grants_exactly_rbac_rules_and_the_optional_ones_only_when_ena
     core = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
     optional = {(group, resource, verb) for group, resource, verbs in OPTIONAL_RBAC_RULES for verb in verbs}
     assert optional == {("argoproj.io", "rollouts", verb) for verb in ("list", "watch", "patch")}
+    secrets = {(group, resource, verb) for group, resource, verbs in SECRET_RBAC_RULES for verb in verbs}
     argo_only = {"argoRollouts": {"enabled": True}}
+    secrets_only = {"secrets": {"enabled": True}}
     for objects, wanted in (
         (render(helm), core),
         (render(helm, values=argo_only, tmp=tmp_path), core | optional),
-        (render(helm, values=EVERYTHING, tmp=tmp_path), core | optional | CLONESET_GRANTS),
+        (render(helm, values=secrets_only, tmp=tmp_path), core | secrets),
+        (render(helm, values=EVERYTHING, tmp=tmp_path), core | optional | secrets | CLONESET_GRANTS),
     ):
         (role,) = [r for r in by_kind(objects)["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
         granted = triples(role["rules"])
@@ -153,6 +157,8 @@ def test_the_chart_grants_exactly_rbac_rules_and_the_optional_ones_only_when_ena
     # The setting follows the value: the operator watches Rollouts exactly when it may.
     assert "SERVICELINK_ARGO_ROLLOUTS" not in env_of(container_of(render(helm)))
     assert env_of(container_of(render(helm, values=argo_only, tmp=tmp_path)))["SERVICELINK_ARGO_ROLLOUTS"] == "true"
+    assert "SERVICELINK_SECRETS" not in env_of(container_of(render(helm)))
+    assert env_of(container_of(render(helm, values=secrets_only, tmp=tmp_path)))["SERVICELINK_SECRETS"] == "true"
 
 
 def test_committed_manifests_are_the_default_rendering(helm: str, tmp_path: Path) -> None:
@@ -186,6 +192,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["ports"] == {"health": defaults.health_port, "metrics": defaults.metrics_port}
     assert values["watchNamespaces"] == list(defaults.namespaces)
     assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
+    assert values["secrets"] == {"enabled": defaults.secrets}
     assert values["workloadMappings"] == []
     assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
 
@@ -210,6 +217,7 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_NAMESPACES": "gallery,shop",
         "SERVICELINK_LEADER_ELECT": "true",
         "SERVICELINK_ARGO_ROLLOUTS": "true",
+        "SERVICELINK_SECRETS": "true",
         "SERVICELINK_CLUSTER_DOMAIN": "corp.local",
     }
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081, "metrics": 9091}

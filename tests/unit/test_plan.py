@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -785,3 +786,120 @@ def test_deletion_withdraws_our_keys_from_a_shared_configmap_and_then_the_finali
     )
     assert withdrawn.apply is None
     assert "no longer shared" in withdrawn.kept
+
+
+# --- The Secret ----------------------------------------------------------------------------------------
+
+PASSWORD = "p@ss:w/rd"
+DB_LINK = {"key": "DATABASE_URL", "service": "auth-service", "scheme": "postgres", "credentials": {"secretName": "pg"}}
+
+
+def with_secret(*links: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    sl = body("app", AUTH_LINK, *links, status=status)
+    sl["spec"]["secretName"] = "app-secrets"
+    return sl
+
+
+def shared_secret(password: str, *, version: str = "5") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "pg",
+            "namespace": NS,
+            "resourceVersion": version,
+            "labels": {"servicelink.dev/shared": "true"},
+            "annotations": {"servicelink.dev/readable-by": "app"},
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in {"username": "u", "password": password}.items()},
+    }
+
+
+def secret_world(sl: dict[str, Any], password: str = PASSWORD) -> Cache:
+    cache = world(sl)
+    cache.keep_secrets()
+    cache.put_secret(shared_secret(password))
+    return cache
+
+
+def written_secret(data: dict[str, str], *, ours: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Secret spec.secretName names as the API returns it, owned by the ServiceLink app."""
+    found = configmap({k: base64.b64encode(v.encode()).decode() for k, v in data.items()}, ours=ours, owner="uid-app")
+    found["metadata"]["name"] = "app-secrets"
+    return found
+
+
+def secret_step(sl: dict[str, Any], cache: Cache, secret: dict[str, Any] | None) -> planner.SecretWrite:
+    view, values = values_of(sl, cache)
+    write = planner.plan_secret_write(
+        view, spec=parse_spec(sl["spec"]), values=values, secret=secret, writers=cache.secret_writers(NS, "app-secrets")
+    )
+    assert write is not None
+    return write
+
+
+def test_a_value_with_credentials_is_applied_to_the_secret_alone_and_the_new_secret_rolls_nothing() -> None:
+    sl = with_secret(DB_LINK)
+    cache = secret_world(sl)
+    assert "DATABASE_URL" not in values_of(sl, cache)[1].desired
+    write = secret_step(sl, cache, None)
+    assert write.apply is not None
+    assert write.apply["kind"] == "Secret"
+    assert "type" not in write.apply
+    assert write.apply["metadata"]["ownerReferences"][0]["uid"] == "uid-app"
+    url = base64.b64decode(write.apply["data"]["DATABASE_URL"]).decode()
+    assert url == "postgres://u:p%40ss%3Aw%2Frd@auth-service:3001"
+    assert write.outcome.before == write.outcome.after  # created: the pods waiting for it start with it
+    assert write.outcome.changed == []
+    assert PASSWORD not in repr(write.outcome)
+
+
+def test_a_rotated_password_changes_the_digest_and_is_told_as_changed_only() -> None:
+    sl = with_secret(DB_LINK)
+    old = secret_step(sl, secret_world(sl), None).apply
+    assert old is not None
+    current = written_secret(
+        {"DATABASE_URL": base64.b64decode(old["data"]["DATABASE_URL"]).decode()}, ours=("DATABASE_URL",)
+    )
+    unchanged = secret_step(sl, secret_world(sl), current)
+    assert (unchanged.apply, unchanged.outcome.changed) == (None, [])
+    rotated = secret_step(sl, secret_world(sl, "other"), current)
+    assert rotated.apply is not None
+    assert rotated.outcome.changed == ["DATABASE_URL"]
+    written = planner.join_written(
+        planner.Written({}, Verdict(True, c.CONFIGMAP_UP_TO_DATE, "ok"), None, {}), rotated.outcome
+    )
+    assert written.digests["DATABASE_URL"].startswith("sha256:")
+    assert planner.describe_change("DATABASE_URL", "a", "b", secret=True) == "DATABASE_URL: changed (in the Secret)"
+
+
+def test_a_secret_another_owner_did_not_share_is_not_written() -> None:
+    sl = with_secret(DB_LINK)
+    foreign = written_secret({"OTHER": "x"})
+    foreign["metadata"].pop("ownerReferences")
+    write = secret_step(sl, secret_world(sl), foreign)
+    assert write.apply is None
+    assert write.outcome.verdict is not None
+    assert write.outcome.verdict.reason == c.SECRET_NOT_WRITABLE
+    assert "kubectl annotate secret app-secrets" in write.outcome.verdict.message
+
+
+def test_a_secret_two_servicelinks_name_is_written_by_the_first_by_name_only() -> None:
+    first, second = with_secret(DB_LINK), with_secret(DB_LINK)
+    second["metadata"].update(name="zz", uid="uid-zz")
+    cache = secret_world(first)
+    cache.put_servicelink(second)
+    assert secret_step(first, cache, None).apply is not None
+    refused = secret_step(second, cache, None)
+    assert refused.apply is None
+    assert refused.outcome.verdict is not None
+    assert "also spec.secretName of ServiceLink gallery/app" in refused.outcome.verdict.message
+
+
+def test_a_key_whose_secret_went_unshared_keeps_its_value_in_the_secret() -> None:
+    status = {"links": [{"key": "DATABASE_URL", "credentials": {"secretName": "pg"}}]}
+    sl = with_secret(DB_LINK, status=status)
+    cache = world(sl)
+    cache.keep_secrets()  # the Secret pg is not shared (any more)
+    current = written_secret({"DATABASE_URL": "postgres://u:old@auth-service:3001"}, ours=("DATABASE_URL",))
+    write = secret_step(sl, cache, current)
+    assert write.apply is None  # nothing to change: the key keeps its last value
+    assert write.outcome.changed == []

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from servicelink import handlers
-from servicelink.kube import _LISTERS, OPTIONAL_RBAC_RULES, RBAC_RULES, Kube
+from servicelink.kube import _LISTERS, OPTIONAL_RBAC_RULES, RBAC_RULES, SECRET_RBAC_RULES, Kube
 from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KINDS, WORKLOAD_RESOURCES
 
 
@@ -18,13 +18,19 @@ class _Recorder:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str]] = []  # (HTTP method, path, content type)
 
-    def param_serialize(self, *, method: str, resource_path: str, header_params: dict[str, str], **_: Any) -> tuple:
-        self.requests.append((method, resource_path, header_params.get("Content-Type", "")))
+    def param_serialize(
+        self, *, method: str, resource_path: str, header_params: dict[str, str], query_params: Any = (), **_: Any
+    ) -> tuple:
+        kind = "watch" if ("watch", "true") in list(query_params) else header_params.get("Content-Type", "")
+        self.requests.append((method, resource_path, kind))
         return (method, resource_path)
 
     def call_api(self, *_: Any, **__: Any) -> Any:
         body = SimpleNamespace(
-            data=b'{"items": [], "metadata": {}}', drain_conn=lambda: None, release_conn=lambda: None
+            data=b'{"items": [], "metadata": {}}',
+            drain_conn=lambda: None,
+            release_conn=lambda: None,
+            stream=lambda amount: iter(()),
         )
         return SimpleNamespace(status=200, response=body)
 
@@ -42,6 +48,8 @@ def authorized_as(method: str, path: str, content_type: str) -> set[tuple[str, s
     resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2:]
     resource = "/".join([resource, *sub])
     verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or ("get" if name else "list")
+    if content_type == "watch":
+        verb = "watch"
     verbs = {verb, "create"} if content_type == "application/apply-patch+yaml" else {verb}  # apply may create
     return {(group, resource, v) for v in verbs}
 
@@ -58,7 +66,12 @@ def requested() -> set[tuple[str, str, str]]:
     for kind in _LISTERS:
         for namespace in (None, "ns"):
             kube.list_objects(kind=kind, namespace=namespace)
+    for namespace in (None, "ns"):
+        kube.list_shared_secrets(namespace=namespace)
+        list(kube.watch_shared_secrets(namespace=namespace, resource_version="1"))
     kube.get_configmap(namespace="ns", name="n")
+    kube.get_secret(namespace="ns", name="n")
+    kube.apply_secret(body=meta, force=False)
     kube.list_mappings()
     kube.patch_mapping_status(name="clonesets.apps.kruise.io", status={})
     kube.served_kind(group="apps.kruise.io", version="v1alpha1", plural="clonesets")
@@ -115,9 +128,11 @@ def test_rbac_rules_are_exactly_what_the_code_uses() -> None:
     needed = requested() | watched() | optional_watches | KOPF_OWN
     granted = {(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs}
     optional = {(group, resource, verb) for group, resource, verbs in OPTIONAL_RBAC_RULES for verb in verbs}
-    assert granted | optional == needed
-    assert not granted & optional
+    secrets = {(group, resource, verb) for group, resource, verbs in SECRET_RBAC_RULES for verb in verbs}
+    assert granted | optional | secrets == needed
+    assert not granted & (optional | secrets)
     assert {resource for _, resource, _ in optional} == {"rollouts"}
+    assert {resource for _, resource, _ in secrets} == {"secrets"}
 
 
 def test_only_the_core_workload_kinds_are_watched_by_default() -> None:

@@ -12,6 +12,7 @@ from servicelink.resolve import LinkResult
 from servicelink.rollout import (
     Deferred,
     Rollout,
+    SecretOutput,
     carried_hash,
     consumed,
     describe_workload,
@@ -22,6 +23,7 @@ from servicelink.rollout import (
     plan_deferral,
     plan_rollouts,
     progress_of,
+    reads_of,
     render_config_hash,
     restore_deferred,
     rollout_settled,
@@ -1120,3 +1122,25 @@ def test_a_listed_job_stays_while_it_runs_keeps_its_hash_and_gains_keys() -> Non
     assert stale([running], changed={"APP_URL"}, previous=before) == [("by-hand", "unknown", ["APP_URL", "AUTH_URL"])]
     finished = job("by-hand", {"containers": [container(**env_from())]}, finished="Failed")
     assert stale([finished], changed=set(), previous=before) == []
+
+
+def test_a_reader_of_the_whole_configmap_alone_never_sees_the_secrets_keys() -> None:
+    secret = SecretOutput("app-secrets", frozenset({"DATABASE_URL"}))
+    cm_keys = frozenset({"API_URL"})
+    whole = _reader({"envFrom": [{"configMapRef": {"name": "cm"}}]})
+    both = _reader({"envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "app-secrets"}}]})
+    key_ref = {"secretKeyRef": {"name": "app-secrets", "key": "DATABASE_URL"}}
+    one_key = _reader({"env": [{"name": "D", "valueFrom": key_ref}]})
+    assert reads_of(whole, configmap="cm", configmap_keys=cm_keys, secret=None) is None
+    assert reads_of(whole, configmap="cm", configmap_keys=cm_keys, secret=secret) == cm_keys
+    assert reads_of(both, configmap="cm", configmap_keys=cm_keys, secret=secret) == cm_keys | secret.keys
+    assert reads_of(one_key, configmap="cm", configmap_keys=cm_keys, secret=secret) == frozenset({"DATABASE_URL"})
+    assert reads_of(one_key, configmap="cm", configmap_keys=cm_keys, secret=None) is ...
+
+
+def _reader(container: dict[str, Any]) -> WorkloadView:
+    body = {
+        "metadata": {"name": "w", "namespace": "gallery"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", **container}]}}},
+    }
+    return WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], body)

@@ -27,6 +27,7 @@ EVERY_VARIABLE = {
     "SERVICELINK_LEADER_ELECT": "true",
     "SERVICELINK_LEASE_NAMESPACE": "servicelink-system",
     "SERVICELINK_ARGO_ROLLOUTS": "yes",
+    "SERVICELINK_SECRETS": "1",
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
@@ -41,6 +42,7 @@ EVERY_SETTING = Settings(
     leader_elect=True,
     lease_namespace="servicelink-system",
     argo_rollouts=True,
+    secrets=True,
 )
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
@@ -56,6 +58,7 @@ REFUSED = {
     "leader_elect": (["maybe", "2"], "one of 1, true"),
     "lease_namespace": (["Kube_System", "a.b"], "namespace name"),
     "argo_rollouts": (["argo", "2"], "one of 1, true"),
+    "secrets": (["all", "2"], "one of 1, true"),
 }
 CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
 ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
@@ -111,6 +114,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         *("--workers", "4", "--watch-inactivity-seconds", "30", "--log-format", "json"),
         *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
         "--argo-rollouts",
+        "--secrets",
     ]
     flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}

@@ -184,13 +184,15 @@ class OperatorProcess:
                 self.popen.wait()
 
 
-def start_operator_process(kubeconfig: Path, log_path: Path, **settings: str) -> OperatorProcess:
-    """Start ``servicelink run`` and wait until its health endpoint answers."""
+def start_operator_process(
+    kubeconfig: Path, log_path: Path, *, verbose: bool = False, **settings: str
+) -> OperatorProcess:
+    """Start ``servicelink run`` (``--verbose``: logging at debug level) and wait until its health endpoint answers."""
     health, metrics = free_port(), free_port()
     env = operator_env(
         kubeconfig, SERVICELINK_HEALTH_PORT=str(health), SERVICELINK_METRICS_PORT=str(metrics), **settings
     )
-    command = [str(Path(sys.executable).with_name("servicelink")), "run"]
+    command = [str(Path(sys.executable).with_name("servicelink")), "run", *(["--verbose"] if verbose else [])]
     with log_path.open("ab") as out:
         popen = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     process = OperatorProcess(popen=popen, log_path=log_path, health_port=health, metrics_port=metrics)
