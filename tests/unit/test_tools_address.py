@@ -10,14 +10,19 @@ from console import REPO
 from servicelink.tools.address import (
     ADDRESS_KEY_SUFFIXES,
     CARRIES_CREDENTIALS,
+    CARRIES_USER_ONLY,
     CREDENTIAL_KEY_SUFFIXES,
+    NOT_ESCAPED,
     Address,
+    credentials_secret_name,
     hide_credentials,
     link_fields,
     parse_address,
     propose_link,
     read_address,
+    read_userinfo,
     service_of,
+    values_secret_name,
 )
 from servicelink.views import ServiceView
 
@@ -149,6 +154,70 @@ def test_proposed_links_render_the_value_exactly(value: str, fields: dict[str, o
     link = propose_link(key, value, namespace="gallery", services=SERVICES, cluster_domain="cluster.local")
     assert not isinstance(link, str), link
     assert link_fields(link) == fields
+
+
+@pytest.mark.parametrize(
+    ("value", "fields"),
+    [
+        (
+            "postgres://app:s3cret@auth:3001/app",
+            {"key": "K", "service": "auth", "scheme": "postgres", "path": "/app"},
+        ),
+        # A percent-encoded password is kept encoded: the operator encodes the Secret's p@ss so.
+        ("postgres://app:p%40ss@auth:3001", {"key": "K", "service": "auth", "scheme": "postgres"}),
+        ("redis://:pw@auth:3001/0", {"key": "K", "service": "auth", "scheme": "redis", "path": "/0"}),
+        ("app:pw@auth:3001", {"key": "K", "service": "auth", "template": "{username}:{password}@{host}:{port}"}),
+        (
+            "amqp://app:pw@auth/v",
+            {
+                "key": "K",
+                "service": "auth",
+                "scheme": "amqp",
+                "path": "/v",
+                "template": "{scheme}://{username}:{password}@{host}{path}",
+            },
+        ),
+    ],
+)
+def test_a_value_with_credentials_gets_a_link_reading_them_from_a_secret(value: str, fields: dict[str, object]) -> None:
+    link = propose_link(
+        "K", value, namespace="gallery", services=SERVICES, cluster_domain="cluster.local", credentials=True
+    )
+    assert not isinstance(link, str), link
+    assert link_fields(link) == {**fields, "credentials": {"secretName": "auth-credentials"}}
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("amqp://guest@auth:3001", CARRIES_USER_ONLY),
+        ("postgres://app:p!ss@auth:3001", NOT_ESCAPED),
+        ("postgres://app:s3cret@auth:3002", "the closest link renders 'Service gallery/auth has no port 3002"),
+    ],
+)
+def test_a_value_with_credentials_and_no_exact_link_says_why_without_them(value: str, why: str) -> None:
+    got = propose_link(
+        "K", value, namespace="gallery", services=SERVICES, cluster_domain="cluster.local", credentials=True
+    )
+    assert isinstance(got, str)
+    assert got.startswith(why)
+    assert "s3cret" not in got
+    assert "p!ss" not in got
+
+
+def test_read_userinfo_decodes_what_a_url_reader_decodes() -> None:
+    assert read_userinfo("postgres://app:p%40ss@db:5432/app") == ("app", "p@ss")
+    assert read_userinfo("mongodb://u:p@ss:w@mongo:27017") == ("u", "p@ss:w")
+    assert read_userinfo("amqp://guest@rabbit") == ("guest", None)
+    assert read_userinfo("http://auth:3001") is None
+
+
+def test_secret_names() -> None:
+    assert (credentials_secret_name("db"), values_secret_name("shop-config"), values_secret_name("app")) == (
+        "db-credentials",
+        "shop-secrets",
+        "app-secrets",
+    )
 
 
 @pytest.mark.parametrize(

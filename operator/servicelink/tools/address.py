@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servicelink.model import DEFAULT_TEMPLATE, Link
-from servicelink.resolve import resolve_link
-from servicelink.views import ObjectKey, ServiceView
+from servicelink.model import CREDENTIALS_TEMPLATE, DEFAULT_TEMPLATE, Link
+from servicelink.resolve import escape_userinfo, resolve_link
+from servicelink.views import ObjectKey, SecretView, ServiceView
 
 # ``user[:pass]@`` ends at the last ``@`` before the path, as urllib reads it: a raw ``@`` in a password
 # stays in the credentials. The group only tells that credentials are there; nothing keeps them.
@@ -46,6 +46,11 @@ CREDENTIAL_KEY_SUFFIXES = (
     "DATABASE_NAME",
 )
 CARRIES_CREDENTIALS = "carries credentials: not linked (a ServiceLink would need them from a Secret)"
+CARRIES_USER_ONLY = "carries a user and no password: not linked (a link's credentials are a username and a password)"
+NOT_ESCAPED = (
+    "its user or password is not percent-encoded as servicelink writes it (RFC 3986: every byte but letters,"
+    " digits and -._~ as %XX), so no link renders it byte for byte; encode it in the value first"
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,37 @@ def read_address(key: str, value: str) -> Address | str:
     return address
 
 
+def _percent_decode(text: str) -> str:
+    """``text`` with each ``%XX`` read as a byte of UTF-8, as ``urllib.parse.unquote`` does (not imported: a pure
+    module imports no network library)."""
+    decoded = re.sub(rb"%([0-9A-Fa-f]{2})", lambda match: bytes([int(match[1], 16)]), text.encode())
+    return decoded.decode(errors="replace")
+
+
+def read_userinfo(value: str) -> tuple[str, str | None] | None:
+    """Return the user and password (None when there is none) of a value's ``user[:pass]@``, percent-decoded as a
+    URL's reader decodes them; None when the value carries none.
+
+    Only for a Secret's data, or to check a link: neither may show anywhere else.
+    """
+    match = _URL.match(value) or _AUTHORITY.match(value)
+    if match is None or not match["userinfo"]:
+        return None
+    user, colon, password = match["userinfo"][:-1].partition(":")
+    return _percent_decode(user), _percent_decode(password) if colon else None
+
+
+def credentials_secret_name(service: str) -> str:
+    """The Secret a proposed link reads the credentials for Service ``service`` from: ``<service>-credentials``."""
+    return f"{service}-credentials"
+
+
+def values_secret_name(configmap: str) -> str:
+    """The Secret a proposed ServiceLink writes its credentialed values to (``spec.secretName``), beside ConfigMap
+    ``configmap``: ``shop-config`` -> ``shop-secrets``, ``settings`` -> ``settings-secrets``."""
+    return f"{configmap.removesuffix('-config')}-secrets"
+
+
 def hide_credentials(value: str) -> str:
     """Return ``value`` fit to show: ``user[:pass]@`` replaced by ``***@``."""
     return _CREDENTIALS.sub(lambda match: f"{match['scheme'] or ''}***@", value, count=1)
@@ -149,12 +185,15 @@ def propose_link(
     namespace: str,
     services: Mapping[ObjectKey, ServiceView],
     cluster_domain: str,
+    credentials: bool = False,
 ) -> Link | str:
     """Return a link whose rendered value equals ``value`` byte for byte, or why there is none.
 
     The link is checked by resolving it as the operator would; a link that
     would render anything else is never returned. A value carrying credentials
-    gets none: a ServiceLink must not hold a password.
+    gets none, unless ``credentials`` asks for a link that reads them from the
+    Secret ``credentials_secret_name(service)`` (keys ``username`` and
+    ``password``): a ServiceLink never holds a password, and no reason shows one.
     """
     address = read_address(key, value)
     if isinstance(address, str):
@@ -164,17 +203,21 @@ def propose_link(
     found = service_of(address.host, namespace=namespace, cluster_domain=cluster_domain)
     if found is None or found[0] not in services:
         return f"{address.host} is not a Service"
-    if address.credentials:
+    userinfo = read_userinfo(value) if address.credentials else None
+    if address.credentials and not credentials:
         return CARRIES_CREDENTIALS
+    if userinfo is not None and userinfo[1] is None:
+        return CARRIES_USER_ONLY
     (target_ns, name), host_form = found
     service = services[(target_ns, name)]
     if target_ns != namespace:
         # {host} is the FQDN across namespaces, so the default template fits; a short name is spelled out.
         host_form = {"{fqdn}": "{host}", "{host}": "{service}"}.get(host_form, host_form)
+    authority = ("{username}:{password}@" if userinfo is not None else "") + host_form
     if address.scheme is not None:
-        template = f"{{scheme}}://{host_form}" + (":{port}" if address.port is not None else "") + "{path}"
+        template = f"{{scheme}}://{authority}" + (":{port}" if address.port is not None else "") + "{path}"
     else:
-        template = host_form + (":{port}" if address.port is not None else "")
+        template = authority + (":{port}" if address.port is not None else "")
     fields: dict[str, Any] = {"key": key, "service": name}
     if target_ns != namespace:
         fields["namespace"] = target_ns
@@ -185,18 +228,46 @@ def propose_link(
         fields["scheme"] = address.scheme
     if address.path:
         fields["path"] = address.path
-    if template != DEFAULT_TEMPLATE:
+    secrets: dict[str, SecretView] = {}
+    if userinfo is not None:
+        secret = credentials_secret_name(name)
+        fields["credentials"] = {"secretName": secret}
+        # The link is checked against the value's own user and password, held only here.
+        data = {"username": userinfo[0], "password": userinfo[1] or ""}
+        secrets[secret] = SecretView(namespace, secret, "", frozenset({"*"}), data)
+    if template != (CREDENTIALS_TEMPLATE if userinfo is not None else DEFAULT_TEMPLATE):
         fields["template"] = template
     try:
         link = Link.model_validate(fields)
     except ValueError as error:
         return f"no valid link: {error}"
-    result = resolve_link(link, namespace=namespace, services=services, endpoints={}, cluster_domain=cluster_domain)
-    if result.value != value:
+    result = resolve_link(
+        link, namespace=namespace, services=services, endpoints={}, cluster_domain=cluster_domain, secrets=secrets
+    )
+    if userinfo is None and result.value != value:
         return f"the closest link renders {result.value or result.message!r}, not the value"
+    if userinfo is not None and result.secret_value != value:
+        if result.secret_value is None:
+            return f"the closest link renders {result.message!r}, not the value"
+        return NOT_ESCAPED if result.secret_value == _escaped(value) else "the closest link renders another value"
     return link
 
 
+def _escaped(value: str) -> str:
+    """``value`` with its user and password percent-encoded as the operator writes them."""
+    userinfo = read_userinfo(value)
+    if userinfo is None or userinfo[1] is None:
+        return value
+    match = _URL.match(value) or _AUTHORITY.match(value)
+    assert match is not None
+    encoded = f"{escape_userinfo(userinfo[0])}:{escape_userinfo(userinfo[1])}@"
+    return value[: match.start("userinfo")] + encoded + value[match.end("userinfo") :]
+
+
 def link_fields(link: Link) -> dict[str, Any]:
-    """The link as a user writes it: fields left at their defaults left out."""
-    return link.model_dump(exclude_defaults=True)
+    """The link as a user writes it: fields left at their defaults left out, the template of a link with
+    credentials too when it is the default one with userinfo."""
+    fields = link.model_dump(exclude_defaults=True, by_alias=True)
+    if link.credentials is not None and link.template == CREDENTIALS_TEMPLATE:
+        del fields["template"]
+    return fields
