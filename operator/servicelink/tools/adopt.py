@@ -10,7 +10,8 @@ from servicelink.cache import Cache
 from servicelink.consent import judge_configmap_write, render_consent_command
 from servicelink.model import API_VERSION, FIELD_MANAGER, KIND, WRITABLE_BY_ANNOTATION, parse_name_list
 from servicelink.render import managed_keys, render_configmap
-from servicelink.tools.address import link_fields, propose_link
+from servicelink.resolve import describe_sharing
+from servicelink.tools.address import link_fields, propose_link, values_secret_name
 
 
 @dataclass
@@ -24,12 +25,29 @@ class Adoption:
     share: str | None = None  # the kubectl annotate that lets the ServiceLink write the ConfigMap, unless it may
     owners: dict[str, list[str]] = field(default_factory=dict)  # adopted key -> other field managers owning it
     left: list[tuple[str, str]] = field(default_factory=list)  # (key, why) of values left alone
+    # Adopted keys whose value carries credentials -> the Secret its link reads them from. Such a key is written
+    # to the Secret spec.secretName, not to the ConfigMap, so it is not handed over.
+    credentials: dict[str, str] = field(default_factory=dict)
+    create_secrets: list[str] = field(default_factory=list)  # the commands that create and share those Secrets
+
+
+def render_secret_commands(*, secret: str, namespace: str, servicelink: str) -> str:
+    """Return the commands that create Secret ``secret`` with placeholders for the username and password, and share
+    it with ServiceLink ``servicelink``: adopt never prints a credential, so its reader types them in."""
+    create = (
+        f"kubectl create secret generic {secret} -n {namespace}"
+        " --from-literal=username='<the username>' --from-literal=password='<the password>'"
+    )
+    return f"{create}; {describe_sharing(secret=secret, namespace=namespace, servicelink=servicelink)}"
 
 
 def adopt_configmap(configmap: Mapping[str, Any], *, world: Cache, cluster_domain: str) -> Adoption:
     """Return the ServiceLink whose links render each explainable value of ``configmap`` exactly.
 
-    Keys a ServiceLink already writes are left alone. The hand-over body,
+    Keys a ServiceLink already writes are left alone. A value with credentials
+    (``postgres://app:…@db:5432/app``) gets a link that reads them from the
+    Secret ``<service>-credentials``, and goes to the Secret ``spec.secretName``
+    (``values_secret_name``); no password is kept. The hand-over body,
     applied server-side as field manager ``servicelink``, moves the adopted
     keys to servicelink with the values they have; so the operator finds them
     already its own and equal, writes nothing, and rolls nothing. ``share`` is
@@ -46,23 +64,37 @@ def adopt_configmap(configmap: Mapping[str, Any], *, world: Cache, cluster_domai
         if key in claimed:
             adoption.left.append((key, f"already written by ServiceLink {claimed[key]}"))
             continue
-        proposed = propose_link(key, str(value), namespace=namespace, services=services, cluster_domain=cluster_domain)
+        proposed = propose_link(
+            key, str(value), namespace=namespace, services=services, cluster_domain=cluster_domain, credentials=True
+        )
         if isinstance(proposed, str):
             adoption.left.append((key, proposed))
             continue
         links.append(link_fields(proposed))
-        values[key] = str(value)
+        if proposed.credentials is not None:
+            adoption.credentials[key] = proposed.credentials.secret_name
+        else:
+            values[key] = str(value)
     if not links:
         return adoption
     owners = managed_keys(configmap, manager=FIELD_MANAGER)
     adoption.owners = {key: sorted(owners.get(key, set()) - {FIELD_MANAGER}) for key in values}
+    spec: dict[str, Any] = {"configMapName": name}
+    if adoption.credentials:
+        spec["secretName"] = values_secret_name(name)
+        adoption.create_secrets = [
+            render_secret_commands(secret=secret, namespace=namespace, servicelink=name)
+            for secret in sorted(set(adoption.credentials.values()))
+        ]
+    spec["links"] = links
     adoption.servicelink = {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"configMapName": name, "links": links},
+        "spec": spec,
     }
-    adoption.handover = render_configmap(name=name, namespace=namespace, data=values, owner=None)
+    if values:
+        adoption.handover = render_configmap(name=name, namespace=namespace, data=values, owner=None)
     if judge_configmap_write(configmap, servicelink=name, uid="") is not None:
         adoption.share = render_consent_command(
             resource="configmap",

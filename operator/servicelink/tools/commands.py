@@ -217,7 +217,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if any(r.problem_count for r in reports) else 0
 
 
-def _adoption_notes(adoption: Adoption) -> list[str]:
+def adoption_notes(adoption: Adoption) -> list[str]:
+    """The notes adopt prints on stderr for one ConfigMap: what it adopted, left alone, and what to run first."""
     where = f"ConfigMap {adoption.namespace}/{adoption.configmap}"
     notes: list[str] = []
     if adoption.servicelink is not None:
@@ -230,6 +231,19 @@ def _adoption_notes(adoption: Adoption) -> list[str]:
             f"{where}: servicelink writes only into ConfigMaps shared with the ServiceLink; "
             f"share it before applying the ServiceLink (else ConfigMapNotShared): {adoption.share}"
         )
+    if adoption.servicelink is not None and adoption.credentials:
+        secret = adoption.servicelink["spec"]["secretName"]
+        for key, source in sorted(adoption.credentials.items()):
+            notes.append(
+                f"{where}: {key} carries credentials: its link reads them from Secret {source} (keys username and "
+                f"password), and servicelink writes it to Secret {secret}, not to the ConfigMap. Point its readers "
+                f"at Secret {secret} (secretKeyRef or envFrom secretRef), then remove {key} from the ConfigMap"
+            )
+        for commands in adoption.create_secrets:
+            notes.append(
+                f"{where}: create and share the credentials before applying the ServiceLink (else SecretNotShared), "
+                f"typing the username and password in place of the placeholders: {commands}"
+            )
     held = {key: owners for key, owners in adoption.owners.items() if owners}
     if held:
         listing = "; ".join(f"{key} by {', '.join(owners)}" for key, owners in sorted(held.items()))
@@ -263,7 +277,7 @@ def run_adopt(args: argparse.Namespace) -> int:
     chosen = [a.handover if args.handover else a.servicelink for a in adoptions]
     sys.stdout.write(dump_yaml([body for body in chosen if body is not None]))
     for adoption in adoptions:
-        for note in _adoption_notes(adoption):
+        for note in adoption_notes(adoption):
             print(f"note: {note}", file=sys.stderr)
     if not any(chosen):
         print("note: no value to adopt", file=sys.stderr)
