@@ -9,7 +9,8 @@ import pytest
 import yaml
 from console import REPO, assert_golden, run
 
-from servicelink.model import PORT_NAME, PORT_NAME_MAX
+from servicelink.model import PORT_NAME, PORT_NAME_MAX, parse_spec
+from servicelink.tools.commands import dump_yaml
 from servicelink.tools.compose import WELL_KNOWN_PORTS, image_name, import_compose, parse_env_file
 
 COMPOSE = REPO / "examples" / "compose" / "docker-compose.yml"
@@ -74,7 +75,8 @@ def test_what_is_not_translated_is_reported_not_guessed() -> None:
         "web: AUTH_URL=${AUTH_URL:-http://auth:3001} is an interpolation, not guessed; left out",
         "web: LOCAL_URL=http://localhost:3001: points at localhost, the container itself; left out",
         "web: FROM_HOST takes its value from the host's environment; left out",
-        "not translated (servicelink writes Services and ServiceLinks only): build (web), top-level networks",
+        "not translated (servicelink writes Services, ServiceLinks and Secrets of credentials only): build (web),"
+        " top-level networks",
     ]
     auth = next(o for o in imported.objects if o["metadata"] == {"name": "auth"})
     assert auth["spec"]["ports"] == [
@@ -132,37 +134,158 @@ def test_a_password_equal_to_a_service_name_is_no_link() -> None:
     servicelinks = [o["metadata"]["name"] for o in imported.objects if o["kind"] == "ServiceLink"]
     assert servicelinks == ["shop"]
     assert links_of(imported.objects, "shop") == [{"key": "DB_HOST", "service": "db", "template": "{host}"}]
-    assert imported.notes == ["not translated (servicelink writes Services and ServiceLinks only): image (shop, db)"]
+    assert imported.notes == [
+        "db: Secret db-credentials holds the username and password of its POSTGRES_USER and POSTGRES_PASSWORD"
+        " (read by no ServiceLink)",
+        "not translated (servicelink writes Services, ServiceLinks and Secrets of credentials only): image (shop, db)",
+    ]
 
 
-def test_a_url_with_credentials_is_left_out_and_its_password_shown_nowhere() -> None:
+def test_a_url_with_credentials_links_a_secret_and_its_password_is_only_in_the_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = yaml.safe_load(
         f"""
         services:
           shop:
             environment:
-              DATABASE_URL: postgres://dbuser:{PASSWORD}@db:5432/shop
+              DATABASE_URL: postgres://dbuser:{PASSWORD}%40x@db:5432/shop
               CACHE_URL: redis://:{PASSWORD}@cache:6379/0
               REPLICA_URL: postgres://dbuser:{PASSWORD}${{SUFFIX}}@db:5432/shop
+          worker:
+            environment:
+              DATABASE_URL: postgres://dbuser:{PASSWORD}%40x@db:5432/shop
+              OTHER_URL: postgres://other:{PASSWORD}@db:5432/shop
           db:
-            expose: ["5432"]
+            image: postgres:16
+            environment:
+              POSTGRES_USER: dbuser
+              POSTGRES_PASSWORD: another-{PASSWORD}
           cache:
             expose: ["6379"]
         """
     )
-    imported = import_compose(project, namespace=None, read_env_file=lambda path: None)
-    assert imported.notes == [
-        "shop: DATABASE_URL=postgres://***@db:5432/shop: carries credentials: not linked"
-        " (a ServiceLink would need them from a Secret); left out",
-        "shop: CACHE_URL=redis://***@cache:6379/0: carries credentials: not linked"
-        " (a ServiceLink would need them from a Secret); left out",
-        "shop: REPLICA_URL=postgres://***@db:5432/shop is an interpolation, not guessed; left out",
+    imported = import_compose(project, namespace="shop", read_env_file=lambda path: None)
+    secrets = [o for o in imported.objects if o["kind"] == "Secret"]
+    assert secrets == [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "db-credentials",
+                "namespace": "shop",
+                "labels": {"servicelink.dev/shared": "true"},
+                "annotations": {"servicelink.dev/readable-by": "shop,worker"},
+            },
+            "type": "Opaque",
+            "stringData": {"username": "dbuser", "password": f"{PASSWORD}@x"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "cache-credentials",
+                "namespace": "shop",
+                "labels": {"servicelink.dev/shared": "true"},
+                "annotations": {"servicelink.dev/readable-by": "shop"},
+            },
+            "type": "Opaque",
+            "stringData": {"username": "", "password": PASSWORD},
+        },
     ]
-    assert [o["kind"] for o in imported.objects] == ["Service", "Service"]
-    # The port a credentialed URL uses still names the Service's port.
-    assert imported.objects[0]["spec"]["ports"] == [{"name": "postgres", "port": 5432, "targetPort": 5432}]
-    leaked = PASSWORD in repr(imported) or "dbuser" in "".join(imported.notes)
-    assert not leaked, "the user or password shows in the import"
+    shop = next(o for o in imported.objects if o["kind"] == "ServiceLink" and o["metadata"]["name"] == "shop")
+    assert shop["spec"] == {
+        "configMapName": "shop-config",
+        "secretName": "shop-secrets",
+        "links": [
+            {
+                "key": "DATABASE_URL",
+                "service": "db",
+                "scheme": "postgres",
+                "path": "/shop",
+                "credentials": {"secretName": "db-credentials"},
+            },
+            {
+                "key": "CACHE_URL",
+                "service": "cache",
+                "scheme": "redis",
+                "path": "/0",
+                "credentials": {"secretName": "cache-credentials"},
+            },
+        ],
+    }
+    assert imported.notes == [
+        "db: no ports; used postgres's well-known port 5432",
+        "shop: REPLICA_URL=postgres://***@db:5432/shop is an interpolation, not guessed; left out",
+        "worker: OTHER_URL=postgres://***@db:5432/shop: carries other credentials than shop's DATABASE_URL, which"
+        " Secret db-credentials holds; left out",
+        "db: its POSTGRES_USER and POSTGRES_PASSWORD differ from the credentials of shop's DATABASE_URL; Secret"
+        " db-credentials holds those",
+        "db: Secret db-credentials holds the username and password of shop's DATABASE_URL (shared with ServiceLink"
+        " shop, worker)",
+        "cache: Secret cache-credentials holds the username and password of shop's CACHE_URL (shared with"
+        " ServiceLink shop)",
+        "not translated (servicelink writes Services, ServiceLinks and Secrets of credentials only): image (db)",
+    ]
+    others = [o for o in imported.objects if o["kind"] != "Secret"]
+    leaked = PASSWORD in repr(others) or "dbuser" in repr(others) or PASSWORD in "".join(imported.notes)
+    assert not leaked, "the user or password shows outside the Secret manifests"
+    # servicelink render accepts what the import writes: no spec is refused.
+    monkeypatch.setattr("sys.stdin", io.StringIO(dump_yaml(imported.objects)))
+    rendered = run(capsys, "render", "-f", "-")
+    assert "InvalidSpec" not in rendered.err
+    assert "ServiceLink shop/worker -> ConfigMap shop/worker-config: NOT READY" in rendered.err  # no Secret access
+    for body in imported.objects:
+        if body["kind"] == "ServiceLink":
+            parse_spec(body["spec"])
+    leaked = PASSWORD in rendered.out + rendered.err
+    assert not leaked, "render shows the password"
+
+
+def test_a_databases_own_credentials_and_a_password_file_make_a_secret() -> None:
+    project = yaml.safe_load(
+        """
+        services:
+          db:
+            image: postgres:16
+            environment:
+              POSTGRES_USER: shop
+              POSTGRES_PASSWORD_FILE: /run/secrets/db_password
+            secrets: [db_password]
+          mq:
+            image: rabbitmq:3
+            environment: ["RABBITMQ_DEFAULT_USER=app"]
+        secrets:
+          db_password:
+            file: ./db_password.txt
+          api_key:
+            file: ./api_key.txt
+          token:
+            environment: TOKEN
+        """
+    )
+    files = {"./db_password.txt": f"{PASSWORD}\n", "./api_key.txt": "key"}
+    imported = import_compose(project, namespace=None, read_env_file=files.get)
+    secrets = [o for o in imported.objects if o["kind"] == "Secret"]
+    assert secrets == [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db-credentials", "labels": {"servicelink.dev/shared": "true"}},
+            "type": "Opaque",
+            "stringData": {"username": "shop", "password": PASSWORD},
+        }
+    ]
+    assert imported.notes == [
+        "db: no ports; used postgres's well-known port 5432",
+        "mq: no ports; used rabbitmq's well-known port 5672",
+        "top-level secret token: not a file: secret; not read",
+        "db: Secret db-credentials holds the username and password of its POSTGRES_USER and POSTGRES_PASSWORD_FILE"
+        " (read by no ServiceLink)",
+        "top-level secret api_key: not translated (only a database's user or password file is read)",
+        "not translated (servicelink writes Services, ServiceLinks and Secrets of credentials only): image (db, mq),"
+        " secrets (db)",
+    ]
 
 
 def test_a_well_known_server_without_ports_gets_its_port() -> None:

@@ -8,15 +8,43 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicelink.model import API_VERSION, DNS1035_LABEL, KEY_PATTERN, KIND, PORT_NAME, PORT_NAME_MAX
-from servicelink.tools.address import Address, hide_credentials, link_fields, propose_link, read_address
+from servicelink.model import (
+    API_VERSION,
+    DNS1035_LABEL,
+    KEY_PATTERN,
+    KIND,
+    PORT_NAME,
+    PORT_NAME_MAX,
+    READABLE_BY_ANNOTATION,
+    SHARED_LABEL,
+)
+from servicelink.tools.address import (
+    Address,
+    credentials_secret_name,
+    hide_credentials,
+    link_fields,
+    propose_link,
+    read_address,
+    read_userinfo,
+    values_secret_name,
+)
 from servicelink.views import ObjectKey, ServiceView
 
 # What the import reads; every other key of a Compose service is reported as not translated (image too, though
 # a port-less service's image may give it a well-known port: no workload is written from it).
 READ_KEYS = frozenset({"environment", "env_file", "ports", "expose"})
-# Top-level keys with nothing to translate into Kubernetes objects.
-PROJECT_KEYS = frozenset({"services", "version", "name"})
+# Top-level keys with nothing to translate into Kubernetes objects, or read here (secrets).
+PROJECT_KEYS = frozenset({"services", "version", "name", "secrets"})
+# The variables a database image takes its user and password from, as (user, password): such a service's
+# credentials go to a Secret manifest. Either may be given as <VARIABLE>_FILE=/run/secrets/<name>, the path
+# where Compose mounts its top-level secret <name>; a secret with file: is then read.
+DATABASE_CREDENTIALS: tuple[tuple[str, str], ...] = (
+    ("POSTGRES_USER", "POSTGRES_PASSWORD"),
+    ("MYSQL_USER", "MYSQL_PASSWORD"),
+    ("MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"),
+    ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"),
+)
+SECRETS_MOUNT = "/run/secrets/"
 # The port a well-known server's image listens on, by image name without registry, owner, tag or digest, with
 # the Service port's name: a service of such an image that lists no ports: or expose: still gets a Service.
 WELL_KNOWN_PORTS: Mapping[str, tuple[int, str]] = {
@@ -93,6 +121,67 @@ def _environment(
     return env
 
 
+def _read_secrets(
+    project: Mapping[str, Any], read_env_file: Callable[[str], str | None], notes: list[str]
+) -> dict[str, str]:
+    """The text of each top-level secret with ``file:``, by name, without its final newline (as a password file
+    is written); a secret of another source (environment, external) is noted and not read."""
+    found: dict[str, str] = {}
+    declared = project.get("secrets") or {}
+    for name, entry in declared.items() if isinstance(declared, Mapping) else ():
+        path = entry.get("file") if isinstance(entry, Mapping) else None
+        if not isinstance(path, str):
+            notes.append(f"top-level secret {name}: not a file: secret; not read")
+            continue
+        text = read_env_file(path)
+        if text is None:
+            notes.append(f"top-level secret {name}: file {path} not found")
+            continue
+        found[str(name)] = text.removesuffix("\n").removesuffix("\r")
+    return found
+
+
+@dataclass(frozen=True)
+class _Given:
+    """The user and password a database service is given, the variables they came from, and the secrets read."""
+
+    user: str
+    password: str = field(repr=False)
+    variables: tuple[str, str]
+    secrets: frozenset[str]
+
+
+def _database_credentials(env: Mapping[str, str | None], secrets: Mapping[str, str]) -> _Given | None:
+    """The user and password a database service is given (DATABASE_CREDENTIALS); None without a pair of them."""
+
+    def read(variable: str) -> tuple[str, str, str | None] | None:
+        if env.get(variable):
+            return str(env[variable]), variable, None
+        secret = (env.get(f"{variable}_FILE") or "").removeprefix(SECRETS_MOUNT)
+        if secret in secrets:
+            return secrets[secret], f"{variable}_FILE", secret
+        return None
+
+    for user_variable, password_variable in DATABASE_CREDENTIALS:
+        user, password = read(user_variable), read(password_variable)
+        if user is not None and password is not None:
+            read_secrets = frozenset(name for name in (user[2], password[2]) if name is not None)
+            return _Given(user[0], password[0], (user[1], password[1]), read_secrets)
+    return None
+
+
+def render_shared_secret(
+    *, name: str, namespace: str | None, data: Mapping[str, str], readers: list[str]
+) -> dict[str, Any]:
+    """A Secret of ``data`` (as ``stringData``), shared with the ServiceLinks ``readers`` as servicelink's consent
+    rule asks: the label lets the operator see it, the annotation names who may read it."""
+    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
+    metadata["labels"] = {SHARED_LABEL: "true"}
+    if readers:
+        metadata["annotations"] = {READABLE_BY_ANNOTATION: ",".join(sorted(readers))}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "stringData": dict(data)}
+
+
 def _container_ports(name: str, service: Mapping[str, Any], notes: list[str]) -> dict[int, str]:
     """The ports other containers reach this one on (Compose's ``target``), with their protocol."""
     ports: dict[int, str] = {}
@@ -130,7 +219,12 @@ def import_compose(
 
     Each link is checked to render its value byte for byte; values that are
     interpolations (``${AUTH_URL:-http://auth:3001}``), point at localhost, or
-    cannot be rendered exactly are reported and left out. Raises
+    cannot be rendered exactly are reported and left out. A URL with
+    credentials to service ``db`` gets a link that reads them from the Secret
+    ``db-credentials``, and its ServiceLink writes it to the Secret
+    ``<service>-secrets``; ``db-credentials`` is written as a Secret manifest,
+    holding the URL's user and password, else those of ``db``'s own
+    environment (DATABASE_CREDENTIALS). No note shows a user or password. Raises
     ``ComposeError`` when ``project`` has no ``services`` mapping.
     """
     services = project.get("services")
@@ -176,6 +270,7 @@ def import_compose(
                 if address.scheme:
                     schemes[(address.host, address.port)].add(address.scheme)
 
+    secret_files = _read_secrets(project, read_env_file, notes)
     ns_meta = {"namespace": namespace} if namespace else {}
     views: dict[ObjectKey, ServiceView] = {}
     for name, numbers in ports.items():
@@ -208,6 +303,9 @@ def import_compose(
             {**body, "metadata": {"name": name, "namespace": namespace or ""}}
         )
 
+    # Service -> the user and password of the links to it, the first link that carried them, and its readers.
+    credentials: dict[str, tuple[tuple[str, str], str, list[str]]] = {}
+    servicelinks: list[dict[str, Any]] = []
     for name, env in envs.items():
         links: list[dict[str, Any]] = []
         for key, value in env.items():
@@ -228,25 +326,59 @@ def import_compose(
                 notes.append(f"{name}: {key} is not a valid ConfigMap key for an environment variable; left out")
                 continue
             proposed = propose_link(
-                key, value, namespace=namespace or "", services=views, cluster_domain="cluster.local"
+                key, value, namespace=namespace or "", services=views, cluster_domain="cluster.local", credentials=True
             )
             if isinstance(proposed, str):
                 notes.append(f"{name}: {shown}: {proposed}; left out")
                 continue
+            userinfo = read_userinfo(value)
+            if proposed.credentials is not None and userinfo is not None:
+                pair = (userinfo[0], userinfo[1] or "")
+                first = credentials.setdefault(proposed.service, (pair, f"{name}'s {key}", []))
+                if first[0] != pair:
+                    notes.append(
+                        f"{name}: {shown}: carries other credentials than {first[1]}, which Secret "
+                        f"{proposed.credentials.secret_name} holds; left out"
+                    )
+                    continue
+                if name not in first[2]:
+                    first[2].append(name)
             links.append(link_fields(proposed))
         if links:
-            result.objects.append(
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "metadata": {"name": name, **ns_meta},
-                    "spec": {"configMapName": f"{name}-config", "links": links},
-                }
+            spec: dict[str, Any] = {"configMapName": f"{name}-config"}
+            if any("credentials" in link for link in links):
+                spec["secretName"] = values_secret_name(spec["configMapName"])
+            spec["links"] = links
+            servicelinks.append(
+                {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, **ns_meta}, "spec": spec}
             )
+    secrets_read: set[str] = set()
+    for name, env in envs.items():
+        own = _database_credentials(env, secret_files)
+        secret = credentials_secret_name(name)
+        given = f"its {' and '.join(own.variables)}" if own is not None else ""
+        if name in credentials:
+            (user, password), source, readers = credentials[name]
+            if own is not None and (own.user, own.password) != (user, password):
+                notes.append(f"{name}: {given} differ from the credentials of {source}; Secret {secret} holds those")
+        elif own is not None:
+            user, password, source, readers = own.user, own.password, given, []
+        else:
+            continue
+        secrets_read |= own.secrets if own is not None else set()
+        data = {"username": user, "password": password}
+        result.objects.append(render_shared_secret(name=secret, namespace=namespace, data=data, readers=readers))
+        shared = f"shared with ServiceLink {', '.join(sorted(readers))}" if readers else "read by no ServiceLink"
+        notes.append(f"{name}: Secret {secret} holds the username and password of {source} ({shared})")
+    for secret in sorted(set(secret_files) - secrets_read):
+        notes.append(f"top-level secret {secret}: not translated (only a database's user or password file is read)")
+    result.objects.extend(servicelinks)
     for key in project:
         if key not in PROJECT_KEYS:
             ignored[f"top-level {key}"] = []
     if ignored:
         keys = ", ".join(f"{key} ({', '.join(names)})" if names else key for key, names in sorted(ignored.items()))
-        notes.append(f"not translated (servicelink writes Services and ServiceLinks only): {keys}")
+        notes.append(
+            f"not translated (servicelink writes Services, ServiceLinks and Secrets of credentials only): {keys}"
+        )
     return result
