@@ -112,10 +112,38 @@ def test_credentials_are_checked_never_shown_and_a_bare_host_needs_an_address_ke
         {"name": "API_PASSWORD", "value": "api"},
     ]
     reports = examine(ClusterState.from_objects([*CLUSTER, deployment("web", env=env)]), cluster_domain="c")
-    assert checks([*CLUSTER, deployment("web", env=env)]) == {"DATABASE_URL": ("PortNotFound",), "API_HOST": ()}
+    assert checks([*CLUSTER, deployment("web", env=env)]) == {
+        "DATABASE_URL": ("PortNotFound", "CredentialsInPlainText"),
+        "API_HOST": (),
+    }
     assert reports[0].findings[0].value == "postgres://***@api:5432/shop"
     text = format_text(reports) + format_json(reports)
     leaked = password in text or "dbuser" in text
+    assert not leaked, "doctor shows the user or password"
+
+
+def test_a_hand_written_value_with_credentials_is_advised_to_move_to_a_link_with_credentials() -> None:
+    password = "pw-not-to-show"
+    url = f"postgres://dbuser:{password}@api:8080/shop"
+    objects = [
+        *CLUSTER,
+        configmap("web-config", {"DATABASE_URL": url}, "2026-01-01T00:00:00Z"),
+        deployment("web", env=[{"name": "DIRECT_URL", "value": url}], env_from="web-config"),
+    ]
+    reports = examine(ClusterState.from_objects(objects), cluster_domain="c")
+    assert checks(objects) == {"DATABASE_URL": ("CredentialsInPlainText",), "DIRECT_URL": ("CredentialsInPlainText",)}
+    text = format_text(reports)
+    assert (
+        "    CredentialsInPlainText: DATABASE_URL carries credentials (user:password@) in plain text: whoever reads"
+        " ConfigMap web-config reads them\n"
+        "      fix: move it to a ServiceLink link with credentials: the user and password go to a Secret its owner"
+        " shares, and servicelink writes the value to a Secret the pods read (secretKeyRef or envFrom secretRef);"
+        " servicelink adopt -n shop configmap/web-config proposes the link\n"
+    ) in text
+    assert "whoever reads the pod template reads them" in text
+    assert "(links[].credentials.secretName, spec.secretName)" in text
+    shown = text + format_json(reports)
+    leaked = password in shown or "dbuser" in shown
     assert not leaked, "doctor shows the user or password"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from servicelink.cache import Cache
 from servicelink.model import BUILT_IN_RESOURCES, REPORTED_KINDS, WORKLOAD_KINDS, WorkloadResource
 from servicelink.resolve import service_fqdn
-from servicelink.tools.address import hide_credentials, read_address, service_of
+from servicelink.tools.address import hide_credentials, parse_address, read_address, service_of
 from servicelink.tools.offline import name_mapped_kind
 from servicelink.views import ServiceView, job_finished
 
@@ -26,6 +26,7 @@ EXTERNAL_NAME_EMPTY = "ExternalNameEmpty"
 STALE_PODS = "StalePods"
 STALE_JOB_PODS = "StaleJobPods"
 CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"
+CREDENTIALS_IN_PLAIN_TEXT = "CredentialsInPlainText"
 HAND_WRITTEN = "hand-written"
 
 
@@ -132,6 +133,15 @@ FIXES = {
         "(a CronJob's next Jobs read the current values)"
     ),
     CONFIGMAP_NOT_FOUND: "create ConfigMap {configmap}, or mark the reference optional",
+    CREDENTIALS_IN_PLAIN_TEXT: (
+        "move it to a ServiceLink link with credentials: the user and password go to a Secret its owner shares, "
+        "and servicelink writes the value to a Secret the pods read (secretKeyRef or envFrom secretRef); {how}"
+    ),
+}
+# How to start, by where the value is read from: adopt proposes the link for a ConfigMap's value.
+CREDENTIALS_HOW = {
+    "env": "for a literal env value, write that ServiceLink (links[].credentials.secretName, spec.secretName)",
+    "configmap": "servicelink adopt -n {namespace} configmap/{configmap} proposes the link",
 }
 # StalePods of an Argo Rollout: kubectl rollout restart knows no Rollout; Argo's own kubectl plugin restarts one.
 STALE_ROLLOUT_PODS_FIX = (
@@ -289,9 +299,17 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
         service, found = checked
         if cm_name is None:
             source, managed = "env", HAND_WRITTEN
+            how = CREDENTIALS_HOW["env"]
         else:
             source = f"configmap/{cm_name}" + ("" if key == variable else f" key {key}")
             managed = _managed_by(state, namespace, cm_name, key)
+            how = CREDENTIALS_HOW["configmap"].format(namespace=namespace, configmap=cm_name)
+        address = parse_address(value)
+        if managed == HAND_WRITTEN and address is not None and address.credentials:
+            where = "the pod template" if cm_name is None else f"ConfigMap {cm_name}"
+            message = f"{variable} carries credentials (user:password@) in plain text: whoever reads {where} reads them"
+            found = (*found, _problem(CREDENTIALS_IN_PLAIN_TEXT, message, how=how))
+        if cm_name is not None:
             changed = _key_changed_at(state.configmaps[(namespace, cm_name)], key)
             stale = [p for p in pods if (started := _started_at(p)) is not None and started < changed]
             if stale:
