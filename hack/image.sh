@@ -19,6 +19,11 @@ SAVE_DIR=""
 export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx plugin: the classic builder builds this Dockerfile
 say() { echo "[image] $*" >&2; }
 started=$SECONDS
+# One build at a time on this machine: two runs (two checkouts' hack/test.sh) would share the cached
+# dockerd's socket and data, and one stopping it kills the other's build.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/image.lock"
+flock 9
 
 DOCKERD_PID=""
 stop_dockerd() {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -14,7 +15,18 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from objects import condition, deployment, events, service, servicelink, set_port, sl, template_hash, wait_condition
+from objects import (
+    condition,
+    deployment,
+    events,
+    service,
+    servicelink,
+    servicelinks_only,
+    set_port,
+    sl,
+    template_hash,
+    wait_condition,
+)
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
@@ -179,3 +191,53 @@ def test_a_secret_not_shared_is_reported_and_nothing_is_written(
     cluster.apply(credentials("pg", namespace, PASSWORD))
     wait_for(lambda: password_written(cluster, namespace) == PASSWORD, what="the value in the Secret")
     assert condition(sl(cluster, namespace, "shop"), "Resolved")["status"] == "True"
+
+
+def test_a_user_limited_to_servicelinks_can_neither_read_a_secret_nor_put_it_in_a_configmap(
+    cluster: Cluster, namespace: str, secrets_operator: OperatorProcess
+) -> None:
+    mallory = "mallory@example.com"
+    cluster.apply(
+        [
+            service("db", namespace, 5432),
+            credentials("pg", namespace, PASSWORD),  # shared with the ServiceLink shop alone
+            *servicelinks_only(
+                namespace,
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": mallory},
+                verbs=("get", "list", "create", "update", "patch"),
+            ),
+        ]
+    )
+
+    def as_mallory(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(*args, f"--as={mallory}", input=input, check=False)
+
+    assert as_mallory("auth", "can-i", "get", "secrets", "-n", namespace).stdout.strip() == "no"
+
+    # Another ServiceLink's Secret: not shared with this one, so not read.
+    steal = servicelink("steal", namespace, "steal-config", {**DB_URL, "credentials": {"secretName": "pg"}})
+    steal["spec"]["secretName"] = "steal-secrets"
+    assert as_mallory("apply", "-f", "-", input=json.dumps(steal)).returncode == 0
+    refused = wait_condition(cluster, namespace, "steal", "Resolved", "False", "SecretNotShared")
+    assert "servicelink.dev/readable-by=steal" in refused["message"]
+    assert "DATABASE_URL" not in (secret_data(cluster, namespace, "steal-secrets") or {})
+
+    # Secret data into a ConfigMap she may read: refused by the API server, before the operator sees it.
+    for spec in (
+        {"links": [{**DB_URL, "credentials": {"secretName": "pg"}}]},  # no spec.secretName
+        {"links": [{**DB_URL, "template": "{scheme}://{username}:{password}@{host}"}]},  # no credentials
+    ):
+        body = servicelink("leak", namespace, "leak-config")
+        body["spec"].update(spec)
+        done = as_mallory("apply", "-f", "-", input=json.dumps(body))
+        assert done.returncode != 0
+        assert "spec" in done.stderr
+    assert cluster.get("servicelink", "leak", "-n", namespace) is None
+
+    everywhere = [
+        json.dumps(cluster.get("servicelinks", "-n", namespace)),
+        json.dumps(events(cluster, namespace)),
+        json.dumps(cluster.get("configmaps", "-n", namespace)),
+        secrets_operator.log(),
+    ]
+    assert not any(PASSWORD in text or PASSWORD.replace("%", "%25") in text for text in everywhere)
