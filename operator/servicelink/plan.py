@@ -735,19 +735,28 @@ def plan_stale_jobs(view: ServiceLinkView, *, spec: ServiceLinkSpec, written: Wr
     listed last time stay while they run. Independent of ``spec.rollout``
     and of consent: a Job is only reported, never touched.
     """
+    secret = written.secret
     if written.plan is None:
         changed: frozenset[str] = frozenset()
         managed: Mapping[str, str] = {}
     else:
         before, now = _values_before(view, written), written.values
         changed = frozenset(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
-        managed = written.plan.apply_data
+        changed |= frozenset(secret.changed if secret is not None else ())
+        managed = written.plan.apply_data | (secret.after if secret is not None else {})
+    jobs = world.jobs(view.namespace, reading=spec.config_map_name)
+    output = None
+    if secret is not None:
+        output = SecretOutput(secret.name, frozenset(secret.after) | frozenset(secret.before))
+        known = {job.name for job in jobs}
+        jobs += [j for j in world.jobs_reading_secret(view.namespace, secret=secret.name) if j.name not in known]
     return find_stale_jobs(
-        world.jobs(view.namespace, reading=spec.config_map_name),
+        jobs,
         configmap=spec.config_map_name,
         changed=changed,
         managed=managed,
         previous=view.stale_jobs,
+        secret=output,
     )
 
 

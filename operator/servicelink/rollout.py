@@ -58,7 +58,7 @@ class SecretOutput:
 
 
 def reads_of(
-    workload: WorkloadView, *, configmap: str, configmap_keys: frozenset[str], secret: SecretOutput | None
+    workload: WorkloadView | JobView, *, configmap: str, configmap_keys: frozenset[str], secret: SecretOutput | None
 ) -> Reads | EllipsisType:
     """The keys ``workload`` reads of what a ServiceLink writes: of its ConfigMap and of its Secret; ``...`` when
     it reads neither, None when it reads the whole ConfigMap and no Secret of ours.
@@ -331,8 +331,10 @@ def find_stale_jobs(
     changed: frozenset[str],
     managed: Mapping[str, str],
     previous: Iterable[StaleJob],
+    secret: SecretOutput | None = None,
 ) -> list[StaleJob]:
-    """Return the running Jobs whose pods read values of ``configmap`` that changed after they started, by name.
+    """Return the running Jobs whose pods read values of ``configmap`` (or of the ServiceLink's ``secret``) that
+    changed after they started, by name.
 
     A running Job is listed when a key it reads is in ``changed`` (the keys
     whose value this reconcile moved away from the one the pods were last
@@ -347,10 +349,11 @@ def find_stale_jobs(
     """
     before = {entry.name: entry for entry in previous}
     found: list[StaleJob] = []
+    configmap_keys = frozenset(managed) - (secret.keys if secret is not None else frozenset())
     for job in sorted(jobs, key=lambda j: j.name):
-        if not job.running or configmap not in job.reads:
+        reads = reads_of(job, configmap=configmap, configmap_keys=configmap_keys, secret=secret)
+        if not job.running or reads is ...:
             continue
-        reads = job.reads[configmap]
         touched = {key for key in changed if reads is None or key in reads}
         entries = parse_config_hash(job.config_hash)
         started = entries.get(configmap, entries.get(""))

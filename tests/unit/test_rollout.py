@@ -1144,3 +1144,19 @@ def _reader(container: dict[str, Any]) -> WorkloadView:
         "spec": {"template": {"spec": {"containers": [{"name": "c", **container}]}}},
     }
     return WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], body)
+
+
+def test_a_running_job_reading_the_servicelinks_secret_is_stale_when_its_key_changed_alone() -> None:
+    secret = SecretOutput("app-secrets", frozenset({"DATABASE_URL"}))
+    key_ref = {"secretKeyRef": {"name": "app-secrets", "key": "DATABASE_URL"}}
+    migrate = job("migrate", {"containers": [container(env=[{"name": "D", "valueFrom": key_ref}])]})
+    whole_configmap = job("report", {"containers": [container(**env_from())]})
+    found = find_stale_jobs(
+        [migrate, whole_configmap],
+        configmap=CM,
+        changed=frozenset({"DATABASE_URL"}),
+        managed={"AUTH_URL": AUTH_NEW, "DATABASE_URL": "sha256:0123456789abcdef"},
+        previous=(),
+        secret=secret,
+    )
+    assert [(entry.name, entry.keys) for entry in found] == [("migrate", ["DATABASE_URL"])]
