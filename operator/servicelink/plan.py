@@ -419,6 +419,7 @@ class SecretWrite:
     outcome: SecretWritten
     apply: dict[str, Any] | None = None  # never logged: it holds the values
     force: bool = False
+    finalizers: list[str] | None = None  # set before the apply: a Secret we co-manage keeps our keys until we go
 
 
 def plan_secret_write(
@@ -486,7 +487,27 @@ def plan_secret_write(
         owner=owner if plan.with_owner else None,
         resource_version=_shared_version(secret, plan),
     )
-    return SecretWrite(outcome, apply, plan.force)
+    return SecretWrite(outcome, apply, plan.force, plan_hold_finalizers(view, plan))
+
+
+def plan_secret_release(view: ServiceLinkView, *, secret_name: str, secret: Mapping[str, Any] | None) -> Release:
+    """Withdraw our keys from the Secret ``secret_name`` as we are deleted, by the rule of ``plan_release``."""
+    if secret is None:
+        return Release(None)
+    owners = (secret.get("metadata") or {}).get("ownerReferences") or ()
+    if any(ref.get("uid") == view.uid for ref in owners):
+        return Release(None)
+    if judge_secret_write(secret, servicelink=view.name, uid=view.uid) is not None:
+        return Release(None, f"Secret {secret_name} is no longer shared with it; its keys stay as they are")
+    plan = plan_configmap(
+        decode_secret(secret), desired={}, previous={}, siblings=frozenset(), owner_uid=view.uid, manager=FIELD_MANAGER
+    )
+    if not plan.write:
+        return Release(None)
+    apply = render_secret(
+        name=secret_name, namespace=view.namespace, data={}, owner=None, resource_version=_shared_version(secret, plan)
+    )
+    return Release(apply)
 
 
 def plan_secret_write_failed(write: SecretWrite, *, error: str) -> SecretWritten:

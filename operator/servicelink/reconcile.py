@@ -50,6 +50,7 @@ from servicelink.plan import (
     plan_release,
     plan_release_finalizers,
     plan_roll,
+    plan_secret_release,
     plan_secret_write,
     plan_secret_write_failed,
     plan_stale_job_events,
@@ -265,6 +266,8 @@ class Reconciler:
             writers = self.world.secret_writers(view.namespace, spec.secret_name)
             write = plan_secret_write(view, spec=spec, values=values, secret=secret, writers=writers)
             assert write is not None
+            if write.finalizers is not None:
+                await self._set_finalizers(view, write.finalizers)
             if write.apply is None:
                 return write.outcome
             try:
@@ -379,7 +382,27 @@ class Reconciler:
         await self._record(view, write.events)
 
     async def _release(self, view: ServiceLinkView) -> None:
-        """Withdraw our keys from a ConfigMap we co-manage; one we created goes with its owner."""
+        """Withdraw our keys from the ConfigMap and the Secret we co-manage; those we created go with their owner."""
+        await self._release_secret(view)
+        await self._release_configmap(view)
+
+    async def _release_secret(self, view: ServiceLinkView) -> None:
+        name = view.spec.get("secretName")
+        if not name or not isinstance(name, str):
+            return
+        async with self._lock(view.namespace, f"{name} (Secret)"):
+            secret = await self._call(self.kube.get_secret, namespace=view.namespace, name=name)
+            release = plan_secret_release(view, secret_name=name, secret=secret)
+            if release.kept:
+                log.info("%s/%s: %s", view.namespace, view.name, release.kept)
+            if release.apply is None:
+                return
+            try:
+                await self._call(self.kube.apply_secret, body=release.apply, force=False)
+            except Conflict as error:
+                raise TransientError(f"Secret {view.namespace}/{name} changed while we wrote it") from error
+
+    async def _release_configmap(self, view: ServiceLinkView) -> None:
         configmap_name = view.spec.get("configMapName")
         if not configmap_name:
             return

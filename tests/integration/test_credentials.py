@@ -241,3 +241,28 @@ def test_a_user_limited_to_servicelinks_can_neither_read_a_secret_nor_put_it_in_
         secrets_operator.log(),
     ]
     assert not any(PASSWORD in text or PASSWORD.replace("%", "%25") in text for text in everywhere)
+
+
+def test_a_shared_secret_gets_our_key_and_loses_only_it_when_the_servicelink_goes(
+    cluster: Cluster, namespace: str, secrets_operator: OperatorProcess
+) -> None:
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "shop-secrets",
+            "namespace": namespace,
+            "annotations": {"servicelink.dev/writable-by": "shop"},
+        },
+        "stringData": {"API_TOKEN": "t0ken"},
+    }
+    cluster.apply([service("db", namespace, 5432), credentials("pg", namespace, PASSWORD), theirs])
+    cluster.apply(
+        servicelink("shop", namespace, "shop-config", {**DB_URL, "credentials": {"secretName": "pg"}}, **TO_SECRET)
+    )
+    wait_for(lambda: password_written(cluster, namespace) == PASSWORD, what="our key in their Secret")
+    assert (secret_data(cluster, namespace, "shop-secrets") or {})["API_TOKEN"] == "t0ken"
+    assert not cluster.get("secret", "shop-secrets", "-n", namespace)["metadata"].get("ownerReferences")
+
+    cluster.kubectl("delete", "servicelink", "shop", "-n", namespace, "--wait=true", "--timeout=60s")
+    assert secret_data(cluster, namespace, "shop-secrets") == {"API_TOKEN": "t0ken"}

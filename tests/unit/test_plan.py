@@ -903,3 +903,18 @@ def test_a_key_whose_secret_went_unshared_keeps_its_value_in_the_secret() -> Non
     write = secret_step(sl, cache, current)
     assert write.apply is None  # nothing to change: the key keeps its last value
     assert write.outcome.changed == []
+
+
+def test_deletion_withdraws_our_keys_from_a_shared_secret_and_leaves_an_owned_one_to_the_collector() -> None:
+    status = {"links": [{"key": "DATABASE_URL", "credentials": {"secretName": "pg"}}]}
+    view = planner.parse_servicelink(with_secret(DB_LINK, status=status))
+    shared = written_secret({"DATABASE_URL": "x", "OTHER": "y"}, ours=("DATABASE_URL",))
+    shared["metadata"].pop("ownerReferences")
+    shared["metadata"]["annotations"] = {WRITABLE_BY_ANNOTATION: "app"}
+    release = planner.plan_secret_release(view, secret_name="app-secrets", secret=shared)
+    assert release.apply is not None
+    assert (release.apply["kind"], release.apply["data"]) == ("Secret", {})
+    owned = written_secret({"DATABASE_URL": "x"}, ours=("DATABASE_URL",))
+    assert planner.plan_secret_release(view, secret_name="app-secrets", secret=owned).apply is None
+    shared["metadata"]["annotations"] = {}
+    assert "no longer shared" in planner.plan_secret_release(view, secret_name="app-secrets", secret=shared).kept
