@@ -1,4 +1,4 @@
-"""servicelink doctor and adopt against the real API server and kube-controller-manager."""
+"""servicelink doctor, adopt and leave against the real API server and kube-controller-manager."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from objects import condition, data, deployment, service, sl
+from objects import condition, data, deployment, service, servicelink, shared_configmap, sl
 
-from servicelink.testing.fixtures import Cluster, fresh_namespace, wait_for
+from servicelink.testing.fixtures import Cluster, OperatorProcess, fresh_namespace, wait_for
 
 pytestmark = pytest.mark.controller_manager
 SERVICELINK = str(Path(sys.executable).with_name("servicelink"))
@@ -192,6 +192,64 @@ def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
     assert "servicelink.dev/config-hash" not in (template["metadata"].get("annotations") or {})
     events = cluster.get("events", "-n", namespace, "--field-selector", "reason=ValueChanged")["items"]
     assert events == []
+
+
+def managers(cluster: Cluster, namespace: str, name: str) -> dict[str, set[str]]:
+    """Each field manager of a ConfigMap, and the data keys it owns."""
+    body = cluster.get("configmap", name, "-n", namespace, "--show-managed-fields")
+    return {
+        entry["manager"]: {f.removeprefix("f:") for f in (entry.get("fieldsV1") or {}).get("f:data") or {}}
+        for entry in body["metadata"]["managedFields"]
+    }
+
+
+def test_after_leave_deleting_the_servicelinks_keeps_every_configmap_and_value(
+    cluster: Cluster, namespace: str, operator_process: OperatorProcess
+) -> None:
+    link = {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
+    cluster.apply(
+        shared_configmap("shared-config", namespace, "gateway", {"LOG_LEVEL": "debug"}), "--field-manager=helm"
+    )
+    cluster.apply(
+        [
+            service("auth-service", namespace, 3001),
+            servicelink("gateway", namespace, "shared-config", link),
+            servicelink("own", namespace, "own-config", link),
+        ]
+    )
+    shared = {"LOG_LEVEL": "debug", "AUTH_SERVICE_URL": "http://auth-service:3001"}
+    wait_for(lambda: data(cluster, namespace, "shared-config") == shared, what="the co-managed ConfigMap")
+    wait_for(lambda: data(cluster, namespace, "own-config"), what="the owned ConfigMap")
+    wait_for(lambda: sl(cluster, namespace, "gateway")["metadata"].get("finalizers"), what="the finalizer")
+    operator_process.stop()  # uninstalling begins by stopping the operator, as docs/getting-started/uninstall.md says
+
+    dry = servicelink_cli(cluster, "leave", "-n", namespace, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run" in dry.stderr
+    assert managers(cluster, namespace, "own-config")["servicelink"] == {"AUTH_SERVICE_URL"}
+
+    left = servicelink_cli(cluster, "leave", "-n", namespace)
+    assert left.returncode == 0, left.stderr
+    assert sorted(left.stdout.splitlines()) == [
+        f"ConfigMap {namespace}/own-config: ownerReference to ServiceLink own removed; "
+        "AUTH_SERVICE_URL handed to field manager servicelink-left",
+        f"ConfigMap {namespace}/shared-config: AUTH_SERVICE_URL handed to field manager servicelink-left",
+        f"ServiceLink {namespace}/gateway: finalizer servicelink.dev/configmap-keys removed",
+    ], left.stdout
+    for name in ("own-config", "shared-config"):
+        owned = managers(cluster, namespace, name)
+        assert "AUTH_SERVICE_URL" not in owned.get("servicelink", set()), owned
+        assert owned["servicelink-left"] == {"AUTH_SERVICE_URL"}
+    assert not cluster.get("configmap", "own-config", "-n", namespace)["metadata"].get("ownerReferences")
+    again = servicelink_cli(cluster, "leave", "-n", namespace)
+    assert (again.returncode, again.stdout) == (0, ""), again.stderr
+    assert "nothing of servicelink's to remove" in again.stderr
+
+    # Deleting the CRD deletes every ServiceLink, as this does; the garbage collector has nothing to follow.
+    cluster.kubectl("delete", "servicelinks", "--all", "-n", namespace, "--wait=true", "--timeout=30s")
+    time.sleep(3)  # kube-controller-manager's garbage collector acts within a second or two
+    assert data(cluster, namespace, "own-config") == {"AUTH_SERVICE_URL": "http://auth-service:3001"}
+    assert data(cluster, namespace, "shared-config") == shared
 
 
 GADGETS = "gadgets.cli.test.servicelink.dev"  # a CRD of this test's own, not the operator tests' Widget

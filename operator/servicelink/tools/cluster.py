@@ -1,8 +1,8 @@
-"""The CLI's reads of a live cluster, with the credentials of the person running it (does I/O).
+"""The CLI's reads of a live cluster, and ``leave``'s writes, with the credentials of the person running it (does I/O).
 
 Apart from ``kube.py`` on purpose: ``kube.RBAC_RULES`` and ``manifests/``
 grant the operator's ServiceAccount exactly ``kube.py``'s calls, and the CLI's
-extra reads (ConfigMaps and Pods, for ``doctor`` and ``adopt``) are no business
+extra reads (ConfigMaps and Pods, for ``doctor`` and ``adopt``) and writes (for ``leave``) are no business
 of the operator's. The kinds the operator watches are read through ``kube.Kube``; WorkloadMappings
 through the client's ``CustomObjectsApi``, as the user reads them.
 """
@@ -19,16 +19,21 @@ import kubernetes
 from servicelink import kube
 from servicelink.model import (
     CORE_WORKLOAD_KINDS,
+    GROUP,
     LISTED_KINDS,
     MAPPING_KIND,
+    PLURAL,
+    VERSION,
     WORKLOAD_KINDS,
     ListedKind,
     WorkloadResource,
 )
+from servicelink.tools.leave import Release, WrittenKind
 from servicelink.tools.manifests import InputError
 
 ReadKind = ListedKind | Literal["ConfigMap", "Pod"]
 _TIMEOUT = (5.0, 60.0)
+_MERGE_PATCH = "application/merge-patch+json"
 
 
 class Cluster:
@@ -43,6 +48,7 @@ class Cluster:
             raise InputError(f"no usable kubeconfig ({where}): {error}") from None
         self._kube = kube.Kube(client)
         self._core = kubernetes.client.CoreV1Api(client)
+        self._custom = kubernetes.client.CustomObjectsApi(client)
         self.default_namespace = kube.context_namespace(kubeconfig=kubeconfig, context=context)
 
     def _list_core(self, kind: ReadKind, namespace: str | None) -> list[dict[str, Any]]:
@@ -132,3 +138,90 @@ class Cluster:
         except kube.TransportError as error:
             raise InputError(f"cannot reach the API server: {error}") from None
         return [{**item, "kind": resource.kind} for item in items]
+
+    def get_written(self, kind: WrittenKind, *, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap or Secret a ServiceLink writes, with ``kind`` set; None when it does not exist (404).
+
+        Raises ``InputError`` with one line when the API server refuses or cannot be reached.
+        """
+        try:
+            if kind == "ConfigMap":
+                body = self._kube.get_configmap(namespace=namespace, name=name)
+            else:
+                body = self._kube.get_secret(namespace=namespace, name=name)
+        except kube.ApiError as error:
+            raise InputError(f"cannot read {kind} {namespace}/{name}: HTTP {error.status} {error.reason}") from None
+        except kube.TransportError as error:
+            raise InputError(f"cannot reach the API server: {error}") from None
+        return None if body is None else {**body, "kind": kind}
+
+    def _patch_core(
+        self, kind: str, *, namespace: str, name: str, body: dict[str, Any], field_manager: str, dry_run: str | None
+    ) -> None:
+        """One PATCH of a ConfigMap or Secret; the answer is not read (a Secret's holds its values)."""
+        # With _preload_content=False each returns the raw response, not the model its stub names.
+        core = self._core
+        patch = core.patch_namespaced_config_map if kind == "ConfigMap" else core.patch_namespaced_secret
+        response: Any = patch(
+            name,
+            namespace,
+            body,
+            field_manager=field_manager,
+            dry_run=dry_run,
+            _content_type=_MERGE_PATCH,
+            _preload_content=False,
+            _request_timeout=_TIMEOUT,
+        )
+        response.release_conn()
+
+    def leave(self, *, release: Release, manager: str, dry_run: bool) -> None:
+        """Make ``release``'s change in one merge patch as field manager ``manager``, on the version read only
+        (a 409 if it changed since). With ``dry_run`` the API server checks it and persists nothing.
+
+        Raises ``InputError`` with one line on a failure.
+        """
+        try:
+            self._patch_core(
+                release.kind,
+                namespace=release.namespace,
+                name=release.name,
+                body=release.patch(),
+                field_manager=manager,
+                dry_run="All" if dry_run else None,
+            )
+        except kube.ApiError as error:
+            where = f"{release.kind} {release.namespace}/{release.name}"
+            raise InputError(f"cannot change {where}: HTTP {error.status} {error.reason}") from None
+        except kube.TransportError as error:
+            raise InputError(f"cannot reach the API server: {error}") from None
+
+    def set_finalizers(
+        self, *, namespace: str, name: str, finalizers: list[str], resource_version: str, dry_run: bool
+    ) -> None:
+        """Set a ServiceLink's ``metadata.finalizers`` on the version read (a 409 if it changed since).
+
+        A 404 (deleted meanwhile) is ignored; raises ``InputError`` with one line on any other failure.
+        """
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        response: Any
+        try:
+            response = self._custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type=_MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=_TIMEOUT,
+                dry_run="All" if dry_run else None,
+            )
+            response.release_conn()
+        except kube.ApiError as error:
+            if error.status != 404:
+                raise InputError(
+                    f"cannot change ServiceLink {namespace}/{name}: HTTP {error.status} {error.reason}"
+                ) from None
+        except kube.TransportError as error:
+            raise InputError(f"cannot reach the API server: {error}") from None

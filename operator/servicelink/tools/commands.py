@@ -15,13 +15,20 @@ from typing import Any
 
 import yaml
 
-from servicelink.model import LISTED_KINDS, MAPPING_KIND, REPORTED_KINDS, WORKLOAD_KINDS, WorkloadResource
+from servicelink.model import FINALIZER, LISTED_KINDS, MAPPING_KIND, REPORTED_KINDS, WORKLOAD_KINDS, WorkloadResource
 from servicelink.settings import Settings
 from servicelink.tools import doctor
 from servicelink.tools import graph as graphs
 from servicelink.tools.adopt import Adoption, adopt_configmap
 from servicelink.tools.cluster import Cluster, ReadKind
 from servicelink.tools.compose import ComposeError, import_compose
+from servicelink.tools.leave import (
+    LEFT_MANAGER,
+    describe_release,
+    plan_finalizers,
+    plan_release,
+    written_objects,
+)
 from servicelink.tools.manifests import InputError, Manifest, Manifests, load_documents, read_manifests, read_text
 from servicelink.tools.offline import (
     build_world,
@@ -284,6 +291,50 @@ def run_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_leave(args: argparse.Namespace) -> int:
+    """``servicelink leave``: one line per object changed on stdout; nothing to change is a note on stderr."""
+    try:
+        cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context)
+        namespace = None if args.all_namespaces else args.namespace or cluster.default_namespace
+        servicelinks = cluster.read("ServiceLink", namespace)
+        seen: set[tuple[str, str, str]] = set()
+        changed = 0
+        for servicelink in servicelinks:
+            where = servicelink["metadata"]["namespace"]
+            for kind, name in written_objects(servicelink):
+                if (kind, where, name) in seen:
+                    continue
+                seen.add((kind, where, name))
+                body = cluster.get_written(kind, namespace=where, name=name)
+                if body is None:
+                    continue
+                release = plan_release(body)
+                if not release.changes:
+                    continue
+                cluster.leave(release=release, manager=LEFT_MANAGER, dry_run=args.dry_run)
+                print(describe_release(release))
+                changed += 1
+            # Last: once the finalizer is gone, deleting the ServiceLink withdraws no key.
+            finalizers = plan_finalizers(servicelink)
+            if finalizers is not None:
+                cluster.set_finalizers(
+                    namespace=where,
+                    name=servicelink["metadata"]["name"],
+                    finalizers=finalizers,
+                    resource_version=servicelink["metadata"]["resourceVersion"],
+                    dry_run=args.dry_run,
+                )
+                print(f"ServiceLink {where}/{servicelink['metadata']['name']}: finalizer {FINALIZER} removed")
+                changed += 1
+    except InputError as error:
+        return _fail(str(error))
+    if not changed:
+        print("note: nothing of servicelink's to remove", file=sys.stderr)
+    if args.dry_run:
+        print("note: dry run: the API server checked each change and kept none", file=sys.stderr)
+    return 0
+
+
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -395,3 +446,22 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
     _cluster_domain_flag(adopt, defaults)
     _cluster_flags(adopt)
     adopt.set_defaults(tool=run_adopt)
+
+    leave = commands.add_parser(
+        "leave",
+        help="keep the ConfigMaps and Secrets ServiceLinks wrote, and let servicelink go (the reverse of adopt)",
+        description=(
+            "Before uninstalling servicelink: for each ServiceLink, remove its ownerReference from the ConfigMap "
+            "(spec.configMapName) and Secret (spec.secretName) it writes, so that deleting the ServiceLinks or "
+            f"their CRD deletes neither; hand the keys field manager servicelink owns to field manager "
+            f"{LEFT_MANAGER}, values unchanged; and remove the finalizer {FINALIZER}, so that deleting a "
+            "ServiceLink withdraws no key. Stop the operator first: a running one writes its keys back. "
+            "Prints one line per object changed, never a value."
+        ),
+    )
+    where = leave.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", help="this namespace (default: the context's)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    leave.add_argument("--dry-run", action="store_true", help="have the API server check each change, and keep none")
+    _cluster_flags(leave)
+    leave.set_defaults(tool=run_leave)
