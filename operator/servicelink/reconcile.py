@@ -34,6 +34,7 @@ from servicelink.plan import (
 )
 from servicelink.plan import (
     Event,
+    Release,
     SecretWritten,
     ServiceLinkView,
     StatusWrite,
@@ -393,14 +394,7 @@ class Reconciler:
         async with self._lock(view.namespace, f"{name} (Secret)"):
             secret = await self._call(self.kube.get_secret, namespace=view.namespace, name=name)
             release = plan_secret_release(view, secret_name=name, secret=secret)
-            if release.kept:
-                log.info("%s/%s: %s", view.namespace, view.name, release.kept)
-            if release.apply is None:
-                return
-            try:
-                await self._call(self.kube.apply_secret, body=release.apply, force=False)
-            except Conflict as error:
-                raise TransientError(f"Secret {view.namespace}/{name} changed while we wrote it") from error
+            await self._withdraw(view, release, self.kube.apply_secret, where=f"Secret {view.namespace}/{name}")
 
     async def _release_configmap(self, view: ServiceLinkView) -> None:
         configmap_name = view.spec.get("configMapName")
@@ -411,12 +405,18 @@ class Reconciler:
             configmap = await self._call(self.kube.get_configmap, namespace=view.namespace, name=configmap_name)
             claims = self.world.claims(view.namespace, configmap_name)
             release = plan_release(view, configmap_name=configmap_name, configmap=configmap, claims=claims)
-            if release.kept:
-                log.info("%s/%s: %s", view.namespace, view.name, release.kept)
-            if release.apply is None:
-                return
-            try:
-                await self._call(self.kube.apply_configmap, body=release.apply, force=False)
-            except Conflict as error:
-                where = f"ConfigMap {view.namespace}/{configmap_name}"
-                raise TransientError(f"{where} changed while we wrote it") from error
+            where = f"ConfigMap {view.namespace}/{configmap_name}"
+            await self._withdraw(view, release, self.kube.apply_configmap, where=where)
+
+    async def _withdraw(
+        self, view: ServiceLinkView, release: Release, apply: Callable[..., Any], *, where: str
+    ) -> None:
+        """Apply a release as planned: our keys leave the object, or the log says why they stay."""
+        if release.kept:
+            log.info("%s/%s: %s", view.namespace, view.name, release.kept)
+        if release.apply is None:
+            return
+        try:
+            await self._call(apply, body=release.apply, force=False)
+        except Conflict as error:
+            raise TransientError(f"{where} changed while we wrote it") from error
