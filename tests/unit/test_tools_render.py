@@ -211,3 +211,41 @@ def test_doctor_takes_a_mapped_kind_with_its_group(
     ran = run(capsys, "doctor", target, "--kubeconfig", str(tmp_path / "none"))
     assert ran.code == 2
     assert ran.err.startswith(expected)
+
+
+def test_a_url_with_credentials_shows_only_with_show_secrets(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    password = "s3cr@t:/%"
+    shared = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "pg",
+            "namespace": "shop",
+            "labels": {"servicelink.dev/shared": "true"},
+            "annotations": {"servicelink.dev/readable-by": "gw"},
+        },
+        "stringData": {"username": "app", "password": password},
+    }
+    link = {"key": "DB_URL", "service": "auth", "scheme": "pg", "credentials": {"secretName": "pg"}}
+    body = yaml.safe_load(servicelink("gw", {"key": "AUTH_URL", "service": "auth"}, link))
+    body["spec"]["secretName"] = "gw-secrets"
+    (tmp_path / "in.yaml").write_text(SERVICES + "---\n" + yaml.safe_dump_all([body, shared]))
+
+    hidden = run(capsys, "render", "-f", str(tmp_path))
+    assert hidden.code == 0
+    assert [o["kind"] for o in yaml.safe_load_all(hidden.out)] == ["ConfigMap"]
+    assert "DB_URL    in Secret shop/gw-secrets (--show-secrets prints it)" in hidden.err
+    assert "s3cr" not in hidden.out + hidden.err
+
+    shown = run(capsys, "render", "-f", str(tmp_path), "--show-secrets", "-o", "json")
+    secret = json.loads(shown.out)["items"][1]
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "gw-secrets")
+    assert secret["stringData"] == {"DB_URL": "pg://app:s3cr%40t%3A%2F%25@auth:3001"}
+
+    shared["metadata"]["labels"] = {}  # not shared: servicelink would never see it
+    (tmp_path / "in.yaml").write_text(SERVICES + "---\n" + yaml.safe_dump_all([body, shared]))
+    unshared = run(capsys, "render", "-f", str(tmp_path))
+    assert unshared.code == 1
+    assert "SecretNotShared" in unshared.err

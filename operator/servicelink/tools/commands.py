@@ -38,6 +38,7 @@ from servicelink.tools.offline import (
     place,
     render_configmaps,
     render_report,
+    render_secrets,
 )
 
 EXIT_PROBLEM = 1  # a link does not resolve, a key conflicts, a spec is invalid
@@ -60,14 +61,14 @@ def run_render(args: argparse.Namespace) -> int:
         manifests = read_manifests(args.filename)
     except InputError as error:
         return _fail(str(error))
-    note = manifests.skipped_note(("ServiceLink", "Service"), "render")
+    note = manifests.skipped_note(("ServiceLink", "Service", "Secret"), "render")
     if note:
         print(note, file=sys.stderr)
-    world = build_world([m.body for m in manifests.of("ServiceLink", "Service")], namespace=args.namespace)
+    world = build_world([m.body for m in manifests.of("ServiceLink", "Service", "Secret")], namespace=args.namespace)
     linked = link_servicelinks(world, cluster_domain=args.cluster_domain)
     if not linked:
         return _fail("no ServiceLink in the input")
-    configmaps = render_configmaps(linked)
+    configmaps = render_configmaps(linked) + (render_secrets(linked) if args.show_secrets else [])
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": configmaps}, indent=2))
     else:
@@ -358,13 +359,21 @@ def add_parsers(commands: Any, defaults: Settings) -> None:
         description=(
             "Resolve ServiceLinks against Services read from YAML (files, folders, or - for stdin, such as "
             "kustomize build or helm template output) as the operator would, without a cluster. Prints the "
-            "ConfigMaps on stdout and a report per link on stderr. Exit code 1 when a link does not resolve."
+            "ConfigMaps on stdout and a report per link on stderr. Secrets in the input labelled "
+            "servicelink.dev/shared=true give links[].credentials their values. Exit code 1 when a link does not "
+            "resolve."
         ),
     )
     render.add_argument(
         "-f", "--filename", action="append", required=True, metavar="FILE|DIR|-", help="input (repeatable)"
     )
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="format (default: yaml)")
+    render.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="also print the Secrets that links with credentials write (spec.secretName), values included;"
+        " without it their values show nowhere",
+    )
     render.add_argument(
         "-n", "--namespace", default="default", help="namespace of objects that name none (default: %(default)s)"
     )

@@ -7,8 +7,9 @@ cannot disagree about a value, a reason or a message.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from servicelink.consent import judge_configmap_write
 from servicelink.model import (
     MAPPING_KIND,
     REPORTED_KINDS,
+    SHARED_LABEL,
     WORKLOAD_RESOURCES,
     ServiceLinkSpec,
     WorkloadResource,
@@ -52,6 +54,8 @@ class LinkedServiceLink:
     conflicts: Mapping[str, str]
     resolved: Verdict
     synced: Verdict
+    # The values of the links with credentials, for the Secret spec.secretName: never in a repr or the report.
+    secret_values: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -114,6 +118,13 @@ def name_mapped_kind(body: Mapping[str, Any], resources: Mapping[str, WorkloadRe
     return {**body, "kind": mapped} if mapped in resources else body
 
 
+def encode_string_data(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a Secret manifest with its ``stringData`` merged into ``data``, as the API server stores it."""
+    text = secret.get("stringData") or {}
+    encoded = {key: base64.b64encode(str(value).encode()).decode() for key, value in text.items()}
+    return {**secret, "data": {**(secret.get("data") or {}), **encoded}}
+
+
 def build_world(
     bodies: Iterable[Mapping[str, Any]],
     *,
@@ -125,6 +136,7 @@ def build_world(
     An object of a kind in ``mapped`` (by ``Kind.group``: see ``name_mapped_kind``) is a workload of that kind.
     """
     world = Cache()
+    world.keep_secrets()  # the Secrets among ``bodies`` that servicelink would see: those its label shares
     mapped = mapped or {}
     for body in bodies:
         placed = place(body, namespace=namespace)
@@ -139,6 +151,8 @@ def build_world(
             world.put_workload(WORKLOAD_RESOURCES[kind], placed)
         elif kind in REPORTED_KINDS:
             world.put_job(placed)
+        elif kind == "Secret" and SHARED_LABEL in ((placed.get("metadata") or {}).get("labels") or {}):
+            world.put_secret(encode_string_data(placed))
         elif kind in mapped:
             world.put_workload(mapped[kind], placed)
     return world
@@ -173,6 +187,7 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
             endpoints={key: eps for key in refs if (eps := world.endpoints(key)) is not None},
             cluster_domain=cluster_domain,
             servicelink=name,
+            secrets=world.secrets(namespace),
         )
         me = claim_of(body)
         earlier = [cl for cl in world.claims(namespace, configmap) if me is not None and cl.precedes(me)]
@@ -203,6 +218,7 @@ def link_servicelinks(world: Cache, *, cluster_domain: str) -> list[LinkedServic
                 conflicts=conflicts,
                 resolved=judge_resolution(results),
                 synced=synced,
+                secret_values=decided.secret,
             )
         )
     return linked
@@ -241,6 +257,18 @@ def render_configmaps(linked: Sequence[LinkedServiceLink]) -> list[dict[str, Any
     ]
 
 
+def render_secrets(linked: Sequence[LinkedServiceLink]) -> list[dict[str, Any]]:
+    """Return the Secrets the operator would write (spec.secretName), their values in ``stringData``."""
+    data: dict[tuple[str, str], dict[str, str]] = {}
+    for sl in linked:
+        if sl.spec is not None and sl.spec.secret_name is not None:
+            data.setdefault((sl.namespace, sl.spec.secret_name), {}).update(sl.secret_values)
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "stringData": values}
+        for (namespace, name), values in sorted(data.items())
+    ]
+
+
 def render_report(linked: Sequence[LinkedServiceLink]) -> str:
     """A per-link report: each ServiceLink's Resolved and Synced verdicts, each link's value or reason and message."""
     lines: list[str] = []
@@ -257,6 +285,8 @@ def render_report(linked: Sequence[LinkedServiceLink]) -> str:
             key = entry["key"]
             if "reason" in entry:
                 shown = f"{entry['reason']}: {entry['message']}"
+            elif key in sl.secret_values and sl.spec.secret_name is not None:
+                shown = f"in Secret {sl.namespace}/{sl.spec.secret_name} (--show-secrets prints it)"
             else:
                 shown = sl.values.get(key, f"{sl.synced.reason}: not written")
             lines.append(f"  {key:<{width}}  {shown}")
