@@ -305,8 +305,8 @@ class Cache:
         return sorted(self._links_by_service.get(service, ()))
 
     def servicelinks_rolling(self, workload: WorkloadKey) -> list[ObjectKey]:
-        """The ServiceLinks that may have rolled ``workload``: those of the ConfigMaps its pods read, and
-        those whose ``status.rolledOut`` names it.
+        """The ServiceLinks that may have rolled ``workload``: those of the ConfigMaps and Secrets its pods read,
+        and those whose ``status.rolledOut`` names it.
 
         The first set covers a rollout that completes before the status naming it comes back.
         """
@@ -314,6 +314,8 @@ class Cache:
         view = self._workloads.get(workload)
         for configmap in view.reads if view is not None else ():
             found |= self._claims_by_configmap.get((workload[1], configmap), set())
+        for secret in view.secret_reads if view is not None else ():
+            found |= self._secret_writers.get((workload[1], secret), set())
         return sorted(found)
 
     def claims(self, namespace: str, configmap: str) -> list[Claim]:

@@ -438,3 +438,32 @@ def test_only_running_jobs_that_read_a_secret_are_kept_by_it() -> None:
     assert [j.name for j in cache.jobs_reading_secret("gallery", secret="db-creds")] == ["late"]
     cache.replace_jobs([], since=cache.mark())
     assert cache.jobs_reading_secret("gallery", secret="db-creds") == []
+
+
+def test_a_workload_reading_a_servicelinks_secret_finds_that_servicelink_and_its_secrets_changes_reach_it() -> None:
+    cache = Cache()
+    link = {"key": "DB_URL", "service": "db", "credentials": {"secretName": "pg"}}
+    body = servicelink("shop", "shop-config", link)
+    body["spec"]["secretName"] = "shop-secrets"
+    cache.put_servicelink(body)
+    reader = deployment("api", env_from="unrelated")
+    reader["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "shop-secrets"}}]
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], reader)
+    assert cache.servicelinks_rolling(("Deployment", "gallery", "api")) == [("gallery", "shop")]
+    assert cache.secret_writers("gallery", "shop-secrets") == ["shop"]
+
+    shared = {"metadata": {"name": "pg", "namespace": "gallery", "resourceVersion": "1"}, "data": {}}
+    assert cache.put_secret(shared) == []  # this install reads no Secret
+    assert cache.secrets("gallery") is None
+    cache.keep_secrets()
+    assert cache.put_secret(shared) == [("gallery", "shop")]
+    assert cache.put_secret(shared) == []  # the same version again: nothing to do
+    assert cache.put_secret({**shared, "metadata": {**shared["metadata"], "resourceVersion": "2"}}) == [
+        ("gallery", "shop")
+    ]
+    assert set(cache.secrets("gallery") or {}) == {"pg"}
+    assert cache.drop_secret("gallery", "pg") == [("gallery", "shop")]
+    assert cache.replace_secrets([shared], since=cache.mark()) == [("gallery", "shop")]
+    cache.drop_servicelink("gallery", "shop")
+    assert cache.secret_writers("gallery", "shop-secrets") == []
+    assert cache.drop_secret("gallery", "pg") == []
