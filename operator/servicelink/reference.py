@@ -5,8 +5,8 @@ the block is rewritten from the source it names: the ServiceLink and WorkloadMap
 (model.py) and the condition reasons (conditions.py), the printer columns from crd.py, the CLI from
 the argument parser (cli.py), the settings from settings.OPTIONS, the annotations from
 model.ANNOTATIONS, the chart's values from values.schema.json and values.yaml, the metrics from
-metrics.py. ``python -m servicelink.reference`` rewrites the blocks; tests/unit/test_reference.py fails
-while a committed page differs from a fresh generation.
+metrics.py, the Events from events.EVENTS. ``python -m servicelink.reference`` rewrites the blocks;
+tests/unit/test_reference.py fails while a committed page differs from a fresh generation.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prometheus_client.metrics import Histogram, MetricWrapperBase
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from servicelink import cli, conditions, metrics
+from servicelink import cli, conditions, events, metrics
 from servicelink.crd import MAPPING_PRINTER_COLUMNS, PRINTER_COLUMNS, build_crd, build_mapping_crd, schema_of
 from servicelink.model import (
     ANNOTATIONS,
@@ -420,6 +420,18 @@ def render_metrics() -> str:
     return _table(("metric", "type", "labels", "meaning"), rows)
 
 
+# -- the Events ------------------------------------------------------------------------------------
+
+
+def render_events() -> str:
+    """Return the table of every Event reason the operator records, ServiceLinks' first (events.EVENTS)."""
+    rows = [
+        (f"`{event.reason}`", event.type, event.on, _cell(event.when))
+        for event in sorted(events.EVENTS, key=lambda event: event.on)
+    ]
+    return _table(("reason", "type", "on", "when"), rows)
+
+
 # -- the pages -------------------------------------------------------------------------------------
 
 BLOCKS = (
@@ -434,6 +446,7 @@ BLOCKS = (
     Block("reference/annotations.md", "operator/servicelink/model.py", render_annotations),
     Block("reference/chart-values.md", "charts/servicelink/values.schema.json and values.yaml", render_chart_values),
     Block("reference/metrics.md", "operator/servicelink/metrics.py", render_metrics),
+    Block("reference/events.md", "operator/servicelink/events.py", render_events),
 )
 
 
