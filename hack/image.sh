@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Build the operator's image from the Dockerfile, and the gallery's app image, as the tags that
-# manifests/ and examples/gallery name. Uses a running Docker daemon if there is one; otherwise, as
-# root on Linux, installs Debian's docker.io, starts a private dockerd for the build and stops it after.
-# With no registry to pull the Dockerfile's base from, it makes that base from Debian with debootstrap.
+# manifests/ and examples/gallery name; then, if asked, tag them for your registry and push them, or
+# load them into a local cluster. Uses a running Docker daemon if there is one; otherwise, as root on
+# Linux, installs Debian's docker.io, starts a private dockerd for the build and stops it after. With
+# no registry to pull the Dockerfile's base from, it makes that base from Debian with debootstrap.
 #
-#   hack/image.sh                 build both images
-#   hack/image.sh --save DIR      also `docker save` each into DIR/<name>.tar (for `ctr images import`)
+#   hack/image.sh                            build both images
+#   hack/image.sh --registry REGISTRY[/PATH] also tag them REGISTRY[/PATH]/servicelink:VERSION and .../gallery-app:VERSION
+#   hack/image.sh --push                     push the tags (needs --registry)
+#   hack/image.sh --load kind[:CLUSTER]      kind load docker-image (CLUSTER defaults to kind's own, "kind")
+#   hack/image.sh --load k3d[:CLUSTER]       k3d image import (CLUSTER defaults to "k3s-default")
+#   hack/image.sh --load minikube[:PROFILE]  minikube image load (PROFILE defaults to "minikube")
+#   hack/image.sh --save DIR                 docker save each into DIR/<name>.tar (for `ctr images import`)
+#   hack/image.sh --dry-run ...              print the docker, kind, k3d or minikube commands; run nothing
 #
+# VERSION is the tag manifests/deployment.yaml installs. --push, --load and --save act on the
+# registry's tags when --registry is given, on the ghcr.io/servicelink tags otherwise.
 # Caches (dockerd's data, the base rootfs) live in ${SERVICELINK_CACHE:-~/.cache/servicelink}/image.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,10 +23,93 @@ CACHE="${SERVICELINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/servicelink}/image"
 image_of() { awk '$1 == "image:" {gsub(/"/, "", $2); print $2; exit}' "$1"; }
 OPERATOR_IMAGE=$(image_of "$ROOT/manifests/deployment.yaml")
 APP_IMAGE=$(image_of "$ROOT/examples/gallery/deployments.yaml")
-SAVE_DIR=""
-[[ ${1:-} == --save ]] && SAVE_DIR=$(realpath -m "${2:?--save needs a folder}")
-export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx plugin: the classic builder builds this Dockerfile
+die() { echo "hack/image.sh: $*" >&2; exit 2; }
+value() { [[ -n ${2:-} && ${2:-} != --* ]] || die "$1 needs a value (see the top of hack/image.sh)"; }
+
+REGISTRY="" PUSH="" LOAD="" SAVE_DIR="" DRY_RUN=""
+while (($#)); do
+  case $1 in
+    --registry) value "$@"; REGISTRY=${2%/}; shift 2 ;;
+    --push) PUSH=1; shift ;;
+    --load) value "$@"; LOAD=$2; shift 2 ;;
+    --save) value "$@"; SAVE_DIR=$(realpath -m "$2"); shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h | --help) sed -n '2,/^# Caches/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see the top of hack/image.sh)" ;;
+  esac
+done
+[[ -z $PUSH || -n $REGISTRY ]] || die "--push needs --registry: ghcr.io/servicelink is the project's, not yours"
+# host[:port] alone, or with a path whose last part carries no tag; never a digest.
+[[ $REGISTRY != *@* && $REGISTRY != *[[:space:]]* && ($REGISTRY != */* || ${REGISTRY##*/} != *:*) ]] \
+  || die "--registry takes REGISTRY[/PATH], without a tag or a digest: not '$REGISTRY'"
+# The tags pushed, loaded and saved: the registry's, or the ones manifests/ and the gallery install.
+if [[ -n $REGISTRY ]]; then
+  TAGS=("$REGISTRY/${OPERATOR_IMAGE##*/}" "$REGISTRY/${APP_IMAGE##*/}")
+else
+  TAGS=("$OPERATOR_IMAGE" "$APP_IMAGE")
+fi
+LOAD_TOOL=${LOAD%%:*} LOAD_CLUSTER=""
+[[ $LOAD != *:* ]] || LOAD_CLUSTER=${LOAD#*:}
+case $LOAD_TOOL in
+  "" | kind | k3d | minikube) ;;
+  *) die "--load takes kind[:CLUSTER], k3d[:CLUSTER] or minikube[:PROFILE], not '$LOAD'" ;;
+esac
+[[ $LOAD != *: ]] || die "--load $LOAD: name the cluster after the colon, or leave the colon out"
+# Fail before a two-minute build, not after it.
+[[ -z $LOAD_TOOL || -n $DRY_RUN ]] || command -v "$LOAD_TOOL" >/dev/null || die "--load $LOAD needs $LOAD_TOOL on the PATH"
+
 say() { echo "[image] $*" >&2; }
+show() { local line; line=$(printf '%q ' "$@"); echo "${line% }"; }
+# run COMMAND...: runs it, or with --dry-run prints it as you would type it from the repository's top folder.
+run() { if [[ -n $DRY_RUN ]]; then show "$@"; else "$@"; fi; }
+build() { # build DOCKERFILE CONTEXT TAG...: paths relative to the repository's top folder
+  local file=$1 context=$2 tag t=$SECONDS args
+  shift 2
+  args=(docker build --network host -f "$file")
+  for tag in "$@"; do args+=(-t "$tag"); done
+  args+=("$context")
+  if [[ -n $DRY_RUN ]]; then show "${args[@]}"; return; fi
+  (cd "$ROOT" && "${args[@]}" -q >/dev/null 2>"$CACHE/build.log") || { tail -40 "$CACHE/build.log" >&2; exit 1; }
+  say "built $* in $((SECONDS - t))s: $(docker image inspect "$1" --format '{{.Size}}' | numfmt --to=si)B"
+}
+load_images() { # each tool's own default cluster unless one is named
+  local tag
+  case $LOAD_TOOL in
+    kind) run kind load docker-image ${LOAD_CLUSTER:+--name "$LOAD_CLUSTER"} "${TAGS[@]}" ;;
+    k3d) run k3d image import ${LOAD_CLUSTER:+--cluster "$LOAD_CLUSTER"} "${TAGS[@]}" ;;
+    # One image a call: older minikube releases' image load takes one.
+    minikube) for tag in "${TAGS[@]}"; do run minikube ${LOAD_CLUSTER:+--profile "$LOAD_CLUSTER"} image load "$tag"; done ;;
+  esac
+}
+deliver() { # what comes after the build: push, load, save
+  local tag
+  if [[ -n $PUSH ]]; then
+    for tag in "${TAGS[@]}"; do run docker push "$tag"; done
+    [[ -n $DRY_RUN ]] || say "pushed ${TAGS[*]}"
+  fi
+  if [[ -n $LOAD ]]; then
+    load_images
+    [[ -n $DRY_RUN ]] || say "loaded ${TAGS[*]} into $LOAD"
+  fi
+  if [[ -n $SAVE_DIR ]]; then
+    run mkdir -p "$SAVE_DIR"
+    run docker save -o "$SAVE_DIR/servicelink.tar" "${TAGS[0]}"
+    run docker save -o "$SAVE_DIR/gallery-app.tar" "${TAGS[1]}"
+    [[ -n $DRY_RUN ]] || say "saved both images to $SAVE_DIR"
+  fi
+}
+# Each image gets the tag manifests/ names (the tests' harness imports those) and the registry's.
+operator_tags=("$OPERATOR_IMAGE") app_tags=("$APP_IMAGE")
+[[ -z $REGISTRY ]] || operator_tags+=("${TAGS[0]}") app_tags+=("${TAGS[1]}")
+
+if [[ -n $DRY_RUN ]]; then
+  build Dockerfile . "${operator_tags[@]}"
+  build examples/gallery/app/Dockerfile examples/gallery/app "${app_tags[@]}"
+  deliver
+  exit 0
+fi
+
+export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx plugin: the classic builder builds this Dockerfile
 started=$SECONDS
 # One build at a time on this machine: two runs (two checkouts' hack/test.sh) would share the cached
 # dockerd's socket and data, and one stopping it kills the other's build.
@@ -93,18 +185,7 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1 && { [[ -n $DOCKERD_PID ]] || 
   say "tagged the Debian rootfs as $BASE"
 fi
 
-build() { # build TAG CONTEXT
-  local t=$SECONDS
-  docker build -q --network host -t "$1" "$2" >/dev/null 2>"$CACHE/build.log" || { tail -40 "$CACHE/build.log" >&2; exit 1; }
-  say "built $1 in $((SECONDS - t))s: $(docker image inspect "$1" --format '{{.Size}}' | numfmt --to=si)B"
-}
-build "$OPERATOR_IMAGE" "$ROOT"
-build "$APP_IMAGE" "$ROOT/examples/gallery/app"
-
-if [[ -n $SAVE_DIR ]]; then
-  mkdir -p "$SAVE_DIR"
-  docker save -o "$SAVE_DIR/servicelink.tar" "$OPERATOR_IMAGE"
-  docker save -o "$SAVE_DIR/gallery-app.tar" "$APP_IMAGE"
-  say "saved both images to $SAVE_DIR"
-fi
+build Dockerfile . "${operator_tags[@]}"
+build examples/gallery/app/Dockerfile examples/gallery/app "${app_tags[@]}"
+deliver
 say "done in $((SECONDS - started))s"
