@@ -10,6 +10,7 @@ as it was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -575,6 +576,111 @@ def test_a_cronjobs_next_job_runs_on_the_new_url_after_a_port_change(node: Node)
     print(f"[servicelink] its next Job, {nxt}, finished {time.time() - patched:.0f}s after the patch: {answer}")
     assert answer["url"] == "http://app-service:4002"
     assert answer["hops"][:2] == ["worker-cron", "app-service"]
+
+
+def database_secret(password: str) -> dict[str, Any]:
+    """The database's credentials, shared with the ServiceLink app-service-db."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "mongodb-credentials",
+            "namespace": GALLERY,
+            "labels": {"servicelink.dev/shared": "true"},
+            "annotations": {"servicelink.dev/readable-by": "app-service-db"},
+        },
+        "stringData": {"username": "gallery", "password": password},
+    }
+
+
+def sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()[:12]
+
+
+def database_answer(node: Node) -> str:
+    """What app-service's newest pod says of its database connection: the user and a digest of the password."""
+    return str(call(node, "app-service", "http://localhost:3002/")["hops"][1])
+
+
+def test_a_rotated_database_password_reaches_app_service_in_one_rollout(node: Node) -> None:
+    """MONGODB_URL from the mongodb Service and a Secret: written to a Secret, read by app-service, rotated."""
+    # Secret access, as the chart's secrets.enabled grants it.
+    grant = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "servicelink-secrets"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch", "get", "create", "patch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "servicelink-secrets"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "servicelink-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "servicelink", "namespace": SYSTEM}],
+        },
+    ]
+    node.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": grant}))
+    node.kubectl("set", "env", "-n", SYSTEM, "deploy/servicelink", "SERVICELINK_SECRETS=true")
+    node.kubectl("-n", SYSTEM, "rollout", "status", "deploy/servicelink", "--timeout=180s")
+
+    first, rotated = "f1rst:p@ss/%", "r0tated@p:ss%"
+    link = {
+        "key": "MONGODB_URL",
+        "service": "mongodb",
+        "scheme": "mongodb",
+        "path": "/gallery",
+        "credentials": {"secretName": "mongodb-credentials"},
+    }
+    servicelink = {
+        "apiVersion": "servicelink.dev/v1alpha1",
+        "kind": "ServiceLink",
+        "metadata": {"name": "app-service-db", "namespace": GALLERY},
+        "spec": {"configMapName": "app-service-db-config", "secretName": "app-service-db-secrets", "links": [link]},
+    }
+    node.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [database_secret(first), servicelink]}),
+    )
+
+    def written() -> bool:
+        found = node.kubectl("get", "secret", "app-service-db-secrets", "-n", GALLERY, "-o", "json", check=False)
+        return found.returncode == 0 and "MONGODB_URL" in (json.loads(found.stdout).get("data") or {})
+
+    wait_for(written, timeout=60, interval=0.5, what="MONGODB_URL written to the Secret")
+    env = [
+        {"name": "MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "app-service-db-secrets", "key": "MONGODB_URL"}}}
+    ]
+    patch = [{"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": env[0]}]
+    node.kubectl("patch", "deploy", "app-service", "-n", GALLERY, "--type=json", "-p", json.dumps(patch))
+    node.kubectl("-n", GALLERY, "rollout", "status", "deploy/app-service", "--timeout=180s")
+    assert database_answer(node) == f"mongodb as gallery (password sha256 {sha256(first)})"
+    before = generations(node)
+
+    rotated_at = time.time()
+    node.kubectl("apply", "-f", "-", input=json.dumps(database_secret(rotated)))
+    wait_for(
+        lambda: generations(node)["app-service"] > before["app-service"],
+        timeout=60,
+        interval=0.5,
+        what="app-service rolled onto the rotated password",
+    )
+    node.kubectl("-n", GALLERY, "rollout", "status", "deploy/app-service", "--timeout=180s")
+    answer = database_answer(node)
+    print(f"\n[servicelink] password rotated: app-service's new pod answers {time.time() - rotated_at:.1f}s later")
+    assert answer == f"mongodb as gallery (password sha256 {sha256(rotated)})"
+    time.sleep(5)
+    after = generations(node)
+    assert after["app-service"] == before["app-service"] + 1, "rolled once"
+    assert {k: v for k, v in after.items() if k != "app-service"} == {
+        k: v for k, v in before.items() if k != "app-service"
+    }, "only app-service reads MONGODB_URL"
+    logs = node.kubectl("logs", "-n", SYSTEM, "deploy/servicelink").stdout
+    assert not [password for password in (first, rotated) if password in logs], "a password in the operator's log"
 
 
 def test_nothing_the_node_sent_crossed_its_link(node: Node, capture: Capture) -> None:

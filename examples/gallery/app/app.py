@@ -5,7 +5,8 @@ call through the gateway shows the whole flow of the seed:
 gateway -> app-service -> mongodb, and gateway -> auth-service on ``/auth``.
 
 - ``gateway``: ``/api/...`` goes to ``$APP_SERVICE_URL``, ``/auth`` to ``$AUTH_SERVICE_URL``.
-- ``app``: opens TCP connections to ``$MONGODB_HOST:27017`` and to ``$REDIS_URL``.
+- ``app``: opens TCP connections to ``$MONGODB_HOST:27017`` (or the host and port of ``$MONGODB_URL``, whose
+  user it names and whose password it shows as a digest, never as it is) and to ``$REDIS_URL``.
 - ``auth``: answers on its own.
 - ``worker``: polls ``$APP_SERVICE_URL`` every 2 s; ``/`` shows the last poll.
 - ``job``: the worker's poll, once, as a Job runs it: prints one JSON line with the URL and the
@@ -21,6 +22,7 @@ pod whose URL is wrong never becomes Ready. ``/env`` shows the URLs the pod star
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -49,6 +51,27 @@ def _connect(host: str, port: int) -> str:
         return conn.recv(64).decode().strip() or f"{host}:{port}"
 
 
+def _database() -> str:
+    """Connect to the database: ``$MONGODB_URL`` when set, naming its user and a digest of its password."""
+    url = os.environ.get("MONGODB_URL")
+    if not url:
+        return _connect(os.environ["MONGODB_HOST"], 27017)
+    parts = urllib.parse.urlsplit(url)
+    password = urllib.parse.unquote(parts.password or "")
+    digest = hashlib.sha256(password.encode()).hexdigest()[:12]
+    user = urllib.parse.unquote(parts.username or "")
+    return f"{_connect(parts.hostname or '', parts.port or 27017)} as {user} (password sha256 {digest})"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its userinfo, if any, replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def _via(role: str, path: str) -> str | None:
     """The URL the gateway calls for ``path``: ``/auth`` and ``/api/...`` go upstream."""
     if role != "gateway":
@@ -67,7 +90,7 @@ def _upstreams(role: str, path: str) -> list[str]:
         return _get(url) if url else []
     if role == "app":
         redis = urllib.parse.urlsplit(os.environ["REDIS_URL"])
-        return [_connect(os.environ["MONGODB_HOST"], 27017), _connect(redis.hostname or "", redis.port or 6379)]
+        return [_database(), _connect(redis.hostname or "", redis.port or 6379)]
     if role == "worker":
         return [str(h) for h in _last_poll["hops"]] if not _last_poll.get("error") else []
     return []
@@ -94,7 +117,9 @@ def _serve_http(role: str, port: int) -> None:
                     _ready(role)
                     body = {"ready": True}
                 elif self.path == "/env":
-                    body = {k: v for k, v in sorted(os.environ.items()) if k.endswith(("_URL", "_HOST"))}
+                    body = {
+                        k: _without_password(v) for k, v in sorted(os.environ.items()) if k.endswith(("_URL", "_HOST"))
+                    }
                 else:
                     body = {"hops": [NAME, *_upstreams(role, self.path)]}
                     via = _via(role, self.path)
