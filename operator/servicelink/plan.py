@@ -145,6 +145,12 @@ class ServiceLinkView:
     status: Mapping[str, Any]
 
     @property
+    def salt(self) -> str:
+        """What keys the digests of its Secret's values: its namespace and name, which a ServiceLink deleted and
+        created again keeps (its uid changes), so its consumers are not rolled for that."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
     def previous(self) -> dict[str, str]:
         """The values the last status says we wrote."""
         return dict(self.status.get("values") or {})
@@ -245,7 +251,7 @@ def plan_values(view: ServiceLinkView, *, spec: ServiceLinkSpec, world: World, c
         endpoints=endpoints,
         cluster_domain=cluster_domain,
         servicelink=view.name,
-        salt=view.uid,
+        salt=view.salt,
         secrets=world.secrets(view.namespace),
     )
     earlier, siblings = split_claims(view, world.claims(view.namespace, spec.config_map_name))
@@ -446,7 +452,7 @@ def plan_secret_write(
     decoded = decode_secret(secret)
     current: Mapping[str, str] = (decoded or {}).get("data") or {}
     mine = {key: value for key, value in current.items() if key in spec.secret_keys}
-    digest = functools.partial(digest_secret_value, salt=view.uid)
+    digest = functools.partial(digest_secret_value, salt=view.salt)
     before = {key: digest(value) for key, value in mine.items()}
     others = [writer for writer in writers if writer != view.name]
     refusal = judge_secret_write(secret, servicelink=view.name, uid=view.uid)

@@ -67,7 +67,8 @@ def escape_userinfo(text: str) -> str:
 def digest_secret_value(value: str, *, salt: str) -> str:
     """Return a digest of a value built from Secret data: it changes when the value does, and reveals nothing of it.
 
-    ``salt`` (the ServiceLink's uid) keys it, so equal values of two ServiceLinks give different digests.
+    ``salt`` (the ServiceLink's namespace and name) keys it, so equal values of two ServiceLinks give different
+    digests.
     """
     return "sha256:" + hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
 
@@ -167,7 +168,8 @@ def resolve_link(
     salt: str = "",
     secrets: Mapping[str, SecretView] | None = None,
 ) -> LinkResult:
-    """Resolve one link of ServiceLink ``servicelink`` (uid ``salt``) in ``namespace``.
+    """Resolve one link of ServiceLink ``servicelink`` in ``namespace``; ``salt`` keys the digest of a value
+    built from a Secret (``digest_secret_value``).
 
     A link with credentials also needs its Secret among ``secrets`` (see ``read_credentials``).
     """

@@ -918,3 +918,17 @@ def test_deletion_withdraws_our_keys_from_a_shared_secret_and_leaves_an_owned_on
     assert planner.plan_secret_release(view, secret_name="app-secrets", secret=owned).apply is None
     shared["metadata"]["annotations"] = {}
     assert "no longer shared" in planner.plan_secret_release(view, secret_name="app-secrets", secret=shared).kept
+
+
+def test_a_servicelink_created_again_finds_the_same_digests_and_rolls_nothing() -> None:
+    sl = with_secret(DB_LINK)
+    created = secret_step(sl, secret_world(sl), None)
+    assert created.apply is not None
+    url = base64.b64decode(created.apply["data"]["DATABASE_URL"]).decode()
+    again = with_secret(DB_LINK)
+    again["metadata"]["uid"] = "uid-app-2"  # deleted and applied again: a new uid
+    current = written_secret({"DATABASE_URL": url}, ours=("DATABASE_URL",))
+    current["metadata"]["ownerReferences"] = [{"uid": "uid-app-2"}]
+    step = secret_step(again, secret_world(again), current)
+    assert step.outcome.after == created.outcome.after
+    assert step.outcome.changed == []
