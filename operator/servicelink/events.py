@@ -1,6 +1,6 @@
 """Every Event reason the operator records: its type, the object it is on, and when (pure).
 
-docs/reference/events.md is generated from ``EVENTS``, and tests/unit/test_events.py reads the code
+docs/reference/events.md is generated from ``EVENTS``, and tests/unit/test_event_reasons.py reads the code
 that records Events (``plan.py``, ``mapping.py``) and fails when it records a reason this table lacks,
 with another type, or when the table lists one nothing records.
 """
