@@ -1,7 +1,7 @@
 """The image gallery's services, played by one stdlib-only program: ``python app.py ROLE``.
 
 Each HTTP role answers ``GET /`` with the chain of hops the request went through, so one
-call through the gateway shows the whole flow of the seed:
+call through the gateway shows the whole flow of the gallery:
 gateway -> app-service -> mongodb, and gateway -> auth-service on ``/auth``.
 
 - ``gateway``: ``/api/...`` goes to ``$APP_SERVICE_URL``, ``/auth`` to ``$AUTH_SERVICE_URL``.
