@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from servicelink import metrics
 from servicelink.cache import Cache
@@ -342,8 +344,40 @@ def _stream_secrets(runtime: Runtime, loop: asyncio.AbstractEventLoop, namespace
     for kind, body in runtime.kube.watch_shared_secrets(namespace=namespace, resource_version=version):
         version = str((body.get("metadata") or {}).get("resourceVersion") or version)
         if kind in ("ADDED", "MODIFIED", "DELETED"):
-            loop.call_soon_threadsafe(runtime.apply_secret_event, kind, body)
+            try:
+                loop.call_soon_threadsafe(runtime.apply_secret_event, kind, body)
+            except RuntimeError:  # the operator stopped: its loop is closed
+                break
     return version
+
+
+async def _in_daemon_thread(call: Callable[[], _T], *, name: str) -> _T:
+    """Run a long blocking ``call`` (a watch) on a daemon thread and return its result.
+
+    Not the executor: at exit it waits for its threads, and a watch holds one
+    for minutes, so the operator would stop only once the watch ends.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast("_T", result))
+
+    def run() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as raised:  # handed to the awaiting task
+            result, error = None, raised
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 async def _watch_secrets(runtime: Runtime, namespace: str | None) -> None:
@@ -364,7 +398,8 @@ async def _watch_secrets(runtime: Runtime, namespace: str | None) -> None:
                     functools.partial(runtime.kube.list_shared_secrets, namespace=namespace)
                 )
                 runtime.queue.add_all(runtime.cache.replace_secrets(items, since=since))
-            version = await asyncio.to_thread(_stream_secrets, runtime, loop, namespace, version)
+            watch = functools.partial(_stream_secrets, runtime, loop, namespace, version)
+            version = await _in_daemon_thread(watch, name=f"servicelink-secrets-{namespace or '*'}")
             delay = SECRET_RETRY_SECONDS[0]
         except asyncio.CancelledError:
             raise

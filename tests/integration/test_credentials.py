@@ -168,7 +168,9 @@ def test_a_url_with_credentials_is_written_to_the_secret_rolled_once_and_shown_n
 
     # A restart finds every value as it left it: nothing written, nothing rolled.
     written_version = cluster.get("secret", "shop-secrets", "-n", namespace)["metadata"]["resourceVersion"]
+    stopping = time.monotonic()
     secrets_operator.stop()
+    assert time.monotonic() - stopping < 10, "the Secret watch held the operator's exit"
     again = start_operator_process(kubeconfig_env, secrets_operator.log_path, verbose=True, SERVICELINK_SECRETS="true")
     try:
         time.sleep(4)
