@@ -466,6 +466,8 @@ def plan_secret_write(
     links = view.status.get("links") or ()
     wrote = {str(e.get("key")): "" for e in links if isinstance(e, Mapping) and e.get("credentials")}
     kept = {r.key: mine[r.key] for r in values.results if r.key in mine and r.keeps_last_value and r.key in wrote}
+    if secret is None and not values.secret:
+        return SecretWrite(SecretWritten(name, {}, {}))  # nothing to write: no empty Secret is created
     plan = plan_configmap(
         decoded,
         desired=kept | values.secret,

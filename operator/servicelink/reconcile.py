@@ -260,8 +260,8 @@ class Reconciler:
 
         The Secret is read each time (one GET): no copy of it is kept.
         """
-        if spec.secret_name is None:
-            return None
+        if spec.secret_name is None or not self.settings.secrets:
+            return None  # without Secret access a link with credentials reports SecretsDisabled; no Secret is touched
         async with self._lock(view.namespace, f"{spec.secret_name} (Secret)"):
             secret = await self._call(self.kube.get_secret, namespace=view.namespace, name=spec.secret_name)
             writers = self.world.secret_writers(view.namespace, spec.secret_name)

@@ -932,3 +932,11 @@ def test_a_servicelink_created_again_finds_the_same_digests_and_rolls_nothing() 
     step = secret_step(again, secret_world(again), current)
     assert step.outcome.after == created.outcome.after
     assert step.outcome.changed == []
+
+
+def test_no_empty_secret_is_created_while_no_value_resolves() -> None:
+    sl = with_secret(DB_LINK)
+    cache = world(sl)
+    cache.keep_secrets()  # the Secret pg is not shared: nothing resolves
+    step = secret_step(sl, cache, None)
+    assert (step.apply, step.outcome.changed, step.outcome.verdict) == (None, [], None)
