@@ -1,4 +1,5 @@
-"""The README stays short, the docs carry no project history, and every page under docs/ is in the site's nav."""
+"""The README stays short, the docs carry no project history, every page under docs/ is in the site's nav, and the
+kinds, RBAC verbs and versions the pages name are those the code, the chart and the harness have."""
 
 from __future__ import annotations
 
@@ -12,12 +13,25 @@ import pytest
 import yaml
 
 from servicelink import conditions
-from servicelink.model import CRD_NAMES, REPORTED_KINDS, WORKLOAD_KINDS
+from servicelink.kube import OPTIONAL_RBAC_RULES, RBAC_RULES, SECRET_RBAC_RULES
+from servicelink.mapping import MAPPED_VERBS
+from servicelink.model import CORE_WORKLOAD_KINDS, CRD_NAMES, REPORTED_KINDS, REPORTED_RESOURCES, WORKLOAD_KINDS
+from servicelink.testing.assets import (
+    COREDNS_VERSION,
+    CRICTL_VERSION,
+    ETCD_VERSION,
+    HELM_VERSION,
+    KUBERNETES_VERSION,
+    cache_dir,
+    helm_cache_dir,
+    node_cache_dir,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 USER_PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *DOCS.rglob("*.md")])
-VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+VERSION = PYPROJECT["project"]["version"]
 # A version a page shows for the install: an image tag, the install NOTES' first line, a chart's release name
 # in `helm list`. Other versions (an upgrade from 0.1.0, say) are named in words, and the CHANGELOG keeps history.
 INSTALLED_VERSION = re.compile(
@@ -131,3 +145,149 @@ def test_a_transcript_that_lists_a_crd_lists_every_crd_the_install_makes(page: P
     text = page.read_text()
     counts = {name: text.count(f"customresourcedefinition.apiextensions.k8s.io/{name}") for name in CRD_NAMES}
     assert len(set(counts.values())) == 1, counts
+
+
+# Pages that describe the present: the CHANGELOG keeps history, and performance.md's figures (and what the operator
+# watched while they were measured) predate kinds it follows now, as its note says.
+PRESENT_PAGES = [page for page in USER_PAGES if page.name not in ("CHANGELOG.md", "performance.md")]
+# Kubernetes' own kinds with a pod template; a run of three or more of them is a list of the kinds servicelink follows.
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "ReplicaSet", "ReplicationController")
+PLURALS = re.compile(r"\b[A-Z]\w*s(?:(?:,\s+|,?\s+and\s+)[A-Z]\w*s\b)+")
+
+
+def _kinds_listed(text: str) -> Iterator[list[str]]:
+    for run in PLURALS.finditer(text):
+        kinds = [name.removesuffix("s") for name in re.findall(r"[A-Z]\w*s\b", run.group(0))]
+        listed = [kind for kind in kinds if kind in POD_TEMPLATE_KINDS]
+        if len(listed) >= 3:
+            yield listed
+
+
+@pytest.mark.parametrize("page", PRESENT_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_a_list_of_the_kinds_servicelink_follows_names_those_of_the_code(page: Path) -> None:
+    assert [kinds for kinds in _kinds_listed(page.read_text()) if kinds != list(CORE_WORKLOAD_KINDS)] == []
+
+
+def test_the_kind_list_finder_reads_lists_across_lines_and_skips_short_ones() -> None:
+    text = "rolls the Deployments,\n  StatefulSets, DaemonSets and ReplicaSets. Deployments and Services."
+    assert list(_kinds_listed(text)) == [["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"]]
+
+
+Grants = dict[tuple[str, str], set[str]]
+
+
+def _grants(rules: Any) -> Grants:
+    return {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+
+
+OPERATOR_GRANTS: Grants = {
+    (g, r): set(verbs) for g, r, verbs in (*RBAC_RULES, *OPTIONAL_RBAC_RULES, *SECRET_RBAC_RULES)
+}
+AGGREGATED_ROLES = {
+    doc["metadata"]["name"]: _grants(doc["rules"])
+    for doc in yaml.safe_load_all((REPO / "manifests" / "aggregated-roles.yaml").read_text())
+}
+# "`list`, `watch` and `patch` on `batch/cronjobs`"; "Jobs are read (`list`, `watch`)"
+VERBS_ON = re.compile(r"((?:`[a-z]+`(?:,\s*|,?\s+and\s+)?)+)\s+on\s+`([\w.]+)/(\w+)`")
+KIND_READ = re.compile(r"\b(\w+)s are read \(((?:`[a-z]+`(?:,\s*)?)+)\)")
+# The security page's table of aggregated roles: what a cell names, as resources.
+TABLE_ROW = re.compile(r"^\| `([\w-]+)` \|[^|]*\| ([^|]*) \|$", re.M)
+GRANTED_ON = {
+    "ServiceLinks": ("servicelinks",),
+    "their status": ("servicelinks/status",),
+    "ServiceLinks and their status": ("servicelinks", "servicelinks/status"),
+}
+
+
+def _rbac_rules(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "verbs" in node:
+            yield node
+        for value in node.values():
+            yield from _rbac_rules(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _rbac_rules(item)
+
+
+@pytest.mark.parametrize("page", PRESENT_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_rbac_rule_a_page_shows_is_what_the_operator_is_granted(page: Path) -> None:
+    text = page.read_text()
+    shown: list[tuple[str, str, set[str]]] = []
+    for block in re.findall(r"^```yaml\n(.*?)^```$", text, re.M | re.S):
+        for document in yaml.safe_load_all(block):
+            shown += [(g, r, verbs) for (g, r), verbs in _grants(_rbac_rules(document)).items()]
+    for match in VERBS_ON.finditer(text):
+        shown.append((match[2], match[3], set(re.findall(r"`(\w+)`", match[1]))))
+    for match in KIND_READ.finditer(text):
+        resource = REPORTED_RESOURCES[match[1]]  # type: ignore[index]  # a KeyError names a kind the code lacks
+        shown.append((resource.group, resource.plural, set(re.findall(r"`(\w+)`", match[2]))))
+    # A kind the operator has no rule for is one a WorkloadMapping maps, which needs MAPPED_VERBS.
+    wrong = [(g, r, verbs) for g, r, verbs in shown if verbs != OPERATOR_GRANTS.get((g, r), set(MAPPED_VERBS))]
+    assert wrong == []
+    if "no deletes" in text:
+        assert [rule for rule in RBAC_RULES if {"delete", "deletecollection"} & set(rule[2])] == []
+
+
+def test_the_security_pages_table_of_roles_is_the_aggregated_roles() -> None:
+    rows = TABLE_ROW.findall((DOCS / "explanation" / "security.md").read_text())
+    shown = {
+        role: {
+            ("servicelink.dev", resource): {verb.strip() for verb in verbs.split(",")}
+            for grant in cell.split("; ")
+            for what, verbs in [grant.split(": ")]
+            for resource in GRANTED_ON[what]
+        }
+        for role, cell in rows
+        if role in AGGREGATED_ROLES
+    }
+    assert shown == AGGREGATED_ROLES
+
+
+def test_the_verb_patterns_read_prose() -> None:
+    text = "needs `list`, `watch`\nand `patch` on `batch/cronjobs`. Jobs are read (`list`, `watch`) only."
+    assert [m.groups() for m in VERBS_ON.finditer(text)] == [("`list`, `watch`\nand `patch`", "batch", "cronjobs")]
+    assert [m.groups() for m in KIND_READ.finditer(text)] == [("Job", "`list`, `watch`")]
+
+
+def _release(version: str) -> str:
+    return version.removeprefix("v")
+
+
+def _floor(requirement: str) -> str:
+    """The X.Y of a requirement such as ">=1.30.0-0" (the chart's kubeVersion) or ">=3.11" (requires-python)."""
+    found = re.fullmatch(r">=(\d+\.\d+)(?:\.0-0)?", requirement)
+    assert found, requirement
+    return found[1]
+
+
+CHART = yaml.safe_load((REPO / "charts" / "servicelink" / "Chart.yaml").read_text())
+# The versions a page may state for each component: the floors the chart and pyproject set, and what the harness builds.
+STATED_VERSIONS = {
+    "Kubernetes": {
+        _floor(CHART["kubeVersion"]),
+        _release(KUBERNETES_VERSION),
+        _release(KUBERNETES_VERSION).rsplit(".", 1)[0],
+    },
+    "etcd": {_release(ETCD_VERSION)},
+    "CoreDNS": {_release(COREDNS_VERSION)},
+    "crictl": {_release(CRICTL_VERSION)},
+    "helm": {_release(HELM_VERSION)},
+    "Python": {_floor(PYPROJECT["project"]["requires-python"])},
+}
+# What Helm assumes without its Makefile's flags is Helm's version, not one of ours.
+STATED_VERSION = re.compile(r"(?<!assume )\b(Kubernetes|etcd|CoreDNS|crictl|helm|Python) v?(\d+\.\d+(?:\.\d+)?)\b")
+CACHE_FOLDER = re.compile(r"servicelink/(control-plane|node|helm)/(v[^/`\s]+)")
+CACHE_FOLDERS = {"control-plane": cache_dir(), "node": node_cache_dir(), "helm": helm_cache_dir()}
+
+
+@pytest.mark.parametrize("page", PRESENT_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_version_a_page_states_is_one_the_chart_pyproject_or_harness_has(page: Path) -> None:
+    text = page.read_text()
+    assert [m.group(0) for m in STATED_VERSION.finditer(text) if m[2] not in STATED_VERSIONS[m[1]]] == []
+    assert [m.group(0) for m in CACHE_FOLDER.finditer(text) if m[2] != CACHE_FOLDERS[m[1]].name] == []
+
+
+def test_the_version_pattern_finds_stated_versions_but_helms_assumption() -> None:
+    found = STATED_VERSION.findall("Kubernetes 1.30 or later; helm v3.22.0; Helm 3; would assume Kubernetes 1.20")
+    assert found == [("Kubernetes", "1.30"), ("helm", "3.22.0")]
