@@ -73,6 +73,7 @@ class Side:
     kind: str  # "servicelink" or "reloader"
     namespaces: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None  # how to run servicelink; None: ``servicelink run`` (bench/profile.py wraps it)
     kubeconfig: Path | None = None
     operator: Operator | None = None
     # (ns, group) -> [(key, service, port)]; the ConfigMap is f"{group}-config", the consumer Deployment is group
@@ -128,6 +129,19 @@ class Compare:
         self.watches: dict[str, Recorder] = {}
 
     # ---- setup ----
+
+    def watch_all(self) -> None:
+        """Record every event of the ConfigMaps, Deployments, Events and ServiceLinks the operators write."""
+        for kind, call in (
+            ("configmaps", self.core.list_config_map_for_all_namespaces),
+            ("deployments", self.apps.list_deployment_for_all_namespaces),
+            ("events", self.core.list_event_for_all_namespaces),
+        ):
+            self.watches[kind] = watch(call, kind)
+        self.watches["servicelinks"] = watch(
+            lambda **kw: self.custom.list_cluster_custom_object("servicelink.dev", "v1alpha1", "servicelinks", **kw),
+            "servicelinks",
+        )
 
     def pool(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(16)
@@ -198,7 +212,7 @@ class Compare:
                 "SERVICELINK_NAMESPACES": ",".join(side.namespaces),
                 **side.env,
             }
-            command = [str(Path(sys.executable).with_name("servicelink")), "run"]
+            command = side.command or [str(Path(sys.executable).with_name("servicelink")), "run"]
         else:
             command = [str(self.reloader), *RELOADER_ARGS, f"--namespaces={','.join(side.namespaces)}"]
         with log.open("ab") as out:
@@ -379,16 +393,7 @@ def run(compare: Compare) -> dict[str, Any]:
     sides = compare.sides
     out: dict[str, Any] = {"size": size.__dict__, "sides": {s.name: {} for s in sides}}
     log = sys.stderr
-    for kind, call in (
-        ("configmaps", compare.core.list_config_map_for_all_namespaces),
-        ("deployments", compare.apps.list_deployment_for_all_namespaces),
-        ("events", compare.core.list_event_for_all_namespaces),
-    ):
-        compare.watches[kind] = watch(call, kind)
-    compare.watches["servicelinks"] = watch(
-        lambda **kw: compare.custom.list_cluster_custom_object("servicelink.dev", "v1alpha1", "servicelinks", **kw),
-        "servicelinks",
-    )
+    compare.watch_all()
     print(f"creating {size.services} Services, {size.deployments} Deployments per side ...", file=log, flush=True)
     t = time.monotonic()
     compare.create()
