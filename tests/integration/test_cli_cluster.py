@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -14,9 +15,13 @@ import pytest
 from objects import condition, data, deployment, service, servicelink, shared_configmap, sl
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, fresh_namespace, wait_for
+from transcripts import assert_shows, commands, shown_for, transcript
 
 pytestmark = pytest.mark.controller_manager
 SERVICELINK = str(Path(sys.executable).with_name("servicelink"))
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+UNINSTALL_PAGE = DOCS / "getting-started" / "uninstall.md"
+PAGE_NAMESPACE = "shop"  # the namespace uninstall.md's transcript names in the test's stead
 SEED = {"AUTH_SERVICE_URL": "http://auth-service:3001", "APP_SERVICE_URL": "http://app-service:3002"}
 
 
@@ -30,7 +35,7 @@ def configmap(name: str, namespace: str, values: dict[str, str]) -> dict[str, An
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": values}
 
 
-def ready_endpoints(name: str, namespace: str, port: int) -> list[dict[str, Any]]:
+def ready_endpoints(name: str, namespace: str, port: int | tuple[str, int]) -> list[dict[str, Any]]:
     """A Service without a selector, and the EndpointSlice of one ready address a controller would write."""
     plain = service(name, namespace, port)
     del plain["spec"]["selector"]
@@ -40,13 +45,13 @@ def ready_endpoints(name: str, namespace: str, port: int) -> list[dict[str, Any]
         "metadata": {"name": f"{name}-1", "namespace": namespace, "labels": {"kubernetes.io/service-name": name}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.1.2.3"], "conditions": {"ready": True}}],
-        "ports": [{"port": port}],
+        "ports": [{"name": port[0], "port": port[1]} if isinstance(port, tuple) else {"port": port}],
     }
     return [plain, endpoint_slice]
 
 
-def web(namespace: str, env: dict[str, str]) -> dict[str, Any]:
-    body = deployment("web", namespace, env_from="web-config", replicas=1)  # doctor reads its pod
+def web(namespace: str, env: dict[str, str], name: str = "web") -> dict[str, Any]:
+    body = deployment(name, namespace, env_from=f"{name}-config", replicas=1)  # doctor reads its pod
     body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return body
 
@@ -130,6 +135,30 @@ def test_doctor_reports_each_problem_with_its_fix(
     assert "fix: kubectl rollout restart deployment/web" in text.stdout
     assert "fix: create the Service, or fix the name" in text.stdout
     assert text.stdout.rstrip().endswith("7 service addresses in 1 workloads checked: 5 problems")
+
+
+def test_doctor_prints_what_the_troubleshooting_page_shows(
+    cluster: Cluster, namespace: str, other_namespace: str, crd: Path
+) -> None:
+    """A hand-written ConfigMap with a wrong port, and a short name that resolves only in another namespace."""
+    cluster.apply(
+        [
+            *ready_endpoints("app-service", namespace, ("http", 3002)),
+            *ready_endpoints("auth-service", namespace, 3001),
+            *ready_endpoints("mongodb", other_namespace, 27017),
+            configmap(
+                "gateway-service-config",
+                namespace,
+                {"APP_SERVICE_URL": "http://app-service:3003", "AUTH_SERVICE_URL": "http://auth-service:3001"},
+            ),
+            web(namespace, {"MONGODB_HOST": "mongodb"}, name="gateway-service"),
+        ]
+    )
+    block = transcript(DOCS / "how-to" / "troubleshoot.md", "another namespace (a real run")
+    done = servicelink_cli(cluster, "doctor", "-n", namespace)
+    assert str(done.returncode) == shown_for(block, "echo $?").strip(), done.stderr
+    printed = done.stdout.replace(namespace, "legacy").replace(other_namespace, "gallery")
+    assert_shows(shown_for(block, "servicelink doctor -n legacy"), printed, "servicelink doctor")
 
 
 def test_doctor_on_a_healthy_namespace_exits_0(cluster: Cluster, namespace: str, crd: Path) -> None:
@@ -221,15 +250,22 @@ def test_after_leave_deleting_the_servicelinks_keeps_every_configmap_and_value(
     wait_for(lambda: data(cluster, namespace, "shared-config") == shared, what="the co-managed ConfigMap")
     wait_for(lambda: data(cluster, namespace, "own-config"), what="the owned ConfigMap")
     wait_for(lambda: sl(cluster, namespace, "gateway")["metadata"].get("finalizers"), what="the finalizer")
-    operator_process.stop()  # uninstalling begins by stopping the operator, as docs/getting-started/uninstall.md says
+    operator_process.stop()  # uninstalling begins by stopping the operator, as uninstall.md says
 
-    dry = servicelink_cli(cluster, "leave", "-n", namespace, "--dry-run")
-    assert dry.returncode == 0, dry.stderr
-    assert "dry run" in dry.stderr
-    assert managers(cluster, namespace, "own-config")["servicelink"] == {"AUTH_SERVICE_URL"}
+    # The page's commands, in its namespace's stead; each prints what the page shows.
+    ran: dict[str, subprocess.CompletedProcess[str]] = {}
+    for shown in commands(transcript(UNINSTALL_PAGE, "This is a real run from")):
+        program, *args = shlex.split(shown.command.replace(f"-n {PAGE_NAMESPACE}", f"-n {namespace}"))
+        done = servicelink_cli(cluster, *args) if program == "servicelink" else cluster.kubectl(*args)
+        assert done.returncode == 0, done.stderr
+        printed = (done.stdout + done.stderr).replace(f"{namespace}/", f"{PAGE_NAMESPACE}/")
+        assert_shows(shown.output, printed, shown.command)
+        ran[" ".join(args)] = done
+        if args == ["leave", "-n", namespace, "--dry-run"]:
+            assert managers(cluster, namespace, "own-config")["servicelink"] == {"AUTH_SERVICE_URL"}
 
-    left = servicelink_cli(cluster, "leave", "-n", namespace)
-    assert left.returncode == 0, left.stderr
+    assert "dry run" in ran[f"leave -n {namespace} --dry-run"].stderr
+    left = ran[f"leave -n {namespace}"]
     assert sorted(left.stdout.splitlines()) == [
         f"ConfigMap {namespace}/own-config: ownerReference to ServiceLink own removed; "
         "AUTH_SERVICE_URL handed to field manager servicelink-left",

@@ -1,4 +1,4 @@
-"""The README's first command, end to end on its own local control plane."""
+"""The README's first command, end to end on its own local control plane: it prints what demo.md shows."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from transcripts import assert_shows, transcript
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "getting-started" / "demo.md"
 
 
 def test_demo_shows_the_new_url_and_the_new_replicaset() -> None:
@@ -28,3 +32,4 @@ def test_demo_shows_the_new_url_and_the_new_replicaset() -> None:
     assert sorted(revisions) == ["1", "2"]
     assert "rolled Deployment gallery/gateway-service" in out
     assert "stopped the operator and the control plane" in out
+    assert_shows(transcript(PAGE, "What the demo prints (a real run"), out, "servicelink demo")

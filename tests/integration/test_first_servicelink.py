@@ -2,9 +2,8 @@
 
 The page is read as a user reads it: every fenced ```bash block runs in bash, in
 order, against the session's cluster with the operator running; the ```text block
-right after one is what the page says it prints. A shown line must match a printed
-line field by field, ages (``1s``, ``2m3s``) excepted; lines not separated by a
-``...`` line must be printed one after another.
+right after one is what the page says it prints, matched as tests/transcripts.py
+matches a transcript.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess
+from transcripts import shows
 
 pytestmark = pytest.mark.controller_manager
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +26,6 @@ PAGE = REPO / "docs" / "getting-started" / "first-servicelink.md"
 # The install and the removal of the operator: the fixtures install the CRDs and run the operator instead.
 NOT_RUN = "<!-- first-servicelink: not run -->"
 FENCE = re.compile(rf"^(?P<marker>{re.escape(NOT_RUN)}\n)?```(?P<lang>\w+)\n(?P<body>.*?)^```$", re.M | re.S)
-AGE = re.compile(r"^\d+[smhd](\d+[smh])?$")
 NAMESPACE = "shop"
 # The control plane has no node, so no pod ever starts there; a Deployment of 0 replicas rolls out
 # as soon as kube-controller-manager sees it.
@@ -55,53 +53,6 @@ def page_steps(text: str) -> list[Step]:
             steps[-1] = Step(commands=steps[-1].commands, shown=body, run=steps[-1].run)
         previous = lang
     return steps
-
-
-def _same_line(shown: str, printed: str) -> bool:
-    shown_fields, printed_fields = shown.split(), printed.split()
-    return len(shown_fields) == len(printed_fields) and all(
-        a == b or (AGE.match(a) and AGE.match(b)) for a, b in zip(shown_fields, printed_fields, strict=True)
-    )
-
-
-def _chunks(shown: str) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for line in shown.splitlines():
-        if line.strip() == "...":
-            yield chunk
-            chunk = []
-        elif line.strip():
-            chunk.append(line)
-    yield chunk
-
-
-def shows(shown: str, printed: str) -> bool:
-    """Whether ``printed`` holds the lines ``shown`` in order; ``...`` stands for any lines, blank lines for none."""
-    lines = [line for line in printed.splitlines() if line.strip()]
-    at = 0
-    for chunk in _chunks(shown):
-        if not chunk:
-            continue
-        found = next(
-            (
-                start
-                for start in range(at, len(lines) - len(chunk) + 1)
-                if all(_same_line(s, p) for s, p in zip(chunk, lines[start : start + len(chunk)], strict=True))
-            ),
-            None,
-        )
-        if found is None:
-            return False
-        at = found + len(chunk)
-    return True
-
-
-def test_the_matcher_takes_ages_and_gaps_but_no_other_difference() -> None:
-    printed = "NAME   READY   AGE\nshop   True    12s\nextra\nlast   False   2m3s\n"
-    assert shows("NAME READY AGE\nshop True 1s\n...\nlast False 1s", printed)
-    assert not shows("NAME READY AGE\nshop False 1s", printed)
-    assert not shows("shop True 1s\nlast False 1s", printed)  # not one after another
-    assert not shows("last False 1s\n...\nshop True 1s", printed)  # out of order
 
 
 def test_the_page_runs_and_shows_what_it_prints(cluster: Cluster, operator_process: OperatorProcess) -> None:

@@ -7,6 +7,7 @@ started as the chart's ServiceAccount, making every call its pod would make.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import tomllib
 import uuid
@@ -26,6 +27,7 @@ from objects import (
 from servicelink.kube import RBAC_RULES
 from servicelink.testing.assets import ensure_helm
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
+from transcripts import assert_shows, commands, transcript
 
 pytestmark = pytest.mark.controller_manager
 
@@ -35,6 +37,8 @@ GALLERY_CHART = REPO / "examples" / "gallery-helm"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 # Not "servicelink": its objects are named helm-test-servicelink, beside those `kubectl apply -k manifests/` makes.
 RELEASE = "helm-test"
+NAMESPACE = "servicelink-system"  # the release's namespace in install.md, where the tests make a fresh one
+INSTALL_PAGE = REPO / "docs" / "getting-started" / "install.md"
 OPERATOR = f"{RELEASE}-servicelink"
 CLUSTER_ROLES = (OPERATOR, f"{OPERATOR}-edit", f"{OPERATOR}-view")
 CRD_NAME = "servicelinks.servicelink.dev"
@@ -63,13 +67,19 @@ def gallery_namespace() -> str:
 
 
 @pytest.fixture(scope="module")
-def release(cluster: Cluster, helm: Helm) -> Iterator[str]:
-    """`helm install` of charts/servicelink with its defaults into a fresh namespace; that namespace."""
+def release_installed(cluster: Cluster, helm: Helm) -> Iterator[tuple[str, str]]:
+    """`helm install` of charts/servicelink with its defaults into a fresh namespace; that namespace, and what
+    the install printed."""
     namespace = f"helm-{uuid.uuid4().hex[:8]}"
-    helm("install", RELEASE, str(CHART), "--namespace", namespace, "--create-namespace")
-    yield namespace
+    done = helm("install", RELEASE, str(CHART), "--namespace", namespace, "--create-namespace")
+    yield namespace, done.stdout
     helm("uninstall", RELEASE, "--namespace", namespace, check=False)
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def release(release_installed: tuple[str, str]) -> str:
+    return release_installed[0]
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +97,23 @@ def operator(
 @pytest.fixture(scope="module")
 def gallery(cluster: Cluster, helm: Helm, operator: OperatorProcess, gallery_namespace: str) -> Iterator[str]:
     """`helm install` of examples/gallery-helm; its namespace."""
-    helm("install", "gallery", str(GALLERY_CHART), "--namespace", gallery_namespace, "--create-namespace")
+    done = helm("install", "gallery", str(GALLERY_CHART), "--namespace", gallery_namespace, "--create-namespace")
+    (shown,) = page_shows("helm install gallery examples/gallery-helm --namespace gallery --create-namespace")
+    assert_shows(shown, done.stdout.replace(gallery_namespace, "gallery"), "helm install gallery")
     yield gallery_namespace
     helm("uninstall", "gallery", "--namespace", gallery_namespace, check=False)
     cluster.kubectl("delete", "namespace", gallery_namespace, "--wait=false", check=False)
+
+
+def page_shows(command: str) -> list[str]:
+    """What install.md's Helm transcript shows after each ``$ command`` (the test's names in the page's stead)."""
+    block = transcript(INSTALL_PAGE, "A real run on the local control plane (helm")
+    return [shown.output for shown in commands(block) if shown.command == command]
+
+
+def as_on_the_page(printed: str, release: str) -> str:
+    """What helm or kubectl printed for the tests' release, with the names install.md's transcript uses."""
+    return printed.replace(OPERATOR, "servicelink").replace(RELEASE, "servicelink").replace(release, NAMESPACE)
 
 
 def release_objects(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -114,8 +137,11 @@ def can_i(cluster: Cluster, namespace: str, group: str, resource: str, verb: str
 
 
 def test_install_creates_the_release_and_its_account_may_do_exactly_what_the_operator_does(
-    cluster: Cluster, helm: Helm, release: str
+    cluster: Cluster, helm: Helm, release_installed: tuple[str, str]
 ) -> None:
+    release, printed = release_installed
+    (shown,) = page_shows(f"helm install servicelink charts/servicelink --namespace {NAMESPACE} --create-namespace")
+    assert_shows(shown, as_on_the_page(printed, release), "helm install")
     assert "STATUS: deployed" in helm("status", RELEASE, "--namespace", release).stdout
     objects = release_objects(cluster, release)
     assert [name for name, body in objects.items() if body is None] == []
@@ -142,15 +168,22 @@ def test_the_gallery_charts_servicelinks_become_ready_and_follow_a_port_without_
             timeout=60,
             what="Ready on every ServiceLink",
         )
+        (shown,) = page_shows("kubectl get servicelinks -n gallery")
+        assert_shows(shown, cluster.kubectl("get", "servicelinks", "-n", gallery).stdout, "kubectl get servicelinks")
+        data_before, data_after = page_shows(
+            "kubectl get configmap gateway-service-config -n gallery -o jsonpath='{.data}'"
+        )
+        gateway_data = ("get", "configmap", "gateway-service-config", "-n", gallery, "-o", "jsonpath={.data}")
+        assert_shows(data_before, cluster.kubectl(*gateway_data).stdout, "the ConfigMap's data")
         # The ConfigMaps are the ServiceLinks' now, not the release's.
         for name in SEED_CONFIG:
             metadata = cluster.get("configmap", name, "-n", gallery)["metadata"]
             assert [owner["kind"] for owner in metadata["ownerReferences"]] == ["ServiceLink"]
             assert "meta.helm.sh/release-name" not in (metadata.get("annotations") or {})
-        cluster.kubectl(
-            "patch", "service", "auth-service", "-n", gallery, "--type=json",
-            "-p", '[{"op": "replace", "path": "/spec/ports/0/port", "value": 4001}]',
-        )  # fmt: skip
+        patch = '[{"op": "replace", "path": "/spec/ports/0/port", "value": 4001}]'
+        patched = cluster.kubectl("patch", "service", "auth-service", "-n", gallery, "--type=json", "-p", patch)
+        (shown,) = page_shows(f"kubectl patch service auth-service -n gallery --type=json -p '{patch}'")
+        assert_shows(shown, patched.stdout, "kubectl patch")
         wait_for(
             lambda: (
                 gallery_configmaps(cluster, gallery)["gateway-service-config"]
@@ -159,8 +192,11 @@ def test_the_gallery_charts_servicelinks_become_ready_and_follow_a_port_without_
             timeout=30,
             what="the new port in gateway-service-config",
         )
+        assert_shows(data_after, cluster.kubectl(*gateway_data).stdout, "the ConfigMap's data after the change")
         history = helm("history", "gallery", "--namespace", gallery, "--output", "json").stdout
         assert history.count('"revision"') == 1, "the port change took no new release"
+        (shown,) = page_shows("helm history gallery -n gallery")
+        assert_shows(shown, helm("history", "gallery", "--namespace", gallery).stdout, "helm history")
         assert "forbidden" not in operator.log().lower()
     except AssertionError as error:
         raise AssertionError(f"{error}\n--- operator log (tail) ---\n{operator.log()[-6000:]}") from None
@@ -180,7 +216,11 @@ def log_format(replicaset: dict[str, Any]) -> str:
 def test_upgrade_with_a_changed_value_rolls_the_operator(cluster: Cluster, helm: Helm, release: str) -> None:
     (first,) = wait_for(lambda: replicasets(cluster, release), timeout=60, what="the operator's first ReplicaSet")
     assert log_format(first) == "text"
-    helm("upgrade", RELEASE, str(CHART), "--namespace", release, "--reuse-values", "--set", "logFormat=json")
+    upgraded = helm("upgrade", RELEASE, str(CHART), "--namespace", release, "--reuse-values", "--set", "logFormat=json")
+    (shown,) = page_shows(
+        f"helm upgrade servicelink charts/servicelink -n {NAMESPACE} --reuse-values --set logFormat=json"
+    )
+    assert_shows(shown, as_on_the_page(upgraded.stdout, release), "helm upgrade")
     rolled = wait_for(
         lambda: [rs for rs in replicasets(cluster, release) if log_format(rs) == "json"],
         timeout=60,
@@ -197,11 +237,17 @@ def test_upgrade_with_a_changed_value_rolls_the_operator(cluster: Cluster, helm:
 
 
 def test_a_bad_value_is_refused_at_install_naming_it(cluster: Cluster, helm: Helm, release: str) -> None:
-    refused = helm("install", "refused", str(CHART), "--namespace", release, "--set", "replicas=-1", check=False)
+    command = (
+        f"helm install broken charts/servicelink -n {NAMESPACE} --set replicas=-1 --set logFormat=xml --set replica=2"
+    )
+    args = shlex.split(command.replace(NAMESPACE, release).replace("charts/servicelink", str(CHART)))[1:]
+    refused = helm(*args, check=False)
     assert refused.returncode != 0
     assert "at '/replicas': minimum: got -1, want 0" in refused.stderr
-    assert helm("list", "--all-namespaces", "--all", "--short").stdout.split().count("refused") == 0
-    assert cluster.get("clusterrole", "refused-servicelink") is None
+    (shown,) = page_shows(command)
+    assert_shows(shown, refused.stderr, "helm install broken")
+    assert helm("list", "--all-namespaces", "--all", "--short").stdout.split().count("broken") == 0
+    assert cluster.get("clusterrole", "broken-servicelink") is None
 
 
 def test_uninstall_leaves_the_crd_and_the_configmaps_go_with_their_servicelinks(
@@ -209,7 +255,8 @@ def test_uninstall_leaves_the_crd_and_the_configmaps_go_with_their_servicelinks(
 ) -> None:
     """Last in the module: it ends both releases the tests above share."""
     wait_for(lambda: all(gallery_configmaps(cluster, gallery).values()), timeout=60, what="the gallery's ConfigMaps")
-    helm("uninstall", "gallery", "--namespace", gallery)
+    (shown,) = page_shows("helm uninstall gallery -n gallery")
+    assert_shows(shown, helm("uninstall", "gallery", "--namespace", gallery).stdout, "helm uninstall gallery")
     for name in GALLERY_SERVICELINKS:
         wait_for(lambda n=name: cluster.get("servicelink", n, "-n", gallery) is None, what=f"ServiceLink {name} gone")
     # Their ConfigMaps carry an ownerReference: kube-controller-manager's garbage collector deletes them.
@@ -219,9 +266,14 @@ def test_uninstall_leaves_the_crd_and_the_configmaps_go_with_their_servicelinks(
         what="the ServiceLinks' ConfigMaps garbage-collected",
     )
     assert cluster.get("deployments", "-n", gallery)["items"] == []
+    gone = cluster.kubectl("get", "servicelinks,configmaps", "-n", gallery)
+    (shown,) = page_shows("kubectl get servicelinks,configmaps -n gallery")
+    assert_shows(shown, (gone.stdout + gone.stderr).replace(gallery, "gallery"), "what the gallery left")
     # The pod would go with its Deployment; its stand-in goes first, as its token dies with the account.
     operator.stop()
-    helm("uninstall", RELEASE, "--namespace", release)
+    (shown,) = page_shows(f"helm uninstall servicelink -n {NAMESPACE}")
+    uninstalled = helm("uninstall", RELEASE, "--namespace", release)
+    assert_shows(shown, as_on_the_page(uninstalled.stdout, release), "helm uninstall")
     wait_for(
         lambda: [name for name, body in release_objects(cluster, release).items() if body is not None] == [],
         timeout=60,

@@ -19,9 +19,12 @@ from widgets import GROUP, MAPPING, mapping, wait_ready, widget, widget_meta
 from servicelink.kube import RBAC_RULES
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, start_operator_process, wait_for
+from transcripts import assert_shows, shown_for, transcript
 
 REPO = Path(__file__).resolve().parents[2]
 HOW_TO = REPO / "docs" / "how-to" / "follow-any-kind.md"
+API_PAGE = REPO / "docs" / "reference" / "api.md"
+DESCRIBE = "kubectl describe servicelink gateway-service -n gallery"
 NAMESPACE = "servicelink-system"
 ACCOUNT = f"system:serviceaccount:{NAMESPACE}:servicelink"
 GRANTED = [(group, resource, verb) for group, resource, verbs in RBAC_RULES for verb in verbs]
@@ -204,6 +207,19 @@ def test_operator_as_its_service_account_serves_the_gallery(
         assert config_hash(cluster, gallery, "app-service") is None
         # Deletion waits for the operator to lift its finalizer, a patch made as the ServiceAccount.
         cluster.kubectl("delete", "servicelink", "worker-service", "-n", gallery, "--timeout=30s")
+        # A deleted Service: the last value stays, and the ServiceLink says why, as api.md's transcript shows.
+        cluster.kubectl("delete", "service", "app-service", "-n", gallery)
+        wait_for(
+            lambda: cluster.get("events", "-n", gallery, "--field-selector", "reason=ServiceNotFound")["items"],
+            timeout=30,
+            what="the ServiceNotFound Event",
+        )
+        described = cluster.kubectl("describe", "servicelink", "gateway-service", "-n", gallery).stdout
+        shown = shown_for(transcript(API_PAGE, "After `kubectl delete service app-service -n gallery`"), DESCRIBE)
+        status, events = shown.split("Events:\n")
+        assert_shows(status, described.split("Events:")[0], DESCRIBE)
+        for event in events.splitlines()[2:]:  # Events come in the order of their timestamps, a second apart at best
+            assert_shows(event, described.split("Events:")[1], DESCRIBE)
         assert "forbidden" not in process.log().lower()
     except AssertionError as error:
         raise AssertionError(f"{error}\n--- operator log (tail) ---\n{process.log()[-6000:]}") from None

@@ -37,8 +37,10 @@ from servicelink.testing.node import (
     running_components,
     up,
 )
+from transcripts import assert_shows, commands, transcript
 
 REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
 SYSTEM = "servicelink-system"
 GALLERY = "gallery"
 
@@ -398,6 +400,13 @@ def wait_rolled_out(node: Node, name: str, reason: str, timeout: float = 120) ->
     return found
 
 
+def servicelinks_wide(node: Node, *names: str) -> str:
+    """``kubectl get sl -n gallery -o wide``, of ``names`` or of all; what it printed, which the log keeps too."""
+    printed: str = node.kubectl("get", "sl", *names, "-n", GALLERY, "-o", "wide").stdout
+    print(printed)
+    return printed
+
+
 def test_a_consumer_whose_new_pods_never_become_ready_reports_rollout_stalled(node: Node) -> None:
     """The edge gateway calls auth-edge; a broken targetPort keeps its new pods unready past the deadline."""
     link = {
@@ -424,10 +433,11 @@ def test_a_consumer_whose_new_pods_never_become_ready_reports_rollout_stalled(no
     node.kubectl("apply", "-f", "-", input=json.dumps(auth_service("auth-edge", "auth-service", 3005, 9999)))
     rolling = wait_rolled_out(node, "edge", "RolloutInProgress", timeout=30)
     print(f"\n[servicelink] RolloutInProgress {time.time() - patched:.2f}s after the patch: {rolling['message']}")
-    print(node.kubectl("get", "sl", "-n", GALLERY, "-o", "wide").stdout)
+    shown_rolling, shown_stalled = commands(transcript(DOCS / "explanation" / "rollouts.md", "(a real run on the"))
+    assert_shows(shown_rolling.output, servicelinks_wide(node), "rolling, as rollouts.md shows")
     stalled = wait_rolled_out(node, "edge", "RolloutStalled", timeout=90)
     print(f"[servicelink] RolloutStalled {time.time() - patched:.2f}s after the patch: {stalled['message']}")
-    print(node.kubectl("get", "sl", "-n", GALLERY, "-o", "wide").stdout)
+    assert_shows(shown_stalled.output, servicelinks_wide(node), "stalled, as rollouts.md shows")
     deployment = get(node, "deployment", "edge", "-n", GALLERY)
     progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "ProgressDeadlineExceeded"
@@ -440,7 +450,8 @@ def test_a_consumer_whose_new_pods_never_become_ready_reports_rollout_stalled(no
     node.kubectl("apply", "-f", "-", input=json.dumps(auth_service("auth-edge", "auth-service", 3005)))
     done = wait_rolled_out(node, "edge", "WorkloadsUpdated", timeout=120)
     print(f"[servicelink] WorkloadsUpdated {time.time() - fixed:.2f}s after the fix: {done['message']}")
-    print(node.kubectl("get", "sl", "-n", GALLERY, "-o", "wide").stdout)
+    (shown_fixed,) = commands(transcript(DOCS / "reference" / "api.md", "after the node tests' changes (a real run)"))
+    assert_shows(shown_fixed.output, servicelinks_wide(node), "fixed, as api.md shows")
     assert (
         get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"] == deployment["metadata"]["generation"]
     )
@@ -464,7 +475,8 @@ def test_wait_for_endpoints_rolls_the_consumer_only_once_the_new_service_has_a_r
     )  # fmt: skip
     waiting = wait_rolled_out(node, "edge", "WaitingForEndpoints", timeout=30)
     print(f"\n[servicelink] {waiting['message']}")
-    print(node.kubectl("get", "sl", "edge", "-n", GALLERY, "-o", "wide").stdout)
+    (shown_waiting,) = commands(transcript(DOCS / "how-to" / "wait-for-endpoints.md", "A real run ("))
+    assert_shows(shown_waiting.output, servicelinks_wide(node, "edge"), "waiting, as wait-for-endpoints.md shows")
     data = get(node, "configmap", "edge-config", "-n", GALLERY)["data"]
     assert data["AUTH_SERVICE_URL"] == "http://auth-v3:3001", "the ConfigMap is written at once"
     assert get(node, "servicelink", "edge", "-n", GALLERY)["status"]["deferred"] == [
