@@ -1,17 +1,33 @@
-"""How handlers.py watches a kind served after start: the kopf internals it relies on, and how often it looks."""
+"""How handlers.py watches kinds served after start: the kopf internals (on the pinned minor), how often it looks."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import inspect
+import tomllib
+from pathlib import Path
 
 import kopf
 from kopf._cogs.structs.references import Insights, Resource
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from servicelink import handlers
 from servicelink.model import WORKLOAD_RESOURCES
 
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 ROLLOUTS = Resource("argoproj.io", "v1alpha1", "rollouts", kind="Rollout", namespaced=True)
+
+
+def test_the_installed_kopf_is_the_one_minor_pyproject_allows() -> None:
+    """The internals below are checked on one kopf minor, so taking another is a deliberate change of the pin."""
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    pin = next(r for r in map(Requirement, dependencies) if r.name == "kopf").specifier
+    installed = Version(importlib.metadata.version("kopf"))
+    assert installed in pin
+    assert Version(f"{installed.major}.{installed.minor + 1}.0") not in pin
+    assert Version(f"{installed.major}.{installed.minor - 1}.999") not in pin
 
 
 def test_kopf_still_takes_insights_and_rescans_a_group_from_a_crd_event() -> None:
