@@ -17,19 +17,22 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes
 
-from bench.run import Operator, Recorder, _deployment, percentiles, ready_count, servicelink, watch
+from bench.run import Operator, Recorder, _deployment, api_client, percentiles, ready_count, servicelink, watch
 from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
 
+T = TypeVar("T")
 ACCOUNTS = "operators-bench"  # the namespace of the operators' ServiceAccounts
 RELOADER_PORT = 9090  # fixed in Reloader: /metrics and /live
 RELOADER_ARGS = ("--auto-reload-all",)  # and --namespaces; every other flag at its default (env-vars strategy)
@@ -92,10 +95,7 @@ class Compare:
     """One run: the control plane, the sides, the watches."""
 
     def __init__(self, plane: ControlPlane, size: Size, reloader: Path, audit_log: Path, workdir: Path) -> None:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(plane.kubeconfig), client_configuration=configuration)
-        configuration.connection_pool_maxsize = 32
-        self.api = kubernetes.client.ApiClient(configuration)
+        self.api = api_client(plane.kubeconfig)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.apps = kubernetes.client.AppsV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
@@ -129,6 +129,13 @@ class Compare:
         self.watches: dict[str, Recorder] = {}
 
     # ---- setup ----
+
+    def install_crd(self) -> None:
+        kubectl = [self.plane.assets.path("kubectl"), "--kubeconfig", str(self.plane.kubeconfig)]
+        crd = Path(__file__).resolve().parents[1] / "crds" / "servicelink.yaml"
+        subprocess.run([*kubectl, "apply", "-f", str(crd)], check=True)
+        established = ["wait", "--for=condition=Established", "crd/servicelinks.servicelink.dev"]
+        subprocess.run([*kubectl, *established], check=True, capture_output=True)
 
     def watch_all(self) -> None:
         """Record every event of the ConfigMaps, Deployments, Events and ServiceLinks the operators write."""
@@ -236,7 +243,7 @@ class Compare:
         deadline = started + timeout
         while not self._ready(side):
             if time.monotonic() > deadline or operator.popen.poll() is not None:
-                raise SystemExit(f"{side.name} not ready in time; log: {operator.log}")
+                raise TimeoutError(f"{side.name} not ready in time; log: {operator.log}")
             time.sleep(0.2)
         return round(time.monotonic() - started, 2)
 
@@ -387,110 +394,162 @@ class Compare:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(compare: Compare) -> dict[str, Any]:
-    """Create everything, start the three operators one after another, then measure each figure side by side."""
+def run(compare: Compare, save: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """Create everything, start the three operators one after another, then measure each figure side by side.
+
+    ``save`` gets the figures after each phase. A phase that fails ends the
+    run, and the figures it returns then carry ``error`` (see ``run_phases``).
+    """
+    out: dict[str, Any] = {"size": compare.size.__dict__, "sides": {s.name: {} for s in compare.sides}}
+    phases: list[tuple[str, Callable[[Compare, dict[str, Any]], None]]] = [
+        ("create", create_all),
+        ("cold start", measure_cold_starts),
+        ("single changes", measure_single_changes),
+        ("API server CPU per change", measure_apiserver_cpu),
+        ("bursts", measure_bursts),
+        ("idle", measure_idle),
+        ("restart", measure_restarts),
+    ]
+    try:
+        return run_phases(out, [(name, partial(phase, compare, out)) for name, phase in phases], save)
+    finally:
+        for side in compare.sides:
+            compare.stop(side)
+
+
+def run_phases(
+    out: dict[str, Any], phases: Iterable[tuple[str, Callable[[], object]]], save: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
+    """Run ``phases`` in order, each adding its figures to ``out``; ``save(out)`` after each; return ``out``.
+
+    The first phase that raises ends the run: ``out["error"]`` then names it
+    (``{"phase": ..., "message": ...}``) and ``out`` keeps what the phases
+    before it measured, and whatever the failed one had added.
+    """
+    for name, phase in phases:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        try:
+            phase()
+        except Exception as error:  # any failure ends the run; the figures so far are saved, the traceback shown
+            traceback.print_exc()
+            out["error"] = {"phase": name, "message": f"{type(error).__name__}: {error}"}
+            save(out)
+            return out
+        save(out)
+    return out
+
+
+def create_all(compare: Compare, out: dict[str, Any]) -> None:
+    """The CRD, the watches, then every side's objects; ServiceLinks come with each side's cold start."""
     size = compare.size
-    sides = compare.sides
-    out: dict[str, Any] = {"size": size.__dict__, "sides": {s.name: {} for s in sides}}
-    log = sys.stderr
+    compare.install_crd()
     compare.watch_all()
-    print(f"creating {size.services} Services, {size.deployments} Deployments per side ...", file=log, flush=True)
+    print(f"{size.services} Services, {size.deployments} Deployments per side", file=sys.stderr, flush=True)
     t = time.monotonic()
     compare.create()
     out["create_seconds"] = round(time.monotonic() - t, 1)
-    try:
-        for side in sides:
-            if side.kind == "servicelink":
-                compare.apply_servicelinks(side)
-            print(f"cold start: {side.name} ...", file=log, flush=True)
-            out["sides"][side.name]["cold_start_seconds"] = compare.wait_started(side)
-        time.sleep(3)
 
-        print(f"single changes: {size.changes} per side, interleaved ...", file=log, flush=True)
-        latency: dict[str, tuple[list[float], list[float]]] = {s.name: ([], []) for s in sides}
-        offset = compare.audit_offset()
-        cpu = compare.apiserver_cpu()
-        started = time.monotonic()
-        for i in range(size.changes):
-            order = sides[i % len(sides) :] + sides[: i % len(sides)]
-            for side in order:
-                to_cm, to_wl = compare.single_change(side, i)
-                if to_cm is not None:
-                    latency[side.name][0].append(to_cm)
-                if to_wl is not None:
-                    latency[side.name][1].append(to_wl)
-                time.sleep(0.3)
-        time.sleep(2)  # status writes and Events of the last change
-        requests = compare.audit_counts(offset)
-        out["apiserver_cpu_ms_per_change_interleaved"] = round(
-            (compare.apiserver_cpu() - cpu) * 1000 / (size.changes * len(sides)), 1
-        )
-        out["phase_seconds"] = round(time.monotonic() - started, 1)
-        for side in sides:
-            to_cm, to_wl = latency[side.name]
-            mine = requests.get(side.user, Counter())
-            out["sides"][side.name] |= {
-                "latency_ms": {"configmap": percentiles(to_cm), "pod_template": percentiles(to_wl)},
-                "missed": {"configmap": size.changes - len(to_cm), "pod_template": size.changes - len(to_wl)},
-                "requests_per_change": {k: round(v / size.changes, 2) for k, v in sorted(mine.items())},
-                "requests_per_change_total": round(sum(mine.values()) / size.changes, 2),
-            }
 
-        print("API server CPU per change, one side at a time ...", file=log, flush=True)
-        baseline = compare.apiserver_cpu()
-        time.sleep(5)
-        idle_rate = (compare.apiserver_cpu() - baseline) / 5
-        n = max(5, size.changes // 2)
-        for side in sides:
-            cpu, read, t = compare.apiserver_cpu(), compare.bytes_read(), time.monotonic()
-            for i in range(n):
-                compare.single_change(side, 1000 + i)
-                time.sleep(0.2)
-            time.sleep(1)
-            used = compare.apiserver_cpu() - cpu - idle_rate * (time.monotonic() - t)
-            out["sides"][side.name]["apiserver_cpu_ms_per_change"] = round(max(0.0, used) * 1000 / n, 1)
-            # Only this side's operator reads in this phase (the benchmark itself only watches and patches).
-            out["sides"][side.name]["kb_read_per_change"] = round((compare.bytes_read() - read) / 1024 / n, 1)
+def measure_cold_starts(compare: Compare, out: dict[str, Any]) -> None:
+    """Each side from nothing, one after another: its ServiceLinks, then its operator until ready."""
+    for side in compare.sides:
+        if side.kind == "servicelink":
+            compare.apply_servicelinks(side)
+        print(f"cold start: {side.name} ...", file=sys.stderr, flush=True)
+        out["sides"][side.name]["cold_start_seconds"] = compare.wait_started(side)
+    time.sleep(3)
 
-        print("bursts of 5 and of 100 changes ...", file=log, flush=True)
-        for side in sides:
-            out["sides"][side.name]["burst_5"] = compare.burst(side, 5, 20000)
-            out["sides"][side.name]["burst_100"] = compare.burst(side, 100, 21000)
 
-        print(f"idle: {size.idle_seconds:.0f} s ...", file=log, flush=True)
-        compare.wait_quiet()
-        offset, t = compare.audit_offset(), time.monotonic()
-        time.sleep(size.idle_seconds)
-        requests = compare.audit_counts(offset)
-        until = time.monotonic()
-        for side in sides:
-            writes = {
-                kind: sum(
-                    1
-                    for ts, typ, obj in compare.watches[kind].events
-                    if t <= ts < until
-                    and typ in ("ADDED", "MODIFIED")
-                    and obj["metadata"]["namespace"] in side.namespaces
-                )
-                for kind in ("configmaps", "deployments", "servicelinks", "events")
-            }
-            mine = requests.get(side.user, Counter())
-            idle_requests = {k: v for k, v in sorted(mine.items()) if not k.startswith(("GET ", "LIST "))}
-            assert side.operator is not None
-            out["sides"][side.name] |= {
-                "idle_writes": writes,
-                "idle_write_requests": idle_requests,
-                "rss_peak_mb": round(side.operator.rss_peak_mb(), 1),
-                "cpu_seconds": round(side.operator.cpu_seconds(), 1),
-            }
+def measure_single_changes(compare: Compare, out: dict[str, Any]) -> None:
+    """``changes`` single changes per side, interleaved, rotating which side goes first; latency and requests."""
+    size, sides = compare.size, compare.sides
+    latency: dict[str, tuple[list[float], list[float]]] = {s.name: ([], []) for s in sides}
+    offset = compare.audit_offset()
+    cpu = compare.apiserver_cpu()
+    started = time.monotonic()
+    for i in range(size.changes):
+        order = sides[i % len(sides) :] + sides[: i % len(sides)]
+        for side in order:
+            to_cm, to_wl = compare.single_change(side, i)
+            if to_cm is not None:
+                latency[side.name][0].append(to_cm)
+            if to_wl is not None:
+                latency[side.name][1].append(to_wl)
+            time.sleep(0.3)
+    time.sleep(2)  # status writes and Events of the last change
+    requests = compare.audit_counts(offset)
+    out["apiserver_cpu_ms_per_change_interleaved"] = round(
+        (compare.apiserver_cpu() - cpu) * 1000 / (size.changes * len(sides)), 1
+    )
+    out["phase_seconds"] = round(time.monotonic() - started, 1)
+    for side in sides:
+        to_cm, to_wl = latency[side.name]
+        mine = requests.get(side.user, Counter())
+        out["sides"][side.name] |= {
+            "latency_ms": {"configmap": percentiles(to_cm), "pod_template": percentiles(to_wl)},
+            "missed": {"configmap": size.changes - len(to_cm), "pod_template": size.changes - len(to_wl)},
+            "requests_per_change": {k: round(v / size.changes, 2) for k, v in sorted(mine.items())},
+            "requests_per_change_total": round(sum(mine.values()) / size.changes, 2),
+        }
 
-        for side in sides:
-            print(f"restart: {side.name}, nothing changed, then changes made as it starts ...", file=log, flush=True)
-            out["sides"][side.name]["restart"] = restart(compare, side)
-    finally:
-        for side in sides:
-            compare.stop(side)
-    return out
+
+def measure_apiserver_cpu(compare: Compare, out: dict[str, Any]) -> None:
+    """API server CPU and KB read per change, one side at a time."""
+    baseline = compare.apiserver_cpu()
+    time.sleep(5)
+    idle_rate = (compare.apiserver_cpu() - baseline) / 5
+    n = max(5, compare.size.changes // 2)
+    for side in compare.sides:
+        cpu, read, t = compare.apiserver_cpu(), compare.bytes_read(), time.monotonic()
+        for i in range(n):
+            compare.single_change(side, 1000 + i)
+            time.sleep(0.2)
+        time.sleep(1)
+        used = compare.apiserver_cpu() - cpu - idle_rate * (time.monotonic() - t)
+        out["sides"][side.name]["apiserver_cpu_ms_per_change"] = round(max(0.0, used) * 1000 / n, 1)
+        # Only this side's operator reads in this phase (the benchmark itself only watches and patches).
+        out["sides"][side.name]["kb_read_per_change"] = round((compare.bytes_read() - read) / 1024 / n, 1)
+
+
+def measure_bursts(compare: Compare, out: dict[str, Any]) -> None:
+    """Bursts of 5 and of 100 changes."""
+    for side in compare.sides:
+        out["sides"][side.name]["burst_5"] = compare.burst(side, 5, 20000)
+        out["sides"][side.name]["burst_100"] = compare.burst(side, 100, 21000)
+
+
+def measure_idle(compare: Compare, out: dict[str, Any]) -> None:
+    """Writes while nothing changes for ``idle_seconds``; then each operator's peak RSS and CPU so far."""
+    compare.wait_quiet()
+    offset, t = compare.audit_offset(), time.monotonic()
+    time.sleep(compare.size.idle_seconds)
+    requests = compare.audit_counts(offset)
+    until = time.monotonic()
+    for side in compare.sides:
+        writes = {
+            kind: sum(
+                1
+                for ts, typ, obj in compare.watches[kind].events
+                if t <= ts < until and typ in ("ADDED", "MODIFIED") and obj["metadata"]["namespace"] in side.namespaces
+            )
+            for kind in ("configmaps", "deployments", "servicelinks", "events")
+        }
+        mine = requests.get(side.user, Counter())
+        idle_requests = {k: v for k, v in sorted(mine.items()) if not k.startswith(("GET ", "LIST "))}
+        assert side.operator is not None
+        out["sides"][side.name] |= {
+            "idle_writes": writes,
+            "idle_write_requests": idle_requests,
+            "rss_peak_mb": round(side.operator.rss_peak_mb(), 1),
+            "cpu_seconds": round(side.operator.cpu_seconds(), 1),
+        }
+
+
+def measure_restarts(compare: Compare, out: dict[str, Any]) -> None:
+    """Each side restarted: see ``restart``."""
+    for side in compare.sides:
+        print(f"restart: {side.name}, nothing changed, then changes made as it starts ...", file=sys.stderr, flush=True)
+        out["sides"][side.name]["restart"] = restart(compare, side)
 
 
 def restart(compare: Compare, side: Side) -> dict[str, Any]:
@@ -533,80 +592,88 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The figures side by side, one column per operator, with servicelink / Reloader ratios."""
+    """The figures side by side, one column per operator, with servicelink / Reloader ratios.
+
+    A figure the run did not reach (it failed in an earlier phase) shows as "-".
+    """
     names = list(results["sides"])
     sides = [results["sides"][n] for n in names]
     rl = results["sides"]["reloader"]
 
-    def lat(s: dict[str, Any], stage: str) -> str:
-        f = s["latency_ms"][stage]
-        return "/".join(f"{f[k]:.0f}" for k in ("p50", "p90", "p99", "max")) if f else "-"
+    def lat(stage: str) -> Callable[[dict[str, Any]], str]:
+        def figure(s: dict[str, Any]) -> str:
+            f = s["latency_ms"][stage]
+            return "/".join(f"{f[k]:.0f}" for k in ("p50", "p90", "p99", "max")) if f else "-"
 
-    def burst(s: dict[str, Any], key: str) -> str:
-        b = s[key]
-        return f"{b['rollouts_per_consumer_max']} ({b['rolled']}/{b['consumers']} rolled)"
+        return figure
+
+    def burst(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda s: f"{s[key]['rollouts_per_consumer_max']} ({s[key]['rolled']}/{s[key]['consumers']} rolled)"
 
     def restart(s: dict[str, Any]) -> str:
         r = s["restart"]
         return f"{r['changes_at_start_reached']}/{r['changes_at_start']} in {r['start_to_last_reached_seconds']} s"
 
-    rows: list[tuple[str, list[str]]] = [
-        ("", [*names, *(f"{n} / reloader" for n in names[:-1])]),
-        ("to pod template p50/p90/p99/max ms", [lat(s, "pod_template") for s in sides]),
-        ("to ConfigMap p50/p90/p99/max ms", [lat(s, "configmap") if s is not rl else "(the edit)" for s in sides]),
-        ("missed (ConfigMap, template)", [f"{s['missed']['configmap']}, {s['missed']['pod_template']}" for s in sides]),
-        ("burst of 5: rollouts per consumer", [burst(s, "burst_5") for s in sides]),
-        ("burst of 100: rollouts per consumer", [burst(s, "burst_100") for s in sides]),
-        ("API requests per change", [str(s["requests_per_change_total"]) for s in sides]),
-        ("API server CPU ms per change", [str(s["apiserver_cpu_ms_per_change"]) for s in sides]),
-        ("KB read per change (GET, LIST)", [str(s["kb_read_per_change"]) for s in sides]),
-        ("peak RSS MB", [str(s["rss_peak_mb"]) for s in sides]),
-        ("CPU seconds (whole run)", [str(s["cpu_seconds"]) for s in sides]),
-        ("cold start s (from nothing)", [str(s["cold_start_seconds"]) for s in sides]),
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("to pod template p50/p90/p99/max ms", lat("pod_template")),
+        ("to ConfigMap p50/p90/p99/max ms", lambda s: lat("configmap")(s) if s is not rl else "(the edit)"),
+        ("missed (ConfigMap, template)", lambda s: f"{s['missed']['configmap']}, {s['missed']['pod_template']}"),
+        ("burst of 5: rollouts per consumer", burst("burst_5")),
+        ("burst of 100: rollouts per consumer", burst("burst_100")),
+        ("API requests per change", lambda s: str(s["requests_per_change_total"])),
+        ("API server CPU ms per change", lambda s: str(s["apiserver_cpu_ms_per_change"])),
+        ("KB read per change (GET, LIST)", lambda s: str(s["kb_read_per_change"])),
+        ("peak RSS MB", lambda s: str(s["rss_peak_mb"])),
+        ("CPU seconds (whole run)", lambda s: str(s["cpu_seconds"])),
+        ("cold start s (from nothing)", lambda s: str(s["cold_start_seconds"])),
         (
             f"write requests in {results['size']['idle_seconds']:.0f} s idle",
-            [str(sum(s["idle_write_requests"].values())) for s in sides],
+            lambda s: str(sum(s["idle_write_requests"].values())),
         ),
-        (
-            "rollouts from a restart, nothing changed",
-            [str(s["restart"]["rollouts_with_nothing_changed"]) for s in sides],
-        ),
-        ("changes made at start that arrive", [restart(s) for s in sides]),
+        ("rollouts from a restart, nothing changed", lambda s: str(s["restart"]["rollouts_with_nothing_changed"])),
+        ("changes made at start that arrive", restart),
     ]
-    ratios = {
-        "to pod template p50": [
-            _ratio(s["latency_ms"]["pod_template"].get("p50"), rl["latency_ms"]["pod_template"].get("p50"))
-            for s in sides[:-1]
-        ],
-        "API requests per change": [
-            _ratio(s["requests_per_change_total"], rl["requests_per_change_total"]) for s in sides[:-1]
-        ],
-        "API server CPU ms per change": [
-            _ratio(s["apiserver_cpu_ms_per_change"], rl["apiserver_cpu_ms_per_change"]) for s in sides[:-1]
-        ],
-        "peak RSS MB": [_ratio(s["rss_peak_mb"], rl["rss_peak_mb"]) for s in sides[:-1]],
-        "KB read per change (GET, LIST)": [
-            _ratio(s["kb_read_per_change"], rl["kb_read_per_change"]) for s in sides[:-1]
-        ],
+    # The figure each ratio compares, keyed by the start of its row's label.
+    ratios: dict[str, Callable[[dict[str, Any]], float | None]] = {
+        "to pod template p50": lambda s: s["latency_ms"]["pod_template"].get("p50"),
+        "API requests per change": lambda s: s["requests_per_change_total"],
+        "API server CPU ms per change": lambda s: s["apiserver_cpu_ms_per_change"],
+        "peak RSS MB": lambda s: s["rss_peak_mb"],
+        "KB read per change (GET, LIST)": lambda s: s["kb_read_per_change"],
     }
-    for label, values in rows:
+    cells = [["", *names, *(f"{n} / reloader" for n in names[:-1])]]
+    for label, figure in rows:
         prefix = label.split(" p50/")[0] + (" p50" if "p50/" in label else "")
-        values.extend(ratios.get(prefix, []))
-    widths = [max(len(r[0]) for r in rows)] + [
-        max(len(r[1][i]) if i < len(r[1]) else 0 for r in rows) for i in range(len(rows[0][1]))
-    ]
-    lines = []
-    for label, values in rows:
-        cells = [label.ljust(widths[0])] + [v.ljust(widths[i + 1]) for i, v in enumerate(values)]
-        lines.append("  ".join(cells).rstrip())
+        values = [_measured(figure, s) or "-" for s in sides]
+        if prefix in ratios:
+            of = ratios[prefix]
+            values += [_measured(lambda s, of=of: _ratio(of(s), of(rl)), s) or "-" for s in sides[:-1]]
+        cells.append([label, *values])
+    widths = [max(len(row[i]) if i < len(row) else 0 for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip() for row in cells]
     lines.append("")
     for name, s in zip(names, sides, strict=True):
-        lines.append(f"{name} requests per change: {s['requests_per_change']}")
+        lines.append(f"{name} requests per change: {s.get('requests_per_change', '-')}")
+    if "error" in results:
+        error = results["error"]
+        lines.append(f"the run failed in its {error['phase']} phase ({error['message']}); '-': not measured")
     return "\n".join(lines)
 
 
-def measure(size: Size, reloader: Path) -> dict[str, Any]:
-    """One side-by-side run on a fresh local control plane (without kube-controller-manager)."""
+def _measured(figure: Callable[[dict[str, Any]], T], side: dict[str, Any]) -> T | None:
+    """``figure`` of ``side``, or None when the run failed before the phase that measures it."""
+    try:
+        return figure(side)
+    except KeyError:
+        return None
+
+
+def measure(size: Size, reloader: Path, output: Path) -> dict[str, Any]:
+    """One side-by-side run on a fresh local control plane (without kube-controller-manager).
+
+    The figures go to ``output`` as JSON after each phase, so a run that fails
+    keeps what it measured; they then carry ``error``, naming the phase.
+    """
     if _port_taken(RELOADER_PORT):
         raise SystemExit(f"port {RELOADER_PORT} is taken; Reloader needs it (the port is fixed in Reloader)")
     import tempfile
@@ -615,39 +682,28 @@ def measure(size: Size, reloader: Path) -> dict[str, Any]:
     policy = workdir / "audit-policy.yaml"
     policy.write_text(_AUDIT_POLICY)
     audit_log = workdir / "audit.log"
+    about = {
+        "workdir": str(workdir),
+        "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB",
+        "settings": {
+            "servicelink": "defaults (coalesce 0.3 s, 16 workers, resync 300 s), --namespace for its own namespaces",
+            f"servicelink-{SMALL_WINDOW}s": f"the same with SERVICELINK_COALESCE_SECONDS={SMALL_WINDOW}",
+            "reloader": " ".join((*RELOADER_ARGS, "--namespaces=<its own>"))
+            + " (reload strategy env-vars, the default)",
+            "identities": "one ServiceAccount each, bound to cluster-admin",
+        },
+        "reloader_binary": str(reloader),
+    }
     plane = start_control_plane(
         controller_manager=False,
         extra_apiserver_args=(f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}"),
     )
     try:
-        kubectl = plane.assets.path("kubectl")
-        crd = Path(__file__).resolve().parents[1] / "crds" / "servicelink.yaml"
-        subprocess.run([kubectl, "--kubeconfig", str(plane.kubeconfig), "apply", "-f", str(crd)], check=True)
-        subprocess.run(
-            [
-                kubectl,
-                "--kubeconfig",
-                str(plane.kubeconfig),
-                "wait",
-                "--for=condition=Established",
-                "crd/servicelinks.servicelink.dev",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        results = run(Compare(plane, size, reloader, audit_log, workdir))
+        compare = Compare(plane, size, reloader, audit_log, workdir)
+        results = run(compare, save=lambda out: output.write_text(json.dumps(out | about, indent=2)))
     finally:
         plane.stop()
-    results["workdir"] = str(workdir)
-    results["machine"] = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB"
-    results["settings"] = {
-        "servicelink": "defaults (coalesce 0.3 s, 16 workers, resync 300 s), --namespace for its own namespaces",
-        f"servicelink-{SMALL_WINDOW}s": f"the same with SERVICELINK_COALESCE_SECONDS={SMALL_WINDOW}",
-        "reloader": " ".join((*RELOADER_ARGS, "--namespaces=<its own>")) + " (reload strategy env-vars, the default)",
-        "identities": "one ServiceAccount each, bound to cluster-admin",
-    }
-    results["reloader_binary"] = str(reloader)
-    return results
+    return results | about
 
 
 def _port_taken(port: int) -> bool:
@@ -698,7 +754,6 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     results = sorted(results, key=lambda r: r["size"]["services"])
-    x = [r["size"]["services"] for r in results]
     panels = (
         ("p50 to pod template (ms)", lambda s: s["latency_ms"]["pod_template"]["p50"]),
         ("peak RSS (MB)", lambda s: s["rss_peak_mb"]),
@@ -708,7 +763,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(panels), figsize=(18, 4.2))
     for axis, (title, value) in zip(axes, panels, strict=True):
         for name in results[0]["sides"]:
-            axis.plot(x, [value(r["sides"][name]) for r in results], marker="o", label=name)
+            # A size whose run failed before the phase of this figure has no point here.
+            points = [(r["size"]["services"], _measured(value, r["sides"][name])) for r in results]
+            axis.plot(*zip(*[(x, y) for x, y in points if y is not None], strict=True), marker="o", label=name)
         axis.set_title(title)
         axis.set_xlabel("Services per side (consumers = Services / 5, 5 namespaces)")
         axis.set_ylim(bottom=0)
@@ -752,17 +809,20 @@ def main(argv: list[str]) -> None:
     base = QUICK if args.quick else DEFAULT
     size = Size(**{k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.__dict__.items()})
     if not args.sweep:
-        results = measure(size, reloader)
-        args.output.write_text(json.dumps(results, indent=2))
+        results = measure(size, reloader, args.output)
         print(table(results))
         print(f"(figures also in {args.output})")
+        if "error" in results:
+            raise SystemExit(f"the run failed in its {results['error']['phase']} phase")
         return
     args.results.mkdir(parents=True, exist_ok=True)
     runs = []
     for services in (int(n) for n in args.sweep.split(",")):
-        results = measure(sweep_size(services, size), reloader)
-        (args.results / f"compare-{services:05d}.json").write_text(json.dumps(results, indent=2))
+        results = measure(sweep_size(services, size), reloader, args.results / f"compare-{services:05d}.json")
         print(f"\n== {services} Services, {services // size.links} consumers per side ==\n{table(results)}", flush=True)
         runs.append(results)
     plot(runs, args.results / "compare-sweep.png")
     print(f"(JSON and compare-sweep.png in {args.results})")
+    failed = [f"{r['size']['services']} ({r['error']['phase']})" for r in runs if "error" in r]
+    if failed:
+        raise SystemExit(f"runs that failed, their figures kept up to the phase named: {', '.join(failed)}")

@@ -26,12 +26,37 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from urllib3.util.retry import Retry
 
 from servicelink.settings import Settings
 from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
 
 HASH = "servicelink.dev/config-hash"
 PREFIX = "bench-"
+# Every method the benchmark sends but POST: GET, LIST, PUT and DELETE are idempotent, and its PATCHes set absolute
+# values (a port, a ConfigMap key), so sending one again after a dropped connection changes nothing it did not mean.
+RESENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH"})
+
+
+def retries() -> Retry:
+    """How the benchmark's API client sends a request again when the API server drops its connection.
+
+    A request in ``RESENT_METHODS`` is sent again after the connection broke,
+    up to 5 times with a short backoff. A POST is sent again only when its
+    connection failed to open, so nothing was sent: one that may have created
+    something fails. Of the error statuses, only a 429 or 503 with Retry-After
+    (the API server's own "try later") is retried, in the same methods.
+    """
+    return Retry(total=5, allowed_methods=RESENT_METHODS, backoff_factor=0.1)
+
+
+def api_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    """An API client for ``kubeconfig`` with a connection per worker thread and ``retries()``."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = 32
+    configuration.retries = retries()
+    return kubernetes.client.ApiClient(configuration)
 
 
 @dataclass(frozen=True)
@@ -149,10 +174,7 @@ class Bench:
     """The objects of one run and the API clients that made them."""
 
     def __init__(self, kubeconfig: Path, size: Size) -> None:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        configuration.connection_pool_maxsize = 32
-        self.api = kubernetes.client.ApiClient(configuration)
+        self.api = api_client(kubeconfig)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.apps = kubernetes.client.AppsV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
