@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,13 +60,23 @@ class Size:
     changes: int
     idle_seconds: float
     restart_settle_seconds: float
+    storm_changes: int  # a storm: this many changes, spread evenly over storm_seconds
+    storm_seconds: float
 
 
-QUICK = Size(
-    services=250, links=5, deployments=50, namespaces=5, changes=20, idle_seconds=10, restart_settle_seconds=10
-)
 DEFAULT = Size(
-    services=1000, links=5, deployments=200, namespaces=5, changes=40, idle_seconds=60, restart_settle_seconds=20
+    services=1000,
+    links=5,
+    deployments=200,
+    namespaces=5,
+    changes=40,
+    idle_seconds=60,
+    restart_settle_seconds=20,
+    storm_changes=1000,
+    storm_seconds=10,
+)
+QUICK = replace(
+    DEFAULT, services=250, deployments=50, changes=20, idle_seconds=10, restart_settle_seconds=10, storm_changes=250
 )
 
 
@@ -284,8 +296,14 @@ class Compare:
 
     def rollouts(self, since: float, until: float, consumers: set[tuple[str, str]]) -> Counter[tuple[str, str]]:
         """Pod-template changes of ``consumers`` whose watch events arrived in [since, until)."""
+        return Counter({c: len(times) for c, times in self.template_changes(since, until, consumers).items()})
+
+    def template_changes(
+        self, since: float, until: float, consumers: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[float]]:
+        """Arrival times of the pod-template changes of each of ``consumers`` in [since, until); none: absent."""
         last: dict[tuple[str, str], str] = {}
-        counts: Counter[tuple[str, str]] = Counter()
+        times: dict[tuple[str, str], list[float]] = defaultdict(list)
         with self.watches["deployments"].changed:
             events = list(self.watches["deployments"].events)
         for t, _, obj in events:
@@ -294,9 +312,9 @@ class Compare:
                 continue
             template = _template(obj)
             if t >= since and t < until and key in last and last[key] != template:
-                counts[key] += 1
+                times[key].append(t)
             last[key] = template
-        return counts
+        return times
 
     def consumers(self, side: Side) -> list[tuple[str, str]]:
         return list(side.groups)[: self.size.deployments]
@@ -346,6 +364,49 @@ class Compare:
             "rolled": len(counts),
             "rollouts_per_consumer_max": max(counts.values(), default=0),
             "rollouts_total": sum(counts.values()),
+        }
+
+    def storm(self, side: Side, base_port: int) -> dict[str, Any]:
+        """``storm_changes`` changes spread evenly over ``storm_seconds``, across the consumers' Services.
+
+        The Services are changed in a shuffled order (the same in every run and
+        on every side), each once before any twice, so a consumer's changes come
+        at scattered times, as they would from many people at once. Returns the
+        seconds from the return of the last change until every consumer's pod
+        template is on the final values (see ``settled_at``), and the rollouts
+        per consumer.
+        """
+        consumers = self.consumers(side)
+        changes, seconds = self.size.storm_changes, self.size.storm_seconds
+        services = [(ns, group, j) for ns, group in consumers for j in range(self.size.links)]
+        random.Random(0).shuffle(services)
+
+        def send(i: int) -> tuple[tuple[str, str], float]:
+            time.sleep(max(0.0, t0 + i * seconds / changes - time.monotonic()))
+            ns, group, j = services[i % len(services)]
+            sent = time.monotonic()
+            self.change(side, ns, group, j, base_port + i)
+            return (ns, group), sent
+
+        t0 = time.monotonic()
+        with self.pool() as pool:
+            last_sent = dict(pool.map(send, range(changes)))  # in order: each consumer's last change wins
+        last = time.monotonic()
+        time.sleep(1 + float(side.env.get("SERVICELINK_COALESCE_SECONDS", "0.3")))
+        self.wait_quiet()
+        until = time.monotonic()
+        changed = self.template_changes(t0, until, set(consumers))
+        settled = [settled_at(changed.get(c, []), last_sent.get(c)) for c in consumers]
+        reached = [t for t in settled if t is not None]
+        per_consumer = [len(changed.get(c, [])) for c in consumers]
+        return {
+            "changes": changes,
+            "consumers": len(consumers),
+            "send_seconds": round(last - t0, 2),
+            "reached": len(reached),
+            "last_change_to_final_seconds": round(max(reached) - last, 2) if reached else None,
+            "rollouts_per_consumer_max": max(per_consumer),
+            "rollouts_per_consumer_median": statistics.median(per_consumer),
         }
 
     # ---- the API server's own record ----
@@ -408,6 +469,7 @@ def run(compare: Compare, save: Callable[[dict[str, Any]], object]) -> dict[str,
         ("API server CPU per change", measure_apiserver_cpu),
         ("bursts", measure_bursts),
         ("idle", measure_idle),
+        ("storm", measure_storms),
         ("restart", measure_restarts),
     ]
     try:
@@ -545,6 +607,26 @@ def measure_idle(compare: Compare, out: dict[str, Any]) -> None:
         }
 
 
+def measure_storms(compare: Compare, out: dict[str, Any]) -> None:
+    """A storm of changes on each side in turn: see ``Compare.storm``."""
+    for side in compare.sides:
+        out["sides"][side.name]["storm"] = compare.storm(side, 40000)
+
+
+def settled_at(template_changes: list[float], last_sent: float | None) -> float | None:
+    """When a consumer's pod template reached the final values, or None if it has not.
+
+    It has when its last template change (the one after which the template
+    changed no more) came after the benchmark sent that consumer's last
+    change: a rollout made before the operator could see the final values
+    does not count. Times are the benchmark's own, so no order between two
+    watches is assumed.
+    """
+    if not template_changes or last_sent is None or template_changes[-1] < last_sent:
+        return None
+    return template_changes[-1]
+
+
 def measure_restarts(compare: Compare, out: dict[str, Any]) -> None:
     """Each side restarted: see ``restart``."""
     for side in compare.sides:
@@ -610,6 +692,10 @@ def table(results: dict[str, Any]) -> str:
     def burst(key: str) -> Callable[[dict[str, Any]], str]:
         return lambda s: f"{s[key]['rollouts_per_consumer_max']} ({s[key]['rolled']}/{s[key]['consumers']} rolled)"
 
+    def storm(s: dict[str, Any]) -> str:
+        st = s["storm"]
+        return f"{st['last_change_to_final_seconds']} s ({st['reached']}/{st['consumers']} reached)"
+
     def restart(s: dict[str, Any]) -> str:
         r = s["restart"]
         return f"{r['changes_at_start_reached']}/{r['changes_at_start']} in {r['start_to_last_reached_seconds']} s"
@@ -620,6 +706,11 @@ def table(results: dict[str, Any]) -> str:
         ("missed (ConfigMap, template)", lambda s: f"{s['missed']['configmap']}, {s['missed']['pod_template']}"),
         ("burst of 5: rollouts per consumer", burst("burst_5")),
         ("burst of 100: rollouts per consumer", burst("burst_100")),
+        ("storm: last change to final values", storm),
+        (
+            "storm: rollouts per consumer max/median",
+            lambda s: f"{s['storm']['rollouts_per_consumer_max']}/{s['storm']['rollouts_per_consumer_median']}",
+        ),
         ("API requests per change", lambda s: str(s["requests_per_change_total"])),
         ("API server CPU ms per change", lambda s: str(s["apiserver_cpu_ms_per_change"])),
         ("KB read per change (GET, LIST)", lambda s: str(s["kb_read_per_change"])),

@@ -53,7 +53,7 @@ def test_bench_runs_and_counts_one_write_per_change(tmp_path: Path) -> None:
 
 
 def test_compare_with_reloader_runs_and_counts(tmp_path: Path) -> None:
-    """``--compare reloader`` at a tiny size: every change arrives, bursts and restarts roll what they should."""
+    """``--compare reloader``, tiny: every change arrives; bursts, storms and restarts roll what they should."""
     if os.environ.get("SERVICELINK_TEST_KUBECONFIG"):
         pytest.skip("the comparison starts its own local control plane")
     # Where bench.compare.find_reloader looks (bench is not importable from here).
@@ -63,7 +63,7 @@ def test_compare_with_reloader_runs_and_counts(tmp_path: Path) -> None:
         pytest.skip(f"no Reloader binary: neither {cache}/anchors/reloader nor {anchors}/ exists")
     output = tmp_path / "compare.json"
     tiny = ["--services", "20", "--deployments", "4", "--namespaces", "2", "--changes", "3", "--idle-seconds", "3"]
-    tiny += ["--restart-settle-seconds", "4", "--output", str(output)]
+    tiny += ["--restart-settle-seconds", "4", "--storm-changes", "40", "--storm-seconds", "2", "--output", str(output)]
     done = _bench("--compare", "reloader", "--quick", *tiny)
     assert "to pod template" in done.stdout
     sides = json.loads(output.read_text())["sides"]
@@ -73,6 +73,7 @@ def test_compare_with_reloader_runs_and_counts(tmp_path: Path) -> None:
         assert side["requests_per_change"]["PATCH deployments"] == 1, name
         assert side["burst_100"]["rolled"] == side["burst_100"]["consumers"] == 4, name
         assert side["restart"]["rollouts_with_nothing_changed"] == 0, name
+        assert side["storm"]["reached"] == side["storm"]["consumers"] == 4, name
     for name in ("servicelink", "servicelink-0s"):
         assert sides[name]["requests_per_change"]["PATCH configmaps"] == 1
         assert sides[name]["idle_write_requests"] == {}
