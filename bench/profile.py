@@ -124,7 +124,8 @@ def work(compare: Compare, side: Side, changes: range, *, sampled: Path | None =
     spy = None
     if sampled is not None:
         command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(operator.popen.pid)]
-        command += ["--rate", "100", "--format", "raw", "--output", str(sampled)]
+        # --gil: only the thread holding the GIL, so what runs Python; threads that wait are not counted.
+        command += ["--rate", "100", "--gil", "--nonblocking", "--format", "raw", "--output", str(sampled)]
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not compare._ready(side):
         if operator.popen.poll() is not None:

@@ -202,20 +202,25 @@ class Cache:
         self,
         kind: str,
         current: Iterable[ObjectKey],
-        fresh: Mapping[ObjectKey, Mapping[str, Any]],
+        fresh: Iterable[Mapping[str, Any]],
         since: int,
-        put: Callable[[Mapping[str, Any]], object],
-        drop: Callable[[ObjectKey], object],
-    ) -> None:
-        for key in set(current) | fresh.keys():
+        put: Callable[[Mapping[str, Any]], list[ObjectKey]],
+        drop: Callable[[ObjectKey], list[ObjectKey]],
+        namespace: str | None,
+    ) -> list[ObjectKey]:
+        """Make the objects of ``kind`` in ``namespace`` (None: all) those ``fresh`` lists, but for events newer
+        than tick ``since``; return the ServiceLinks to reconcile for what changed."""
+        listed = {_meta(body): body for body in fresh}
+        due: set[ObjectKey] = set()
+        for key in {k for k in current if namespace is None or k[0] == namespace} | listed.keys():
             if self._seen.get((kind, key), 0) > since:
                 continue  # an event newer than the list
-            if key in fresh:
-                put(fresh[key])
-            else:
-                drop(key)
-        for seen in [s for s, tick in self._seen.items() if s[0] == kind and tick <= since]:
+            due.update(put(listed[key]) if key in listed else drop(key))
+        for seen in [
+            s for s, tick in self._seen.items() if s[0] == kind and tick <= since and namespace in (None, s[1][0])
+        ]:
             del self._seen[seen]  # superseded by the list
+        return sorted(due)
 
     # --- ServiceLinks --------------------------------------------------------------------------
 
@@ -347,20 +352,16 @@ class Cache:
             return []
         return sorted(self._links_by_secret.get(key, ()))
 
-    def replace_secrets(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> list[ObjectKey]:
-        """Make the shared Secrets those of one fresh list; return the ServiceLinks whose Secrets changed."""
+    def replace_secrets(
+        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
+    ) -> list[ObjectKey]:
+        """Make the shared Secrets of ``namespace`` (None: all) those of one fresh list; return the ServiceLinks
+        whose Secrets changed."""
         if self._secrets is None:
             return []
-        due: set[ObjectKey] = set()
-        self._replace(
-            "Secret",
-            self._secrets,
-            {_meta(body): body for body in bodies},
-            since,
-            lambda body: due.update(self.put_secret(body)),
-            lambda key: due.update(self.drop_secret(*key)),
+        return self._replace(
+            "Secret", list(self._secrets), bodies, since, self.put_secret, lambda key: self.drop_secret(*key), namespace
         )
-        return sorted(due)
 
     def secret_writers(self, namespace: str, secret: str) -> list[str]:
         """The names of the ServiceLinks of ``namespace`` whose spec.secretName is ``secret``, sorted."""
@@ -571,52 +572,72 @@ class Cache:
 
     # --- relists --------------------------------------------------------------------------------
 
-    def replace_servicelinks(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+    def replace_servicelinks(
+        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
+    ) -> list[ObjectKey]:
         """Make the ServiceLinks those of a list begun at tick ``since``, but for newer events."""
-        fresh = {_meta(b): b for b in bodies}
-        self._replace(
+        return self._replace(
             "ServiceLink",
             list(self._servicelinks),
-            fresh,
+            bodies,
             since,
             self.put_servicelink,
             lambda key: self.drop_servicelink(*key),
+            namespace,
         )
 
-    def replace_services(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+    def replace_services(
+        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
+    ) -> list[ObjectKey]:
         """Make the Services those of a list begun at tick ``since``, but for newer events."""
-        fresh = {_meta(b): b for b in bodies}
-        self._replace(
-            "Service", list(self._services), fresh, since, self.put_service, lambda key: self.drop_service(*key)
+        return self._replace(
+            "Service",
+            list(self._services),
+            bodies,
+            since,
+            self.put_service,
+            lambda key: self.drop_service(*key),
+            namespace,
         )
 
-    def replace_endpointslices(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+    def replace_endpointslices(
+        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
+    ) -> list[ObjectKey]:
         """Make the EndpointSlices those of a list begun at tick ``since``, but for newer events."""
-        fresh = {_meta(b): b for b in bodies}
-        self._replace(
+        return self._replace(
             "EndpointSlice",
             list(self._slices),
-            fresh,
+            bodies,
             since,
             self.put_endpointslice,
             lambda key: self.drop_endpointslice(*key),
+            namespace,
         )
 
-    def replace_workloads(self, resource: WorkloadResource, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+    def replace_workloads(
+        self,
+        resource: WorkloadResource,
+        bodies: Iterable[Mapping[str, Any]],
+        *,
+        since: int,
+        namespace: str | None = None,
+    ) -> list[ObjectKey]:
         """Make the workloads of the kind ``resource`` those of a list begun at tick ``since``, but for newer events."""
         kind = resource.kind
-        fresh = {_meta(b): b for b in bodies}
-        current = [(ns, name) for k, ns, name in self._workloads if k == kind]
-        self._replace(
+        return self._replace(
             kind,
-            current,
-            fresh,
+            [(ns, name) for k, ns, name in self._workloads if k == kind],
+            bodies,
             since,
             lambda body: self.put_workload(resource, body),
             lambda key: self.drop_workload(kind, *key),
+            namespace,
         )
 
-    def replace_jobs(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> None:
+    def replace_jobs(
+        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
+    ) -> list[ObjectKey]:
         """Make the running Jobs those of a list begun at tick ``since``, but for newer events."""
-        fresh = {_meta(b): b for b in bodies}
-        self._replace("Job", list(self._jobs), fresh, since, self.put_job, lambda key: self.drop_job(*key))
+        return self._replace(
+            "Job", list(self._jobs), bodies, since, self.put_job, lambda key: self.drop_job(*key), namespace
+        )

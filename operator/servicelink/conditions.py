@@ -45,6 +45,7 @@ KIND_NOT_SERVED = "KindNotServed"
 FORBIDDEN = "Forbidden"
 BUILT_IN_KIND = "BuiltInKind"
 TEMPLATE_NOT_FOUND = "TemplateNotFound"
+WATCH_FAILED = "WatchFailed"
 
 # Why a link did not resolve: a False Resolved carries the first of its links'.
 UNRESOLVED = (
@@ -84,7 +85,7 @@ REASONS: dict[str, tuple[str, ...]] = {
 # A WorkloadMapping's one condition type and its reasons; docs/reference/workloadmapping-fields.md is
 # generated from this table.
 MAPPING_REASONS: dict[str, tuple[str, ...]] = {
-    READY: (WATCHING, INVALID_SPEC, KIND_NOT_SERVED, FORBIDDEN, BUILT_IN_KIND, TEMPLATE_NOT_FOUND),
+    READY: (WATCHING, INVALID_SPEC, KIND_NOT_SERVED, FORBIDDEN, BUILT_IN_KIND, TEMPLATE_NOT_FOUND, WATCH_FAILED),
 }
 # The reasons of an entry of status.links that did not resolve or was not written. A resolved link's
 # reason (RESOLVED) stays inside the operator: its entry carries none.

@@ -113,4 +113,5 @@ EVENTS: tuple[EventReason, ...] = (
     _mapping(c.FORBIDDEN, "The operator's ServiceAccount may not list, watch or patch the kind"),
     _mapping(c.BUILT_IN_KIND, "servicelink follows the kind without a mapping"),
     _mapping(c.TEMPLATE_NOT_FOUND, "An object of the kind has no pod template where `spec.template` points"),
+    _mapping(c.WATCH_FAILED, "Listing or watching the kind failed; the operator tries again until it can"),
 )

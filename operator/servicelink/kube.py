@@ -79,8 +79,8 @@ SECRET_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "secrets", ("list", "watch", "get", "create", "patch")),
 )
 SHARED_SELECTOR = f"{SHARED_LABEL}=true"
-# A watch of shared Secrets ends after this long, and is opened again from where it stopped.
-SECRET_WATCH_SECONDS = 240
+# A watch ends after this long (the API server closes it), and is opened again from where it stopped.
+WATCH_SECONDS = 240
 
 # (connect, read) seconds for every call: a connection that goes silent must fail and be
 # retried, not hold a worker forever. Lists of thousands of objects read within this too.
@@ -110,6 +110,83 @@ EVENT_REPEAT_WINDOW = 3600.0
 # The Events remembered for that, least recently seen dropped first (client-go keeps 4096 too).
 EVENT_CACHE_SIZE = 4096
 _INVOLVED_FIELDS = ("apiVersion", "kind", "namespace", "name", "uid")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One kind as it is listed and watched: ``<prefix>[/namespaces/<namespace>]/<plural>``, by a label selector."""
+
+    prefix: str  # /api/v1, or /apis/<group>/<version>
+    plural: str
+    namespace: str | None = None  # None: every namespace
+    selector: str | None = None  # applied by the API server: nothing else is sent
+
+    @property
+    def path(self) -> str:
+        """The path of its list and watch."""
+        where = "" if self.namespace is None else f"/namespaces/{self.namespace}"
+        return f"{self.prefix}{where}/{self.plural}"
+
+    def __str__(self) -> str:
+        """``plural[.group] [in namespace] [labelled selector]``, as logs name it."""
+        group = self.prefix.split("/")[2] if self.prefix.startswith("/apis/") else ""
+        where = f" in {self.namespace}" if self.namespace else ""
+        labelled = f" labelled {self.selector}" if self.selector else ""
+        return f"{self.plural}{'.' + group if group else ''}{where}{labelled}"
+
+
+def listed_source(kind: ListedKind, namespace: str | None) -> Source:
+    """Where the objects of ``kind`` in ``namespace`` (None: all) are listed and watched."""
+    return Source(*_LISTERS[kind], namespace)
+
+
+def workload_source(resource: WorkloadResource, namespace: str | None) -> Source:
+    """Where the workloads of the kind ``resource`` in ``namespace`` (None: all) are listed and watched."""
+    return Source(f"/apis/{resource.group}/{resource.version}", resource.plural, namespace)
+
+
+def shared_secrets_source(namespace: str | None) -> Source:
+    """Where the Secrets labelled servicelink.dev/shared=true in ``namespace`` (None: all) are listed and watched."""
+    return Source("/api/v1", "secrets", namespace, SHARED_SELECTOR)
+
+
+class Watch:
+    """One open watch: iterate it for each change as (type, object) until the API server ends it.
+
+    A BOOKMARK carries only the resourceVersion to go on from. When the API
+    server no longer has the version watched from, ``ApiError`` with status 410
+    is raised: list again. ``close``, from any thread, ends the iteration.
+    """
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+        self._closed = False
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        buffered = b""
+        try:
+            for chunk in self._response.stream(65536):
+                buffered += chunk
+                *lines, buffered = buffered.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    found = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        raise ApiException(status=int(found.get("code") or 500), reason=str(found.get("reason")))
+                    yield str(event.get("type")), slim(found)
+        except TransportError:
+            if not self._closed:
+                raise
+        finally:
+            self._response.release_conn()
+
+    def close(self) -> None:
+        """End the watch: its socket is shut, so a read blocked on it returns."""
+        self._closed = True
+        with contextlib.suppress(Exception):  # already closed by the API server, or never opened
+            self._response.shutdown()
 
 
 class Conflict(Exception):
@@ -320,77 +397,45 @@ class Kube:
 
     def list_objects(self, *, kind: ListedKind, namespace: str | None) -> list[dict[str, Any]]:
         """Return every object of ``kind`` in ``namespace`` (None: all namespaces), paging 500 at a time."""
-        prefix, plural = _LISTERS[kind]
-        return self._list(prefix, plural, namespace)
+        return self.list_source(listed_source(kind, namespace))[0]
 
     def list_workloads(self, *, resource: WorkloadResource, namespace: str | None) -> list[dict[str, Any]]:
         """Return every workload of the kind ``resource`` in ``namespace`` (None: all), paging 500 at a time.
 
         A kind the API server does not serve (its CRD missing) raises ``ApiError`` with status 404.
         """
-        return self._list(f"/apis/{resource.group}/{resource.version}", resource.plural, namespace)
+        return self.list_source(workload_source(resource, namespace))[0]
 
-    def _list(self, prefix: str, resource: str, namespace: str | None) -> list[dict[str, Any]]:
-        return self._list_at(prefix, resource, namespace)[0]
-
-    def _list_at(
-        self, prefix: str, resource: str, namespace: str | None, *, selector: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        """Return the objects listed, paging 500 at a time, and the list's resourceVersion."""
-        path = f"{prefix}/{resource}" if namespace is None else f"{prefix}/namespaces/{namespace}/{resource}"
+    def list_source(self, source: Source) -> tuple[list[dict[str, Any]], str]:
+        """Return the objects of ``source``, paging 500 at a time, and the resourceVersion to watch from."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            query = {"limit": 500, "continue": token, "labelSelector": selector}
-            page = _read(self._api, "GET", path, query=query, timeout=_LIST_TIMEOUT)
+            query = {"limit": 500, "continue": token, "labelSelector": source.selector}
+            page = _read(self._api, "GET", source.path, query=query, timeout=_LIST_TIMEOUT)
             items.extend(slim(item) for item in page.get("items") or ())
             metadata = page.get("metadata") or {}
             token = metadata.get("continue")
             if not token:
                 return items, str(metadata.get("resourceVersion", ""))
 
-    def list_shared_secrets(self, *, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        """Return the Secrets labelled servicelink.dev/shared=true in ``namespace`` (None: all), and the
-        resourceVersion to watch from. The API server applies the selector: no other Secret is sent."""
-        return self._list_at("/api/v1", "secrets", namespace, selector=SHARED_SELECTOR)
-
-    def watch_shared_secrets(
-        self, *, namespace: str | None, resource_version: str, seconds: int = SECRET_WATCH_SECONDS
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield each change of a shared Secret after ``resource_version`` as (type, object), for ``seconds``.
-
-        A Secret whose label is removed comes as DELETED. A BOOKMARK carries only
-        the resourceVersion to go on from. When the API server no longer has
-        that version, ``ApiError`` with status 410 is raised: list again.
-        """
-        path = "/api/v1/secrets" if namespace is None else f"/api/v1/namespaces/{namespace}/secrets"
+    def watch_source(
+        self, source: Source, *, resource_version: str, seconds: int = WATCH_SECONDS, inactivity: float = 70.0
+    ) -> Watch:
+        """Open a watch of ``source`` from ``resource_version``, for ``seconds``, with bookmarks; a read waits
+        ``inactivity`` seconds at most (bookmarks come about every minute)."""
         query = {
             "watch": "true",
-            "labelSelector": SHARED_SELECTOR,
+            "labelSelector": source.selector,
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": seconds,
         }
-        response = _send(self._api, "GET", path, query=query, timeout=(_TIMEOUT[0], seconds + _TIMEOUT[1]))
-        try:
-            buffered = b""
-            for chunk in response.stream(65536):
-                buffered += chunk
-                *lines, buffered = buffered.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    found = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        raise ApiException(status=int(found.get("code") or 500), reason=str(found.get("reason")))
-                    yield str(event.get("type")), slim(found)
-        finally:
-            response.release_conn()
+        return Watch(_send(self._api, "GET", source.path, query=query, timeout=(_TIMEOUT[0], inactivity)))
 
     def list_mappings(self) -> list[dict[str, Any]]:
         """Return every WorkloadMapping (cluster-scoped), paging 500 at a time."""
-        return self._list(f"/apis/{GROUP}/{VERSION}", MAPPING_PLURAL, None)
+        return self.list_source(Source(f"/apis/{GROUP}/{VERSION}", MAPPING_PLURAL))[0]
 
     def patch_mapping_status(self, *, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status of a WorkloadMapping by merge patch; a 404 (deleted meanwhile) is ignored."""

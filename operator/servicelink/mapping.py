@@ -103,6 +103,15 @@ def plan_followed(resource: WorkloadResource, template: str, *, followed: Follow
     return Condition(type=c.READY, status="True", reason=c.WATCHING, message=message, observed_generation=generation)
 
 
+def plan_watch_failed(resource: WorkloadResource, failure: str, *, generation: int) -> Condition:
+    """Return the Ready condition (False) of a kind that passed every check but whose list or watch failed."""
+    message = (
+        f"cannot watch {resource.plural}.{resource.group}: {failure}; servicelink tries again and says Watching"
+        " once events flow (its log has each failure)"
+    )
+    return _not_ready(c.WATCH_FAILED, message, generation)
+
+
 def plan_mapping_status(
     current: Mapping[str, Any], ready: Condition, *, followed: int | None, generation: int, now: str
 ) -> dict[str, Any] | None:

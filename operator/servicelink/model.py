@@ -837,8 +837,9 @@ class WorkloadMappingStatus(_Strict):
         " InvalidSpec (the spec passed an older CRD but not the operator's check), KindNotServed (the API serves"
         " no such plural and version in the group, or its kind is not spec.kind), Forbidden (the operator's"
         " ServiceAccount may not list, watch or patch it), BuiltInKind (servicelink follows it without a mapping)"
-        " or TemplateNotFound (an object of the kind has no pod template where spec.template points); the message"
-        " names the object and the fix.",
+        ", TemplateNotFound (an object of the kind has no pod template where spec.template points) or"
+        " WatchFailed (listing or watching it failed: the operator tries again); the message names the object"
+        " and the fix.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

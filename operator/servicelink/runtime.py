@@ -6,30 +6,33 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from servicelink import metrics
 from servicelink.cache import Cache
-from servicelink.conditions import FORBIDDEN, KIND_NOT_SERVED
+from servicelink.conditions import FORBIDDEN, KIND_NOT_SERVED, WATCH_FAILED
+from servicelink.informer import Informer, Keep
 from servicelink.kube import (
     ApiError,
     Conflict,
     Kube,
+    Source,
     TransportError,
     instance_name,
+    listed_source,
     load_client,
     mapping_reference,
+    shared_secrets_source,
     utc_now,
+    workload_source,
 )
 from servicelink.leader import LEASE_NAME, decide
 from servicelink.mapping import (
@@ -41,8 +44,9 @@ from servicelink.mapping import (
     plan_mapping,
     plan_mapping_event,
     plan_mapping_status,
+    plan_watch_failed,
 )
-from servicelink.model import WORKLOAD_RESOURCES, Condition, ListedKind, WorkloadKind, WorkloadResource
+from servicelink.model import WORKLOAD_RESOURCES, Condition, ListedKind, WorkloadResource
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
@@ -52,7 +56,7 @@ log = logging.getLogger(__name__)
 # late each time, up to the cap: one discovery read (and three access reviews once served) per check.
 MAPPING_RECHECK_FIRST = 2.0
 MAPPING_RECHECK_MAX = 60.0
-RECHECKED_REASONS = frozenset({KIND_NOT_SERVED, FORBIDDEN})
+RECHECKED_REASONS = frozenset({KIND_NOT_SERVED, FORBIDDEN, WATCH_FAILED})
 
 
 @dataclass(frozen=True)
@@ -84,18 +88,9 @@ class Runtime:
     mapped: dict[str, WorkloadResource] = field(default_factory=dict)
     # Mappings whose kind is not served or not granted yet, checked again until it is (``recheck_mappings``).
     waiting: dict[str, _Waiting] = field(default_factory=dict)
-    # Called with each kind a mapping starts following, so kopf watches it (handlers.watch_workloads).
-    on_followed: Callable[[WorkloadResource], None] = lambda resource: None
     recheck: asyncio.Task[None] | None = None
-    secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def kinds(self) -> list[WorkloadResource]:
-        """Every kind the operator follows now: the built-in ones its settings enable, then the mapped ones."""
-        return [*(WORKLOAD_RESOURCES[kind] for kind in self.settings.workload_kinds), *self.mapped.values()]
-
-    def follows(self, kind: WorkloadKind) -> WorkloadResource | None:
-        """The kind ``kind`` as the operator follows it now, or None when it does not."""
-        return next((r for r in self.kinds() if r.kind == kind), None)
+    # What the operator reads, each kind in each watched namespace kept by list and watch (informer.py).
+    informers: dict[Source, Informer] = field(default_factory=dict)
 
     async def _run(self, call: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
@@ -104,7 +99,7 @@ class Runtime:
         """Follow the kind a WorkloadMapping maps, if it can be; write the mapping's status if it changed.
 
         Return the kind followed, or None. Following it lists its objects into
-        the cache, and ``on_followed`` makes kopf watch it. A mapping that changed
+        the cache and watches them (``inform_workloads``). A mapping that changed
         its kind or path replaces what was followed under it; one that fails a
         check (``mapping.plan_mapping``) stops it being followed. One whose kind
         is not served or not granted yet waits to be checked ``again`` by
@@ -142,22 +137,26 @@ class Runtime:
                 ready = planned
             else:
                 followed = planned
-                bodies = await self._list_mapped(followed)
-                count = len(bodies)
-                missing = sorted(
-                    f"{(b.get('metadata') or {}).get('namespace')}/{(b.get('metadata') or {}).get('name')}"
-                    for b in bodies
-                    if not followed.pod_template(b)
-                )
-                template = str(spec.get("template", ""))
-                ready = plan_followed(followed, template, followed=Followed(count, missing), generation=generation)
+                self._set_mapped(name, followed)
+                failure = await self.inform_workloads(followed)
+                if failure is not None:
+                    ready = plan_watch_failed(followed, failure, generation=generation)
+                else:
+                    bodies = await self._list_watched(functools.partial(self.kube.list_workloads, resource=followed))
+                    count = len(bodies)
+                    missing = sorted(
+                        f"{(b.get('metadata') or {}).get('namespace')}/{(b.get('metadata') or {}).get('name')}"
+                        for b in bodies
+                        if not followed.pod_template(b)
+                    )
+                    template = str(spec.get("template", ""))
+                    followed_now = Followed(count, missing)
+                    ready = plan_followed(followed, template, followed=followed_now, generation=generation)
         self._set_mapped(name, followed)
         status = plan_mapping_status(
             body.get("status") or {}, ready, followed=count, generation=generation, now=utc_now()
         )
         self._wait(name, body if status is None else {**body, "status": status}, ready.reason, again=again)
-        if followed is not None:
-            self.on_followed(followed)
         if status is not None and self.queue.active.is_set():  # the leader writes; the others follow quietly
             await self._run(functools.partial(self.kube.patch_mapping_status, name=name, status=status))
             event = plan_mapping_event(body.get("status") or {}, ready)
@@ -178,17 +177,99 @@ class Runtime:
         pages = await asyncio.gather(*(self._run(functools.partial(list_one, namespace=ns)) for ns in namespaces))
         return [item for page in pages for item in page]
 
-    async def _list_mapped(self, resource: WorkloadResource) -> list[dict[str, Any]]:
-        """List the objects of a mapped kind in the watched namespaces into the cache, and return them."""
-        since = self.cache.mark()
-        bodies = await self._list_watched(functools.partial(self.kube.list_workloads, resource=resource))
-        self.cache.replace_workloads(resource, bodies, since=since)
-        return bodies
+    def _namespaces(self) -> list[str | None]:
+        return list(self.settings.namespaces) or [None]
+
+    def _inform(self, source: Source, keep: Keep) -> Informer:
+        """The informer of ``source``, started now if it was not running."""
+        informer = self.informers.get(source)
+        if informer is None:
+            informer = Informer(
+                source,
+                kube=self.kube,
+                keep=keep,
+                due=self.queue.add_all,
+                run=self._run,
+                inactivity=self.settings.watch_inactivity_seconds,
+            )
+            self.informers[source] = informer
+            informer.start()
+        return informer
+
+    def inform(self) -> list[Informer]:
+        """Start keeping every kind the settings follow, in each watched namespace; return their informers."""
+        cache = self.cache
+        kept: list[tuple[ListedKind, Keep]] = [
+            (
+                "Service",
+                Keep(
+                    cache.mark,
+                    lambda b, since, ns: cache.replace_services(b, since=since, namespace=ns),
+                    cache.put_service,
+                    cache.drop_service,
+                ),
+            ),
+            (
+                "EndpointSlice",
+                Keep(
+                    cache.mark,
+                    lambda b, since, ns: cache.replace_endpointslices(b, since=since, namespace=ns),
+                    cache.put_endpointslice,
+                    cache.drop_endpointslice,
+                ),
+            ),
+            (
+                "Job",
+                Keep(
+                    cache.mark,
+                    lambda b, since, ns: cache.replace_jobs(b, since=since, namespace=ns),
+                    cache.put_job,
+                    cache.drop_job,
+                ),
+            ),
+        ]
+        informers = [self._inform(listed_source(kind, ns), keep) for kind, keep in kept for ns in self._namespaces()]
+        if self.settings.secrets:
+            secrets = Keep(
+                cache.mark,
+                lambda b, since, ns: cache.replace_secrets(b, since=since, namespace=ns),
+                cache.put_secret,
+                cache.drop_secret,
+            )
+            informers += [self._inform(shared_secrets_source(ns), secrets) for ns in self._namespaces()]
+        for kind in self.settings.workload_kinds:
+            informers += self._inform_kind(WORKLOAD_RESOURCES[kind])
+        return informers
+
+    def _inform_kind(self, resource: WorkloadResource) -> list[Informer]:
+        cache = self.cache
+        keep = Keep(
+            cache.mark,
+            lambda b, since, ns: cache.replace_workloads(resource, b, since=since, namespace=ns),
+            lambda body: cache.put_workload(resource, body),
+            lambda ns, name: cache.drop_workload(resource.kind, ns, name),
+        )
+        return [self._inform(workload_source(resource, ns), keep) for ns in self._namespaces()]
+
+    async def inform_workloads(self, resource: WorkloadResource) -> str | None:
+        """Keep the workloads of the kind ``resource`` by list and watch; once each watch is open or has failed,
+        return why one cannot watch, or None when events flow."""
+        informers = self._inform_kind(resource)
+        await asyncio.gather(*(informer.settled.wait() for informer in informers))
+        return next((f"{i.source}: {i.failure}" for i in informers if i.failure is not None), None)
+
+    def _stop_informing(self, resource: WorkloadResource) -> None:
+        for ns in self._namespaces():
+            informer = self.informers.pop(workload_source(resource, ns), None)
+            if informer is not None:
+                informer.stop()
 
     def _set_mapped(self, name: str, resource: WorkloadResource | None) -> None:
         before = self.mapped.pop(name, None)
         if resource is not None:
             self.mapped[name] = resource
+        if before is not None and before != resource:
+            self._stop_informing(before)
         if before is not None and before.kind != (resource.kind if resource else None):
             log.info("no longer following %s (WorkloadMapping %s)", before.kind, name)
             self.cache.replace_workloads(before, [], since=self.cache.mark())
@@ -216,23 +297,11 @@ class Runtime:
                 await self.reconcile_mapping(waiting.body, again=True)
 
     async def relist(self) -> None:
-        """Rebuild the cache from one fresh list of every watched kind."""
+        """Follow the WorkloadMappings and keep the ServiceLinks of one fresh list of each.
 
-        async def fetch(kind: ListedKind) -> list[dict[str, Any]]:
-            return await self._list_watched(functools.partial(self.kube.list_objects, kind=kind))
-
-        async def fetch_workloads(resource: WorkloadResource) -> list[dict[str, Any]]:
-            try:
-                return await self._list_watched(functools.partial(self.kube.list_workloads, resource=resource))
-            except ApiError as error:
-                # An optional kind whose CRD is not installed (yet): none of it. Once it is served, kopf
-                # starts its watch (handlers.follow_kinds sees to it), and the watch fills the cache.
-                if error.status != 404 or not resource.optional:
-                    raise
-                what = resource.kind
-                log.warning("%s is enabled but not served (is its CRD installed?): none followed until it is", what)
-                return []
-
+        The kinds informers keep need no relist: their watches keep them, and
+        list again when the API server has forgotten where they were.
+        """
         try:
             mappings = await self._run(self.kube.list_mappings)
         except ApiError as error:
@@ -244,44 +313,11 @@ class Runtime:
         listed = {str((m.get("metadata") or {}).get("name", "")) for m in mappings}
         for name in [n for n in (*self.mapped, *self.waiting) if n not in listed]:
             self.forget_mapping(name)  # deleted while no watch saw it
+        since = self.cache.mark()
+        servicelinks = await self._list_watched(functools.partial(self.kube.list_objects, kind="ServiceLink"))
+        self.cache.replace_servicelinks(servicelinks, since=since)
         for mapping in mappings:
             await self.reconcile_mapping(mapping)
-        resources = [WORKLOAD_RESOURCES[kind] for kind in self.settings.workload_kinds]
-        since = self.cache.mark()
-        servicelinks, services, slices, jobs, *workloads = await asyncio.gather(
-            fetch("ServiceLink"),
-            fetch("Service"),
-            fetch("EndpointSlice"),
-            fetch("Job"),
-            *(fetch_workloads(r) for r in resources),
-        )
-        self.cache.replace_servicelinks(servicelinks, since=since)
-        self.cache.replace_services(services, since=since)
-        self.cache.replace_endpointslices(slices, since=since)
-        self.cache.replace_jobs(jobs, since=since)
-        for resource, bodies in zip(resources, workloads, strict=True):
-            self.cache.replace_workloads(resource, bodies, since=since)
-        if self.settings.secrets:
-            await self.relist_secrets()
-
-    async def relist_secrets(self) -> None:
-        """List the shared Secrets of the watched namespaces into the cache; queue the ServiceLinks of those that
-        changed (an event the watch missed)."""
-        since = self.cache.mark()
-        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
-        listed = await asyncio.gather(
-            *(self._run(functools.partial(self.kube.list_shared_secrets, namespace=ns)) for ns in namespaces)
-        )
-        self.queue.add_all(self.cache.replace_secrets([s for items, _ in listed for s in items], since=since))
-
-    def apply_secret_event(self, kind: str, body: Mapping[str, Any]) -> None:
-        """Keep the cache by one event of a shared Secret's watch; queue the ServiceLinks it concerns."""
-        metadata = body.get("metadata") or {}
-        if kind == "DELETED":
-            due = self.cache.drop_secret(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        else:
-            due = self.cache.put_secret(body)
-        self.queue.add_all(due)
 
 
 async def start_runtime(config: Settings) -> Runtime:
@@ -307,13 +343,9 @@ async def start_runtime(config: Settings) -> Runtime:
     runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
     if config.secrets:
         cache.keep_secrets()
+    informers = runtime.inform()
     await runtime.relist()
-    if config.secrets:
-        watched: list[str | None] = list(config.namespaces) or [None]
-        runtime.secret_watches = [
-            asyncio.create_task(_watch_secrets(runtime, ns), name=f"servicelink-secrets-{ns or 'all'}")
-            for ns in watched
-        ]
+    await asyncio.gather(*(informer.settled.wait() for informer in informers))
     queue.start(active=not config.leader_elect)
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
@@ -326,94 +358,13 @@ async def start_runtime(config: Settings) -> Runtime:
 
 async def stop_runtime(runtime: Runtime) -> None:
     """Stop the resync timer, the election and the workers; reconciles in flight are cancelled."""
-    for task in (runtime.resync, runtime.recheck, runtime.election, *runtime.secret_watches):
+    for task in (runtime.resync, runtime.recheck, runtime.election):
         if task is not None:
             task.cancel()
+    for informer in runtime.informers.values():
+        informer.stop()
     await runtime.queue.stop()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
-
-
-SECRET_RETRY_SECONDS = (1.0, 30.0)  # after a failed list or watch of shared Secrets: first wait, cap
-
-
-def _stream_secrets(runtime: Runtime, loop: asyncio.AbstractEventLoop, namespace: str | None, version: str) -> str:
-    """Run one watch of shared Secrets from ``version`` on this thread; hand each event to the event loop.
-
-    Return the resourceVersion to go on from once the API server closes it.
-    """
-    for kind, body in runtime.kube.watch_shared_secrets(namespace=namespace, resource_version=version):
-        version = str((body.get("metadata") or {}).get("resourceVersion") or version)
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            try:
-                loop.call_soon_threadsafe(runtime.apply_secret_event, kind, body)
-            except RuntimeError:  # the operator stopped: its loop is closed
-                break
-    return version
-
-
-async def _in_daemon_thread(call: Callable[[], _T], *, name: str) -> _T:
-    """Run a long blocking ``call`` (a watch) on a daemon thread and return its result.
-
-    Not the executor: at exit it waits for its threads, and a watch holds one
-    for minutes, so the operator would stop only once the watch ends.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: _T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(cast("_T", result))
-
-    def run() -> None:
-        try:
-            result, error = call(), None
-        except BaseException as raised:  # handed to the awaiting task
-            result, error = None, raised
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return await future
-
-
-async def _watch_secrets(runtime: Runtime, namespace: str | None) -> None:
-    """Until cancelled, keep the shared Secrets of ``namespace`` (None: all) by list and watch.
-
-    A Secret's data never reaches kopf: this watch asks the API server for the
-    labelled Secrets alone. A watch that ends goes on from its last
-    resourceVersion; one the API server has forgotten (410 Gone) lists again.
-    """
-    loop = asyncio.get_running_loop()
-    delay = SECRET_RETRY_SECONDS[0]
-    version = ""
-    while True:
-        try:
-            if not version:
-                since = runtime.cache.mark()
-                items, version = await runtime._run(
-                    functools.partial(runtime.kube.list_shared_secrets, namespace=namespace)
-                )
-                runtime.queue.add_all(runtime.cache.replace_secrets(items, since=since))
-            watch = functools.partial(_stream_secrets, runtime, loop, namespace, version)
-            version = await _in_daemon_thread(watch, name=f"servicelink-secrets-{namespace or '*'}")
-            delay = SECRET_RETRY_SECONDS[0]
-        except asyncio.CancelledError:
-            raise
-        except ApiError as error:
-            if error.status != 410:
-                log.warning("could not watch shared Secrets: HTTP %s %s; retrying", error.status, error.reason)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SECRET_RETRY_SECONDS[1])
-            version = ""
-        except Exception as error:  # the API server may be away; list again once it is back
-            log.warning("could not watch shared Secrets: %s; retrying", type(error).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SECRET_RETRY_SECONDS[1])
-            version = ""
 
 
 async def _recheck(runtime: Runtime) -> None:

@@ -152,6 +152,20 @@ def test_a_relist_never_undoes_an_event_newer_than_its_list() -> None:
     assert cache.service(("gallery", "born")) is None
 
 
+def test_a_namespaces_list_replaces_that_namespace_alone_and_returns_the_servicelinks_due() -> None:
+    cache = Cache()
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    cache.put_service(service("auth", 3001))
+    cache.put_service(service("auth", 3001, namespace="shop"))
+    since = cache.mark()
+    cache.put_service(service("late", 1, namespace="shop"))  # an event in another namespace while the list runs
+    assert cache.replace_services([service("auth", 4001)], since=since, namespace="gallery") == [("gallery", "gateway")]
+    assert cache.service(("shop", "auth")) is not None  # another namespace's informer keeps it
+    assert cache.replace_services([], since=since, namespace="shop") == []
+    assert cache.service(("shop", "auth")) is None
+    assert cache.service(("shop", "late")) is not None  # newer than that namespace's list
+
+
 def test_relisting_workloads_and_slices_keeps_their_indexes() -> None:
     cache = Cache()
     since = cache.mark()

@@ -1,27 +1,24 @@
-"""How handlers.py watches kinds served after start: the kopf internals (on the pinned minor), how often it looks."""
+"""What servicelink asks of kopf: the pinned minor, two watches, and public names only."""
 
 from __future__ import annotations
 
-import asyncio
+import ast
 import importlib.metadata
-import inspect
 import tomllib
 from pathlib import Path
 
-import kopf
-from kopf._cogs.structs.references import Insights, Resource
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 from servicelink import handlers
-from servicelink.model import WORKLOAD_RESOURCES
+from servicelink.model import GROUP, MAPPING_PLURAL, PLURAL
 
+PACKAGE = Path(handlers.__file__).parent
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-ROLLOUTS = Resource("argoproj.io", "v1alpha1", "rollouts", kind="Rollout", namespaced=True)
 
 
 def test_the_installed_kopf_is_the_one_minor_pyproject_allows() -> None:
-    """The internals below are checked on one kopf minor, so taking another is a deliberate change of the pin."""
+    """The operator is tested on one kopf minor, so taking another is a deliberate change of the pin."""
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     pin = next(r for r in map(Requirement, dependencies) if r.name == "kopf").specifier
     installed = Version(importlib.metadata.version("kopf"))
@@ -30,25 +27,17 @@ def test_the_installed_kopf_is_the_one_minor_pyproject_allows() -> None:
     assert Version(f"{installed.major}.{installed.minor - 1}.999") not in pin
 
 
-def test_kopf_still_takes_insights_and_rescans_a_group_from_a_crd_event() -> None:
-    assert "insights" in inspect.signature(kopf.run).parameters
-    rescan = inspect.signature(handlers.process_discovered_resource_event).parameters
-    assert {"raw_event", "settings", "registry", "insights"} <= set(rescan)
-    assert {"groups", "settings", "logger"} <= set(inspect.signature(handlers.scan_resources).parameters)
-    insights = Insights()
-    assert isinstance(insights.watched_resources, set)
-    assert isinstance(insights.ready_resources, asyncio.Event)
+def test_no_module_imports_a_private_kopf_module() -> None:
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            private += [f"{path.name}: {name}" for name in names if name.startswith("kopf._")]
+    assert private == []
 
 
-def test_a_kind_is_watched_when_kopf_serves_its_group_version_and_plural() -> None:
-    insights = Insights()
-    assert not handlers.is_watched(insights, WORKLOAD_RESOURCES["Rollout"])
-    insights.watched_resources.add(ROLLOUTS)
-    assert handlers.is_watched(insights, WORKLOAD_RESOURCES["Rollout"])
-
-
-def test_an_unserved_kind_is_looked_up_every_round_at_first_then_less_often_up_to_once_a_minute() -> None:
-    assert handlers.next_lookup(0.0) == handlers.next_lookup(29.0) == 0.0  # every DISCOVERY_SECONDS
-    assert handlers.next_lookup(30.0) == 30.0  # then the waits double
-    assert handlers.next_lookup(45.0) == 45.0
-    assert handlers.next_lookup(3600.0) == handlers.DISCOVERY_MAX_SECONDS == 60.0
+def test_kopf_watches_only_servicelinks_and_workloadmappings() -> None:
+    """Every kind the operator only reads is kept by its own informers (informer.py), not by kopf."""
+    watched = {(h.selector.group, h.selector.any_name) for h in handlers.REGISTRY._watching.get_all_handlers()}
+    assert watched == {(GROUP, PLURAL), (GROUP, MAPPING_PLURAL)}

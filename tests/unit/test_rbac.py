@@ -8,8 +8,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from servicelink import handlers
-from servicelink.kube import _LISTERS, OPTIONAL_RBAC_RULES, RBAC_RULES, SECRET_RBAC_RULES, Kube
-from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KINDS, WORKLOAD_RESOURCES
+from servicelink.kube import (
+    _LISTERS,
+    OPTIONAL_RBAC_RULES,
+    RBAC_RULES,
+    SECRET_RBAC_RULES,
+    Kube,
+    listed_source,
+    shared_secrets_source,
+    workload_source,
+)
+from servicelink.model import WORKLOAD_KINDS, WORKLOAD_RESOURCES
 
 
 class _Recorder:
@@ -63,12 +72,13 @@ def requested() -> set[tuple[str, str, str]]:
     kube.write_lease(body=meta, create=True)
     kube.write_lease(body=meta, create=False)
     kube.check_api()
-    for kind in _LISTERS:
-        for namespace in (None, "ns"):
-            kube.list_objects(kind=kind, namespace=namespace)
     for namespace in (None, "ns"):
-        kube.list_shared_secrets(namespace=namespace)
-        list(kube.watch_shared_secrets(namespace=namespace, resource_version="1"))
+        sources = [listed_source(kind, namespace) for kind in _LISTERS if kind != "ServiceLink"]  # kopf's watch
+        sources += [workload_source(WORKLOAD_RESOURCES[kind], namespace) for kind in WORKLOAD_KINDS]
+        for source in [*sources, shared_secrets_source(namespace)]:  # what the informers list and watch
+            kube.list_source(source)
+            list(kube.watch_source(source, resource_version="1"))
+        kube.list_objects(kind="ServiceLink", namespace=namespace)
     kube.get_configmap(namespace="ns", name="n")
     kube.get_secret(namespace="ns", name="n")
     kube.apply_secret(body=meta, force=False)
@@ -80,8 +90,7 @@ def requested() -> set[tuple[str, str, str]]:
     kube.patch_servicelink_status(namespace="ns", name="n", status={})
     kube.set_servicelink_finalizers(namespace="ns", name="n", finalizers=[], resource_version="1")
     for workload in WORKLOAD_KINDS:
-        for namespace in (None, "ns"):
-            kube.list_workloads(resource=WORKLOAD_RESOURCES[workload], namespace=namespace)
+        kube.list_workloads(resource=WORKLOAD_RESOURCES[workload], namespace=None)  # a mapping's count
         kube.set_workload_config_hash(
             resource=WORKLOAD_RESOURCES[workload],
             namespace="ns",
@@ -133,10 +142,3 @@ def test_rbac_rules_are_exactly_what_the_code_uses() -> None:
     assert not granted & (optional | secrets)
     assert {resource for _, resource, _ in optional} == {"rollouts"}
     assert {resource for _, resource, _ in secrets} == {"secrets"}
-
-
-def test_only_the_core_workload_kinds_are_watched_by_default() -> None:
-    """The Rollout watch is registered by start, when --argo-rollouts enables it; import registers none."""
-    plurals = {handler.selector.any_name for handler in handlers.REGISTRY._watching.get_all_handlers()}
-    assert {WORKLOAD_RESOURCES[kind].plural for kind in CORE_WORKLOAD_KINDS} <= plurals
-    assert "rollouts" not in plurals
