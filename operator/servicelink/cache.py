@@ -12,7 +12,7 @@ between the two can not linger).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -188,39 +188,29 @@ class Cache:
     # Event order: each put or drop gets the next tick, so a relist can tell which objects
     # changed after its list began (the event is newer than the list) and leave those alone.
     _tick: int = 0
-    _seen: dict[tuple[str, ObjectKey], int] = field(default_factory=dict)
+    _seen: dict[ObjectKey, int] = field(default_factory=dict)  # ServiceLink -> tick of its last event
+
+    def held(self, kind: str, namespace: str | None) -> list[ObjectKey]:
+        """The objects of ``kind`` (a Service, EndpointSlice, Job, Secret or workload kind) the cache holds in
+        ``namespace`` (None: all): what an informer's list forgets when it no longer lists them."""
+        tables: dict[str, Mapping[ObjectKey, object]] = {
+            "Service": self._services,
+            "EndpointSlice": self._slices,
+            "Job": self._jobs,
+            "Secret": self._secrets or {},
+        }
+        kept = tables.get(kind)
+        keys = list(kept) if kept is not None else [(ns, name) for k, ns, name in self._workloads if k == kind]
+        return [key for key in keys if namespace is None or key[0] == namespace]
 
     def mark(self) -> int:
-        """The current tick: take it before a relist's list, hand it to the ``replace_*`` calls."""
+        """The current tick: take it before a relist's list of ServiceLinks, hand it to ``replace_servicelinks``."""
         return self._tick
 
-    def _touch(self, kind: str, key: ObjectKey) -> None:
+    def _touch(self, key: ObjectKey) -> None:
+        """A ServiceLink was seen by an event: a relist whose list began before it must not undo it."""
         self._tick += 1
-        self._seen[(kind, key)] = self._tick
-
-    def _replace(
-        self,
-        kind: str,
-        current: Iterable[ObjectKey],
-        fresh: Iterable[Mapping[str, Any]],
-        since: int,
-        put: Callable[[Mapping[str, Any]], list[ObjectKey]],
-        drop: Callable[[ObjectKey], list[ObjectKey]],
-        namespace: str | None,
-    ) -> list[ObjectKey]:
-        """Make the objects of ``kind`` in ``namespace`` (None: all) those ``fresh`` lists, but for events newer
-        than tick ``since``; return the ServiceLinks to reconcile for what changed."""
-        listed = {_meta(body): body for body in fresh}
-        due: set[ObjectKey] = set()
-        for key in {k for k in current if namespace is None or k[0] == namespace} | listed.keys():
-            if self._seen.get((kind, key), 0) > since:
-                continue  # an event newer than the list
-            due.update(put(listed[key]) if key in listed else drop(key))
-        for seen in [
-            s for s, tick in self._seen.items() if s[0] == kind and tick <= since and namespace in (None, s[1][0])
-        ]:
-            del self._seen[seen]  # superseded by the list
-        return sorted(due)
+        self._seen[key] = self._tick
 
     # --- ServiceLinks --------------------------------------------------------------------------
 
@@ -233,7 +223,7 @@ class Cache:
         key = _meta(body)
         before = self._servicelinks.get(key)
         self._forget_servicelink(key)
-        self._touch("ServiceLink", key)
+        self._touch(key)
         self._servicelinks[key] = slim(body)
         targets = linked_services(key[0], body.get("spec") or {})
         self._links_to[key] = targets
@@ -262,7 +252,7 @@ class Cache:
         """Forget a deleted ServiceLink; return it and the others sharing its ConfigMap, to reconcile."""
         key = (namespace, name)
         body = self._forget_servicelink(key)
-        self._touch("ServiceLink", key)
+        self._touch(key)
         return self._sharing_configmap(key, body or {})
 
     def _sharing_configmap(self, key: ObjectKey, body: Mapping[str, Any]) -> list[ObjectKey]:
@@ -338,7 +328,6 @@ class Cache:
         if self._secrets is None:
             return []
         key = _meta(body)
-        self._touch("Secret", key)
         view = SecretView.from_body(body)
         changed = self._secrets.get(key) != view  # any new resourceVersion: a reconcile tells if a value changed
         self._secrets[key] = view
@@ -347,21 +336,9 @@ class Cache:
     def drop_secret(self, namespace: str, name: str) -> list[ObjectKey]:
         """Forget a Secret deleted or no longer shared; return the ServiceLinks that took credentials from it."""
         key = (namespace, name)
-        self._touch("Secret", key)
         if self._secrets is None or self._secrets.pop(key, None) is None:
             return []
         return sorted(self._links_by_secret.get(key, ()))
-
-    def replace_secrets(
-        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
-    ) -> list[ObjectKey]:
-        """Make the shared Secrets of ``namespace`` (None: all) those of one fresh list; return the ServiceLinks
-        whose Secrets changed."""
-        if self._secrets is None:
-            return []
-        return self._replace(
-            "Secret", list(self._secrets), bodies, since, self.put_secret, lambda key: self.drop_secret(*key), namespace
-        )
 
     def secret_writers(self, namespace: str, secret: str) -> list[str]:
         """The names of the ServiceLinks of ``namespace`` whose spec.secretName is ``secret``, sorted."""
@@ -381,7 +358,6 @@ class Cache:
         A label change, or the replay of the Services listed at start, returns none.
         """
         key = _meta(body)
-        self._touch("Service", key)
         view = ServiceView.from_body(body)
         changed = self._services.get(key) != view
         self._services[key] = view
@@ -390,7 +366,6 @@ class Cache:
     def drop_service(self, namespace: str, name: str) -> list[ObjectKey]:
         """Forget a deleted Service; return the ServiceLinks pointing at it, if it was known."""
         key = (namespace, name)
-        self._touch("Service", key)
         return self.servicelinks_of(key) if self._services.pop(key, None) is not None else []
 
     def service(self, key: ObjectKey) -> ServiceView | None:
@@ -406,10 +381,8 @@ class Cache:
         service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
         entry = ((key[0], str(service)), endpoints_of(body)) if service else None
         if entry is not None and self._slices.get(key) == entry:
-            self._touch("EndpointSlice", key)
             return []
         self._forget_endpointslice(key)
-        self._touch("EndpointSlice", key)
         if entry is None:
             return []
         self._slices[key] = entry
@@ -419,7 +392,6 @@ class Cache:
     def drop_endpointslice(self, namespace: str, name: str) -> list[ObjectKey]:
         """Forget an EndpointSlice; return the ServiceLinks of the Service it belonged to."""
         key = (namespace, name)
-        self._touch("EndpointSlice", key)
         service = self._forget_endpointslice(key)
         return self.servicelinks_of(service) if service is not None else []
 
@@ -454,7 +426,6 @@ class Cache:
         following = self._following(key, old, view)
         before = {k: self._progress(k) for k in following}
         self._forget_workload(key)
-        self._touch(resource.kind, (namespace, name))
         self._workloads[key] = view
         self._by_namespace[namespace].add(key)
         _index(self._readers, namespace, view.reads, key)
@@ -469,7 +440,6 @@ class Cache:
         key: WorkloadKey = (kind, namespace, name)
         following = [k for k in self._following(key, self._workloads.get(key), None) if k != key]
         before = {k: self._progress(k) for k in following}
-        self._touch(kind, (namespace, name))
         self._forget_workload(key)
         return self._settled(before)
 
@@ -541,7 +511,6 @@ class Cache:
         """
         key = _meta(body)
         self._forget_job(key)
-        self._touch("Job", key)
         view = JobView.from_body(body)
         if view.running and (view.reads or view.secret_reads):
             self._jobs[key] = view
@@ -553,7 +522,6 @@ class Cache:
     def drop_job(self, namespace: str, name: str) -> list[ObjectKey]:
         """Forget a deleted Job; return the ServiceLinks whose ``status.staleJobs`` lists it."""
         key = (namespace, name)
-        self._touch("Job", key)
         self._forget_job(key)
         return sorted(self._stale_in.get(key, ()))
 
@@ -572,72 +540,15 @@ class Cache:
 
     # --- relists --------------------------------------------------------------------------------
 
-    def replace_servicelinks(
-        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
-    ) -> list[ObjectKey]:
-        """Make the ServiceLinks those of a list begun at tick ``since``, but for newer events."""
-        return self._replace(
-            "ServiceLink",
-            list(self._servicelinks),
-            bodies,
-            since,
-            self.put_servicelink,
-            lambda key: self.drop_servicelink(*key),
-            namespace,
-        )
-
-    def replace_services(
-        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
-    ) -> list[ObjectKey]:
-        """Make the Services those of a list begun at tick ``since``, but for newer events."""
-        return self._replace(
-            "Service",
-            list(self._services),
-            bodies,
-            since,
-            self.put_service,
-            lambda key: self.drop_service(*key),
-            namespace,
-        )
-
-    def replace_endpointslices(
-        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
-    ) -> list[ObjectKey]:
-        """Make the EndpointSlices those of a list begun at tick ``since``, but for newer events."""
-        return self._replace(
-            "EndpointSlice",
-            list(self._slices),
-            bodies,
-            since,
-            self.put_endpointslice,
-            lambda key: self.drop_endpointslice(*key),
-            namespace,
-        )
-
-    def replace_workloads(
-        self,
-        resource: WorkloadResource,
-        bodies: Iterable[Mapping[str, Any]],
-        *,
-        since: int,
-        namespace: str | None = None,
-    ) -> list[ObjectKey]:
-        """Make the workloads of the kind ``resource`` those of a list begun at tick ``since``, but for newer events."""
-        kind = resource.kind
-        return self._replace(
-            kind,
-            [(ns, name) for k, ns, name in self._workloads if k == kind],
-            bodies,
-            since,
-            lambda body: self.put_workload(resource, body),
-            lambda key: self.drop_workload(kind, *key),
-            namespace,
-        )
-
-    def replace_jobs(
-        self, bodies: Iterable[Mapping[str, Any]], *, since: int, namespace: str | None = None
-    ) -> list[ObjectKey]:
-        """Make the running Jobs those of a list begun at tick ``since``, but for newer events."""
-        return self._replace(
-            "Job", list(self._jobs), bodies, since, self.put_job, lambda key: self.drop_job(*key), namespace
-        )
+    def replace_servicelinks(self, bodies: Iterable[Mapping[str, Any]], *, since: int) -> list[ObjectKey]:
+        """Make the ServiceLinks those of a list begun at tick ``since``, but for events newer than it; return
+        the ServiceLinks to reconcile for what changed."""
+        listed = {_meta(body): body for body in bodies}
+        due: set[ObjectKey] = set()
+        for key in set(self._servicelinks) | listed.keys():
+            if self._seen.get(key, 0) > since:
+                continue  # an event newer than the list
+            due.update(self.put_servicelink(listed[key]) if key in listed else self.drop_servicelink(*key))
+        for key in [key for key, tick in self._seen.items() if tick <= since]:
+            del self._seen[key]  # superseded by the list
+        return sorted(due)

@@ -44,12 +44,11 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class Keep:
-    """How an informer keeps its kind in the cache; each call returns the ServiceLinks to reconcile."""
+    """How an informer keeps its kind in the cache; put and drop return the ServiceLinks to reconcile."""
 
-    mark: Callable[[], int]  # the cache's tick, taken before a list
-    replace: Callable[[list[dict[str, Any]], int, str | None], list[ObjectKey]]  # (bodies, since, namespace)
     put: Callable[[Mapping[str, Any]], list[ObjectKey]]
     drop: Callable[[str, str], list[ObjectKey]]  # (namespace, name)
+    held: Callable[[str | None], list[ObjectKey]]  # what the cache holds of the kind in a namespace (None: all)
 
 
 class Informer:
@@ -121,16 +120,31 @@ class Informer:
                     break
 
     async def _list(self) -> str:
-        since = self._keep.mark()
+        """List into the cache a page at a time, so only one page's bodies are decoded at once; forget what the
+        list no longer has. Return the resourceVersion to watch from ("" when the kind is not served)."""
+        listed: set[ObjectKey] = set()
+        due: set[ObjectKey] = set()
+        token: str | None = None
         try:
-            items, version = await self._run(functools.partial(self._kube.list_source, self.source))
+            while True:
+                page = functools.partial(self._kube.list_page, self.source, token)
+                items, token, version = await self._run(page)
+                for body in items:
+                    metadata = body.get("metadata") or {}
+                    listed.add((str(metadata.get("namespace", "")), str(metadata.get("name", ""))))
+                    due.update(self._keep.put(body))
+                if not token:
+                    break
         except ApiError as error:
             if error.status != 404:
                 raise
-            items, version = [], ""  # not served (a CRD not installed, or deleted): none of it exists
+            listed, version = set(), ""  # not served (a CRD not installed, or deleted): none of it exists
             self._fail(NOT_SERVED)
-        self._due(self._keep.replace(items, since, self.source.namespace))
-        self.count = len(items)
+        for namespace, name in self._keep.held(self.source.namespace):
+            if (namespace, name) not in listed:
+                due.update(self._keep.drop(namespace, name))
+        self._due(sorted(due))
+        self.count = len(listed)
         return str(version)
 
     def _fail(self, failure: str) -> None:

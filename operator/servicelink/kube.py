@@ -411,13 +411,20 @@ class Kube:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            query = {"limit": 500, "continue": token, "labelSelector": source.selector}
-            page = _read(self._api, "GET", source.path, query=query, timeout=_LIST_TIMEOUT)
-            items.extend(slim(item) for item in page.get("items") or ())
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue")
+            page, token, version = self.list_page(source, token)
+            items.extend(page)
             if not token:
-                return items, str(metadata.get("resourceVersion", ""))
+                return items, version
+
+    def list_page(self, source: Source, token: str | None) -> tuple[list[dict[str, Any]], str | None, str]:
+        """Return one page of up to 500 objects of ``source``, from the ``continue`` token (None: the first), the
+        token of the next page (None after the last) and the list's resourceVersion. A token the API server
+        has forgotten raises ``ApiError`` with status 410: list again from the first page."""
+        query = {"limit": 500, "continue": token, "labelSelector": source.selector}
+        page = _read(self._api, "GET", source.path, query=query, timeout=_LIST_TIMEOUT)
+        metadata = page.get("metadata") or {}
+        items = [slim(item) for item in page.get("items") or ()]
+        return items, metadata.get("continue") or None, str(metadata.get("resourceVersion", ""))
 
     def watch_source(
         self, source: Source, *, resource_version: str, seconds: int = WATCH_SECONDS, inactivity: float = 70.0

@@ -202,40 +202,20 @@ class Runtime:
         kept: list[tuple[ListedKind, Keep]] = [
             (
                 "Service",
-                Keep(
-                    cache.mark,
-                    lambda b, since, ns: cache.replace_services(b, since=since, namespace=ns),
-                    cache.put_service,
-                    cache.drop_service,
-                ),
+                Keep(cache.put_service, cache.drop_service, functools.partial(cache.held, "Service")),
             ),
             (
                 "EndpointSlice",
-                Keep(
-                    cache.mark,
-                    lambda b, since, ns: cache.replace_endpointslices(b, since=since, namespace=ns),
-                    cache.put_endpointslice,
-                    cache.drop_endpointslice,
-                ),
+                Keep(cache.put_endpointslice, cache.drop_endpointslice, functools.partial(cache.held, "EndpointSlice")),
             ),
             (
                 "Job",
-                Keep(
-                    cache.mark,
-                    lambda b, since, ns: cache.replace_jobs(b, since=since, namespace=ns),
-                    cache.put_job,
-                    cache.drop_job,
-                ),
+                Keep(cache.put_job, cache.drop_job, functools.partial(cache.held, "Job")),
             ),
         ]
         informers = [self._inform(listed_source(kind, ns), keep) for kind, keep in kept for ns in self._namespaces()]
         if self.settings.secrets:
-            secrets = Keep(
-                cache.mark,
-                lambda b, since, ns: cache.replace_secrets(b, since=since, namespace=ns),
-                cache.put_secret,
-                cache.drop_secret,
-            )
+            secrets = Keep(cache.put_secret, cache.drop_secret, functools.partial(cache.held, "Secret"))
             informers += [self._inform(shared_secrets_source(ns), secrets) for ns in self._namespaces()]
         for kind in self.settings.workload_kinds:
             informers += self._inform_kind(WORKLOAD_RESOURCES[kind])
@@ -244,10 +224,9 @@ class Runtime:
     def _inform_kind(self, resource: WorkloadResource) -> list[Informer]:
         cache = self.cache
         keep = Keep(
-            cache.mark,
-            lambda b, since, ns: cache.replace_workloads(resource, b, since=since, namespace=ns),
             lambda body: cache.put_workload(resource, body),
             lambda ns, name: cache.drop_workload(resource.kind, ns, name),
+            functools.partial(cache.held, resource.kind),
         )
         return [self._inform(workload_source(resource, ns), keep) for ns in self._namespaces()]
 
@@ -272,7 +251,8 @@ class Runtime:
             self._stop_informing(before)
         if before is not None and before.kind != (resource.kind if resource else None):
             log.info("no longer following %s (WorkloadMapping %s)", before.kind, name)
-            self.cache.replace_workloads(before, [], since=self.cache.mark())
+            for namespace, workload in self.cache.held(before.kind, None):
+                self.cache.drop_workload(before.kind, namespace, workload)
         elif resource is not None and before != resource:
             log.info("following %s (WorkloadMapping %s)", resource.kind, name)
 

@@ -106,13 +106,10 @@ def test_a_relist_forgets_what_was_deleted_meanwhile() -> None:
     cache.put_service(service("auth", 3001))
     cache.put_service(service("gone", 1))
     cache.put_servicelink(servicelink("old", "o", {"key": "A", "service": "gone"}))
-    since = cache.mark()
-    cache.replace_services([service("auth", 4001)], since=since)
-    cache.replace_servicelinks([servicelink("new", "n", {"key": "A", "service": "auth"})], since=since)
-    assert cache.service(("gallery", "gone")) is None
-    assert cache.service(("gallery", "auth")).ports[0].port == 4001  # type: ignore[union-attr]
+    cache.replace_servicelinks([servicelink("new", "n", {"key": "A", "service": "auth"})], since=cache.mark())
     assert cache.servicelink_keys() == [("gallery", "new")]
     assert cache.servicelinks_of(("gallery", "gone")) == []
+    assert cache.servicelinks_of(("gallery", "auth")) == [("gallery", "new")]
 
 
 def test_helpers_tolerate_malformed_specs() -> None:
@@ -136,46 +133,47 @@ def test_only_the_operators_own_status_write_needs_no_reconcile() -> None:
 
 def test_a_relist_never_undoes_an_event_newer_than_its_list() -> None:
     cache = Cache()
-    cache.put_service(service("auth", 3001))
-    cache.put_service(service("doomed", 1))
-    since = cache.mark()  # the relist's list begins: it will see auth at 3001, doomed alive
-    cache.put_service(service("auth", 4001))  # events that arrive while the list is in flight
-    cache.drop_service("gallery", "doomed")
-    cache.put_service(service("born", 80))
-    cache.replace_services([service("auth", 3001), service("doomed", 1)], since=since)
-    assert cache.service(("gallery", "auth")).ports[0].port == 4001  # type: ignore[union-attr]
-    assert cache.service(("gallery", "doomed")) is None
-    assert cache.service(("gallery", "born")) is not None
-    # The next relist, begun after those events, is the truth again.
-    cache.replace_services([service("auth", 5001)], since=cache.mark())
-    assert cache.service(("gallery", "auth")).ports[0].port == 5001  # type: ignore[union-attr]
-    assert cache.service(("gallery", "born")) is None
-
-
-def test_a_namespaces_list_replaces_that_namespace_alone_and_returns_the_servicelinks_due() -> None:
-    cache = Cache()
     cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "auth"}))
+    cache.put_servicelink(servicelink("doomed", "d", {"key": "A", "service": "auth"}))
+    since = cache.mark()  # the relist's list begins: it will see gateway reading auth, doomed alive
+    cache.put_servicelink(servicelink("gateway", "gw", {"key": "A", "service": "db"}))  # events while it runs
+    cache.drop_servicelink("gallery", "doomed")
+    cache.put_servicelink(servicelink("born", "b", {"key": "A", "service": "auth"}))
+    listed = [
+        servicelink("gateway", "gw", {"key": "A", "service": "auth"}),
+        servicelink("doomed", "d", {"key": "A", "service": "auth"}),
+    ]
+    cache.replace_servicelinks(listed, since=since)
+    assert cache.servicelinks_of(("gallery", "db")) == [("gallery", "gateway")]
+    assert sorted(cache.servicelink_keys()) == [("gallery", "born"), ("gallery", "gateway")]
+    # The next relist, begun after those events, is the truth again.
+    cache.replace_servicelinks(listed[:1], since=cache.mark())
+    assert cache.servicelink_keys() == [("gallery", "gateway")]
+    assert cache.servicelinks_of(("gallery", "auth")) == [("gallery", "gateway")]
+
+
+def test_what_the_cache_holds_of_a_kind_is_listed_by_namespace_for_an_informer_to_forget() -> None:
+    cache = Cache()
     cache.put_service(service("auth", 3001))
     cache.put_service(service("auth", 3001, namespace="shop"))
-    since = cache.mark()
-    cache.put_service(service("late", 1, namespace="shop"))  # an event in another namespace while the list runs
-    assert cache.replace_services([service("auth", 4001)], since=since, namespace="gallery") == [("gallery", "gateway")]
-    assert cache.service(("shop", "auth")) is not None  # another namespace's informer keeps it
-    assert cache.replace_services([], since=since, namespace="shop") == []
-    assert cache.service(("shop", "auth")) is None
-    assert cache.service(("shop", "late")) is not None  # newer than that namespace's list
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("gateway", env_from="gw"))
+    cache.put_job(job("migrate", env_from="gw"))
+    assert cache.held("Service", None) == [("gallery", "auth"), ("shop", "auth")]
+    assert cache.held("Service", "shop") == [("shop", "auth")]
+    assert cache.held("Deployment", "gallery") == [("gallery", "gateway")]
+    assert cache.held("StatefulSet", None) == []
+    assert cache.held("Job", "gallery") == [("gallery", "migrate")]
+    assert cache.held("Secret", None) == []  # this install reads no Secret
 
 
-def test_relisting_workloads_and_slices_keeps_their_indexes() -> None:
+def test_dropping_workloads_and_slices_keeps_their_indexes() -> None:
     cache = Cache()
-    since = cache.mark()
-    cache.replace_workloads(WORKLOAD_RESOURCES["Deployment"], [deployment("gateway", env_from="gw")], since=since)
-    cache.replace_endpointslices([endpointslice("a-1", "auth", True)], since=since)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("gateway", env_from="gw"))
+    cache.put_endpointslice(endpointslice("a-1", "auth", True))
     assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["gateway"]
     assert cache.endpoints(("gallery", "auth")) == Endpoints(ready=1, total=1)
-    since = cache.mark()
-    cache.replace_workloads(WORKLOAD_RESOURCES["Deployment"], [], since=since)
-    cache.replace_endpointslices([], since=since)
+    cache.drop_workload("Deployment", "gallery", "gateway")
+    cache.drop_endpointslice("gallery", "a-1")
     assert cache.workloads("gallery", reading="gw") == []
     assert cache.endpoints(("gallery", "auth")) is None
 
@@ -258,10 +256,9 @@ def test_only_running_jobs_that_read_a_configmap_are_kept() -> None:
     assert cache.jobs("gallery", reading="other") == []
     cache.put_job(job("migrate", env_from="gw", complete=True))
     assert cache.jobs("gallery", reading="gw") == []
-    since = cache.mark()
-    cache.replace_jobs([job("late", env_from="gw"), job("migrate", env_from="gw", complete=True)], since=since)
+    cache.put_job(job("late", env_from="gw"))
     assert [j.name for j in cache.jobs("gallery", reading="gw")] == ["late"]
-    cache.replace_jobs([], since=cache.mark())
+    cache.drop_job("gallery", "late")
     assert cache.jobs("gallery", reading="gw") == []
 
 
@@ -378,10 +375,8 @@ def test_workloads_reading_a_secret_follow_edits_and_deletes() -> None:
     assert [w.name for w in cache.workloads_reading_secret("gallery", secret="api-token")] == ["web"]
     cache.drop_workload("StatefulSet", "gallery", "db")
     assert cache.workloads_reading_secret("gallery", secret="db-creds") == []
-    # So does one a relist no longer finds.
-    cache.replace_workloads(deployment_kind, [reading("bystander", configmap="gw")], since=cache.mark())
+    cache.drop_workload("Deployment", "gallery", "web")
     assert cache.workloads_reading_secret("gallery", secret="api-token") == []
-    assert [w.name for w in cache.workloads("gallery", reading="gw")] == ["bystander"]
 
 
 def test_a_configmap_and_a_secret_of_the_same_name_have_their_own_readers() -> None:
@@ -448,10 +443,8 @@ def test_only_running_jobs_that_read_a_secret_are_kept_by_it() -> None:
     cache.put_job(reading("rotate", secret="db-creds", status=running))
     cache.drop_job("gallery", "rotate")
     assert cache.jobs_reading_secret("gallery", secret="db-creds") == []
-    cache.replace_jobs([reading("late", secret="db-creds", status=running)], since=cache.mark())
+    cache.put_job(reading("late", secret="db-creds", status=running))
     assert [j.name for j in cache.jobs_reading_secret("gallery", secret="db-creds")] == ["late"]
-    cache.replace_jobs([], since=cache.mark())
-    assert cache.jobs_reading_secret("gallery", secret="db-creds") == []
 
 
 def test_a_workload_reading_a_servicelinks_secret_finds_that_servicelink_and_its_secrets_changes_reach_it() -> None:
@@ -477,7 +470,8 @@ def test_a_workload_reading_a_servicelinks_secret_finds_that_servicelink_and_its
     ]
     assert set(cache.secrets("gallery") or {}) == {"pg"}
     assert cache.drop_secret("gallery", "pg") == [("gallery", "shop")]
-    assert cache.replace_secrets([shared], since=cache.mark()) == [("gallery", "shop")]
+    assert cache.put_secret(shared) == [("gallery", "shop")]
+    assert cache.held("Secret", "gallery") == [("gallery", "pg")]
     cache.drop_servicelink("gallery", "shop")
     assert cache.secret_writers("gallery", "shop-secrets") == []
     assert cache.drop_secret("gallery", "pg") == []

@@ -77,6 +77,7 @@ def requested() -> set[tuple[str, str, str]]:
         sources += [workload_source(WORKLOAD_RESOURCES[kind], namespace) for kind in WORKLOAD_KINDS]
         for source in [*sources, shared_secrets_source(namespace)]:  # what the informers list and watch
             kube.list_source(source)
+            kube.list_page(source, None)
             list(kube.watch_source(source, resource_version="1"))
         kube.list_objects(kind="ServiceLink", namespace=namespace)
     kube.get_configmap(namespace="ns", name="n")
