@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NamedTuple, cast
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -87,6 +88,22 @@ _SECRET_NEEDED = "links with credentials are written to a Secret, never to the C
 _SPEC_SECRET_RULE: JsonDict = {
     "rule": "!self.links.exists(l, has(l.credentials)) || has(self.secretName)",
     "message": _SECRET_NEEDED,
+}
+# ConfigMaps Kubernetes itself writes into every namespace: kube-controller-manager's root-ca-cert-publisher keeps
+# kube-root-ca.crt (the cluster's CA bundle, which every service-account token volume projects) in each one. Consent
+# (servicelink.dev/writable-by) keeps the operator out of it once it exists, but in a new namespace, or after a
+# delete, a ServiceLink could create it first and own it; so the name is refused outright. Names Kubernetes keeps in
+# one system namespace (cluster-info in kube-public) exist from the cluster's start, and add-ons' names (Istio's
+# istio-ca-root-cert) are not Kubernetes' to reserve: consent covers those.
+RESERVED_CONFIGMAP_NAMES = ("kube-root-ca.crt",)
+_RESERVED_NAMES_TEXT = " or ".join(RESERVED_CONFIGMAP_NAMES)
+_RESERVED_CONFIGMAP = (
+    f"configMapName may not be {_RESERVED_NAMES_TEXT}: Kubernetes writes that ConfigMap into every"
+    " namespace itself; name a ConfigMap of your own"
+)
+_RESERVED_CONFIGMAP_RULE: JsonDict = {
+    "rule": "!(self in [" + ", ".join(f"'{name}'" for name in RESERVED_CONFIGMAP_NAMES) + "])",
+    "message": _RESERVED_CONFIGMAP,
 }
 # A key of a Secret's data, as the API server accepts it.
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -239,6 +256,13 @@ def _explained(message: str) -> WrapValidator:
             raise ValueError(message.format(value=value)) from None
 
     return WrapValidator(validate)
+
+
+def _refuse_reserved_configmap(name: str) -> str:
+    """Return ``name``; raise ``ValueError`` for a ConfigMap Kubernetes writes itself (the CRD refuses it too)."""
+    if name in RESERVED_CONFIGMAP_NAMES:
+        raise ValueError(_RESERVED_CONFIGMAP)
+    return name
 
 
 def template_placeholders(template: str) -> list[str]:
@@ -500,12 +524,15 @@ class ServiceLinkSpec(_Strict):
             description="Name of the ConfigMap, in this ServiceLink's namespace, that holds the keys. Created (owned"
             " by this ServiceLink, deleted with it) if absent. One that exists already (from Helm, say) is written"
             " only if its owner shared it: its annotation servicelink.dev/writable-by lists this ServiceLink's"
-            ' name, or is "*". Then only this ServiceLink\'s keys are written and every other key is left alone.',
+            ' name, or is "*". Then only this ServiceLink\'s keys are written and every other key is left alone.'
+            f" Never {_RESERVED_NAMES_TEXT}, which Kubernetes writes into every namespace itself.",
             min_length=1,
             max_length=253,
             pattern=DNS1123_SUBDOMAIN.pattern,
+            json_schema_extra={"x-kubernetes-validations": [_RESERVED_CONFIGMAP_RULE]},
         ),
         _explained("configMapName {value!r} must be a DNS-1123 subdomain"),
+        AfterValidator(_refuse_reserved_configmap),
     ]
     secret_name: Annotated[
         str | None,

@@ -37,6 +37,7 @@ INVALID = [
     ("link without service", {"links": [{"key": "A"}]}, "spec.links[0].service"),
     ("configMapName invalid", {"configMapName": "Bad_Name"}, "spec.configMapName"),
     ("configMapName missing", {"configMapName": None}, "spec.configMapName"),
+    ("configMapName Kubernetes writes", {"configMapName": "kube-root-ca.crt"}, "Kubernetes writes that ConfigMap"),
     ("credentials without secretName", {"links": [link(credentials={"secretName": "pg"})]}, "set spec.secretName"),
     ("{password} without credentials", {"links": [link(template="{scheme}://{password}@{host}")]}, "spec.links[0]"),
     (

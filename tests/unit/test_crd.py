@@ -17,6 +17,7 @@ from servicelink.model import (
     CRD_NAMES,
     MAPPING_NAME,
     REPORTED_KINDS,
+    RESERVED_CONFIGMAP_NAMES,
     TEMPLATE,
     WORKLOAD_KINDS,
     WorkloadMappingSpec,
@@ -57,6 +58,15 @@ def test_the_port_is_a_number_or_a_name_with_the_bounds_of_each() -> None:
 def test_the_template_rule_is_the_models_pattern() -> None:
     (rule,) = link_schema()["template"]["x-kubernetes-validations"]
     assert rule["rule"] == f"self.matches('{TEMPLATE.pattern}')"
+
+
+def test_the_api_server_refuses_the_reserved_configmap_names_the_operator_refuses() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    (rule,) = spec["properties"]["configMapName"]["x-kubernetes-validations"]
+    found = re.fullmatch(r"!\(self in \[(.*)\]\)", rule["rule"])
+    assert found, rule["rule"]
+    assert found.group(1).split(", ") == [f"'{name}'" for name in RESERVED_CONFIGMAP_NAMES]
+    assert all(name in rule["message"] for name in RESERVED_CONFIGMAP_NAMES)
 
 
 def test_only_rollout_is_defaulted_by_the_api_server() -> None:

@@ -18,6 +18,7 @@ from servicelink.model import (
     Link,
     ServiceLinkSpec,
     WorkloadResource,
+    describe_spec_error,
     mapped_kind_name,
     parse_mapping,
     parse_spec,
@@ -215,6 +216,17 @@ def test_dns_subdomain_config_map_name_is_accepted(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "Gateway", "cfg_a", "-cfg", "cfg-", "a..b", "a" * 254])
 def test_bad_config_map_name_is_rejected(name: str) -> None:
     assert "configMapName" in error_text(spec(configMapName=name))
+
+
+def test_a_configmap_kubernetes_writes_itself_is_refused_with_the_fix() -> None:
+    """A spec that passed an older CRD still never names kube-root-ca.crt to the operator."""
+    with pytest.raises(ValidationError) as caught:
+        parse_spec(spec(configMapName="kube-root-ca.crt"))
+    assert describe_spec_error(caught.value) == (
+        "spec.configMapName: Value error, configMapName may not be kube-root-ca.crt: Kubernetes writes that"
+        " ConfigMap into every namespace itself; name a ConfigMap of your own"
+    )
+    assert parse_spec(spec(configMapName="kube-root-ca.crt-copy")).config_map_name == "kube-root-ca.crt-copy"
 
 
 def test_parse_spec_fills_defaults() -> None:

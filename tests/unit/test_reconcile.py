@@ -301,3 +301,17 @@ def test_an_invalid_spec_is_reported_once(executor: ThreadPoolExecutor) -> None:
     kube.calls.clear()
     reconcile(run)
     assert kube.calls == []
+
+
+def test_a_configmap_kubernetes_writes_itself_is_never_created(executor: ThreadPoolExecutor) -> None:
+    """A ServiceLink that passed a CRD without the rule, naming kube-root-ca.crt: reported, nothing written."""
+    reserved = body()
+    reserved["spec"]["configMapName"] = "kube-root-ca.crt"
+    kube = FakeKube(world(reserved))
+    reconcile(reconciler(kube, executor))
+    assert kube.calls == ["patch_servicelink_status", "record_event"]
+    assert kube.configmaps == {}
+    assert kube.events == [(c.INVALID_SPEC, True)]
+    ready = next(cond for cond in status(kube)["conditions"] if cond["type"] == "Ready")
+    assert (ready["reason"], ready["message"].split(": Value error, ")[0]) == (c.INVALID_SPEC, "spec.configMapName")
+    assert "name a ConfigMap of your own" in ready["message"]
