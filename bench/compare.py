@@ -31,7 +31,17 @@ from typing import Any, TypeVar
 
 import kubernetes
 
-from bench.run import Operator, Recorder, _deployment, api_client, percentiles, ready_count, servicelink, watch
+from bench.run import (
+    Operator,
+    Recorder,
+    _deployment,
+    api_client,
+    measured_at,
+    percentiles,
+    ready_count,
+    servicelink,
+    watch,
+)
 from servicelink.testing.controlplane import ControlPlane, free_port, start_control_plane
 
 T = TypeVar("T")
@@ -774,6 +784,7 @@ def measure(size: Size, reloader: Path, output: Path) -> dict[str, Any]:
     policy.write_text(_AUDIT_POLICY)
     audit_log = workdir / "audit.log"
     about = {
+        "measured_at": measured_at(),
         "workdir": str(workdir),
         "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB",
         "settings": {

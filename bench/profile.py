@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import DEFAULT, Compare, Side, sweep_size
+from bench.run import measured_at
 from servicelink.testing.controlplane import start_control_plane
 
 # (category, fragments of a frame's file): the first category whose fragment is in a frame's file, looking from
@@ -189,6 +190,7 @@ def profile(services: int, changes: int, workdir: Path) -> dict[str, Any]:
     finally:
         plane.stop()
     return {
+        "measured_at": measured_at(),
         "size": size.__dict__,
         "run": sampled,
         "cpu_percent": cpu_shares(samples.read_text().splitlines()),

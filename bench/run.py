@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import os
 import re
@@ -156,6 +157,15 @@ def ready_count(servicelinks: Recorder) -> int:
             for c in (obj.get("status") or {}).get("conditions", ())
         )
     )
+
+
+def measured_at() -> dict[str, str]:
+    """The code a run measures: servicelink's version and the repository's commit (``-dirty`` if changed)."""
+    repo = Path(__file__).resolve().parents[1]
+    described = subprocess.run(
+        ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True
+    )
+    return {"version": importlib.metadata.version("servicelink"), "commit": described.stdout.strip() or "unknown"}
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
