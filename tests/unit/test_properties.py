@@ -12,18 +12,23 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from servicelink import conditions as c
+from servicelink.messages import MESSAGE_LIMIT
 from servicelink.model import (
     DEFAULT_TEMPLATE,
     FIELD_MANAGER,
     MAX_LINKS,
     PLACEHOLDERS,
+    RESERVED_CONFIGMAP_NAMES,
     WORKLOAD_RESOURCES,
     ServiceLinkSpec,
     parse_spec,
 )
+from servicelink.plan import parse_servicelink, plan_invalid_status
 from servicelink.render import plan_configmap, render_configmap, render_data_size, render_hash
 from servicelink.resolve import resolve_links
 from servicelink.rollout import consumed, merge_rollouts, plan_rollouts
+from servicelink.status import describe_invalid_spec
 from servicelink.views import Reads, ServicePort, ServiceView, WorkloadView
 
 FULL = os.environ.get("SERVICELINK_FULL") == "1"
@@ -89,6 +94,45 @@ def raw_specs(draw: st.DrawFn, *, valid: bool) -> dict[str, Any]:
             spec.pop(name, None)
         elif mutate in ("replace", "add"):
             spec[name] = draw(json_values)
+    return spec
+
+
+# Values at the API's bounds and just past them, and values of the wrong type.
+odd_types = st.sampled_from([True, 1.5, -1, 0, 65536, [], {}, "80", "", None])
+configmap_names = st.sampled_from([*RESERVED_CONFIGMAP_NAMES, "a" * 253, "a" * 254, "kube-root-ca.crt.d"])
+hostile_templates = st.sampled_from(
+    ["{fqdn}" * 85, "{fqdn}" * 86, "x" * 512, "x" * 513, "{username}", "{" * 600, "{fqdn:>9}", "{0}", "{}"]
+)
+
+
+@st.composite
+def hostile_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A spec as a user or a fuzzer could store under an older CRD: names at the limits, huge templates, odd types.
+
+    Each field is hostile one time in four, so that specs at the limits are accepted too, not only refused.
+    """
+
+    def rarely(value: Any, hostile: st.SearchStrategy[Any]) -> Any:
+        return draw(hostile) if draw(st.integers(0, 3)) == 0 else value
+
+    shape = draw(raw_links(valid=True))
+    shape["service"] = rarely(shape["service"], st.sampled_from(["a" * 63, "a" * 64]) | odd_types)
+    shape["template"] = rarely(shape.get("template", DEFAULT_TEMPLATE), hostile_templates | odd_types)
+    shape["path"] = rarely(shape.get("path", ""), st.sampled_from(["/" + "p" * 2047, "/" + "p" * 2048]) | odd_types)
+    shape["port"] = rarely(shape.get("port", 80), odd_types)
+    count = draw(st.sampled_from([0, 1, 2, MAX_LINKS, MAX_LINKS + 1]))
+    keys = draw(st.sampled_from(["K{}", "K{}" + "_" * 248, "K{}" + "_" * 251, "1K{}"]))
+    spec: dict[str, Any] = {
+        "configMapName": rarely(draw(dns_label), configmap_names | almost_any_text | odd_types),
+        "links": rarely([{**shape, "key": keys.format(i)} for i in range(count)], json_values),
+    }
+    if draw(st.booleans()):
+        spec["secretName"] = rarely(draw(dns_label), configmap_names | odd_types)
+    if draw(st.booleans()):
+        kind = draw(st.sampled_from(["Deployment", "CloneSet.apps.kruise.io", "Pod", "A" + ".b" * 200]))
+        spec["workloads"] = {"names": [{"kind": kind, "name": "w"}]}
+    if draw(st.booleans()):
+        spec["waitForEndpoints"] = rarely(True, odd_types)
     return spec
 
 
@@ -333,3 +377,37 @@ def test_a_workload_rolls_once_per_real_change_whatever_order_the_servicelinks_r
                 w, data.draw(st.permutations(configmaps)), before=values, after=values, burst=False
             )
             assert patches == 0
+
+
+@EXAMPLES
+@given(raw=hostile_specs())
+def test_a_hostile_spec_is_served_or_reported_as_invalid_never_an_exception(raw: dict[str, Any]) -> None:
+    """What the reconcile runs on a stored spec: parse it, then resolve and render it, or report it InvalidSpec."""
+    view = parse_servicelink(
+        {"metadata": {"name": "sl", "namespace": NAMESPACE, "uid": "u", "generation": 3}, "spec": raw}
+    )
+    try:
+        spec = parse_spec(view.spec)
+    except ValidationError as error:
+        write = plan_invalid_status(view, describe_invalid_spec(error), now="2026-01-01T00:00:00Z")
+        assert write is not None
+        (ready,) = write.patch["conditions"]
+        assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", c.INVALID_SPEC, 3)
+        assert 0 < len(ready["message"]) <= MESSAGE_LIMIT
+        assert [(e.reason, e.warning) for e in write.events] == [(c.INVALID_SPEC, True)]
+        return
+    assert spec.config_map_name not in RESERVED_CONFIGMAP_NAMES
+    services = {
+        (link.namespace or NAMESPACE, link.service): ServiceView(
+            namespace=link.namespace or NAMESPACE,
+            name=link.service,
+            type="ClusterIP",
+            ports=(ServicePort(name=str(link.port or "http"), port=link.port if isinstance(link.port, int) else 80),),
+            external_name=None,
+            expose_to=frozenset({"*"}),
+        )
+        for link in spec.links
+    }
+    results = resolve_links(spec, namespace=NAMESPACE, services=services, endpoints={}, cluster_domain="cluster.local")
+    values = {r.key: r.value for r in results if r.value is not None}
+    assert render_configmap(name=spec.config_map_name, namespace=NAMESPACE, data=values, owner=None)["data"] == values
