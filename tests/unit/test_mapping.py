@@ -11,6 +11,7 @@ from servicelink.mapping import (
     plan_mapping,
     plan_mapping_event,
     plan_mapping_status,
+    plan_watch_failed,
 )
 from servicelink.model import Condition, WorkloadResource
 from servicelink.views import WorkloadView
@@ -70,6 +71,14 @@ def test_a_followed_kind_is_ready_and_counts_its_objects() -> None:
     ready = plan_followed(cloneset(), ".spec.template", followed=Followed(3), generation=4)
     assert (ready.status, ready.reason, ready.observed_generation) == ("True", c.WATCHING, 4)
     assert ready.message == "following 3 CloneSets; ServiceLinks name the kind CloneSet.apps.kruise.io"
+
+
+def test_a_kind_whose_watch_fails_is_not_ready_naming_the_failure_until_events_flow() -> None:
+    failure = "clonesets.apps.kruise.io in shop: HTTP 403 Forbidden"
+    ready = plan_watch_failed(cloneset(), failure, generation=2)
+    assert (ready.status, ready.reason, ready.observed_generation) == ("False", c.WATCH_FAILED, 2)
+    assert ready.message.startswith(f"cannot watch clonesets.apps.kruise.io: {failure}; servicelink tries again")
+    assert plan_mapping_event({}, ready) is not None  # a Warning Event, once
 
 
 def test_objects_without_a_template_at_the_path_are_named_a_few_at_a_time() -> None:
