@@ -46,6 +46,9 @@ FORBIDDEN = "Forbidden"
 BUILT_IN_KIND = "BuiltInKind"
 TEMPLATE_NOT_FOUND = "TemplateNotFound"
 WATCH_FAILED = "WatchFailed"
+# Why an entry of status.skipped is not rolled (and WORKLOAD_NOT_OPTED_IN, which also fails RolledOut)
+WORKLOAD_OPTED_OUT = "WorkloadOptedOut"
+KIND_IGNORED = "KindIgnored"
 
 # Why a link did not resolve: a False Resolved carries the first of its links'.
 UNRESOLVED = (
@@ -90,6 +93,9 @@ MAPPING_REASONS: dict[str, tuple[str, ...]] = {
 # The reasons of an entry of status.links that did not resolve or was not written. A resolved link's
 # reason (RESOLVED) stays inside the operator: its entry carries none.
 LINK_REASONS: tuple[str, ...] = (*UNRESOLVED, KEY_CONFLICT)
+# The reasons of an entry of status.skipped. Only a workload not opted in fails RolledOut: the other two are
+# what the workload's owner or the operator's installer asked for.
+SKIPPED_REASONS: tuple[str, ...] = (WORKLOAD_NOT_OPTED_IN, WORKLOAD_OPTED_OUT, KIND_IGNORED)
 
 
 def merge_conditions(current: Sequence[Condition], desired: Sequence[Condition], *, now: str) -> list[Condition]:

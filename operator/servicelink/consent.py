@@ -6,7 +6,9 @@ the target agreed: a ConfigMap it created for this ServiceLink, or one whose
 owner listed the ServiceLink in ``servicelink.dev/writable-by``; a workload
 that reads the ConfigMap (it trusts whoever writes it), or one whose owner
 listed the ServiceLink in ``servicelink.dev/rollable-by``. Only someone who may
-edit the ConfigMap or the workload can set those annotations.
+edit the ConfigMap or the workload can set those annotations. The same owner
+may withdraw a workload from every rollout (``servicelink.dev/rollout: never``),
+and the operator's installer whole kinds (``--ignore-kinds``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servicelink.model import ROLLABLE_BY_ANNOTATION, WRITABLE_BY_ANNOTATION, WorkloadKind, parse_name_list
+from servicelink import conditions as c
+from servicelink.model import (
+    ROLLABLE_BY_ANNOTATION,
+    ROLLOUT_ANNOTATION,
+    ROLLOUT_NEVER,
+    WRITABLE_BY_ANNOTATION,
+    WorkloadKind,
+    parse_name_list,
+)
 from servicelink.views import Reads, WorkloadView
 
 ANYONE = "*"
@@ -101,27 +111,68 @@ def judge_configmap_create(*, namespace: str, name: str, servicelink: str, creat
 
 @dataclass(frozen=True)
 class Skipped:
-    """A workload ``spec.workloads`` asks for that the ServiceLink may not roll, and why."""
+    """A workload the ServiceLink would roll but does not, why (a ``conditions.SKIPPED_REASONS``) and in words."""
 
     kind: WorkloadKind
     name: str
+    reason: str
     message: str
+    # The keys it reads whose change this reconcile did not roll it for (an Event names it); none: nothing held.
+    keys: tuple[str, ...] = ()
+
+
+def judge_opt_out(workload: WorkloadView, *, ignored_kinds: frozenset[WorkloadKind]) -> Skipped | None:
+    """Return why no ServiceLink may roll ``workload``, else None.
+
+    Its owner's ``servicelink.dev/rollout: never`` (``WorkloadOptedOut``)
+    first, as the narrower word; then the operator's ``--ignore-kinds``
+    (``KindIgnored``). Either holds whatever the workload reads and whoever
+    asks: the ConfigMap is still written, the pods keep the values they
+    started on.
+    """
+    what = f"{workload.kind} {workload.namespace}/{workload.name}"
+    if workload.opted_out:
+        target = f"{workload.kind.lower()} {workload.name} -n {workload.namespace}"
+        command = f"kubectl annotate {target} {ROLLOUT_ANNOTATION}-"
+        message = (
+            f"{what} carries {ROLLOUT_ANNOTATION}: {ROLLOUT_NEVER}; never rolled, its pods keep the values they"
+            f" started on. To let servicelink roll it: {command}"
+        )
+        return Skipped(kind=workload.kind, name=workload.name, reason=c.WORKLOAD_OPTED_OUT, message=message)
+    if workload.kind in ignored_kinds:
+        message = (
+            f"{what} is a {workload.kind}, a kind the operator ignores (--ignore-kinds, SERVICELINK_IGNORE_KINDS);"
+            " never rolled, its pods keep the values they started on"
+        )
+        return Skipped(kind=workload.kind, name=workload.name, reason=c.KIND_IGNORED, message=message)
+    return None
 
 
 def split_consumers(
-    consumers: Iterable[tuple[WorkloadView, Reads]], *, configmap: str, servicelink: str, secret: str | None = None
+    consumers: Iterable[tuple[WorkloadView, Reads]],
+    *,
+    configmap: str,
+    servicelink: str,
+    secret: str | None = None,
+    ignored_kinds: frozenset[WorkloadKind] = frozenset(),
 ) -> tuple[list[tuple[WorkloadView, Reads]], list[Skipped]]:
     """Return the consumers ``servicelink`` may roll, and those it must skip with the reason.
 
-    A workload whose pods read ``configmap`` (or the Secret ``secret`` it
-    writes) already trusts whoever writes it and may be rolled. One that
-    ``spec.workloads`` names or selects without reading either may be rolled
-    only when its ``servicelink.dev/rollable-by`` annotation lists the
-    ServiceLink's name or is ``*``.
+    One opted out, or of a kind in ``ignored_kinds``, is skipped whatever it
+    reads (``judge_opt_out``). Otherwise a workload whose pods read
+    ``configmap`` (or the Secret ``secret`` it writes) already trusts whoever
+    writes it and may be rolled. One that ``spec.workloads`` names or selects
+    without reading either may be rolled only when its
+    ``servicelink.dev/rollable-by`` annotation lists the ServiceLink's name
+    or is ``*``.
     """
     allowed: list[tuple[WorkloadView, Reads]] = []
     skipped: list[Skipped] = []
     for workload, reads in consumers:
+        held = judge_opt_out(workload, ignored_kinds=ignored_kinds)
+        if held is not None:
+            skipped.append(held)
+            continue
         reader = configmap in workload.reads or (secret is not None and secret in workload.secret_reads)
         if reader or _allows(workload.rollable_by, servicelink):
             allowed.append((workload, reads))
@@ -139,5 +190,5 @@ def split_consumers(
             f"{workload.namespace}/{configmap} and has not opted in (annotation {ROLLABLE_BY_ANNOTATION}); "
             f"not rolled. To let this ServiceLink roll it: {command}"
         )
-        skipped.append(Skipped(kind=workload.kind, name=workload.name, message=message))
+        skipped.append(Skipped(kind=workload.kind, name=workload.name, reason=c.WORKLOAD_NOT_OPTED_IN, message=message))
     return allowed, skipped

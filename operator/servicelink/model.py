@@ -44,6 +44,9 @@ EXPOSE_TO_ANNOTATION = f"{GROUP}/expose-to"
 WRITABLE_BY_ANNOTATION = f"{GROUP}/writable-by"
 ROLLABLE_BY_ANNOTATION = f"{GROUP}/rollable-by"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+# A workload owner's opt-out: with this value, no ServiceLink ever rolls the workload.
+ROLLOUT_ANNOTATION = f"{GROUP}/rollout"
+ROLLOUT_NEVER = "never"
 
 # Consent of a Secret's owner: the label lets the operator see the Secret at all (its watch selects it), the
 # annotation names the ServiceLinks (names, or "*") of the Secret's namespace that may read it.
@@ -226,6 +229,15 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         "ServiceLink names of the same namespace, comma-separated, or `*`",
         "a workload named or selected in `spec.workloads` that does not read the ConfigMap is rolled; without it"
         " the ServiceLink reports `WorkloadNotOptedIn`",
+    ),
+    Annotation(
+        ROLLOUT_ANNOTATION,
+        "the workload's owner",
+        f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",
+        f"`{ROLLOUT_NEVER}`",
+        "no ServiceLink ever rolls it, even when its pods read a ConfigMap or Secret servicelink writes and a value"
+        " changes; the ConfigMap is still written, and each ServiceLink it reads lists it in `status.skipped`"
+        " with `WorkloadOptedOut`. Any other value, or none: rolled as usual",
     ),
     Annotation(
         CONFIG_HASH_ANNOTATION,
@@ -648,11 +660,16 @@ class RolledOut(_Strict):
 
 
 class SkippedWorkload(_Strict):
-    """A workload named or selected but not rolled: an entry of ``status.skipped``."""
+    """A workload this ServiceLink would roll but does not: an entry of ``status.skipped``."""
 
     kind: WorkloadKind = Field(description=_KIND)
     name: str = Field(description=_WORKLOAD)
-    message: str = Field(description="Why it was skipped, and the kubectl annotate command that opts it in.")
+    reason: str = Field(
+        description="Why it is not rolled: WorkloadNotOptedIn (named or selected, does not read the ConfigMap, no"
+        " servicelink.dev/rollable-by), WorkloadOptedOut (its annotation servicelink.dev/rollout is never) or"
+        " KindIgnored (the operator's --ignore-kinds names its kind)."
+    )
+    message: str = Field(description="Why it was skipped, and the kubectl command that changes that.")
 
 
 class DeferredKey(_Strict):
@@ -732,8 +749,10 @@ class ServiceLinkStatus(_Strict):
     )
     skipped: list[SkippedWorkload] = Field(
         default_factory=list,
-        description="Workloads that spec.workloads names or selects but that are not rolled: they do not read the"
-        " ConfigMap and have not opted in with the annotation servicelink.dev/rollable-by.",
+        description="Workloads this ServiceLink does not roll, each with its reason: named or selected in"
+        " spec.workloads without reading the ConfigMap or opting in with the annotation servicelink.dev/rollable-by"
+        " (RolledOut is then False); opted out with the annotation servicelink.dev/rollout: never; or of a kind"
+        " the operator ignores (--ignore-kinds).",
     )
     deferred: list[DeferredKey] = Field(
         default_factory=list,

@@ -8,6 +8,7 @@ merge patch, which Events to record, when the finalizer comes and goes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -640,8 +641,21 @@ def _values_before(view: ServiceLinkView, written: Written) -> dict[str, str]:
     return baseline
 
 
-def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, written: Written, world: World) -> Roll:
-    """Decide which consumers to patch, or why none: rollout off, nothing written, endpoints awaited."""
+def plan_roll(
+    view: ServiceLinkView,
+    *,
+    spec: ServiceLinkSpec,
+    values: Values,
+    written: Written,
+    world: World,
+    ignored_kinds: frozenset[WorkloadKind] = frozenset(),
+) -> Roll:
+    """Decide which consumers to patch, or why none: rollout off, nothing written, endpoints awaited.
+
+    A consumer opted out or of a kind in ``ignored_kinds`` is never patched
+    (``consent.split_consumers``); when it would have been, its entry in
+    ``Roll.skipped`` carries the changed keys it reads, for the Event.
+    """
     rolled_out = view.rolled_out
     if spec.rollout == "None":
         disabled = "spec.rollout is None: consumers are not restarted"
@@ -667,7 +681,11 @@ def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, w
         secret=secret,
     )
     consumers, skipped = split_consumers(
-        selected, configmap=configmap, servicelink=view.name, secret=None if secret is None else secret.name
+        selected,
+        configmap=configmap,
+        servicelink=view.name,
+        secret=None if secret is None else secret.name,
+        ignored_kinds=ignored_kinds,
     )
     baseline = plan_baseline(view, written)
     changed, blocked = plan_deferral(
@@ -683,18 +701,23 @@ def plan_roll(view: ServiceLinkView, *, spec: ServiceLinkSpec, values: Values, w
             progress=[],
         )
         return Roll(Rolled(verdict, rolled_out, skipped, changed))
+    # Those held out are planned like the rest, to tell which a change would have rolled; none is patched.
+    held = {(s.kind, s.name) for s in skipped if s.reason != c.WORKLOAD_NOT_OPTED_IN}
+    planned = [*consumers, *((w, reads) for w, reads in selected if (w.kind, w.name) in held)]
     managed_configmaps = frozenset(
-        name for workload, _ in consumers for name in workload.reads if world.claims(view.namespace, name)
+        name for workload, _ in planned for name in workload.reads if world.claims(view.namespace, name)
     )
-    rollouts = plan_rollouts(
-        consumers,
+    due = plan_rollouts(
+        planned,
         configmap=configmap,
         managed_configmaps=managed_configmaps,
         managed=written.plan.apply_data | (written.secret.after if written.secret is not None else {}),
         baseline=baseline,
         desired=written.digests,
     )
-    return Roll(None, rollouts, skipped, baseline)
+    kept = {(r.kind, r.name): r.changed_keys for r in due if (r.kind, r.name) in held}
+    skipped = [dataclasses.replace(s, keys=kept.get((s.kind, s.name), ())) for s in skipped]
+    return Roll(None, [r for r in due if (r.kind, r.name) not in held], skipped, baseline)
 
 
 def judge_roll(
@@ -843,8 +866,9 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     (status.rolledOut holds them all): a new ServiceLink of 256 links is one
     API call. A CronJob is named with "(its next Jobs)": its patched template
     rolls nothing, only the Jobs it starts next run it. A Deployment whose
-    template Argo Rollouts run is named with them (``describe_workload``). A value another field
-    manager changed and we took back gets a Warning of its own.
+    template Argo Rollouts run is named with them (``describe_workload``). A consumer that reads a
+    changed key but is opted out or of an ignored kind is named as not rolled, with its reason. A value
+    another field manager changed and we took back gets a Warning of its own.
     """
     plan = written.plan
     before = view.rolled_out
@@ -866,16 +890,20 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     ours = written.values
     changed = [(key, old, new) for key, old, new in plan.changes if key in ours or new is None]
     rolled_part = [f"rolled {', '.join(rolled_now)}"] if rolled_now else []
+    held = [f"{describe_workload(s.kind, view.namespace, s.name)} ({s.reason})" for s in rolled.skipped if s.keys]
+    held_part = [f"not rolled {', '.join(held)}"] if held else []
     events: list[Event] = []
     if changed or secret_changed:
         parts = [describe_change(key, old, new) for key, old, new in changed]
         if secret is not None:
             old, new = secret.before, secret.after
             parts += [describe_change(k, old.get(k), new.get(k), secret=True) for k in secret_changed]
-        events.append(Event("ValueChanged", summarize([*parts, *rolled_part]), logged_as="values changed"))
+        events.append(Event("ValueChanged", summarize([*parts, *rolled_part, *held_part]), logged_as="values changed"))
     elif rolled_now:
         # A rollout that waited (waitForEndpoints, a burst across ServiceLinks) or a hash catching up.
-        events.append(Event("RolledOut", summarize([f"{rolled_part[0]} onto the ConfigMap's current values"])))
+        events.append(
+            Event("RolledOut", summarize([f"{rolled_part[0]} onto the ConfigMap's current values", *held_part]))
+        )
     events.extend(
         Event("DriftRepaired", f"{key} was changed by field manager {manager!r}; restored to {ours.get(key)}", True)
         for key, manager in plan.restored.items()

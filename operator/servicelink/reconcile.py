@@ -182,7 +182,14 @@ class Reconciler:
             written = join_written(
                 await self._write_configmap(view, spec, values), await self._write_secret(view, spec, values)
             )
-            roll = plan_roll(view, spec=spec, values=values, written=written, world=self.world)
+            roll = plan_roll(
+                view,
+                spec=spec,
+                values=values,
+                written=written,
+                world=self.world,
+                ignored_kinds=frozenset(self.settings.ignore_kinds),
+            )
             if roll.done is not None:
                 rolled = roll.done
             else:

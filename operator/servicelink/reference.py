@@ -236,6 +236,9 @@ def render_fields() -> str:
         "An entry of `status.links` that did not resolve or was not written carries one of "
         + ", ".join(f"`{r}`" for r in conditions.LINK_REASONS)
         + ".",
+        "An entry of `status.skipped` carries one of "
+        + ", ".join(f"`{r}`" for r in conditions.SKIPPED_REASONS)
+        + f"; only `{conditions.WORKLOAD_NOT_OPTED_IN}` makes `RolledOut` False.",
         *_columns(PLURAL, PRINTER_COLUMNS),
     ]
     return "\n\n".join(part for part in parts if part)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from servicelink.model import CORE_WORKLOAD_KINDS, WorkloadKind
+from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KIND, WorkloadKind
 
 LogFormat = Literal["text", "json"]
 
@@ -46,6 +46,8 @@ class Settings:
     argo_rollouts: bool = False
     # Off by default: reading Secrets is a grant the default install does not make (the chart's secrets.enabled).
     secrets: bool = False
+    # Workloads of these kinds are still watched (status.skipped names them) but never rolled.
+    ignore_kinds: tuple[WorkloadKind, ...] = ()
 
     @property
     def workload_kinds(self) -> tuple[WorkloadKind, ...]:
@@ -111,6 +113,13 @@ def _namespace(raw: str) -> str:
     if not _DNS_LABEL.fullmatch(raw):
         raise ValueError(raw)
     return raw
+
+
+def _kinds(raw: str) -> tuple[WorkloadKind, ...]:
+    kinds = tuple(dict.fromkeys(raw.replace(",", " ").split()))
+    if not all(WORKLOAD_KIND.fullmatch(kind) for kind in kinds):
+        raise ValueError(raw)
+    return kinds
 
 
 def _domain(raw: str) -> str:
@@ -220,6 +229,17 @@ OPTIONS: tuple[Option, ...] = (
         "read the Secrets labelled servicelink.dev/shared=true for links[].credentials, and write spec.secretName;"
         " needs RBAC on secrets (the chart's secrets.enabled)",
         default_text="off",
+    ),
+    Option(
+        "ignore_kinds",
+        "--ignore-kinds",
+        Rule(
+            "workload kinds, comma-separated: Deployment, StatefulSet, DaemonSet, CronJob, Rollout, or a mapped"
+            " kind as Kind.group (CloneSet.apps.kruise.io)",
+            _kinds,
+        ),
+        "never roll workloads of these kinds; each ServiceLink lists them in status.skipped (KindIgnored)",
+        default_text="none",
     ),
 )
 

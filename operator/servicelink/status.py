@@ -75,6 +75,8 @@ def judge_rollout(
     changed link's Service has a ready endpoint (``WaitingForEndpoints``), new
     pods not yet available (``RolloutInProgress``). All are False: the pods do
     not carry the current values yet, so neither is the ServiceLink Ready.
+    A workload opted out or of an ignored kind fails nothing: its owner or
+    the operator's installer asked for it. True says how many there are.
     """
     where = f"ConfigMap {namespace}/{configmap}"
     if failures:
@@ -82,8 +84,9 @@ def judge_rollout(
     stalled = [p.message for p in progress if p.state == "Stalled"]
     if stalled:
         return Verdict(False, c.ROLLOUT_STALLED, truncate("; ".join(stalled)))
-    if skipped:
-        return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, summarize([s.message for s in skipped]))
+    not_opted_in = [s.message for s in skipped if s.reason == c.WORKLOAD_NOT_OPTED_IN]
+    if not_opted_in:
+        return Verdict(False, c.WORKLOAD_NOT_OPTED_IN, summarize(not_opted_in))
     if blocked:
         services = ", ".join(f"{b.service} ({b.key})" for b in blocked)
         return Verdict(
@@ -97,6 +100,8 @@ def judge_rollout(
     message = f"consumers of {where} carry its current hash and their rollouts are complete"
     if waiting:
         message += f"; {waiting} roll once the other servicelink ConfigMaps they read are written"
+    if skipped:
+        message += f"; {len(skipped)} opted out or of an ignored kind, never rolled (status.skipped)"
     return Verdict(True, c.WORKLOADS_UPDATED, truncate(message))
 
 
@@ -176,7 +181,7 @@ def render_status(
 
     ``values`` are the ConfigMap's; the hash covers the Secret's values too, by their ``secret_digests``.
 
-    ``skipped`` (workloads not rolled for want of their consent), ``deferred``
+    ``skipped`` (workloads not rolled: not opted in, opted out, an ignored kind), ``deferred``
     (keys written but not yet rolled out) and ``staleJobs`` (running Jobs on
     old values) appear only when there are some.
     """
@@ -206,7 +211,7 @@ def render_status(
         link_summary=f"{sum(1 for r in results if r.resolved)}/{len(results)}",
         endpoint_summary=f"{with_endpoints}/{len(results)}",
         rolled_out=list(rolled_out),
-        skipped=[SkippedWorkload(kind=s.kind, name=s.name, message=s.message) for s in skipped],
+        skipped=[SkippedWorkload(kind=s.kind, name=s.name, reason=s.reason, message=s.message) for s in skipped],
         deferred=[DeferredKey(key=d.key, service=d.service, previous=d.previous) for d in deferred],
         stale_jobs=list(stale_jobs),
         conditions=c.merge_conditions(current_conditions, desired, now=now),

@@ -15,6 +15,8 @@ from servicelink.model import (
     READABLE_BY_ANNOTATION,
     REPORTED_RESOURCES,
     ROLLABLE_BY_ANNOTATION,
+    ROLLOUT_ANNOTATION,
+    ROLLOUT_NEVER,
     WORKLOAD_RESOURCES,
     WorkloadKind,
     WorkloadResource,
@@ -351,6 +353,7 @@ class WorkloadView:
     config_hash: str | None
     secret_reads: Mapping[str, Reads] = field(default_factory=lambda: NO_READS)  # Secret name -> keys read
     rollable_by: frozenset[str] = frozenset()  # the ServiceLinks its owner lets roll it (ROLLABLE_BY_ANNOTATION)
+    opted_out: bool = False  # its owner keeps every ServiceLink from rolling it (ROLLOUT_ANNOTATION: never)
     resource_version: str = ""  # guards a patch against a change seen too late
     progress: Progress = Progress("Complete")
     # A Rollout with spec.workloadRef: the Deployment whose pod template it runs (that one is patched), else None.
@@ -379,12 +382,22 @@ class WorkloadView:
             config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
             secret_reads=read_secrets(template.get("spec") or {}) or NO_READS,
             rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
+            opted_out=read_opt_out(metadata),
             resource_version=str(metadata.get("resourceVersion", "")),
             progress=read_progress(resource, body),
             workload_ref=read_workload_ref(resource, body),
             generation=int(metadata.get("generation") or 0),
             workload_generation=str((body.get("status") or {}).get("workloadObservedGeneration") or ""),
         )
+
+
+def read_opt_out(metadata: Mapping[str, Any]) -> bool:
+    """Whether a workload's own ``metadata`` opts it out of every rollout: ``servicelink.dev/rollout: never``.
+
+    Read in any case and with spaces around it, as owners type it; any other value opts nothing out.
+    """
+    value = (metadata.get("annotations") or {}).get(ROLLOUT_ANNOTATION)
+    return str(value or "").strip().lower() == ROLLOUT_NEVER
 
 
 def read_workload_ref(resource: WorkloadResource, body: Mapping[str, Any]) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from objects import (
 )
 
 from servicelink.reconcile import CONSENT_RECHECK_SECONDS
-from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
+from servicelink.testing.fixtures import Cluster, OperatorProcess, running_operator, wait_for
 
 MALLORY = "mallory"
 WRITABLE_BY = "servicelink.dev/writable-by"
@@ -52,10 +51,8 @@ def innocent(namespace: str, template: str) -> dict[str, Any]:
 @pytest.fixture
 def operator_default_resync(kubeconfig_env: Path, crd: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator with the default 300 s resync: consent given must be found without a resync."""
-    process = start_operator_process(kubeconfig_env, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="300")
-    yield process
-    process.stop()
-    print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
+    with running_operator(kubeconfig_env, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="300") as process:
+        yield process
 
 
 def test_a_servicelink_writes_into_an_existing_configmap_only_while_its_owner_shares_it(
@@ -150,7 +147,7 @@ def test_a_named_workload_that_does_not_read_the_configmap_rolls_only_once_it_op
     assert skipped["message"].startswith(f"Deployment {namespace}/bystander does not read ConfigMap")
     assert skipped["message"].endswith(opt_in)
     assert sl(cluster, namespace, "links")["status"]["skipped"] == [
-        {"kind": "Deployment", "name": "bystander", "message": skipped["message"]}
+        {"kind": "Deployment", "name": "bystander", "reason": "WorkloadNotOptedIn", "message": skipped["message"]}
     ]
     wait_for(lambda: events(cluster, namespace, "WorkloadNotOptedIn"), what="a WorkloadNotOptedIn Event")
 

@@ -20,6 +20,7 @@ from servicelink.model import (
     DNS1123_SUBDOMAIN,
     KIND_NAME,
     TEMPLATE_PATH,
+    WORKLOAD_KIND,
     WorkloadMappingSpec,
     parse_mapping,
 )
@@ -54,6 +55,7 @@ EVERYTHING: dict[str, Any] = {
     "ports": {"health": 8081, "metrics": 9091},
     "argoRollouts": {"enabled": True},
     "secrets": {"enabled": True},
+    "ignoreKinds": ["CronJob", "CloneSet.apps.kruise.io"],
     "workloadMappings": [CLONESET],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -193,6 +195,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["watchNamespaces"] == list(defaults.namespaces)
     assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
     assert values["secrets"] == {"enabled": defaults.secrets}
+    assert values["ignoreKinds"] == list(defaults.ignore_kinds)
     assert values["workloadMappings"] == []
     assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
 
@@ -218,6 +221,7 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_LEADER_ELECT": "true",
         "SERVICELINK_ARGO_ROLLOUTS": "true",
         "SERVICELINK_SECRETS": "true",
+        "SERVICELINK_IGNORE_KINDS": "CronJob,CloneSet.apps.kruise.io",
         "SERVICELINK_CLUSTER_DOMAIN": "corp.local",
     }
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081, "metrics": 9091}
@@ -294,6 +298,12 @@ def test_the_schema_checks_a_mapping_as_the_crd_does() -> None:
         assert entry["properties"][name]["maxLength"] == fields[name]["maxLength"]
     assert entry["properties"]["rolls"]["default"] is fields["rolls"]["default"] is True
     assert set(entry["required"]) == {"group", "plural"} | set(WorkloadMappingSpec.model_json_schema()["required"])
+
+
+def test_the_schema_checks_ignored_kinds_as_the_operator_does() -> None:
+    """values.schema.json repeats the operator's pattern of a kind, so a misspelt one fails the install."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["ignoreKinds"]["items"]["pattern"] == WORKLOAD_KIND.pattern
 
 
 def test_one_replica_runs_alone_and_recreates(helm: str) -> None:

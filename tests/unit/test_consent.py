@@ -1,4 +1,5 @@
-"""consent.py: writes only where the ConfigMap's owner agreed, rolls only readers or opted-in workloads."""
+"""consent.py: writes only where the ConfigMap's owner agreed, rolls only readers or opted-in workloads, never
+those opted out or of an ignored kind."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from servicelink import conditions as c
 from servicelink.consent import judge_configmap_write, render_consent_command, split_consumers
-from servicelink.model import WORKLOAD_RESOURCES
+from servicelink.model import WORKLOAD_RESOURCES, WorkloadKind
 from servicelink.views import WorkloadView
 
 UID = "0b5c1f7e-0000-4000-8000-000000000001"
@@ -100,15 +102,25 @@ def test_render_consent_command_for_a_workload() -> None:
 # --- split_consumers ----------------------------------------------------------------------------------------
 
 
-def workload(name: str, *, reads: tuple[str, ...] = (), rollable_by: str | None = None) -> WorkloadView:
-    metadata: dict[str, Any] = {"name": name, "namespace": "team"}
+def workload(
+    name: str,
+    *,
+    reads: tuple[str, ...] = (),
+    rollable_by: str | None = None,
+    rollout: str | None = None,
+    kind: WorkloadKind = "Deployment",
+) -> WorkloadView:
+    metadata: dict[str, Any] = {"name": name, "namespace": "team", "annotations": {}}
     if rollable_by is not None:
-        metadata["annotations"] = {"servicelink.dev/rollable-by": rollable_by}
+        metadata["annotations"]["servicelink.dev/rollable-by"] = rollable_by
+    if rollout is not None:
+        metadata["annotations"]["servicelink.dev/rollout"] = rollout
     container = {"name": "app", "image": "x", "envFrom": [{"configMapRef": {"name": cm}} for cm in reads]}
-    return WorkloadView.from_body(
-        WORKLOAD_RESOURCES["Deployment"],
-        {"metadata": metadata, "spec": {"template": {"spec": {"containers": [container]}}}},
-    )
+    resource = WORKLOAD_RESOURCES[kind]
+    spec: dict[str, Any] = {"template": {"spec": {"containers": [container]}}}
+    for key in reversed(resource.template[1:-1]):  # a CronJob's sits in spec.jobTemplate.spec.template
+        spec = {key: spec}
+    return WorkloadView.from_body(resource, {"metadata": metadata, "spec": spec})
 
 
 def test_a_workload_that_reads_the_configmap_is_rolled_without_asking() -> None:
@@ -144,3 +156,46 @@ def test_a_non_reader_without_opt_in_is_skipped_and_named(value: str | None, gra
     message = skipped[0].message
     assert message.startswith("Deployment team/bystander does not read ConfigMap team/cfg and has not opted in")
     assert message.endswith(f"To let this ServiceLink roll it: kubectl annotate deployment bystander -n team {grant}")
+
+
+@pytest.mark.parametrize("value", ["never", "Never", " never "])
+def test_a_reader_opted_out_is_skipped_with_its_reason_and_the_way_back(value: str) -> None:
+    reader = workload("reader", reads=("cfg",))
+    held = workload("held", reads=("cfg",), rollout=value, rollable_by="links")
+    allowed, skipped = split_consumers([(reader, None), (held, None)], configmap="cfg", servicelink="links")
+    assert allowed == [(reader, None)]
+    assert [(s.kind, s.name, s.reason) for s in skipped] == [("Deployment", "held", c.WORKLOAD_OPTED_OUT)]
+    assert skipped[0].message.startswith("Deployment team/held carries servicelink.dev/rollout: never; never rolled")
+    assert skipped[0].message.endswith("kubectl annotate deployment held -n team servicelink.dev/rollout-")
+
+
+@pytest.mark.parametrize("value", ["", "always", "nevermore", "false"])
+def test_any_other_rollout_value_opts_nothing_out(value: str) -> None:
+    reader = workload("reader", reads=("cfg",), rollout=value)
+    assert split_consumers([(reader, None)], configmap="cfg", servicelink="links") == ([(reader, None)], [])
+
+
+def test_a_workload_of_an_ignored_kind_is_skipped_and_the_others_are_as_before() -> None:
+    cron = workload("nightly", reads=("cfg",), kind="CronJob")
+    daemon = workload("agent", reads=("cfg",), kind="DaemonSet")
+    bystander = workload("bystander", reads=("unrelated",))
+    allowed, skipped = split_consumers(
+        [(cron, None), (daemon, frozenset({"A"})), (bystander, None)],
+        configmap="cfg",
+        servicelink="links",
+        ignored_kinds=frozenset({"CronJob", "StatefulSet"}),
+    )
+    assert allowed == [(daemon, frozenset({"A"}))]
+    assert [(s.kind, s.name, s.reason) for s in skipped] == [
+        ("CronJob", "nightly", c.KIND_IGNORED),
+        ("Deployment", "bystander", c.WORKLOAD_NOT_OPTED_IN),
+    ]
+    assert "a kind the operator ignores (--ignore-kinds, SERVICELINK_IGNORE_KINDS)" in skipped[0].message
+
+
+def test_the_owners_opt_out_is_named_before_an_ignored_kind() -> None:
+    both = workload("both", reads=("cfg",), rollout="never")
+    _, skipped = split_consumers(
+        [(both, None)], configmap="cfg", servicelink="links", ignored_kinds=frozenset({"Deployment"})
+    )
+    assert [s.reason for s in skipped] == [c.WORKLOAD_OPTED_OUT]

@@ -17,6 +17,7 @@ from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
     FIELD_MANAGER,
     FINALIZER,
+    ROLLOUT_ANNOTATION,
     WORKLOAD_RESOURCES,
     WRITABLE_BY_ANNOTATION,
     parse_spec,
@@ -493,6 +494,53 @@ def test_a_cronjob_is_patched_like_any_consumer_and_rolled_out_waits_only_for_th
     alone = planner.judge_roll(view, spec=spec, roll=only_cronjob, outcomes=outcomes, world=cache)
     assert alone.verdict.ok
     assert alone.verdict.reason == c.WORKLOADS_UPDATED
+
+
+def test_a_consumer_opted_out_or_of_an_ignored_kind_is_skipped_named_as_not_rolled_and_changes_nothing_else() -> None:
+    before = {"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})}
+    sl = body(status=before)
+    cache = world(sl)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
+    current = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    spec = parse_spec(sl["spec"])
+    view, values, written = written_for(sl, cache, current)
+    alone = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
+    held = deployment("held", reads="gw")
+    held["metadata"]["annotations"] = {ROLLOUT_ANNOTATION: "never"}
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], held)
+    cache.put_workload(WORKLOAD_RESOURCES["CronJob"], cronjob("report", reads="gw"))
+    view, values, written = written_for(sl, cache, current)
+    ignored = frozenset({"CronJob"})
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, ignored_kinds=ignored)
+    assert roll.rollouts == alone.rollouts
+    assert [(r.kind, r.name) for r in roll.rollouts] == [("Deployment", "web")]
+    assert [(s.kind, s.name, s.reason, s.keys) for s in roll.skipped] == [
+        ("CronJob", "report", c.KIND_IGNORED, ("AUTH_URL",)),
+        ("Deployment", "held", c.WORKLOAD_OPTED_OUT, ("AUTH_URL",)),
+    ]
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes={("Deployment", NS, "web"): None}, world=cache)
+    assert rolled.verdict.reason == c.ROLLOUT_IN_PROGRESS  # web's new pods; the two held out fail nothing
+    (event,) = planner.plan_change_events(view, written=written, rolled=rolled).events
+    assert event.message.endswith(
+        f"rolled Deployment {NS}/web; not rolled CronJob {NS}/report (KindIgnored), Deployment {NS}/held"
+        " (WorkloadOptedOut)"
+    )
+    status = planner.plan_status(view, values=values, written=written, rolled=rolled, now=T0)
+    assert status is not None
+    assert [(e["kind"], e["name"], e["reason"]) for e in status.patch["skipped"]] == [
+        ("CronJob", "report", c.KIND_IGNORED),
+        ("Deployment", "held", c.WORKLOAD_OPTED_OUT),
+    ]
+    # Once the change is in the status, the next reconcile holds nothing back: no Event names them again.
+    after = body(status={"values": {"AUTH_URL": AUTH}, "hash": render_hash({"AUTH_URL": AUTH})})
+    view, values, written = written_for(
+        after, cache, configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    again = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, ignored_kinds=ignored)
+    assert [(s.name, s.reason, s.keys) for s in again.skipped] == [
+        ("report", c.KIND_IGNORED, ()),
+        ("held", c.WORKLOAD_OPTED_OUT, ()),
+    ]
 
 
 def rollout_by_ref(name: str, deployment: str, **status: str) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def test_every_setting_has_a_row_with_its_flag_variable_and_default() -> None:
 
 
 def test_the_reasons_the_annotations_name_are_the_operators_reasons() -> None:
-    known = {reason for reasons in conditions.REASONS.values() for reason in reasons} | set(conditions.LINK_REASONS)
+    known = {reason for reasons in conditions.REASONS.values() for reason in reasons}
+    known |= set(conditions.LINK_REASONS) | set(conditions.SKIPPED_REASONS)
     for annotation in ANNOTATIONS:
         named = set(re.findall(r"`([A-Z][A-Za-z]+)`", annotation.effect))
         assert named <= known, annotation.name

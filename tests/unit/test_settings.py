@@ -28,6 +28,7 @@ EVERY_VARIABLE = {
     "SERVICELINK_LEASE_NAMESPACE": "servicelink-system",
     "SERVICELINK_ARGO_ROLLOUTS": "yes",
     "SERVICELINK_SECRETS": "1",
+    "SERVICELINK_IGNORE_KINDS": "CronJob, DaemonSet CloneSet.apps.kruise.io",
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
@@ -43,6 +44,7 @@ EVERY_SETTING = Settings(
     lease_namespace="servicelink-system",
     argo_rollouts=True,
     secrets=True,
+    ignore_kinds=("CronJob", "DaemonSet", "CloneSet.apps.kruise.io"),
 )
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
@@ -59,6 +61,7 @@ REFUSED = {
     "lease_namespace": (["Kube_System", "a.b"], "namespace name"),
     "argo_rollouts": (["argo", "2"], "one of 1, true"),
     "secrets": (["all", "2"], "one of 1, true"),
+    "ignore_kinds": (["Job", "deployment", "CloneSet", "Deployment,Pod"], "workload kinds"),
 }
 CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
 ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
@@ -115,6 +118,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
         "--argo-rollouts",
         "--secrets",
+        *("--ignore-kinds", "CronJob,DaemonSet,CloneSet.apps.kruise.io"),
     ]
     flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}

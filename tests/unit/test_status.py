@@ -125,10 +125,12 @@ def test_skipped_workloads_are_named_only_when_there_are_some() -> None:
     assert "skipped" not in status()
     why = "Deployment gallery/bystander does not read ConfigMap gallery/cm and has not opted in"
     rendered = status(
-        skipped=[Skipped(kind="Deployment", name="bystander", message=why)],
+        skipped=[Skipped(kind="Deployment", name="bystander", reason=c.WORKLOAD_NOT_OPTED_IN, message=why)],
         rolled=Verdict(False, c.WORKLOAD_NOT_OPTED_IN, why),
     )
-    assert rendered["skipped"] == [{"kind": "Deployment", "name": "bystander", "message": why}]
+    assert rendered["skipped"] == [
+        {"kind": "Deployment", "name": "bystander", "reason": c.WORKLOAD_NOT_OPTED_IN, "message": why}
+    ]
     assert (by_type(rendered)["Ready"]["status"], by_type(rendered)["Ready"]["reason"]) == (
         "False",
         "WorkloadNotOptedIn",
@@ -302,7 +304,7 @@ def test_rolled_out_is_true_only_once_every_rolled_consumer_completed() -> None:
 
 
 def test_rolled_out_reasons_come_in_order_of_what_needs_a_hand_first() -> None:
-    skipped = [Skipped(kind="Deployment", name="bystander", message="opt it in")]
+    skipped = [Skipped(kind="Deployment", name="bystander", reason=c.WORKLOAD_NOT_OPTED_IN, message="opt it in")]
     assert rollout(failures=["HTTP 403"], progress=[STALLED]).reason == c.ROLLOUT_FAILED
     assert rollout(skipped=skipped, progress=[STALLED]).reason == c.ROLLOUT_STALLED
     assert rollout(skipped=skipped, blocked=[HELD], progress=[ROLLING]).reason == c.WORKLOAD_NOT_OPTED_IN
@@ -313,6 +315,15 @@ def test_rolled_out_reasons_come_in_order_of_what_needs_a_hand_first() -> None:
         "consumers of ConfigMap gallery/cm roll once these Services have a ready endpoint: "
         "gallery/auth-v2 (AUTH_SERVICE_URL)",
     )
+
+
+@pytest.mark.parametrize("reason", [c.WORKLOAD_OPTED_OUT, c.KIND_IGNORED])
+def test_a_workload_held_out_on_purpose_fails_nothing_and_is_counted(reason: str) -> None:
+    held = [Skipped(kind="CronJob", name="nightly", reason=reason, message="held")]
+    verdict = rollout(skipped=held)
+    assert (verdict.ok, verdict.reason) == (True, c.WORKLOADS_UPDATED)
+    assert verdict.message.endswith("; 1 opted out or of an ignored kind, never rolled (status.skipped)")
+    assert rollout(skipped=held, progress=[ROLLING]).reason == c.ROLLOUT_IN_PROGRESS
 
 
 def test_an_unchanged_rollout_in_progress_leaves_the_status_as_it_was() -> None:

@@ -317,3 +317,33 @@ def test_doctor_names_a_mapped_kind_as_kubectl_get_does() -> None:
         assert mapped_kind_named(text, mapped) == WORKER.kind
     assert mapped_kind_named("workers.example.com", mapped) is None
     assert mapped_kind_named("Worker", mapped) is None
+
+
+def test_the_servicelinks_that_do_not_roll_a_workload_are_listed_with_their_reason() -> None:
+    why = "Deployment shop/web carries servicelink.dev/rollout: never; never rolled"
+    objects = [
+        *CLUSTER,
+        configmap("web-config", {"API_URL": "http://api:8080"}, "2026-01-02T00:00:00Z"),
+        {
+            "kind": "ServiceLink",
+            "metadata": {"name": "links", "namespace": "shop"},
+            "spec": {"configMapName": "web-config", "links": [{"key": "API_URL", "service": "api"}]},
+            "status": {
+                "skipped": [{"kind": "Deployment", "name": "web", "reason": "WorkloadOptedOut", "message": why}]
+            },
+        },
+        deployment("web", env=[], env_from="web-config"),
+        deployment("other", env=[], env_from="web-config"),
+    ]
+    reports = examine(ClusterState.from_objects(objects), cluster_domain="cluster.local")
+    assert [(r.name, [(n.servicelink, n.reason) for n in r.not_rolled]) for r in reports] == [
+        ("other", []),
+        ("web", [("links", "WorkloadOptedOut")]),
+    ]
+    assert all(r.problem_count == 0 for r in reports)  # the owner's word, not a problem
+    text = format_text(reports)
+    assert f"Deployment shop/web\n  not rolled by ServiceLink links (WorkloadOptedOut): {why}\n" in text
+    assert text.endswith(
+        "2 service addresses in 2 workloads checked: 0 problems; 1 workloads not rolled by a ServiceLink\n"
+    )
+    assert '"not_rolled": [' in format_json(reports)

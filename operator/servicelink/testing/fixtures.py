@@ -211,14 +211,25 @@ def start_operator_process(
     return process
 
 
+@contextlib.contextmanager
+def running_operator(
+    kubeconfig: Path, log_path: Path, *, verbose: bool = False, **settings: str
+) -> Iterator[OperatorProcess]:
+    """``start_operator_process`` for the length of a ``with``; then it stops, and its log's end is printed."""
+    process = start_operator_process(kubeconfig, log_path, verbose=verbose, **settings)
+    try:
+        yield process
+    finally:
+        process.stop()
+        # Captured, so pytest shows it only when the test failed.
+        print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
+
+
 @pytest.fixture
 def operator_process(kubeconfig_env: Path, crd: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator as a subprocess for one test; its log is printed if the test fails."""
-    process = start_operator_process(kubeconfig_env, tmp_path / "operator.log")
-    yield process
-    process.stop()
-    # Captured, so pytest shows it only when the test failed.
-    print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
+    with running_operator(kubeconfig_env, tmp_path / "operator.log") as process:
+        yield process
 
 
 @pytest.fixture

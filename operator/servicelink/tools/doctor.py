@@ -1,7 +1,9 @@
 """Check every service address a workload reads against the cluster, with the fix for each problem (pure).
 
 The checks and fixes are the troubleshooting table of docs/how-to/troubleshoot.md (itself grown from
-the seed's "Common Issues & Solutions").
+the seed's "Common Issues & Solutions"). Each workload also lists the ServiceLinks that do not roll it,
+as their ``status.skipped`` says: an owner's opt-out or an ignored kind is no problem, but it is why
+pods keep old values.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class NotRolled:
+    """A ServiceLink that does not roll a workload: an entry of its ``status.skipped``."""
+
+    servicelink: str
+    reason: str  # WorkloadNotOptedIn, WorkloadOptedOut or KindIgnored
+    message: str
+
+
+@dataclass(frozen=True)
 class WorkloadReport:
     """What doctor found in one workload."""
 
@@ -60,6 +71,7 @@ class WorkloadReport:
     name: str
     findings: tuple[Finding, ...]
     problems: tuple[Problem, ...] = ()  # about the workload as a whole (a missing ConfigMap)
+    not_rolled: tuple[NotRolled, ...] = ()
 
     @property
     def problem_count(self) -> int:
@@ -77,6 +89,8 @@ class ClusterState:
     workloads: list[Mapping[str, Any]] = field(default_factory=list)  # each with kind: built-in, or Kind.group
     namespaces: set[str] = field(default_factory=set)  # namespaces whose Services were read
     mapped: Mapping[str, WorkloadResource] = field(default_factory=dict)  # kinds WorkloadMappings map, by Kind.group
+    # By (namespace, kind, name) of a workload, the ServiceLinks whose status.skipped lists it.
+    not_rolled: dict[tuple[str, str, str], list[NotRolled]] = field(default_factory=dict)
 
     @classmethod
     def from_objects(
@@ -99,6 +113,10 @@ class ClusterState:
                 state.world.put_endpointslice(body)
             elif kind == "ServiceLink":
                 state.world.put_servicelink(body)
+                for entry in (body.get("status") or {}).get("skipped") or ():
+                    workload = (key[0], str(entry.get("kind", "")), str(entry.get("name", "")))
+                    found = NotRolled(key[1], str(entry.get("reason", "")), str(entry.get("message", "")))
+                    state.not_rolled.setdefault(workload, []).append(found)
             elif kind in WORKLOAD_KINDS or kind in state.mapped or (kind in REPORTED_KINDS and not job_finished(body)):
                 state.workloads.append(body)  # a finished Job runs nothing: nothing of it to check
         return state
@@ -330,7 +348,9 @@ def examine_workload(workload: Mapping[str, Any], *, state: ClusterState, cluste
                     stale_problem = _problem(check, message, workload=workload_ref)
                 found = (*found, stale_problem)
         findings.append(Finding(variable, hide_credentials(value), source, managed, service, found))
-    return WorkloadReport(kind, namespace, str(metadata.get("name", "")), tuple(findings), tuple(problems))
+    name = str(metadata.get("name", ""))
+    not_rolled = tuple(state.not_rolled.get((namespace, kind, name), ()))
+    return WorkloadReport(kind, namespace, name, tuple(findings), tuple(problems), not_rolled)
 
 
 def examine(state: ClusterState, *, cluster_domain: str, only: tuple[str, str] | None = None) -> list[WorkloadReport]:
@@ -343,12 +363,15 @@ def examine(state: ClusterState, *, cluster_domain: str, only: tuple[str, str] |
 
 
 def format_text(reports: Sequence[WorkloadReport]) -> str:
-    """A table per workload with a value to check, each problem under its value with its fix."""
+    """A table per workload with a value to check, each problem under its value with its fix; first, each
+    ServiceLink that does not roll it, and why."""
     lines: list[str] = []
     for report in reports:
-        if not report.findings and not report.problems:
+        if not report.findings and not report.problems and not report.not_rolled:
             continue
         lines.append(f"{report.kind} {report.namespace}/{report.name}")
+        for skip in report.not_rolled:
+            lines.append(f"  not rolled by ServiceLink {skip.servicelink} ({skip.reason}): {skip.message}")
         for problem in report.problems:
             lines += [f"  {problem.check}: {problem.message}", f"    fix: {problem.fix}"]
         header = ("VARIABLE", "VALUE", "FROM", "MANAGED BY", "SERVICE", "CHECK")
@@ -364,7 +387,11 @@ def format_text(reports: Sequence[WorkloadReport]) -> str:
         lines.append("")
     total = sum(r.problem_count for r in reports)
     checked = sum(len(r.findings) for r in reports)
-    lines.append(f"{checked} service addresses in {len(reports)} workloads checked: {total} problems")
+    held = sum(1 for r in reports if r.not_rolled)
+    lines.append(
+        f"{checked} service addresses in {len(reports)} workloads checked: {total} problems"
+        + (f"; {held} workloads not rolled by a ServiceLink" if held else "")
+    )
     return "\n".join(lines) + "\n"
 
 
