@@ -73,9 +73,9 @@ async def mapping_changed(*, type: str, name: str, body: kopf.Body, memo: Memo, 
     """A WorkloadMapping changed: follow the kind it maps if it can be, and say in its status why not if not."""
     runtime = _runtime(memo)
     if type == "DELETED":
-        runtime.forget_mapping(name)
-        return
-    await runtime.reconcile_mapping(body)  # a kind it follows is listed and watched by informers
+        runtime.mapping_deleted(name)
+    else:
+        runtime.mapping_changed(body)  # checked by the mappings' queue, retried with backoff if it fails
 
 
 # --- lifecycle -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import datetime
 import functools
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,21 +51,21 @@ from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
-# A mapping whose kind is not served or not granted is checked again after this many seconds, then twice as
-# late each time, up to the cap: one discovery read (and three access reviews once served) per check.
+# A mapping whose kind is not served, not granted or not watched yet is checked again after this many seconds,
+# then twice as late each time, up to the cap: one discovery read (and three access reviews once served) per check.
 MAPPING_RECHECK_FIRST = 2.0
 MAPPING_RECHECK_MAX = 60.0
 RECHECKED_REASONS = frozenset({KIND_NOT_SERVED, FORBIDDEN, WATCH_FAILED})
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    body: Mapping[str, Any]  # the mapping as last seen, with the status last written
-    delay: float
-    due: float  # time.monotonic() of the next check
+MAPPING = "WorkloadMapping"  # the first part of a mapping's key in its work queue (they are cluster-scoped)
 
 
 _T = TypeVar("_T")
+
+
+def recheck_delay(before: float | None) -> float:
+    """Seconds until a mapping not followed yet is checked again, given the wait before (None: its first)."""
+    return MAPPING_RECHECK_FIRST if before is None else min(before * 2, MAPPING_RECHECK_MAX)
+
 
 LEASE_SECONDS = 15  # a Lease not renewed for this long may be taken over
 RENEW_SECONDS = 5  # the holder renews this often; others retry this often
@@ -86,25 +85,55 @@ class Runtime:
     election: asyncio.Task[None] | None = None
     # The kinds WorkloadMappings map and the operator follows, by mapping name (<plural>.<group>).
     mapped: dict[str, WorkloadResource] = field(default_factory=dict)
-    # Mappings whose kind is not served or not granted yet, checked again until it is (``recheck_mappings``).
-    waiting: dict[str, _Waiting] = field(default_factory=dict)
-    recheck: asyncio.Task[None] | None = None
+    # The WorkloadMappings as last seen, with the status last written, by name.
+    mappings: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    # How long a mapping not followed yet waited last before its check again (``_recheck_in``), by name.
+    recheck_delays: dict[str, float] = field(default_factory=dict)
+    # Mappings are reconciled by a queue of their own, one at a time, on every replica (each follows the kinds
+    # mapped): a failed check is retried with backoff, and one not followed yet is checked again later.
+    mapping_queue: WorkQueue = field(init=False)
     # What the operator reads, each kind in each watched namespace kept by list and watch (informer.py).
     informers: dict[Source, Informer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mapping_queue = WorkQueue(
+            reconcile=self._reconcile_mapping_key,
+            window=0.0,
+            workers=1,
+            is_transient=lambda error: isinstance(error, (ApiError, *TransportError)),
+        )
+
+    def mapping_changed(self, body: Mapping[str, Any]) -> None:
+        """A WorkloadMapping was created or changed: check it now (a changed one waits its shortest again)."""
+        name = str((body.get("metadata") or {}).get("name", ""))
+        self.mappings[name] = body
+        self.recheck_delays.pop(name, None)
+        self.mapping_queue.add((MAPPING, name))
+
+    def mapping_deleted(self, name: str) -> None:
+        """A WorkloadMapping was deleted: stop following its kind (its queued check finds it gone)."""
+        self.mappings.pop(name, None)
+        self.recheck_delays.pop(name, None)
+        self._set_mapped(name, None)
+
+    async def _reconcile_mapping_key(self, key: tuple[str, str]) -> float | None:
+        body = self.mappings.get(key[1])
+        if body is None:
+            return None  # deleted since it was queued
+        return await self.reconcile_mapping(body)
 
     async def _run(self, call: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    async def reconcile_mapping(self, body: Mapping[str, Any], *, again: bool = False) -> WorkloadResource | None:
+    async def reconcile_mapping(self, body: Mapping[str, Any]) -> float | None:
         """Follow the kind a WorkloadMapping maps, if it can be; write the mapping's status if it changed.
 
-        Return the kind followed, or None. Following it lists its objects into
-        the cache and watches them (``inform_workloads``). A mapping that changed
-        its kind or path replaces what was followed under it; one that fails a
-        check (``mapping.plan_mapping``) stops it being followed. One whose kind
-        is not served or not granted yet waits to be checked ``again`` by
-        ``recheck_mappings``, each time twice as late, the first time as soon as
-        it changes.
+        Following it lists its objects into the cache and watches them
+        (``inform_workloads``). A mapping that changed its kind or path replaces
+        what was followed under it; one that fails a check
+        (``mapping.plan_mapping``) stops it being followed. Return in how many
+        seconds to check it again: for a kind not served, not granted or not
+        watched yet, twice as late each time (``_recheck_in``); else None.
         """
         metadata = body.get("metadata") or {}
         name, generation = str(metadata.get("name", "")), int(metadata.get("generation") or 0)
@@ -156,7 +185,9 @@ class Runtime:
         status = plan_mapping_status(
             body.get("status") or {}, ready, followed=count, generation=generation, now=utc_now()
         )
-        self._wait(name, body if status is None else {**body, "status": status}, ready.reason, again=again)
+        current = self.mappings.get(name)
+        if status is not None and current is not None:  # the spec as last seen (maybe newer), the status written
+            self.mappings[name] = {**current, "status": status}
         if status is not None and self.queue.active.is_set():  # the leader writes; the others follow quietly
             await self._run(functools.partial(self.kube.patch_mapping_status, name=name, status=status))
             event = plan_mapping_event(body.get("status") or {}, ready)
@@ -169,7 +200,7 @@ class Runtime:
                     warning=event.warning,
                 )
                 await self._run(record)
-        return followed
+        return self._recheck_in(name, ready.reason)
 
     async def _list_watched(self, list_one: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Call ``list_one(namespace=...)`` for each watched namespace (None: all at once); return every item."""
@@ -256,28 +287,16 @@ class Runtime:
         elif resource is not None and before != resource:
             log.info("following %s (WorkloadMapping %s)", resource.kind, name)
 
-    def forget_mapping(self, name: str) -> None:
-        """A WorkloadMapping was deleted: stop following its kind and forget its objects."""
-        self.waiting.pop(name, None)
-        self._set_mapped(name, None)
-
-    def _wait(self, name: str, body: Mapping[str, Any], reason: str, *, again: bool) -> None:
+    def _recheck_in(self, name: str, reason: str) -> float | None:
         if reason not in RECHECKED_REASONS:
-            self.waiting.pop(name, None)
-            return
-        before = self.waiting.get(name)
-        delay = min(before.delay * 2, MAPPING_RECHECK_MAX) if again and before else MAPPING_RECHECK_FIRST
-        self.waiting[name] = _Waiting(body, delay, time.monotonic() + delay)
+            self.recheck_delays.pop(name, None)
+            return None
+        delay = recheck_delay(self.recheck_delays.get(name))
+        self.recheck_delays[name] = delay
+        return delay
 
-    async def recheck_mappings(self) -> None:
-        """Check again each waiting mapping that is due: its CRD may be installed, or its grant given, since."""
-        now = time.monotonic()
-        for name, waiting in list(self.waiting.items()):
-            if waiting.due <= now and self.waiting.get(name) is waiting:
-                await self.reconcile_mapping(waiting.body, again=True)
-
-    async def relist(self) -> None:
-        """Follow the WorkloadMappings and keep the ServiceLinks of one fresh list of each.
+    async def relist(self) -> list[str]:
+        """Keep the WorkloadMappings and the ServiceLinks of one fresh list of each; return the mappings' names.
 
         The kinds informers keep need no relist: their watches keep them, and
         list again when the API server has forgotten where they were.
@@ -290,14 +309,14 @@ class Runtime:
             # An install from before WorkloadMappings: their CRD is missing. The built-in kinds are followed.
             log.warning("the WorkloadMapping CRD is not installed: no kind is mapped (apply crds/servicelink.yaml)")
             mappings = []
-        listed = {str((m.get("metadata") or {}).get("name", "")) for m in mappings}
-        for name in [n for n in (*self.mapped, *self.waiting) if n not in listed]:
-            self.forget_mapping(name)  # deleted while no watch saw it
+        listed = {str((m.get("metadata") or {}).get("name", "")): m for m in mappings}
+        for name in [n for n in (*self.mapped, *self.mappings) if n not in listed]:
+            self.mapping_deleted(name)  # deleted while no watch saw it
+        self.mappings.update(listed)
         since = self.cache.mark()
         servicelinks = await self._list_watched(functools.partial(self.kube.list_objects, kind="ServiceLink"))
         self.cache.replace_servicelinks(servicelinks, since=since)
-        for mapping in mappings:
-            await self.reconcile_mapping(mapping)
+        return list(listed)
 
 
 async def start_runtime(config: Settings) -> Runtime:
@@ -324,12 +343,15 @@ async def start_runtime(config: Settings) -> Runtime:
     if config.secrets:
         cache.keep_secrets()
     informers = runtime.inform()
-    await runtime.relist()
+    for name in await runtime.relist():  # each mapped kind followed before the first reconcile
+        again_in = await runtime.reconcile_mapping(runtime.mappings[name])
+        if again_in is not None:
+            runtime.mapping_queue.add((MAPPING, name), delay=again_in)
     await asyncio.gather(*(informer.settled.wait() for informer in informers))
+    runtime.mapping_queue.start()
     queue.start(active=not config.leader_elect)
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
-    runtime.recheck = asyncio.create_task(_recheck(runtime), name="servicelink-mappings")
     if config.leader_elect:
         identity = f"{instance_name()}-{os.getpid()}"
         runtime.election = asyncio.create_task(_elect(runtime, identity), name="servicelink-election")
@@ -338,23 +360,14 @@ async def start_runtime(config: Settings) -> Runtime:
 
 async def stop_runtime(runtime: Runtime) -> None:
     """Stop the resync timer, the election and the workers; reconciles in flight are cancelled."""
-    for task in (runtime.resync, runtime.recheck, runtime.election):
+    for task in (runtime.resync, runtime.election):
         if task is not None:
             task.cancel()
     for informer in runtime.informers.values():
         informer.stop()
+    await runtime.mapping_queue.stop()
     await runtime.queue.stop()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
-
-
-async def _recheck(runtime: Runtime) -> None:
-    """Until cancelled, check the waiting mappings that are due (``Runtime.recheck_mappings``)."""
-    while True:
-        await asyncio.sleep(1.0)
-        try:
-            await runtime.recheck_mappings()
-        except Exception as error:  # the API server may be away; the next round retries
-            log.debug("could not check the waiting WorkloadMappings: %s", error)
 
 
 async def _resync(runtime: Runtime) -> None:
@@ -362,7 +375,7 @@ async def _resync(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
         try:
-            await runtime.relist()
+            runtime.mapping_queue.add_all((MAPPING, name) for name in await runtime.relist())
         except Exception as error:  # the API server may be away; the watches keep the cache meanwhile
             log.warning("resync could not list the cluster: %s", error)
         await runtime.queue.add_gradually(runtime.cache.servicelink_keys())
@@ -403,7 +416,7 @@ async def _elect(runtime: Runtime, identity: str) -> None:
             now_leading = False
         if now_leading and not leading:
             log.info("leading as %s (Lease %s/%s)", identity, namespace, LEASE_NAME)
-            await runtime.relist()
+            runtime.mapping_queue.add_all((MAPPING, name) for name in await runtime.relist())  # their statuses
             runtime.queue.active.set()
             runtime.queue.add_all(runtime.cache.servicelink_keys())
         elif leading and not now_leading:
