@@ -203,6 +203,15 @@ class Cache:
         keys = list(kept) if kept is not None else [(ns, name) for k, ns, name in self._workloads if k == kind]
         return [key for key in keys if namespace is None or key[0] == namespace]
 
+    def without_template(self, kind: WorkloadKind, namespace: str | None) -> list[ObjectKey]:
+        """The workloads of ``kind`` held in ``namespace`` (None: all) with no pod template where their kind holds
+        one: what a WorkloadMapping's TemplateNotFound names."""
+        return [
+            (ns, name)
+            for (k, ns, name), view in self._workloads.items()
+            if k == kind and (namespace is None or ns == namespace) and not view.has_template
+        ]
+
     def mark(self) -> int:
         """The current tick: take it before a relist's list of ServiceLinks, hand it to ``replace_servicelinks``."""
         return self._tick

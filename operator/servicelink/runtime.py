@@ -166,22 +166,16 @@ class Runtime:
                 ready = planned
             else:
                 followed = planned
-                self._set_mapped(name, followed)
-                failure = await self.inform_workloads(followed)
-                if failure is not None:
-                    ready = plan_watch_failed(followed, failure, generation=generation)
-                else:
-                    bodies = await self._list_watched(functools.partial(self.kube.list_workloads, resource=followed))
-                    count = len(bodies)
-                    missing = sorted(
-                        f"{(b.get('metadata') or {}).get('namespace')}/{(b.get('metadata') or {}).get('name')}"
-                        for b in bodies
-                        if not followed.pod_template(b)
-                    )
-                    template = str(spec.get("template", ""))
-                    followed_now = Followed(count, missing)
-                    ready = plan_followed(followed, template, followed=followed_now, generation=generation)
+        # Before informing: a kind or path that changed stops its old informers, so the new ones list it again.
         self._set_mapped(name, followed)
+        if followed is not None:
+            failure = await self.inform_workloads(followed)
+            if failure is not None:
+                ready = plan_watch_failed(followed, failure, generation=generation)
+            else:
+                held = self._held(followed)
+                count = held.count
+                ready = plan_followed(followed, str(spec.get("template", "")), followed=held, generation=generation)
         status = plan_mapping_status(
             body.get("status") or {}, ready, followed=count, generation=generation, now=utc_now()
         )
@@ -202,10 +196,18 @@ class Runtime:
                 await self._run(record)
         return self._recheck_in(name, ready.reason)
 
+    def _held(self, resource: WorkloadResource) -> Followed:
+        """The objects of a followed kind its informers keep in the cache: how many, and which have no pod template."""
+        namespaces = self._namespaces()
+        count = sum(len(self.cache.held(resource.kind, ns)) for ns in namespaces)
+        missing = (key for ns in namespaces for key in self.cache.without_template(resource.kind, ns))
+        return Followed(count, sorted(f"{namespace}/{name}" for namespace, name in missing))
+
     async def _list_watched(self, list_one: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Call ``list_one(namespace=...)`` for each watched namespace (None: all at once); return every item."""
-        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
-        pages = await asyncio.gather(*(self._run(functools.partial(list_one, namespace=ns)) for ns in namespaces))
+        pages = await asyncio.gather(
+            *(self._run(functools.partial(list_one, namespace=ns)) for ns in self._namespaces())
+        )
         return [item for page in pages for item in page]
 
     def _namespaces(self) -> list[str | None]:

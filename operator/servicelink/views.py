@@ -361,6 +361,8 @@ class WorkloadView:
     generation: int = 0  # metadata.generation: a Rollout's workload_generation is compared with a Deployment's
     # A Rollout with spec.workloadRef: the generation of that Deployment its controller last saw (a string there).
     workload_generation: str = ""
+    # Whether it has a pod template where its kind holds one: a mapping whose spec.template misses says so.
+    has_template: bool = True
 
     @property
     def kind(self) -> WorkloadKind:
@@ -388,6 +390,7 @@ class WorkloadView:
             workload_ref=read_workload_ref(resource, body),
             generation=int(metadata.get("generation") or 0),
             workload_generation=str((body.get("status") or {}).get("workloadObservedGeneration") or ""),
+            has_template=bool(template),
         )
 
 

@@ -403,6 +403,21 @@ def mapped_kind() -> WorkloadResource:
     return resource
 
 
+def test_a_mapped_kinds_objects_without_a_pod_template_at_its_path_are_named_until_they_gain_one() -> None:
+    cache = Cache()
+    resource = mapped_kind()  # its pod template at .spec.template
+    cache.put_workload(resource, reading("web"))
+    cache.put_workload(resource, {"metadata": {"name": "bare", "namespace": "gallery"}, "spec": {}})
+    cache.put_workload(resource, {"metadata": {"name": "bare", "namespace": "shop"}, "spec": {"podTemplate": {}}})
+    cache.put_workload(WORKLOAD_RESOURCES["Rollout"], {"metadata": {"name": "ref", "namespace": "gallery"}})
+    assert cache.held(resource.kind, None) == [("gallery", "web"), ("gallery", "bare"), ("shop", "bare")]
+    assert cache.without_template(resource.kind, None) == [("gallery", "bare"), ("shop", "bare")]
+    assert cache.without_template(resource.kind, "shop") == [("shop", "bare")]
+    cache.put_workload(resource, reading("bare"))  # it gained one
+    cache.drop_workload(resource.kind, "shop", "bare")
+    assert cache.without_template(resource.kind, None) == []
+
+
 def as_cronjob(body: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": body["metadata"], "spec": {"jobTemplate": {"spec": body["spec"]}}}
 

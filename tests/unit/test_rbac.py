@@ -91,7 +91,7 @@ def requested() -> set[tuple[str, str, str]]:
     kube.patch_servicelink_status(namespace="ns", name="n", status={})
     kube.set_servicelink_finalizers(namespace="ns", name="n", finalizers=[], resource_version="1")
     for workload in WORKLOAD_KINDS:
-        kube.list_workloads(resource=WORKLOAD_RESOURCES[workload], namespace=None)  # a mapping's count
+        kube.list_workloads(resource=WORKLOAD_RESOURCES[workload], namespace=None)  # the CLI reads a mapped kind
         kube.set_workload_config_hash(
             resource=WORKLOAD_RESOURCES[workload],
             namespace="ns",
