@@ -283,3 +283,65 @@ def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, p
         user["user"] = {"token": token}
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def generation(cluster: Cluster, namespace: str, name: str, kind: str = "deployment") -> int:
+    """A workload's ``metadata.generation``: it moves by one for each change of its spec, a rollout among them.
+
+    Count rollouts by it, not by ReplicaSets: a ReplicaSet appears only once kube-controller-manager
+    has acted, so a spurious rollout still on its way passes a count of ReplicaSets.
+    """
+    found: int = cluster.get(kind, name, "-n", namespace)["metadata"]["generation"]
+    return found
+
+
+def generations(cluster: Cluster, namespace: str, *names: str, kind: str = "deployment") -> dict[str, int]:
+    """The ``generation`` of each named workload."""
+    return {name: generation(cluster, namespace, name, kind) for name in names}
+
+
+def link_endpoints(servicelink_body: dict[str, Any] | None, service_name: str) -> int | None:
+    """The endpoints total a ServiceLink's status shows for its link to ``service_name``; None when it shows none."""
+    for entry in ((servicelink_body or {}).get("status") or {}).get("links") or ():
+        if entry.get("service", "").rsplit("/", 1)[-1] == service_name:  # "namespace/name"
+            return int((entry.get("endpoints") or {}).get("total", 0)) if entry.get("endpoints") else None
+    return None
+
+
+def wait_until_acted(cluster: Cluster, namespace: str, link: str, service_name: str, timeout: float = 60) -> None:
+    """Poke ServiceLink ``link`` with a change that writes only its status, and wait until its status shows it.
+
+    The poke is one more ready endpoint for ``service_name`` (one of its links' Services), in an
+    EndpointSlice of the test's own that kube-controller-manager leaves alone: no value changes, so
+    the reconcile it triggers may roll nothing and write nothing but ``status.links[].endpoints``.
+    Once that shows, ``link`` has been reconciled after every change made before the call (the
+    operator never reconciles one ServiceLink twice at once, and a trigger that arrives during a
+    reconcile runs another one afterwards). That is the positive sign a check that nothing
+    (else) rolled or was written must wait for; a sleep is not.
+    """
+    name = f"poke-{service_name}"
+    before = link_endpoints(sl(cluster, namespace, link), service_name) or 0
+    slice_body = cluster.get("endpointslice", name, "-n", namespace)
+    count = len((slice_body or {}).get("endpoints") or ()) + 1
+    cluster.apply(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {
+                    "kubernetes.io/service-name": service_name,
+                    "endpointslice.kubernetes.io/managed-by": "test",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [f"10.255.0.{i}"], "conditions": {"ready": True}} for i in range(1, count + 1)],
+        }
+    )
+    wait_for(
+        lambda: link_endpoints(sl(cluster, namespace, link), service_name) == before + 1,
+        timeout=timeout,
+        interval=0.2,
+        what=f"{link} reconciled: {before + 1} endpoints of {service_name} in its status",
+    )

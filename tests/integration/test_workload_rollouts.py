@@ -1,14 +1,18 @@
-"""Rollouts: each consumer of a changed value rolls once, nothing else rolls (real kube-controller-manager)."""
+"""Rollouts: each consumer of a changed value rolls once, nothing else rolls (real kube-controller-manager).
+
+Rollouts are counted by ``metadata.generation`` (objects.generation), and a check that nothing
+(else) rolled waits first for a reconcile made after the change (objects.wait_until_acted).
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from objects import condition, deployment, service, servicelink
+from objects import condition, deployment, generations, service, servicelink, wait_until_acted
 
+from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 pytestmark = pytest.mark.controller_manager
@@ -17,6 +21,7 @@ GATEWAY_LINKS = (
     {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
     {"key": "APP_SERVICE_URL", "service": "app-service"},
 )
+GATEWAY_APPS = ("gateway-service", "app-reader", "unrelated")
 
 
 def replicasets(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]]:
@@ -32,14 +37,27 @@ def template_hash(cluster: Cluster, kind: str, namespace: str, name: str) -> str
 
 
 def settle(cluster: Cluster, namespace: str, name: str) -> None:
-    """Wait until the ServiceLink is Ready and its consumers' ReplicaSets exist."""
+    """Wait until the ServiceLink is Ready."""
     wait_for(
         lambda: condition(cluster.get("sl", name, "-n", namespace), "Ready").get("status") == "True",
         what=f"{name} Ready",
     )
 
 
-def gateway(cluster: Cluster, namespace: str) -> None:
+def wait_hashes(cluster: Cluster, namespace: str, want: dict[str, str | None], kind: str = "deployment") -> None:
+    """Wait until each named workload's pod template carries its hash (None: none)."""
+    wait_for(
+        lambda: all(template_hash(cluster, kind, namespace, name) == h for name, h in want.items()),
+        what=f"pod templates at {want}",
+    )
+
+
+def gateway_values(auth: int, app: int) -> dict[str, str]:
+    return {"AUTH_SERVICE_URL": f"http://auth-service:{auth}", "APP_SERVICE_URL": f"http://app-service:{app}"}
+
+
+def gateway(cluster: Cluster, namespace: str) -> dict[str, int]:
+    """Apply the gateway (two Services, three Deployments, one ServiceLink); return the Deployments' generations."""
     cluster.apply(
         [
             service("auth-service", namespace, 3001),
@@ -51,26 +69,37 @@ def gateway(cluster: Cluster, namespace: str) -> None:
         ]
     )
     settle(cluster, namespace, "gateway-service")
-    for app in ("gateway-service", "app-reader", "unrelated"):
-        wait_for(lambda app=app: len(replicasets(cluster, namespace, app)) == 1, what=f"first ReplicaSet of {app}")
+    return generations(cluster, namespace, *GATEWAY_APPS)
+
+
+def raised(before: dict[str, int], *rolled: str) -> dict[str, int]:
+    """``before`` with the generation of each workload in ``rolled`` raised by one (named twice: by two)."""
+    return {name: gen + rolled.count(name) for name, gen in before.items()}
 
 
 def test_a_port_change_rolls_the_consumer_once_and_nothing_else_rolls(
     cluster: Cluster, namespace: str, operator: Any, tmp_path: Any
 ) -> None:
-    gateway(cluster, namespace)
-    # Creating the ConfigMap rolled nothing: the pods start with it.
+    before = gateway(cluster, namespace)
+    # Creating the ConfigMap rolled nothing: the pods start with it. Ready=True came from that very reconcile.
     assert template_hash(cluster, "deployment", namespace, "gateway-service") is None
 
     cluster.apply(service("auth-service", namespace, 4001))
-    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 2, what="a new ReplicaSet")
-    new_hash = template_hash(cluster, "deployment", namespace, "gateway-service")
-    assert new_hash == cluster.get("sl", "gateway-service", "-n", namespace)["status"]["hash"]
-    newest = max(
-        replicasets(cluster, namespace, "gateway-service"),
-        key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]),
+    new_hash = render_hash(gateway_values(4001, 3002))
+    wait_hashes(cluster, namespace, {"gateway-service": new_hash})
+    wait_for(
+        lambda: cluster.get("sl", "gateway-service", "-n", namespace)["status"]["hash"] == new_hash,
+        what="the status at the new hash",
     )
-    assert newest["spec"]["template"]["metadata"]["annotations"][HASH] == new_hash
+    newest = wait_for(
+        lambda: [
+            rs
+            for rs in replicasets(cluster, namespace, "gateway-service")
+            if (rs["spec"]["template"]["metadata"].get("annotations") or {}).get(HASH) == new_hash
+        ],
+        what="the ReplicaSet of the new hash",
+    )
+    assert len(newest) == 1
     # One Event per change, on the ServiceLink: the value and the consumers it rolled.
     reported = cluster.kubectl(
         "get",
@@ -92,40 +121,46 @@ def test_a_port_change_rolls_the_consumer_once_and_nothing_else_rolls(
         what="RolledOut=True once the rollout completed",
     )
 
-    # A label on the Service changes no value: no rollout.
+    # A label on the Service changes no value: no rollout. Only APP_SERVICE_URL is read by
+    # app-reader, and another ConfigMap by unrelated: one rollout in all, of gateway-service.
     cluster.kubectl("label", "service", "auth-service", "-n", namespace, "tier=identity")
-    time.sleep(2)
-    assert len(replicasets(cluster, namespace, "gateway-service")) == 2
-    # Only APP_SERVICE_URL is read by app-reader, and another ConfigMap by unrelated.
-    assert len(replicasets(cluster, namespace, "app-reader")) == 1
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, *GATEWAY_APPS) == raised(before, "gateway-service")
     assert template_hash(cluster, "deployment", namespace, "unrelated") is None
 
 
 def test_operator_restart_rolls_nothing(
     cluster: Cluster, namespace: str, operator_process: OperatorProcess, tmp_path: Any
 ) -> None:
-    gateway(cluster, namespace)
+    before = gateway(cluster, namespace)
     cluster.apply(service("auth-service", namespace, 4001))
-    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 2, what="a new ReplicaSet")
+    wait_hashes(cluster, namespace, {"gateway-service": render_hash(gateway_values(4001, 3002)), "app-reader": None})
     operator_process.stop()
     again = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
     try:
-        time.sleep(5)  # more than a resync
-        assert len(replicasets(cluster, namespace, "gateway-service")) == 2
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")  # by the new process
+        assert generations(cluster, namespace, *GATEWAY_APPS) == raised(before, "gateway-service")
     finally:
         again.stop()
 
 
 def test_key_level_precision(cluster: Cluster, namespace: str, operator: Any) -> None:
-    gateway(cluster, namespace)
+    before = gateway(cluster, namespace)
     cluster.apply(service("auth-service", namespace, 4001))
-    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 2, what="gateway rolled")
-    time.sleep(1)
-    assert len(replicasets(cluster, namespace, "app-reader")) == 1  # reads only APP_SERVICE_URL
+    wait_hashes(cluster, namespace, {"gateway-service": render_hash(gateway_values(4001, 3002))})
+    # app-reader reads only APP_SERVICE_URL; the reconcile that rolled gateway-service passed it by.
+    assert generations(cluster, namespace, *GATEWAY_APPS) == raised(before, "gateway-service")
 
     cluster.apply(service("app-service", namespace, 4002))
-    wait_for(lambda: len(replicasets(cluster, namespace, "app-reader")) == 2, what="app-reader rolled")
-    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 3, what="gateway rolled again")
+    want = {
+        "gateway-service": render_hash(gateway_values(4001, 4002)),
+        "app-reader": render_hash({"APP_SERVICE_URL": "http://app-service:4002"}),
+    }
+    wait_hashes(cluster, namespace, want)
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, *GATEWAY_APPS) == raised(
+        before, "gateway-service", "gateway-service", "app-reader"
+    )
 
 
 def test_a_burst_rolls_each_consumer_once(cluster: Cluster, namespace: str, crd: Any, tmp_path: Path) -> None:
@@ -142,26 +177,23 @@ def test_a_burst_rolls_each_consumer_once(cluster: Cluster, namespace: str, crd:
 def _burst_rolls_each_consumer_once(cluster: Cluster, namespace: str) -> None:
     names = [f"svc-{i}" for i in range(5)]
     links = [{"key": f"SVC_{i}_URL", "service": name} for i, name in enumerate(names)]
+    consumers = ("consumer-a", "consumer-b")
     cluster.apply(
         [
             *(service(name, namespace, 8000 + i) for i, name in enumerate(names)),
-            deployment("consumer-a", namespace, env_from="burst-config"),
-            deployment("consumer-b", namespace, env_from="burst-config"),
+            *(deployment(name, namespace, env_from="burst-config") for name in consumers),
             servicelink("burst", namespace, "burst-config", *links),
         ]
     )
     settle(cluster, namespace, "burst")
-    for app in ("consumer-a", "consumer-b"):
-        wait_for(lambda app=app: len(replicasets(cluster, namespace, app)) == 1, what=f"first ReplicaSet of {app}")
+    before = generations(cluster, namespace, *consumers)
 
     cluster.apply([service(name, namespace, 9000 + i) for i, name in enumerate(names)])
-    wait_for(
-        lambda: cluster.get("configmap", "burst-config", "-n", namespace)["data"]["SVC_4_URL"] == "http://svc-4:9004",
-        what="all five values written",
-    )
-    time.sleep(2)
-    assert len(replicasets(cluster, namespace, "consumer-a")) == 2
-    assert len(replicasets(cluster, namespace, "consumer-b")) == 2
+    final = {f"SVC_{i}_URL": f"http://{name}:{9000 + i}" for i, name in enumerate(names)}
+    wait_for(lambda: cluster.get("configmap", "burst-config", "-n", namespace)["data"] == final, what="all five values")
+    wait_hashes(cluster, namespace, dict.fromkeys(consumers, render_hash(final)))
+    wait_until_acted(cluster, namespace, "burst", "svc-0")
+    assert generations(cluster, namespace, *consumers) == raised(before, *consumers)
 
 
 def test_statefulsets_and_daemonsets_roll_and_other_namespaces_do_not(
@@ -180,9 +212,16 @@ def test_statefulsets_and_daemonsets_roll_and_other_namespaces_do_not(
             ]
         )
         settle(cluster, namespace, "links")
+        kinds = {"db": "statefulset", "agent": "daemonset"}
+        before = {name: generations(cluster, namespace, name, kind=kind)[name] for name, kind in kinds.items()}
         cluster.apply(service("auth-service", namespace, 4001))
-        wait_for(lambda: template_hash(cluster, "statefulset", namespace, "db"), what="StatefulSet rolled")
-        wait_for(lambda: template_hash(cluster, "daemonset", namespace, "agent"), what="DaemonSet rolled")
+        new_hash = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
+        for name, kind in kinds.items():
+            wait_hashes(cluster, namespace, {name: new_hash}, kind=kind)
+        wait_until_acted(cluster, namespace, "links", "auth-service")
+        after = {name: generations(cluster, namespace, name, kind=kind)[name] for name, kind in kinds.items()}
+        assert after == raised(before, *kinds)
+        assert generations(cluster, other, "gateway-service") == {"gateway-service": 1}
         assert template_hash(cluster, "deployment", other, "gateway-service") is None
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
@@ -197,6 +236,7 @@ def test_rollout_none_rolls_nothing(cluster: Cluster, namespace: str, operator: 
         ]
     )
     settle(cluster, namespace, "links")
+    before = generations(cluster, namespace, "gateway-service")
     cluster.apply(service("auth-service", namespace, 4001))
     wait_for(
         lambda: (
@@ -204,30 +244,51 @@ def test_rollout_none_rolls_nothing(cluster: Cluster, namespace: str, operator: 
         ),
         what="value written",
     )
-    time.sleep(1)
+    wait_until_acted(cluster, namespace, "links", "auth-service")
+    assert generations(cluster, namespace, "gateway-service") == before
     assert template_hash(cluster, "deployment", namespace, "gateway-service") is None
     assert condition(cluster.get("sl", "links", "-n", namespace), "RolledOut")["reason"] == "RolloutDisabled"
 
 
 def test_a_consumer_created_after_the_fact_is_not_rolled(cluster: Cluster, namespace: str, operator: Any) -> None:
-    gateway(cluster, namespace)
+    before = gateway(cluster, namespace)
     cluster.apply(service("auth-service", namespace, 4001))
-    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 2, what="gateway rolled")
+    wait_hashes(cluster, namespace, {"gateway-service": render_hash(gateway_values(4001, 3002))})
     cluster.apply(deployment("latecomer", namespace, env_from="gateway-service-config"))
     wait_for(lambda: len(replicasets(cluster, namespace, "latecomer")) == 1, what="latecomer's first ReplicaSet")
-    time.sleep(4)  # more than a resync of 3 seconds
-    assert len(replicasets(cluster, namespace, "latecomer")) == 1
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, "latecomer") == {"latecomer": 1}
     assert template_hash(cluster, "deployment", namespace, "latecomer") is None
+    # It is a consumer all the same: the next change rolls it, once.
+    cluster.apply(service("app-service", namespace, 4002))
+    latest = render_hash(gateway_values(4001, 4002))
+    wait_hashes(cluster, namespace, {"gateway-service": latest, "latecomer": latest})
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, *GATEWAY_APPS, "latecomer") == {
+        **raised(before, "gateway-service", "gateway-service", "app-reader"),
+        "latecomer": 2,
+    }
 
 
 def test_a_paused_deployment_is_patched_not_resumed(cluster: Cluster, namespace: str, operator: Any) -> None:
     gateway(cluster, namespace)
+    wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 1, what="the first ReplicaSet")
     cluster.kubectl("rollout", "pause", "deployment/gateway-service", "-n", namespace)
+    paused = generations(cluster, namespace, "gateway-service")  # pausing is a change of spec too
     cluster.apply(service("auth-service", namespace, 4001))
-    status_hash = wait_for(
-        lambda: template_hash(cluster, "deployment", namespace, "gateway-service"), what="template patched"
+    new_hash = render_hash(gateway_values(4001, 3002))
+    wait_hashes(cluster, namespace, {"gateway-service": new_hash})
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert new_hash == cluster.get("sl", "gateway-service", "-n", namespace)["status"]["hash"]
+    body = cluster.get("deployment", "gateway-service", "-n", namespace)
+    assert body["spec"]["paused"] is True
+    assert body["metadata"]["generation"] == paused["gateway-service"] + 1
+    # Paused, kube-controller-manager observes the new generation and makes no ReplicaSet for it.
+    wait_for(
+        lambda: (
+            (d := cluster.get("deployment", "gateway-service", "-n", namespace))["status"].get("observedGeneration")
+            == d["metadata"]["generation"]
+        ),
+        what="kube-controller-manager saw the patch",
     )
-    assert status_hash == cluster.get("sl", "gateway-service", "-n", namespace)["status"]["hash"]
-    assert cluster.get("deployment", "gateway-service", "-n", namespace)["spec"]["paused"] is True
-    time.sleep(1)
-    assert len(replicasets(cluster, namespace, "gateway-service")) == 1  # paused: no new ReplicaSet yet
+    assert len(replicasets(cluster, namespace, "gateway-service")) == 1
