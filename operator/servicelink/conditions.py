@@ -49,6 +49,8 @@ WATCH_FAILED = "WatchFailed"
 # Why an entry of status.skipped is not rolled (and WORKLOAD_NOT_OPTED_IN, which also fails RolledOut)
 WORKLOAD_OPTED_OUT = "WorkloadOptedOut"
 KIND_IGNORED = "KindIgnored"
+# Why an entry of status.deferred (a key written whose rollout is held back) is held, besides WAITING_FOR_ENDPOINTS
+WAITING_FOR_CONFIGMAPS = "WaitingForConfigMaps"
 
 # Why a link did not resolve: a False Resolved carries the first of its links'.
 UNRESOLVED = (
@@ -96,6 +98,9 @@ LINK_REASONS: tuple[str, ...] = (*UNRESOLVED, KEY_CONFLICT)
 # The reasons of an entry of status.skipped. Only a workload not opted in fails RolledOut: the other two are
 # what the workload's owner or the operator's installer asked for.
 SKIPPED_REASONS: tuple[str, ...] = (WORKLOAD_NOT_OPTED_IN, WORKLOAD_OPTED_OUT, KIND_IGNORED)
+# The reasons of an entry of status.deferred: the Service has no ready endpoint (spec.waitForEndpoints), another
+# servicelink ConfigMap a consumer reads is about to be written (one patch for both), or a patch was refused.
+DEFERRED_REASONS: tuple[str, ...] = (WAITING_FOR_ENDPOINTS, WAITING_FOR_CONFIGMAPS, ROLLOUT_FAILED)
 
 
 def merge_conditions(current: Sequence[Condition], desired: Sequence[Condition], *, now: str) -> list[Condition]:

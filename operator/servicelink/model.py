@@ -673,12 +673,21 @@ class SkippedWorkload(_Strict):
 
 
 class DeferredKey(_Strict):
-    """A key written whose rollout waits for endpoints: an entry of ``status.deferred``."""
+    """A key written whose rollout is held back: an entry of ``status.deferred``."""
 
     key: str = Field(description=_KEY)
     service: str = Field(description=_SERVICE)
     previous: str | None = Field(
-        default=None, description="The value the consumers' pods still carry; absent when it was unset."
+        default=None,
+        description="The value the consumers' pods still carry; absent when it was unset, or when the key is"
+        " written to the Secret (spec.secretName): a Secret's value is never shown.",
+    )
+    reason: str = Field(
+        default="WaitingForEndpoints",
+        description="Why its rollout is held: WaitingForEndpoints (spec.waitForEndpoints, and its Service has no"
+        " ready endpoint), WaitingForConfigMaps (a consumer also reads another servicelink ConfigMap about to be"
+        " written: both go out in one patch) or RolloutFailed (the API server refused a patch). The key stays here"
+        " until every consumer carries it, so a restart or a new leader still rolls them, once.",
     )
 
 
@@ -756,8 +765,10 @@ class ServiceLinkStatus(_Strict):
     )
     deferred: list[DeferredKey] = Field(
         default_factory=list,
-        description="Keys written to the ConfigMap whose rollout waits (spec.waitForEndpoints) until their Service"
-        " has a ready endpoint.",
+        description="Keys written whose rollout is held back, each with the reason: until their Service has a ready"
+        " endpoint (spec.waitForEndpoints), until another ServiceLink of a consumer writes its ConfigMap, or after"
+        " a patch was refused. What the operator would otherwise hold only in memory: it rolls them after a"
+        " restart or a leader hand-over too.",
     )
     stale_jobs: list[StaleJob] = Field(
         default_factory=list,

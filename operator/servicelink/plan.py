@@ -610,6 +610,8 @@ class Roll:
     rollouts: list[Rollout] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     baseline: dict[str, str] = field(default_factory=dict)
+    # The keys changed since the consumers were last rolled: kept in status.deferred while a rollout is held back.
+    changed: list[Deferred] = field(default_factory=list)
 
 
 def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
@@ -689,7 +691,11 @@ def plan_roll(
     )
     baseline = plan_baseline(view, written)
     changed, blocked = plan_deferral(
-        values.results, services=values.services, baseline=baseline, desired=written.digests
+        values.results,
+        services=values.services,
+        baseline=baseline,
+        desired=written.digests,
+        secret_keys=frozenset(secret.keys) if secret is not None else frozenset(),
     )
     if spec.wait_for_endpoints and blocked:
         verdict = judge_rollout(
@@ -717,7 +723,7 @@ def plan_roll(
     )
     kept = {(r.kind, r.name): r.changed_keys for r in due if (r.kind, r.name) in held}
     skipped = [dataclasses.replace(s, keys=kept.get((s.kind, s.name), ())) for s in skipped]
-    return Roll(None, [r for r in due if (r.kind, r.name) not in held], skipped, baseline)
+    return Roll(None, [r for r in due if (r.kind, r.name) not in held], skipped, baseline, changed)
 
 
 def judge_roll(
@@ -729,7 +735,12 @@ def judge_roll(
     world: World,
 ) -> Rolled:
     """What the patches achieved: ``outcomes`` has, by workload patched, None or why the API server refused;
-    a workload missing from it waits for another ServiceLink of a ConfigMap it reads."""
+    a workload missing from it waits for another ServiceLink of a ConfigMap it reads.
+
+    While a consumer is not patched (refused, or waiting), the changed keys
+    stay in ``status.deferred`` with the reason: the status, not memory, says
+    a rollout is owed, so a restart or a new leader still rolls it, once.
+    """
     failures: list[str] = []
     done: list[RolledOut] = []
     waiting = 0
@@ -772,7 +783,9 @@ def judge_roll(
         waiting=waiting,
     )
     start_next = frozenset(w.kind for w in views.values() if not w.resource.rolls)
-    return Rolled(verdict, rolled_out, list(roll.skipped), start_next=start_next, templated_by=templated_by)
+    held = c.ROLLOUT_FAILED if failures else c.WAITING_FOR_CONFIGMAPS if waiting else None
+    deferred = [dataclasses.replace(d, reason=held) for d in roll.changed] if held is not None else []
+    return Rolled(verdict, rolled_out, list(roll.skipped), deferred, start_next=start_next, templated_by=templated_by)
 
 
 # --- Jobs --------------------------------------------------------------------------------------

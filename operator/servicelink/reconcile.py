@@ -109,6 +109,8 @@ class Reconciler:
     on_values_changed: Callable[[int], None] = lambda count: None
     on_rollout: Callable[[str], None] = lambda kind: None
     is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
+    # Reconcile a ServiceLink again soon: one whose rollout another's patch sent, so its status catches up.
+    requeue: Callable[[tuple[str, str]], None] = lambda key: None
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Each ConfigMap as our last apply (or read) returned it. A change then writes without
     # reading first, guarded by that resourceVersion: one round trip less (docs/explanation/performance.md).
@@ -156,7 +158,7 @@ class Reconciler:
             again = await self._reconcile(namespace, name)
         finally:
             self._writing.discard((namespace, name))
-        await self._flush(namespace)  # rollouts that waited for us, if we left before rolling
+        await self._flush(namespace, by=(namespace, name))  # rollouts that waited for us, if we left before rolling
         return again
 
     async def _reconcile(self, namespace: str, name: str) -> float | None:
@@ -298,7 +300,7 @@ class Reconciler:
             secret_keys = frozenset(written.secret.after) if written.secret is not None else frozenset()
             share = _Share(rollout, view, previous=baseline, current=written.digests, secret_keys=secret_keys)
             self._owed.setdefault((rollout.kind, rollout.namespace, rollout.name), []).append(share)
-        return await self._flush(view.namespace)
+        return await self._flush(view.namespace, by=(view.namespace, view.name))
 
     def stand_down(self) -> None:
         """Drop the rollouts held for other ServiceLinks: another replica leads now and rolls by comparing."""
@@ -313,11 +315,13 @@ class Reconciler:
             for claim in self.world.claims(namespace, configmap)
         )
 
-    async def _flush(self, namespace: str) -> dict[tuple[WorkloadKind, str, str], str | None]:
+    async def _flush(self, namespace: str, *, by: tuple[str, str]) -> dict[tuple[WorkloadKind, str, str], str | None]:
         """Patch each workload of ``namespace`` with rollouts owed and no ServiceLink left to wait for.
 
         Returns, by workload, None when it was patched (or is gone) and the
-        reason when the API server refused.
+        reason when the API server refused. Every other ServiceLink whose share
+        went out (or was refused) is reconciled again: its status still lists
+        the keys as WaitingForConfigMaps in ``status.deferred``.
         """
         outcomes: dict[tuple[WorkloadKind, str, str], str | None] = {}
         patched: list[_Share] = []
@@ -327,19 +331,19 @@ class Reconciler:
                 continue
             del self._owed[key]
             workload = self.world.workload(*key)
-            if workload is None:
-                outcomes[key] = None
-                continue
-            rollouts = [share.rollout for share in shares]
-            try:
-                found = await self._patch_workload(workload, merge_rollouts(workload.config_hash, rollouts))
-            except TransientError:
-                self._owed.setdefault(key, []).extend(shares)  # the retry of this reconcile sends them
-                raise
-            except ApiError as error:
-                outcomes[key] = f"cannot patch {key[0]} {key[1]}/{key[2]}: HTTP {error.status} {error.reason}"
-                continue
-            outcomes[key] = None
+            found = False  # patched, and it still exists
+            if workload is not None:
+                rollouts = [share.rollout for share in shares]
+                try:
+                    found = await self._patch_workload(workload, merge_rollouts(workload.config_hash, rollouts))
+                except TransientError:
+                    self._owed.setdefault(key, []).extend(shares)  # the retry of this reconcile sends them
+                    raise
+                except ApiError as error:
+                    outcomes[key] = f"cannot patch {key[0]} {key[1]}/{key[2]}: HTTP {error.status} {error.reason}"
+            outcomes.setdefault(key, None)
+            for other in sorted({(s.view.namespace, s.view.name) for s in shares} - {by}):
+                self.requeue(other)
             if found:  # one Event per change: a sibling on the same ConfigMap adds none
                 patched.extend([share for share in shares if share.rollout.changed_keys] or shares[:1])
         for share in patched:  # reported once every consumer is patched: no pod waits for them

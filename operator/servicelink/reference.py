@@ -239,6 +239,9 @@ def render_fields() -> str:
         "An entry of `status.skipped` carries one of "
         + ", ".join(f"`{r}`" for r in conditions.SKIPPED_REASONS)
         + f"; only `{conditions.WORKLOAD_NOT_OPTED_IN}` makes `RolledOut` False.",
+        "An entry of `status.deferred` carries one of "
+        + ", ".join(f"`{r}`" for r in conditions.DEFERRED_REASONS)
+        + f"; only `{conditions.WAITING_FOR_ENDPOINTS}` and `{conditions.ROLLOUT_FAILED}` make `RolledOut` False.",
         *_columns(PLURAL, PRINTER_COLUMNS),
     ]
     return "\n\n".join(part for part in parts if part)

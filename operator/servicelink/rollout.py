@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import EllipsisType
 
+from servicelink.conditions import WAITING_FOR_ENDPOINTS
 from servicelink.model import (
     LabelSelector,
     RolledOut,
@@ -374,11 +375,12 @@ def find_stale_jobs(
 
 @dataclass(frozen=True)
 class Deferred:
-    """A key whose change is written but not yet rolled out: its Service had no ready endpoint."""
+    """A key whose change is written but not yet rolled out, and why (a ``conditions.DEFERRED_REASONS``)."""
 
     key: str
     service: str  # "namespace/name"
-    previous: str | None  # the value the consumers' pods still carry; None when it was unset
+    previous: str | None  # the value the consumers' pods still carry; None when it was unset (or is a Secret's)
+    reason: str = WAITING_FOR_ENDPOINTS
 
 
 def restore_deferred(baseline: Mapping[str, str], deferred: Iterable[Deferred]) -> dict[str, str]:
@@ -406,20 +408,24 @@ def plan_deferral(
     services: Mapping[ObjectKey, ServiceView],
     baseline: Mapping[str, str],
     desired: Mapping[str, str],
+    secret_keys: frozenset[str] = frozenset(),
 ) -> tuple[list[Deferred], list[Deferred]]:
     """Return the keys changed since the pods were last rolled, and those of them whose Service has no ready endpoint.
 
     With ``waitForEndpoints`` the consumers roll only once the second list is
     empty; until then the first is kept in the status, so the change still
     counts as one when an endpoint comes up (``restore_deferred``). A link
-    whose Service is ExternalName is never waited for.
+    whose Service is ExternalName is never waited for. A key in ``secret_keys``
+    is listed without its previous value (a digest of a Secret's): unset
+    before counts as changed just the same.
     """
     changed: list[Deferred] = []
     blocked: list[Deferred] = []
     for result in results:
         if result.key not in desired or desired[result.key] == baseline.get(result.key):
             continue
-        entry = Deferred(key=result.key, service=result.service, previous=baseline.get(result.key))
+        previous = None if result.key in secret_keys else baseline.get(result.key)
+        entry = Deferred(key=result.key, service=result.service, previous=previous)
         changed.append(entry)
         if not _answers(result, services):
             blocked.append(entry)

@@ -341,6 +341,7 @@ async def start_runtime(config: Settings) -> Runtime:
         is_transient=lambda error: isinstance(error, TransientError),
     )
     reconciler.is_waiting = queue.is_waiting
+    reconciler.requeue = queue.add
     runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
     if config.secrets:
         cache.keep_secrets()

@@ -108,7 +108,12 @@ def judge_rollout(
 def parse_deferred(status: Mapping[str, Any]) -> list[Deferred]:
     """Read ``status.deferred``: the keys written but not yet rolled out; an entry we cannot read is dropped."""
     return [
-        Deferred(key=str(e["key"]), service=str(e.get("service", "")), previous=e.get("previous"))
+        Deferred(
+            key=str(e["key"]),
+            service=str(e.get("service", "")),
+            previous=e.get("previous"),
+            reason=str(e.get("reason") or c.WAITING_FOR_ENDPOINTS),  # written before reasons: endpoints
+        )
         for e in status.get("deferred") or ()
         if isinstance(e, Mapping) and e.get("key")
     ]
@@ -212,7 +217,7 @@ def render_status(
         endpoint_summary=f"{with_endpoints}/{len(results)}",
         rolled_out=list(rolled_out),
         skipped=[SkippedWorkload(kind=s.kind, name=s.name, reason=s.reason, message=s.message) for s in skipped],
-        deferred=[DeferredKey(key=d.key, service=d.service, previous=d.previous) for d in deferred],
+        deferred=[DeferredKey(key=d.key, service=d.service, previous=d.previous, reason=d.reason) for d in deferred],
         stale_jobs=list(stale_jobs),
         conditions=c.merge_conditions(current_conditions, desired, now=now),
     )

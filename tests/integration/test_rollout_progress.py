@@ -112,7 +112,12 @@ def test_wait_for_endpoints_holds_the_rollout_until_the_new_service_answers(
         "AUTH_SERVICE_URL": "http://auth-v2:3001"
     }
     assert sl(cluster, namespace, "gateway")["status"]["deferred"] == [
-        {"key": "AUTH_SERVICE_URL", "service": f"{namespace}/auth-v2", "previous": "http://auth-service:3001"}
+        {
+            "key": "AUTH_SERVICE_URL",
+            "service": f"{namespace}/auth-v2",
+            "previous": "http://auth-service:3001",
+            "reason": "WaitingForEndpoints",
+        }
     ]
     cluster.apply(endpoint_slice("auth-v2", namespace, ready=False))  # an endpoint, not ready yet
     time.sleep(2)

@@ -480,7 +480,12 @@ def test_wait_for_endpoints_rolls_the_consumer_only_once_the_new_service_has_a_r
     data = get(node, "configmap", "edge-config", "-n", GALLERY)["data"]
     assert data["AUTH_SERVICE_URL"] == "http://auth-v3:3001", "the ConfigMap is written at once"
     assert get(node, "servicelink", "edge", "-n", GALLERY)["status"]["deferred"] == [
-        {"key": "AUTH_SERVICE_URL", "service": f"{GALLERY}/auth-v3", "previous": "http://auth-edge:3005"}
+        {
+            "key": "AUTH_SERVICE_URL",
+            "service": f"{GALLERY}/auth-v3",
+            "previous": "http://auth-edge:3005",
+            "reason": "WaitingForEndpoints",
+        }
     ]
     time.sleep(5)
     assert get(node, "deployment", "edge", "-n", GALLERY)["metadata"]["generation"] == before, "not rolled yet"

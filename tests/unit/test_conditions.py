@@ -74,11 +74,11 @@ def test_conditions_not_desired_are_dropped() -> None:
 
 
 def test_every_reason_is_declared_for_its_condition_or_for_a_link() -> None:
-    """The generated references list REASONS, MAPPING_REASONS, LINK_REASONS and SKIPPED_REASONS; a reason left out
-    would be missed."""
+    """The generated references list REASONS, MAPPING_REASONS, LINK_REASONS, SKIPPED_REASONS and DEFERRED_REASONS;
+    a reason left out would be missed."""
     types = {c.READY, c.RESOLVED_TYPE, c.SYNCED, c.ROLLED_OUT}
     declared = {r for table in (c.REASONS, c.MAPPING_REASONS) for reasons in table.values() for r in reasons}
-    declared |= set(c.LINK_REASONS) | set(c.SKIPPED_REASONS)
+    declared |= set(c.LINK_REASONS) | set(c.SKIPPED_REASONS) | set(c.DEFERRED_REASONS)
     constants = {
         value for name, value in vars(c).items() if name.isupper() and isinstance(value, str) and value not in types
     }

@@ -462,6 +462,45 @@ def test_the_patches_outcomes_make_the_rollout_verdict() -> None:
     assert [r.name for r in waiting.rolled_out] == ["before"]  # nothing rolled now: the last ones stay
 
 
+@pytest.mark.parametrize(
+    ("outcomes", "reason"),
+    [({("Deployment", NS, "web"): "cannot patch: HTTP 422"}, c.ROLLOUT_FAILED), ({}, c.WAITING_FOR_CONFIGMAPS)],
+    ids=["refused", "waiting"],
+)
+def test_a_rollout_held_back_is_recorded_in_the_status_and_rolled_once_after_a_restart(
+    outcomes: dict[tuple[str, str, str], str | None], reason: str
+) -> None:
+    """Memory is lost with the process: the status must say a rollout is owed to a consumer with no entry yet."""
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    cache = world(sl)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
+    current = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    view, values, written = written_for(sl, cache, current)
+    spec = parse_spec(sl["spec"])
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
+    assert [r.name for r in roll.rollouts] == ["web"]
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
+    assert [(d.key, d.previous, d.reason) for d in rolled.deferred] == [("AUTH_URL", "old", reason)]
+    status = planner.plan_status(view, values=values, written=written, rolled=rolled, now="t")
+    assert status is not None
+    assert status.patch["deferred"] == [
+        {"key": "AUTH_URL", "service": f"{NS}/auth-service", "previous": "old", "reason": reason}
+    ]
+    # The operator dies here; the one after it reads the status back, and the ConfigMap already holds the value.
+    after = body(status={**sl["status"], **status.patch})
+    written_now = configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    view, values, written = written_for(after, cache, written_now)
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
+    assert [(r.name, r.changed_keys) for r in roll.rollouts] == [("web", ("AUTH_URL",))]
+    done = planner.judge_roll(view, spec=spec, roll=roll, outcomes={("Deployment", NS, "web"): None}, world=cache)
+    assert done.deferred == []
+    # Patched: it carries its entry, so the next reconcile finds nothing due even if the status lagged.
+    patched = deployment("web", reads="gw", config_hash=roll.rollouts[0].hash)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], patched)
+    again = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
+    assert again.rollouts == []
+
+
 def cronjob(name: str, *, reads: str) -> dict[str, Any]:
     """A CronJob whose Jobs' pods read ConfigMap ``reads``: the pod template is its jobTemplate's."""
     template = deployment(name, reads=reads)["spec"]["template"]

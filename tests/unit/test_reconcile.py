@@ -290,6 +290,24 @@ def test_a_lost_race_on_a_workload_keeps_its_rollout_for_the_retry(executor: Thr
     assert web.config_hash is not None
 
 
+def test_a_refused_patch_stays_owed_in_the_status_and_a_restarted_operator_rolls_it_once(
+    executor: ThreadPoolExecutor,
+) -> None:
+    kube, run = changed_after_first_reconcile(executor)
+    kube.fail("set_workload_config_hash", ApiError(422, "Unprocessable Entity"))
+    reconcile(run)
+    assert reason(kube, c.ROLLED_OUT) == c.ROLLOUT_FAILED
+    assert [(d["key"], d["reason"]) for d in status(kube)["deferred"]] == [("AUTH_URL", c.ROLLOUT_FAILED)]
+    restarted = reconciler(kube, executor)  # nothing in memory: what is owed is read from the status
+    kube.calls.clear()
+    reconcile(restarted)
+    assert kube.calls.count("set_workload_config_hash") == 1
+    assert "deferred" not in status(kube)
+    kube.calls.clear()
+    reconcile(restarted)
+    assert "set_workload_config_hash" not in kube.calls
+
+
 def test_an_invalid_spec_is_reported_once(executor: ThreadPoolExecutor) -> None:
     invalid = body()
     invalid["spec"]["links"] = []

@@ -352,8 +352,13 @@ def test_keys_held_back_are_listed_and_read_back() -> None:
         now=T0,
     )
     assert new["deferred"] == [
-        {"key": "AUTH_SERVICE_URL", "service": "gallery/auth-v2", "previous": "http://auth-service:3001"},
-        {"key": "NEW", "service": "gallery/new"},
+        {
+            "key": "AUTH_SERVICE_URL",
+            "service": "gallery/auth-v2",
+            "previous": "http://auth-service:3001",
+            "reason": "WaitingForEndpoints",
+        },
+        {"key": "NEW", "service": "gallery/new", "reason": "WaitingForEndpoints"},
     ]
     assert parse_deferred(new) == [HELD, Deferred(key="NEW", service="gallery/new", previous=None)]
     assert "deferred" not in status()
