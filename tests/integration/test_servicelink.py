@@ -17,10 +17,12 @@ from objects import (
     shared_configmap,
     sl,
     wait_condition,
+    wait_until_acted,
 )
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
+RESYNC_SECONDS = 3  # the operator's resync in the tests (fixtures.operator_env)
 GATEWAY_LINKS = (
     {"key": "AUTH_SERVICE_URL", "service": "auth-service"},
     {"key": "APP_SERVICE_URL", "service": "app-service"},
@@ -338,19 +340,23 @@ def test_the_oldest_servicelink_creates_a_new_configmap_whatever_the_order_of_re
         print(f"\n[servicelink] operator log {process.log_path}:\n{process.log()[-20000:]}", file=sys.stderr)
 
 
-def _revisions(cluster: Cluster, namespace: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for kind in ("servicelinks", "configmaps", "deployments", "events"):
+def _written(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """What servicelink may write in a namespace: each ConfigMap's, Deployment's and Event's resourceVersion, and
+    each ServiceLink's status but its endpoint counts (which wait_until_acted changes on purpose)."""
+    found: dict[str, Any] = {}
+    for kind in ("configmaps", "deployments", "events"):
         for item in cluster.get(kind, "-n", namespace)["items"]:
             found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+    for item in cluster.get("servicelinks", "-n", namespace)["items"]:
+        status = {k: v for k, v in (item.get("status") or {}).items() if k != "endpointSummary"}
+        status["links"] = [{k: v for k, v in link.items() if k != "endpoints"} for link in status.get("links", ())]
+        found[f"servicelinks/{item['metadata']['name']}"] = status
     return found
 
 
 def test_idle_and_restart_write_nothing(
     cluster: Cluster, namespace: str, operator_process: OperatorProcess, tmp_path: Any
 ) -> None:
-    from servicelink.testing.fixtures import start_operator_process
-
     cluster.apply(
         [
             service("auth-service", namespace, 3001),
@@ -360,14 +366,15 @@ def test_idle_and_restart_write_nothing(
         ]
     )
     wait_condition(cluster, namespace, "gateway-service", "Ready", "True")
-    time.sleep(1)
-    before = _revisions(cluster, namespace)
-    time.sleep(7)  # more than two resyncs of 3 seconds
-    assert _revisions(cluster, namespace) == before
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")  # whatever the first reconciles write
+    before = _written(cluster, namespace)
+    time.sleep(RESYNC_SECONDS)  # a resync falls in here, then a reconcile that comes after it
+    wait_until_acted(cluster, namespace, "gateway-service", "app-service")
+    assert _written(cluster, namespace) == before
     operator_process.stop()
     restarted = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
     try:
-        time.sleep(7)
-        assert _revisions(cluster, namespace) == before
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")  # a reconcile of the new process
+        assert _written(cluster, namespace) == before
     finally:
         restarted.stop()
