@@ -308,10 +308,22 @@ def link_endpoints(servicelink_body: dict[str, Any] | None, service_name: str) -
     return None
 
 
-def wait_until_acted(cluster: Cluster, namespace: str, link: str, service_name: str, timeout: float = 60) -> None:
-    """Poke ServiceLink ``link`` with a change that writes only its status, and wait until its status shows it.
+def servicelink_state(servicelink_body: dict[str, Any]) -> dict[str, Any]:
+    """A ServiceLink as written, but what moves on every write (resourceVersion, managedFields) and what the poke of
+    ``wait_until_acted`` changes on purpose (the endpoint counts): equal before and after a reconcile that wrote
+    nothing else."""
+    metadata = {k: v for k, v in servicelink_body["metadata"].items() if k not in ("resourceVersion", "managedFields")}
+    status = {k: v for k, v in (servicelink_body.get("status") or {}).items() if k != "endpointSummary"}
+    status["links"] = [{k: v for k, v in link.items() if k != "endpoints"} for link in status.get("links", ())]
+    return {"metadata": metadata, "spec": servicelink_body.get("spec"), "status": status}
 
-    The poke is one more ready endpoint for ``service_name`` (one of its links' Services), in an
+
+def wait_until_acted(
+    cluster: Cluster, namespace: str, link: str | tuple[str, ...], service_name: str, timeout: float = 60
+) -> None:
+    """Poke ServiceLink ``link`` (or each of several) with a change that writes only its status; wait until it shows.
+
+    The poke is one more ready endpoint for ``service_name`` (a Service every one of them links), in an
     EndpointSlice of the test's own that kube-controller-manager leaves alone: no value changes, so
     the reconcile it triggers may roll nothing and write nothing but ``status.links[].endpoints``.
     Once that shows, ``link`` has been reconciled after every change made before the call (the
@@ -319,8 +331,9 @@ def wait_until_acted(cluster: Cluster, namespace: str, link: str, service_name: 
     reconcile runs another one afterwards). That is the positive sign a check that nothing
     (else) rolled or was written must wait for; a sleep is not.
     """
+    links = (link,) if isinstance(link, str) else link
     name = f"poke-{service_name}"
-    before = link_endpoints(sl(cluster, namespace, link), service_name) or 0
+    before = {each: link_endpoints(sl(cluster, namespace, each), service_name) or 0 for each in links}
     slice_body = cluster.get("endpointslice", name, "-n", namespace)
     count = len((slice_body or {}).get("endpoints") or ()) + 1
     cluster.apply(
@@ -340,8 +353,8 @@ def wait_until_acted(cluster: Cluster, namespace: str, link: str, service_name: 
         }
     )
     wait_for(
-        lambda: link_endpoints(sl(cluster, namespace, link), service_name) == before + 1,
+        lambda: all(link_endpoints(sl(cluster, namespace, each), service_name) == before[each] + 1 for each in links),
         timeout=timeout,
         interval=0.2,
-        what=f"{link} reconciled: {before + 1} endpoints of {service_name} in its status",
+        what=f"{', '.join(links)} reconciled: one more endpoint of {service_name} in the status",
     )

@@ -13,6 +13,7 @@ from objects import (
     external_service,
     service,
     servicelink,
+    servicelink_state,
     set_port,
     shared_configmap,
     sl,
@@ -342,15 +343,13 @@ def test_the_oldest_servicelink_creates_a_new_configmap_whatever_the_order_of_re
 
 def _written(cluster: Cluster, namespace: str) -> dict[str, Any]:
     """What servicelink may write in a namespace: each ConfigMap's, Deployment's and Event's resourceVersion, and
-    each ServiceLink's status but its endpoint counts (which wait_until_acted changes on purpose)."""
+    each ServiceLink as objects.servicelink_state shows it."""
     found: dict[str, Any] = {}
     for kind in ("configmaps", "deployments", "events"):
         for item in cluster.get(kind, "-n", namespace)["items"]:
             found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
     for item in cluster.get("servicelinks", "-n", namespace)["items"]:
-        status = {k: v for k, v in (item.get("status") or {}).items() if k != "endpointSummary"}
-        status["links"] = [{k: v for k, v in link.items() if k != "endpoints"} for link in status.get("links", ())]
-        found[f"servicelinks/{item['metadata']['name']}"] = status
+        found[f"servicelinks/{item['metadata']['name']}"] = servicelink_state(item)
     return found
 
 
