@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from objects import data, service, servicelink, set_port, wait_condition
+from objects import data, service, servicelink, set_port, wait_condition, wait_until_acted
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
@@ -100,10 +100,17 @@ def config_hashes(cluster: Cluster, namespace: str) -> dict[str, str | None]:
     return found
 
 
+def acted(cluster: Cluster, namespace: str) -> None:
+    """Wait until every ServiceLink of the namespace has been reconciled after everything done so far
+    (objects.wait_until_acted, through the Service all of them link)."""
+    names = tuple(item["metadata"]["name"] for item in cluster.get("servicelinks", "-n", namespace)["items"])
+    wait_until_acted(cluster, namespace, names, "shared")
+
+
 def wait_rollouts(cluster: Cluster, namespace: str, count: int, what: str) -> None:
-    """Wait until every reader rolled ``count`` times, then a while longer to catch a second rollout."""
+    """Wait until every reader rolled ``count`` times; after a later reconcile of every ServiceLink, still so."""
     wait_for(lambda: set(rollouts(cluster, namespace).values()) == {count}, timeout=30, interval=0.2, what=what)
-    time.sleep(1.5)
+    acted(cluster, namespace)
     assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, count), what
 
 
@@ -111,7 +118,7 @@ def set_up(cluster: Cluster, namespace: str, count: int, objects: list[dict[str,
     cluster.apply(objects or landscape(namespace, count))
     for i in range(count):
         wait_condition(cluster, namespace, f"link-{i}", "Ready", "True")
-    time.sleep(1)
+    acted(cluster, namespace)
     assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 0)  # writing the ConfigMaps rolled nothing
 
 
@@ -135,7 +142,10 @@ def test_readers_of_several_configmaps_roll_once_per_change_and_never_on_resync(
     # Key-level precision: cfg-1 is read only for URL_1 and SHARED_URL.
     set_port(cluster, namespace, "aux", 7101)
     wait_for(lambda: (data(cluster, namespace, config(1)) or {}).get("AUX_URL") == "http://aux:7101", what="AUX_URL")
-    time.sleep(3 * RESYNC + 1)  # and at least three resyncs
+    acted(cluster, namespace)
+    assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 2)
+    time.sleep(RESYNC)  # a resync falls in here, then a reconcile of every ServiceLink after it
+    acted(cluster, namespace)
     assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 2)
 
 
@@ -149,7 +159,7 @@ def test_an_upgrade_from_the_single_bare_hash_rolls_nothing_up_to_date(
     for body in objects[-len(KINDS) :]:
         body["spec"]["template"]["metadata"]["annotations"] = {HASH: written_last}
     set_up(cluster, namespace, 2, objects)
-    time.sleep(RESYNC + 1)
+    acted(cluster, namespace)  # each ServiceLink once more: the old bare hash flipped at each reconcile
     assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 0)
 
     set_port(cluster, namespace, "svc-1", 9001)
@@ -171,7 +181,7 @@ def test_readers_of_several_configmaps_stay_put_across_a_hand_over_and_a_restart
         leader, follower = replicas if holder.endswith(f"-{replicas[0].popen.pid}") else replicas[::-1]
         leader.stop(signal.SIGKILL)
         wait_for(lambda: "leading as" in follower.log(), timeout=40, interval=0.5, what="the follower leading")
-        time.sleep(RESYNC + 1)  # its first reconcile of everything, and a resync
+        acted(cluster, namespace)  # reconciles of the new leader
         assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 1)
 
         set_port(cluster, namespace, "svc-1", 9001)
@@ -179,7 +189,7 @@ def test_readers_of_several_configmaps_stay_put_across_a_hand_over_and_a_restart
 
         follower.stop()
         again = start_operator_process(cluster.kubeconfig, tmp_path / "restarted.log")
-        time.sleep(RESYNC + 2)  # its first reconcile of everything, and a resync
+        acted(cluster, namespace)  # reconciles of the restarted operator
         assert rollouts(cluster, namespace) == dict.fromkeys(KINDS, 2)
     finally:
         for process in [*replicas, *([again] if again else [])]:
