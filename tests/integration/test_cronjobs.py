@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from objects import condition, cronjob, events, service, servicelink, wait_condition
+from objects import condition, cronjob, events, service, servicelink, wait_condition, wait_until_acted
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
@@ -23,7 +23,7 @@ LINKS = (
     {"key": "APP_SERVICE_URL", "service": "app-service"},
 )
 CRONJOBS = ("auth-report", "app-report", "unrelated")
-RESYNC = 4  # seconds: more than the test operator's resync of 3
+RESYNC = 3  # seconds: the test operator's resync
 
 
 def job_template_hash(cluster: Cluster, namespace: str, name: str) -> str | None:
@@ -40,6 +40,11 @@ def versions(cluster: Cluster, namespace: str) -> dict[str, tuple[str, int]]:
         metadata = cluster.get("cronjob", name, "-n", namespace)["metadata"]
         found[name] = (metadata["resourceVersion"], metadata["generation"])
     return found
+
+
+def acted(cluster: Cluster, namespace: str) -> None:
+    """Wait for a reconcile of the ServiceLink after everything done so far (objects.wait_until_acted)."""
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
 
 
 def reporting(cluster: Cluster, namespace: str) -> dict[str, tuple[str, int]]:
@@ -66,8 +71,8 @@ def test_a_port_change_annotates_the_job_template_of_the_cronjobs_reading_it_and
     cluster: Cluster, namespace: str, operator: Any
 ) -> None:
     before = reporting(cluster, namespace)
-    # Creating the ConfigMap patched nothing: Jobs start with it. Resyncs patch nothing either.
-    time.sleep(RESYNC)
+    # Creating the ConfigMap patched nothing: Jobs start with it. A later reconcile patches nothing either.
+    acted(cluster, namespace)
     assert versions(cluster, namespace) == before
     assert all(job_template_hash(cluster, namespace, name) is None for name in CRONJOBS)
 
@@ -94,12 +99,14 @@ def test_a_port_change_annotates_the_job_template_of_the_cronjobs_reading_it_and
     assert job["spec"]["template"]["metadata"]["annotations"][HASH] == expected
 
     # Key-level precision: the CronJob reading only APP_SERVICE_URL, and the one reading another ConfigMap,
-    # were not written; nor is auth-report written again by the resyncs that follow.
+    # were not written; nor is auth-report written again by the reconciles that follow.
+    acted(cluster, namespace)
     after = versions(cluster, namespace)
     assert after["app-report"] == before["app-report"]
     assert after["unrelated"] == before["unrelated"]
     assert after["auth-report"][1] == before["auth-report"][1] + 1  # exactly one write of its spec
-    time.sleep(RESYNC)
+    time.sleep(RESYNC)  # a resync falls in here, then a reconcile after it
+    acted(cluster, namespace)
     assert versions(cluster, namespace) == after
 
 
@@ -114,7 +121,7 @@ def test_an_operator_restart_patches_no_cronjob(
     operator_process.stop()
     again = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
     try:
-        time.sleep(RESYNC + 1)  # the first reconcile after the start, and a resync
+        acted(cluster, namespace)  # a reconcile of the new process
         assert versions(cluster, namespace) == settled
     finally:
         again.stop()
@@ -136,14 +143,14 @@ def test_a_leader_hand_over_patches_no_cronjob_and_the_new_leader_follows_the_ne
         leader, follower = replicas if holder.endswith(f"-{replicas[0].popen.pid}") else replicas[::-1]
         leader.stop(signal.SIGKILL)
         wait_for(lambda: "leading as" in follower.log(), timeout=40, interval=0.5, what="the follower leading")
-        time.sleep(RESYNC + 1)  # its first reconcile of everything, and a resync
+        acted(cluster, namespace)  # a reconcile of the new leader
         assert versions(cluster, namespace) == settled
 
         cluster.apply(service("app-service", namespace, 4002))
         expected = render_hash({"APP_SERVICE_URL": "http://app-service:4002"})
         got = wait_for(lambda: job_template_hash(cluster, namespace, "app-report"), what="app-report patched")
         assert got == expected
-        time.sleep(RESYNC)
+        acted(cluster, namespace)
         after = versions(cluster, namespace)
         assert after["app-report"][1] == settled["app-report"][1] + 1, "patched once by the new leader"
         assert after["auth-report"] == settled["auth-report"]
