@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from objects import cronjob, events, job, service, servicelink, sl, wait_condition
+from objects import cronjob, events, job, service, servicelink, servicelink_state, sl, wait_condition, wait_until_acted
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
@@ -22,7 +22,7 @@ LINKS = (
     {"key": "APP_SERVICE_URL", "service": "app-service"},
 )
 AUTH = {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}
-RESYNC = 4  # seconds: more than the test operator's resync of 3
+RESYNC = 3  # seconds: the test operator's resync
 T0 = "2026-01-01T00:00:00Z"
 
 
@@ -58,6 +58,11 @@ def stale_jobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return found
 
 
+def acted(cluster: Cluster, namespace: str) -> None:
+    """Wait for a reconcile of the ServiceLink after everything done so far (objects.wait_until_acted)."""
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+
+
 def test_a_running_job_on_a_changed_value_is_reported_once_and_never_written(
     cluster: Cluster, namespace: str, operator: Any
 ) -> None:
@@ -81,7 +86,7 @@ def test_a_running_job_on_a_changed_value_is_reported_once_and_never_written(
     jobs = ("migrate", "backfill", "app-only", "finished", "unrelated")
     before = versions(cluster, namespace, *jobs)
     # Creating the ConfigMap changed no value a running pod holds: nothing is listed.
-    time.sleep(RESYNC)
+    acted(cluster, namespace)
     assert stale_jobs(cluster, namespace) == []
     assert events(cluster, namespace, "StaleJobs") == []
 
@@ -103,10 +108,12 @@ def test_a_running_job_on_a_changed_value_is_reported_once_and_never_written(
     cluster.kubectl("create", "job", "nightly-manual", "--from=cronjob/nightly", "-n", namespace)
     run(cluster, namespace, "nightly-manual")
 
-    # Resyncs write nothing more: no status, no Event.
-    settled = sl(cluster, namespace, "gateway-service")["metadata"]["resourceVersion"]
+    # Later reconciles, a resync among them, write nothing more: no status, no Event.
+    acted(cluster, namespace)
+    settled = servicelink_state(sl(cluster, namespace, "gateway-service"))
     time.sleep(RESYNC)
-    assert sl(cluster, namespace, "gateway-service")["metadata"]["resourceVersion"] == settled
+    acted(cluster, namespace)
+    assert servicelink_state(sl(cluster, namespace, "gateway-service")) == settled
     assert stale_jobs(cluster, namespace) == expected
     assert [e["count"] for e in events(cluster, namespace, "StaleJobs")] == [1]
 
@@ -136,13 +143,14 @@ def test_an_operator_restart_writes_nothing_and_reports_no_job_again(
     wait_condition(cluster, namespace, "gateway-service", "Ready", "True")
     cluster.apply(service("auth-service", namespace, 4001))
     wait_for(lambda: stale_jobs(cluster, namespace) or None, what="the running Job listed")
-    settled = sl(cluster, namespace, "gateway-service")["metadata"]["resourceVersion"]
+    acted(cluster, namespace)
+    settled = servicelink_state(sl(cluster, namespace, "gateway-service"))
     job_version = versions(cluster, namespace, "migrate")
     operator_process.stop()
     again = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
     try:
-        time.sleep(RESYNC + 1)  # the first reconcile after the start, and a resync
-        assert sl(cluster, namespace, "gateway-service")["metadata"]["resourceVersion"] == settled
+        acted(cluster, namespace)  # a reconcile of the new process
+        assert servicelink_state(sl(cluster, namespace, "gateway-service")) == settled
         assert [e["count"] for e in events(cluster, namespace, "StaleJobs")] == [1]
         assert versions(cluster, namespace, "migrate") == job_version
     finally:
