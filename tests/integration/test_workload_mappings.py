@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from objects import deployment, events, service, servicelink, wait_condition
+from objects import deployment, events, service, servicelink, wait_condition, wait_until_acted
 from widgets import GROUP, KIND, MAPPING, WIDGET_CRD, mapping, wait_ready, widget, widget_meta
 
 from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 CONFIGMAP = "gateway-service-config"
-RESYNC = 4  # seconds: more than the test operator's resync of 3
+RESYNC = 3  # seconds: the test operator's resync
 
 
 def stop(process: OperatorProcess) -> None:
@@ -81,7 +81,7 @@ def test_a_mapped_kind_is_followed_and_rolled_once_like_a_deployment(
         # Following it patches nothing: the values did not change.
         before = {name: widget_meta(cluster, namespace, name) for name in ("reads-auth", "reads-app")}
         assert all(meta[2] is None for meta in before.values())
-        time.sleep(RESYNC)
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
         assert {name: widget_meta(cluster, namespace, name) for name in before} == before
         mapping_version = cluster.get("workloadmapping", MAPPING)["metadata"]["resourceVersion"]
 
@@ -99,7 +99,8 @@ def test_a_mapped_kind_is_followed_and_rolled_once_like_a_deployment(
         after = {name: widget_meta(cluster, namespace, name) for name in before}
         assert after["reads-app"] == before["reads-app"]
         assert after["reads-auth"][1] == before["reads-auth"][1] + 1
-        time.sleep(RESYNC)
+        time.sleep(RESYNC)  # a resync falls in here, then a reconcile after it
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
         assert {name: widget_meta(cluster, namespace, name) for name in before} == after
         assert cluster.get("workloadmapping", MAPPING)["metadata"]["resourceVersion"] == mapping_version
     finally:
@@ -108,7 +109,7 @@ def test_a_mapped_kind_is_followed_and_rolled_once_like_a_deployment(
     # A restart follows the mapping from the start, and writes nothing.
     again = start_operator_process(kubeconfig_env, tmp_path / "again.log")
     try:
-        time.sleep(RESYNC + 1)
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")  # a reconcile of the new process
         assert {name: widget_meta(cluster, namespace, name) for name in before} == after
         cluster.apply(service("app-service", namespace, 4002))
         expected = render_hash({"APP_SERVICE_URL": "http://app-service:4002"})
@@ -214,7 +215,7 @@ def test_a_kind_mapped_while_the_operator_runs_is_watched_without_a_restart_or_a
         patched = widget_meta(cluster, namespace, "late")
         cluster.apply(service("auth-service", namespace, 5001))
         wait_for(lambda: "auth-service:5001" in json.dumps(cluster.get("cm", CONFIGMAP, "-n", namespace)), what="5001")
-        time.sleep(1)
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
         assert widget_meta(cluster, namespace, "late") == patched
     finally:
         stop(process)
