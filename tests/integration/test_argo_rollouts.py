@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from objects import argo_rollout, condition, deployment, events, service, servicelink, template_hash, wait_condition
+from objects import (
+    argo_rollout,
+    condition,
+    deployment,
+    events,
+    service,
+    servicelink,
+    template_hash,
+    wait_condition,
+    wait_until_acted,
+)
 
 from servicelink.render import render_hash
 from servicelink.testing.assets import argo_rollouts_crd
@@ -176,8 +186,8 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
     process = start_with_argo(kubeconfig_env, tmp_path / "operator.log")
     try:
         before = canaries(cluster, namespace)
-        # Creating the ConfigMap patched nothing, and resyncs patch nothing either.
-        time.sleep(RESYNC)
+        # Creating the ConfigMap patched nothing, and a later reconcile patches nothing either.
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
         assert versions(cluster, namespace) == before
 
         cluster.apply(service("auth-service", namespace, 4001))
@@ -232,7 +242,8 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
         assert after["by-ref"][1] == before["by-ref"][1]
         assert after["auth-canary"][1] == before["auth-canary"][1] + 1
         assert after["by-ref-template"][1] == before["by-ref-template"][1] + 1
-        time.sleep(RESYNC)
+        time.sleep(RESYNC)  # a resync falls in here, then a reconcile after it
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
         assert versions(cluster, namespace) == after
     finally:
         stop(process)
@@ -240,7 +251,7 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
     # A restart writes nothing either: the first reconcile and a resync find every hash current.
     again = start_with_argo(kubeconfig_env, tmp_path / "again.log")
     try:
-        time.sleep(RESYNC + 1)
+        wait_until_acted(cluster, namespace, "gateway-service", "auth-service")  # a reconcile of the new process
         assert versions(cluster, namespace) == after
     finally:
         stop(again)
