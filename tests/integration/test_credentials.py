@@ -26,6 +26,7 @@ from objects import (
     sl,
     template_hash,
     wait_condition,
+    wait_until_acted,
 )
 
 from servicelink.resolve import escape_userinfo
@@ -141,13 +142,15 @@ def test_a_url_with_credentials_is_written_to_the_secret_rolled_once_and_shown_n
         what="the rotated password in the written Secret",
     )
     wait_for(lambda: generation(cluster, namespace, "reads-url") == first + 1, what="one rollout of the reader")
+    wait_until_acted(cluster, namespace, "shop", "db")  # a second rollout would show by now
+    assert generation(cluster, namespace, "reads-url") == first + 1
     rotated_hash = template_hash(cluster, namespace, "reads-url")
     assert rotated_hash is not None
 
-    # A port change rolls it once more; resyncs (3 s in tests) roll nothing.
+    # A port change rolls it once more; later reconciles roll nothing.
     set_port(cluster, namespace, "db", 6432)
     wait_for(lambda: generation(cluster, namespace, "reads-url") == first + 2, what="one rollout on the port change")
-    time.sleep(4)
+    wait_until_acted(cluster, namespace, "shop", "db")
     assert generation(cluster, namespace, "reads-url") == first + 2
     assert generation(cluster, namespace, "reads-configmap") == before_configmap_reader
 
@@ -173,7 +176,7 @@ def test_a_url_with_credentials_is_written_to_the_secret_rolled_once_and_shown_n
     assert time.monotonic() - stopping < 10, "the Secret watch held the operator's exit"
     again = start_operator_process(kubeconfig_env, secrets_operator.log_path, verbose=True, SERVICELINK_SECRETS="true")
     try:
-        time.sleep(4)
+        wait_until_acted(cluster, namespace, "shop", "db")  # a reconcile of the new process
         assert generation(cluster, namespace, "reads-url") == first + 2
         assert cluster.get("secret", "shop-secrets", "-n", namespace)["metadata"]["resourceVersion"] == written_version
     finally:
