@@ -11,10 +11,9 @@ import io
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
-from objects import data, deployment, service, servicelink, set_port, template_hash, wait_condition
+from objects import data, deployment, service, servicelink, set_port, template_hash, wait_condition, wait_until_acted
 
 from servicelink.testing.fixtures import (
     CRD_FILE,
@@ -85,7 +84,7 @@ def test_upgrading_from_0_1_0_rewrites_and_rolls_nothing(
         after_upgrade = start_operator_process(kubeconfig_env, tmp_path / "new.log")
         try:
             wait_condition(cluster, namespace, "gw", "Synced", "True", "ConfigMapUpToDate")
-            time.sleep(4)  # more than a resync
+            wait_until_acted(cluster, namespace, "gw", "auth")  # a reconcile of today's operator
             assert generations(cluster, namespace) == rolled, "the upgrade rolled a consumer"
             after = cluster.get("configmap", "gw-config", "-n", namespace)["metadata"]["resourceVersion"]
             assert after == written, "the upgrade rewrote the ConfigMap"
