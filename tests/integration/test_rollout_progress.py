@@ -12,15 +12,24 @@ import time
 from typing import Any
 
 import pytest
-from objects import condition, deployment, events, service, servicelink, set_port, sl, template_hash, wait_condition
+from objects import (
+    condition,
+    deployment,
+    events,
+    link_endpoints,
+    service,
+    servicelink,
+    servicelink_state,
+    set_port,
+    sl,
+    template_hash,
+    wait_condition,
+    wait_until_acted,
+)
 
 from servicelink.testing.fixtures import Cluster, wait_for
 
 pytestmark = pytest.mark.controller_manager
-
-
-def status_writes(cluster: Cluster, namespace: str, name: str) -> str:
-    return str(sl(cluster, namespace, name)["metadata"]["resourceVersion"])
 
 
 def test_a_rollout_in_progress_then_stalled_then_fixed(cluster: Cluster, namespace: str, operator: Any) -> None:
@@ -57,9 +66,10 @@ def test_a_rollout_in_progress_then_stalled_then_fixed(cluster: Cluster, namespa
     assert wide.splitlines()[1].split()[5:7] == ["RolloutStalled", "RolloutStalled"]
 
     # Nothing changes while it stays stalled: no status write, however often the Deployment reports.
-    before = status_writes(cluster, namespace, "gateway")
-    time.sleep(4)  # a resync (3 s) included
-    assert status_writes(cluster, namespace, "gateway") == before
+    before = servicelink_state(sl(cluster, namespace, "gateway"))
+    time.sleep(3)  # a resync (3 s) falls in here, then a reconcile after it
+    wait_until_acted(cluster, namespace, "gateway", "auth-service")
+    assert servicelink_state(sl(cluster, namespace, "gateway")) == before
 
     # Fixed (here by scaling to zero, which completes the rollout): RolledOut is True again.
     cluster.kubectl("scale", "deployment", "gateway", "-n", namespace, "--replicas=0")
@@ -120,7 +130,7 @@ def test_wait_for_endpoints_holds_the_rollout_until_the_new_service_answers(
         }
     ]
     cluster.apply(endpoint_slice("auth-v2", namespace, ready=False))  # an endpoint, not ready yet
-    time.sleep(2)
+    wait_for(lambda: link_endpoints(sl(cluster, namespace, "gateway"), "auth-v2") == 1, what="the endpoint seen")
     assert template_hash(cluster, namespace, "gateway") is None
     assert cluster.get("deployment", "gateway", "-n", namespace)["metadata"]["generation"] == 1
 
@@ -133,6 +143,7 @@ def test_wait_for_endpoints_holds_the_rollout_until_the_new_service_answers(
     # The value changed before the rollout: the rollout, once it happens, is its own Event.
     rolled = [e["message"] for e in events(cluster, namespace, "RolledOut")]
     assert rolled == [f"rolled Deployment {namespace}/gateway onto the ConfigMap's current values"]
+    wait_until_acted(cluster, namespace, "gateway", "auth-v2")  # one more ready endpoint: no second rollout
     assert cluster.get("deployment", "gateway", "-n", namespace)["metadata"]["generation"] == 2
 
 
