@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from objects import condition, data, deployment, service, servicelink, shared_configmap, sl
+from objects import (
+    condition,
+    data,
+    deployment,
+    generation,
+    service,
+    servicelink,
+    shared_configmap,
+    sl,
+    wait_until_acted,
+)
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, fresh_namespace, wait_for
 from transcripts import assert_shows, commands, shown_for, transcript
@@ -175,11 +185,6 @@ def test_doctor_on_a_healthy_namespace_exits_0(cluster: Cluster, namespace: str,
     assert done.stdout.rstrip().endswith("2 service addresses in 1 workloads checked: 0 problems")
 
 
-def replicasets(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = cluster.get("replicasets", "-n", namespace, "-l", "app=gateway-service")["items"]
-    return items
-
-
 def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
     cluster: Cluster, namespace: str, operator: Any
 ) -> None:
@@ -187,7 +192,7 @@ def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
     # Written by hand, as the seed does.
     cluster.kubectl("create", "-f", "-", input=json.dumps(configmap("gateway-service-config", namespace, SEED)))
     cluster.apply(deployment("gateway-service", namespace, env_from="gateway-service-config"))
-    wait_for(lambda: len(replicasets(cluster, namespace)) == 1, what="the first ReplicaSet")
+    first = generation(cluster, namespace, "gateway-service")
 
     proposed = servicelink_cli(cluster, "adopt", "-n", namespace, "configmap/gateway-service-config")
     assert proposed.returncode == 0, proposed.stderr
@@ -211,12 +216,12 @@ def test_adopting_the_seeds_configmap_changes_no_value_and_rolls_nothing(
         lambda: condition(sl(cluster, namespace, "gateway-service-config"), "Ready").get("status") == "True",
         what="the adopted ServiceLink Ready",
     )
-    time.sleep(4)  # past a resync (3 s in the tests)
+    wait_until_acted(cluster, namespace, "gateway-service-config", "auth-service")  # a reconcile after the adoption
     body = sl(cluster, namespace, "gateway-service-config")
     assert body["status"]["values"] == SEED
     assert condition(body, "Synced")["reason"] == "ConfigMapUpToDate"
     assert data(cluster, namespace, "gateway-service-config") == SEED
-    assert len(replicasets(cluster, namespace)) == 1
+    assert generation(cluster, namespace, "gateway-service") == first
     template = cluster.get("deployment", "gateway-service", "-n", namespace)["spec"]["template"]
     assert "servicelink.dev/config-hash" not in (template["metadata"].get("annotations") or {})
     events = cluster.get("events", "-n", namespace, "--field-selector", "reason=ValueChanged")["items"]
