@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from objects import SEED_CONFIG, data, gallery_conditions, gallery_configmaps, service, servicelink, set_port
+from objects import (
+    SEED_CONFIG,
+    data,
+    gallery_conditions,
+    gallery_configmaps,
+    service,
+    servicelink,
+    set_port,
+    wait_until_acted,
+)
 from objects import service_account_kubeconfig as service_account_kubeconfig_for
 from widgets import GROUP, MAPPING, mapping, wait_ready, widget, widget_meta
 
@@ -274,7 +282,7 @@ def test_a_mapped_kind_is_forbidden_to_the_service_account_until_granted_as_the_
         before = widget_meta(cluster, namespace, "reads-auth")
         set_port(cluster, namespace, "auth-service", 4001)
         wait_for(lambda: "4001" in str(data(cluster, namespace, configmap)), what="the ConfigMap at 4001")
-        time.sleep(1)
+        wait_until_acted(cluster, namespace, "gateway", "auth-service")
         assert widget_meta(cluster, namespace, "reads-auth") == before
 
         cluster.apply(grant)
