@@ -95,6 +95,8 @@ def test_upgrading_from_0_1_0_rewrites_and_rolls_nothing(
                 timeout=60,
                 what="one rollout of each reader after the upgrade",
             )
+            wait_until_acted(cluster, namespace, "gw", "auth")  # a second rollout would show by now
+            assert generations(cluster, namespace) == {name: g + 1 for name, g in rolled.items()}
         finally:
             after_upgrade.stop()
     finally:
