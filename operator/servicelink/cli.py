@@ -12,7 +12,7 @@ from servicelink.settings import OPTIONS, Settings, SettingsError, load_settings
 from servicelink.tools import commands as tools
 
 # Settings given as --flag / --no-flag rather than --flag VALUE.
-_SWITCHES = ("leader_elect", "argo_rollouts", "secrets")
+_SWITCHES = ("leader_elect", "argo_rollouts", "secrets", "workload_mappings")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,8 +37,6 @@ from servicelink.runtime import Runtime, start_runtime, stop_runtime
 from servicelink.settings import Loaded, Settings, load_settings
 
 log = logging.getLogger(__name__)
-# kopf's default registry, where the decorators below register; run_operator hands it over explicitly.
-REGISTRY = kopf.get_default_registry()
 
 
 @dataclass
@@ -57,7 +55,6 @@ def _runtime(memo: Memo) -> Runtime:
 # --- triggers --------------------------------------------------------------------------------------
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
 async def servicelink_changed(
     *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any
 ) -> None:
@@ -68,7 +65,6 @@ async def servicelink_changed(
     runtime.queue.add_all(due)
 
 
-@kopf.on.event(GROUP, VERSION, MAPPING_PLURAL)
 async def mapping_changed(*, type: str, name: str, body: kopf.Body, memo: Memo, **_: Any) -> None:
     """A WorkloadMapping changed: follow the kind it maps if it can be, and say in its status why not if not."""
     runtime = _runtime(memo)
@@ -108,6 +104,10 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     # A watch that stays open but goes silent is restarted: kopf waits this long for any
     # event or bookmark. The API server sends bookmarks about every minute.
     settings.watching.inactivity_timeout = config.watch_inactivity_seconds
+    # kopf lists namespaces to match --namespace patterns and watches CRDs to notice ones installed later, both
+    # cluster-wide. Our namespaces are exact names, and where the operator reads nothing else cluster-scoped
+    # (the chart's rbac.namespaced) it has no grant for either: kopf would warn twice and fall back to this.
+    settings.scanning.disabled = not config.reads_cluster_scope
     settings.watching.server_timeout = 300  # an integer: the API server refuses "300.0"
     settings.watching.connect_timeout = 10.0
     settings.networking.request_timeout = 60.0
@@ -125,7 +125,6 @@ def configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.persistence.diffbase_storage = _NoDiffBase()
 
 
-@kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     """List the cluster into the cache, then start the workers and the resync timer.
 
@@ -144,7 +143,6 @@ async def start(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     log.info("servicelink started: %s; %d ServiceLinks", config, len(runtime.cache.servicelink_keys()))
 
 
-@kopf.on.probe(id="api")
 async def api_reachable(memo: Memo, **_: Any) -> str:
     """Liveness: fail while the API server does not answer, so /healthz reports an outage."""
     runtime = memo.runtime
@@ -157,11 +155,30 @@ async def api_reachable(memo: Memo, **_: Any) -> str:
     return "ok"
 
 
-@kopf.on.cleanup()
 async def stop(memo: Memo, **_: Any) -> None:
     """Stop the resync timer and the workers; reconciles in flight are cancelled, then redone at start."""
     if memo.runtime is not None:
         await stop_runtime(memo.runtime)
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> kopf.OperatorRegistry:
+    """Register the handlers ``settings`` call for in ``registry``; return it.
+
+    The WorkloadMappings are watched only when followed: they are cluster-scoped, and kopf would
+    watch them cluster-wide even when the operator watches named namespaces.
+    """
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(servicelink_changed)
+    if settings.workload_mappings:
+        kopf.on.event(GROUP, VERSION, MAPPING_PLURAL, registry=registry)(mapping_changed)
+    kopf.on.startup(registry=registry)(start)
+    kopf.on.probe(id="api", registry=registry)(api_reachable)
+    kopf.on.cleanup(registry=registry)(stop)
+    return registry
+
+
+# kopf's default registry with the default settings' handlers, for `kopf run -m servicelink.handlers` (the tests'
+# in-process operator); `servicelink run` registers in a registry of its own, for the settings it was given.
+REGISTRY = register(kopf.get_default_registry(), Settings())
 
 
 def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
@@ -177,13 +194,18 @@ def run_operator(loaded: Loaded, *, verbose: bool = False) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
+    # A registry of its own, with the handlers these settings call for. kopf's default one logs in with the
+    # kubernetes client's configuration, as kube.py does; a new one has no login until given it.
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    register(registry, settings)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
         memo=Memo(loaded=loaded),
-        registry=REGISTRY,
+        registry=registry,
         # Without an identity kopf falls back to getpass.getuser(), which fails for a uid with
         # no passwd entry, as in the image (10001). Its type is a NewType of str kopf does not export.
         identity=instance_name(),  # type: ignore[arg-type]

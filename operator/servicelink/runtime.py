@@ -300,11 +300,13 @@ class Runtime:
     async def relist(self) -> list[str]:
         """Keep the WorkloadMappings and the ServiceLinks of one fresh list of each; return the mappings' names.
 
+        With ``workload_mappings`` off no WorkloadMapping is listed: the list is taken as empty.
+
         The kinds informers keep need no relist: their watches keep them, and
         list again when the API server has forgotten where they were.
         """
         try:
-            mappings = await self._run(self.kube.list_mappings)
+            mappings = await self._run(self.kube.list_mappings) if self.settings.workload_mappings else []
         except ApiError as error:
             if error.status != 404:
                 raise

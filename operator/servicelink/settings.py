@@ -48,6 +48,14 @@ class Settings:
     secrets: bool = False
     # Workloads of these kinds are still watched (status.skipped names them) but never rolled.
     ignore_kinds: tuple[WorkloadKind, ...] = ()
+    # Off where WorkloadMappings may not be read: they are cluster-scoped, and the chart's rbac.namespaced grants
+    # nothing cluster-wide. Only the built-in kinds are followed then.
+    workload_mappings: bool = True
+
+    @property
+    def reads_cluster_scope(self) -> bool:
+        """Whether the operator reads anything cluster-scoped: every namespace, or the WorkloadMappings."""
+        return not self.namespaces or self.workload_mappings
 
     @property
     def workload_kinds(self) -> tuple[WorkloadKind, ...]:
@@ -240,6 +248,14 @@ OPTIONS: tuple[Option, ...] = (
         ),
         "never roll workloads of these kinds; each ServiceLink lists them in status.skipped (KindIgnored)",
         default_text="none",
+    ),
+    Option(
+        "workload_mappings",
+        "--workload-mappings",
+        Rule(f"one of {', '.join(_TRUE + _FALSE)}", _boolean),
+        "follow the kinds WorkloadMappings map; off, no WorkloadMapping is read and only the built-in kinds are"
+        " followed (the chart's rbac.namespaced turns it off)",
+        default_text="on",
     ),
 )
 

@@ -7,11 +7,13 @@ import importlib.metadata
 import tomllib
 from pathlib import Path
 
+import kopf
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 from servicelink import handlers
 from servicelink.model import GROUP, MAPPING_PLURAL, PLURAL
+from servicelink.settings import Settings
 
 PACKAGE = Path(handlers.__file__).parent
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -41,3 +43,25 @@ def test_kopf_watches_only_servicelinks_and_workloadmappings() -> None:
     """Every kind the operator only reads is kept by its own informers (informer.py), not by kopf."""
     watched = {(h.selector.group, h.selector.any_name) for h in handlers.REGISTRY._watching.get_all_handlers()}
     assert watched == {(GROUP, PLURAL), (GROUP, MAPPING_PLURAL)}
+
+
+def test_with_workload_mappings_off_kopf_watches_only_servicelinks() -> None:
+    """kopf would watch the cluster-scoped WorkloadMappings cluster-wide, even for an operator of named namespaces."""
+    registry = handlers.register(kopf.OperatorRegistry(), Settings(workload_mappings=False))
+    watched = {(h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()}
+    assert watched == {(GROUP, PLURAL)}
+    activities = {h.id for h in registry._activities.get_all_handlers()}
+    assert activities == {"start", "api", "stop"}
+
+
+def test_kopf_scans_the_cluster_only_where_the_operator_reads_cluster_scope() -> None:
+    """Named namespaces and no WorkloadMappings (the chart's rbac.namespaced): kopf lists no namespace and watches
+    no CRD, reads that need a ClusterRole, and takes the namespaces as the exact names they are."""
+    for config, disabled in (
+        (Settings(), False),
+        (Settings(namespaces=("gallery",)), False),
+        (Settings(namespaces=("gallery",), workload_mappings=False), True),
+    ):
+        settings = kopf.OperatorSettings()
+        handlers.configure_kopf(settings, config)
+        assert settings.scanning.disabled is disabled

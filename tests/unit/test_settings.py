@@ -29,6 +29,7 @@ EVERY_VARIABLE = {
     "SERVICELINK_ARGO_ROLLOUTS": "yes",
     "SERVICELINK_SECRETS": "1",
     "SERVICELINK_IGNORE_KINDS": "CronJob, DaemonSet CloneSet.apps.kruise.io",
+    "SERVICELINK_WORKLOAD_MAPPINGS": "off",
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
@@ -45,6 +46,7 @@ EVERY_SETTING = Settings(
     argo_rollouts=True,
     secrets=True,
     ignore_kinds=("CronJob", "DaemonSet", "CloneSet.apps.kruise.io"),
+    workload_mappings=False,
 )
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
@@ -62,6 +64,7 @@ REFUSED = {
     "argo_rollouts": (["argo", "2"], "one of 1, true"),
     "secrets": (["all", "2"], "one of 1, true"),
     "ignore_kinds": (["Job", "deployment", "CloneSet", "Deployment,Pod"], "workload kinds"),
+    "workload_mappings": (["mapped", "2"], "one of 1, true"),
 }
 CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
 ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
@@ -119,6 +122,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         "--argo-rollouts",
         "--secrets",
         *("--ignore-kinds", "CronJob,DaemonSet,CloneSet.apps.kruise.io"),
+        "--no-workload-mappings",
     ]
     flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}
@@ -146,6 +150,14 @@ def test_argo_rollouts_add_the_rollout_kind_to_the_core_ones() -> None:
     assert Settings(argo_rollouts=True).workload_kinds == (*Settings().workload_kinds, "Rollout")
     flags = cli._flags(cli.build_parser().parse_args(["run", "--no-argo-rollouts"]))
     assert not load_settings(flags=flags, environ={"SERVICELINK_ARGO_ROLLOUTS": "true"}).settings.argo_rollouts
+
+
+def test_cluster_scope_is_read_unless_namespaces_are_named_and_workload_mappings_are_off() -> None:
+    """The chart's rbac.namespaced grants nothing cluster-wide: the operator must then read nothing cluster-scoped."""
+    assert Settings().reads_cluster_scope
+    assert Settings(workload_mappings=False).reads_cluster_scope  # every namespace
+    assert Settings(namespaces=("gallery",)).reads_cluster_scope  # the WorkloadMappings
+    assert not Settings(namespaces=("gallery",), workload_mappings=False).reads_cluster_scope
 
 
 def test_settings_are_frozen() -> None:
