@@ -6,7 +6,13 @@ one key is never reconciled by two workers at once. A key runs once the
 coalescing window has passed without another trigger for it (a trailing-edge
 debounce, capped at ``_MAX_WAIT_WINDOWS`` windows), so a burst of Service
 changes that touch one ServiceLink, such as one ``kubectl apply`` of five
-Services, reconciles it once and rolls each consumer once. A resync feeds its
+Services, reconciles it once and rolls each consumer once. Once a second
+trigger has come, the key waits for a silence of ``_BURST_GAPS`` times the
+longest gap between its triggers so far (gaps up to ``_BURST_GAP_MAX_WINDOWS``
+windows count), if that is longer than the window: a burst keeps its own
+rhythm, so a member a busy machine delays a little is still part of it, while
+a single change waits the window alone, and triggers a few windows apart (an
+EndpointSlice that keeps changing) do not stretch it. A resync feeds its
 keys in gradually (``add_gradually``), so a trigger that arrives meanwhile waits
 behind a handful of them, not behind every ServiceLink of the cluster.
 """
@@ -30,6 +36,8 @@ TRIGGERED_AT: contextvars.ContextVar[float] = contextvars.ContextVar("servicelin
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 60.0
 _MAX_WAIT_WINDOWS = 20  # a steady stream of triggers still reconciles at least this often
+_BURST_GAPS = 3.0  # within a burst, a silence of this many of its longest gaps ends it
+_BURST_GAP_MAX_WINDOWS = 2.0  # a gap longer than this many windows separates two changes: it sets no rhythm
 
 
 @dataclass
@@ -48,6 +56,8 @@ class WorkQueue:
     _due: list[tuple[float, int, ObjectKey]] = field(default_factory=list)
     _pending: dict[ObjectKey, float] = field(default_factory=dict)
     _first_added: dict[ObjectKey, float] = field(default_factory=dict)
+    _last_added: dict[ObjectKey, float] = field(default_factory=dict)
+    _longest_gap: dict[ObjectKey, float] = field(default_factory=dict)  # between two triggers of a pending key
     _running: set[ObjectKey] = field(default_factory=set)
     _again: set[ObjectKey] = field(default_factory=set)
     _failures: dict[ObjectKey, int] = field(default_factory=dict)
@@ -70,7 +80,12 @@ class WorkQueue:
                 return
         else:
             first = self._first_added.setdefault(key, now)
-            due = min(now + self.window, first + self.window * _MAX_WAIT_WINDOWS)
+            last = self._last_added.get(key)
+            self._last_added[key] = now
+            if last is not None and now - last <= self.window * _BURST_GAP_MAX_WINDOWS:
+                self._longest_gap[key] = max(self._longest_gap.get(key, 0.0), now - last)
+            silence = max(self.window, _BURST_GAPS * self._longest_gap.get(key, 0.0))
+            due = min(now + silence, first + self.window * _MAX_WAIT_WINDOWS)
             if key in self._pending and self._pending[key] == due:
                 return
         self._pending[key] = due
@@ -133,6 +148,8 @@ class WorkQueue:
                 if wait <= 0:
                     _, _, key = heapq.heappop(self._due)
                     del self._pending[key]
+                    self._last_added.pop(key, None)
+                    self._longest_gap.pop(key, None)
                     return key, self._first_added.pop(key, time.monotonic())
             else:
                 wait = None

@@ -210,6 +210,45 @@ def test_steady_triggers_reconcile_once_after_they_stop() -> None:
     run(scenario)
 
 
+def burst_starts(gaps: list[float], window: float) -> list[float]:
+    """When a key added after each of ``gaps`` (seconds, from the add before) was reconciled, from the first add."""
+    started: list[float] = []
+
+    async def reconcile(key: ObjectKey) -> None:
+        started.append(time.monotonic())
+
+    async def scenario() -> None:
+        q = WorkQueue(reconcile=reconcile, window=window, workers=2, is_transient=lambda error: True)
+        q.start()
+        try:
+            first = time.monotonic()
+            q.add(A)
+            for gap in gaps:
+                await asyncio.sleep(gap)
+                q.add(A)
+            await asyncio.sleep(window * 8)
+        finally:
+            await q.stop()
+        started[:] = [at - first for at in started]
+
+    run(scenario)
+    return started
+
+
+def test_a_burst_keeps_its_rhythm_so_a_member_delayed_past_the_window_joins_it() -> None:
+    """Members 0.4 windows apart set the rhythm; one 1.2 windows late is still within 3 of those gaps."""
+    window = 0.2
+    assert len(burst_starts([window * 0.4, window * 0.4, window * 1.2, window * 0.4], window)) == 1
+
+
+def test_a_single_change_waits_the_window_alone_and_changes_far_apart_reconcile_apart() -> None:
+    window = 0.2
+    (alone,) = burst_starts([], window)
+    assert window * 0.9 <= alone < window * 2
+    # Two windows and more apart: no rhythm, each is its own change.
+    assert len(burst_starts([window * 2.5, window * 2.5], window)) == 3
+
+
 def test_never_ending_triggers_still_reconcile() -> None:
     calls: list[float] = []
 
