@@ -49,6 +49,8 @@ EVERYTHING: dict[str, Any] = {
     "replicas": 3,
     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}},
     "watchNamespaces": ["gallery", "shop"],
+    # The default: rbac.namespaced refuses workloadMappings, set here (test_namespaced_mode_* sets it).
+    "rbac": {"namespaced": False},
     "logFormat": "json",
     "resyncSeconds": 600,
     "coalesceSeconds": 0.05,
@@ -197,6 +199,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["secrets"] == {"enabled": defaults.secrets}
     assert values["ignoreKinds"] == list(defaults.ignore_kinds)
     assert values["workloadMappings"] == []
+    assert values["rbac"] == {"namespaced": not defaults.workload_mappings}
     assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
 
 
@@ -353,6 +356,69 @@ def test_the_schema_refuses_a_bad_value_naming_it(helm: str, setting: str, named
     assert done.returncode != 0
     assert "values don't meet the specifications of the schema" in done.stderr
     assert named in done.stderr, done.stderr
+
+
+# What the operator reads outside any namespace; rbac.namespaced grants none of it, and turns off what needs it.
+CLUSTER_SCOPED = {"workloadmappings", "workloadmappings/status", "selfsubjectaccessreviews", "namespaces"}
+CLUSTER_SCOPED |= {"customresourcedefinitions"}
+LEASE = {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")}
+NAMESPACED = {"watchNamespaces": ["gallery", "shop"], "argoRollouts": {"enabled": True}, "secrets": {"enabled": True}}
+
+
+def test_namespaced_mode_grants_in_each_watched_namespace_what_the_cluster_role_grants_and_nothing_cluster_wide(
+    helm: str, tmp_path: Path
+) -> None:
+    cluster_wide = by_kind(render(helm, values=NAMESPACED, tmp=tmp_path))
+    (cluster_role,) = [r for r in cluster_wide["ClusterRole"] if r["metadata"]["name"] == "servicelink"]
+    cluster_rules = set(triples(cluster_role["rules"]))
+    kinds = by_kind(render(helm, values={**NAMESPACED, "rbac": {"namespaced": True}}, tmp=tmp_path))
+    assert "ClusterRole" not in kinds
+    assert "ClusterRoleBinding" not in kinds
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in kinds["Role"]}
+    assert set(roles) == {
+        ("gallery", "servicelink"),
+        ("shop", "servicelink"),
+        ("servicelink-system", "servicelink-lease"),
+    }
+    lease = set(triples(roles["servicelink-system", "servicelink-lease"]["rules"]))
+    assert lease == LEASE
+    for namespace in ("gallery", "shop"):
+        granted = triples(roles[namespace, "servicelink"]["rules"])
+        assert len(granted) == len(set(granted)), "a (group, resource, verb) is granted twice"
+        assert set(granted) == {t for t in cluster_rules if t[1] not in CLUSTER_SCOPED} - LEASE
+    # Nothing the ClusterRole grants is lost but the cluster-scoped reads the operator no longer makes.
+    assert {t[1] for t in cluster_rules - set(triples(roles["gallery", "servicelink"]["rules"])) - lease} == (
+        CLUSTER_SCOPED
+    )
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in kinds["RoleBinding"]}
+    assert set(bindings) == set(roles)
+    for key, binding in bindings.items():
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": key[1]}
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "servicelink", "namespace": "servicelink-system"}
+        ]
+    # The operator it configures reads nothing cluster-scoped.
+    env = env_of(container_of(kinds["Deployment"]))
+    assert env["SERVICELINK_NAMESPACES"] == "gallery,shop"
+    assert env["SERVICELINK_WORKLOAD_MAPPINGS"] == "false"
+    assert not Settings.from_env(env).reads_cluster_scope
+    assert "SERVICELINK_WORKLOAD_MAPPINGS" not in env_of(container_of(render(helm)))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "rbac.namespaced: set watchNamespaces to the namespaces to watch"),
+        ({"watchNamespaces": ["gallery"], "workloadMappings": [CLONESET]}, "rbac.namespaced: workloadMappings need"),
+    ],
+)
+def test_namespaced_mode_without_a_namespace_or_with_a_mapping_fails_the_render_saying_why(
+    helm: str, tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump({**values, "rbac": {"namespaced": True}}))
+    done = run_helm(helm, "template", "servicelink", str(CHART), "--values", str(tmp_path / "values.yaml"), check=False)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
 
 
 @pytest.fixture(scope="module")
