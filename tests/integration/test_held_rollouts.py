@@ -15,7 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from objects import deployment, external_service, service, servicelink, set_port, sl, template_hash, wait_condition
+from objects import (
+    deployment,
+    external_service,
+    service,
+    servicelink,
+    set_port,
+    sl,
+    template_hash,
+    wait_condition,
+    wait_until_acted,
+)
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
@@ -92,8 +102,13 @@ def deferred(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return list(sl(cluster, namespace, "gateway").get("status", {}).get("deferred") or [])
 
 
-def rolled_once_by_a_new_operator(cluster: Cluster, namespace: str, *, before: int, tmp_path: Path) -> None:
-    """Start an operator; the consumer rolls exactly once; a later reconcile of the same ServiceLink rolls nothing."""
+def rolled_once_by_a_new_operator(
+    cluster: Cluster, namespace: str, *, before: int, tmp_path: Path, linked: str
+) -> None:
+    """Start an operator; the consumer rolls exactly once, then once for the next change, and no more.
+
+    ``linked``: a Service the ServiceLink links, poked for the positive sign that it was reconciled again.
+    """
     again = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
     try:
         wait_for(lambda: template_hash(cluster, namespace, "gateway"), timeout=30, what="the owed rollout")
@@ -110,6 +125,7 @@ def rolled_once_by_a_new_operator(cluster: Cluster, namespace: str, *, before: i
             lambda: generation(cluster, namespace, "gateway") == before + 2, timeout=30, what="the next change rolled"
         )
         assert "BILLING_URL" in sl(cluster, namespace, "gateway")["status"]["values"]
+        wait_until_acted(cluster, namespace, "gateway", linked)
         assert generation(cluster, namespace, "gateway") == before + 2  # one per change: the owed one, then this
     finally:
         again.stop()
@@ -130,7 +146,7 @@ def test_a_refused_patch_is_owed_across_a_sigkill_and_rolled_once_after(
         operator_process.stop(signal.SIGKILL)
     wait_for(lambda: not template_patch_refused(cluster, namespace, "gateway"), what="the policy gone")
     assert generation(cluster, namespace, "gateway") == before
-    rolled_once_by_a_new_operator(cluster, namespace, before=before, tmp_path=tmp_path)
+    rolled_once_by_a_new_operator(cluster, namespace, before=before, tmp_path=tmp_path, linked="auth-service")
 
 
 def test_a_rollout_waiting_for_endpoints_is_owed_across_a_sigkill_and_rolled_once_after(
@@ -163,4 +179,82 @@ def test_a_rollout_waiting_for_endpoints_is_owed_across_a_sigkill_and_rolled_onc
         }
     )  # ready while no operator runs
     assert generation(cluster, namespace, "gateway") == before
-    rolled_once_by_a_new_operator(cluster, namespace, before=before, tmp_path=tmp_path)
+    rolled_once_by_a_new_operator(cluster, namespace, before=before, tmp_path=tmp_path, linked="auth-v2")
+
+
+def reader_of_two(cluster: Cluster, namespace: str) -> None:
+    """Deployment ``reader`` reads SHARED_URL of ConfigMap cfg-a (ServiceLink ``a``) and B_URL of cfg-b (``b``).
+
+    ``b`` links ``shared`` too, under a key ``reader`` does not read: a change of ``shared`` writes both
+    ConfigMaps, so ``a`` leaves its rollout to ``b``'s patch, and ``b`` itself has nothing to roll.
+    """
+    shared = {"key": "SHARED_URL", "service": "shared"}
+    cluster.apply(
+        [
+            service("shared", namespace, 3001),
+            service("b-only", namespace, 3002),
+            deployment("reader", namespace, key_refs={"A": ("cfg-a", "SHARED_URL"), "B": ("cfg-b", "B_URL")}),
+            servicelink("a", namespace, "cfg-a", shared),
+            servicelink("b", namespace, "cfg-b", shared, {"key": "B_URL", "service": "b-only"}),
+        ]
+    )
+    for name in ("a", "b"):
+        wait_condition(cluster, namespace, name, "Ready", "True", "Reconciled")
+
+
+def poke(cluster: Cluster, namespace: str, service_name: str, count: int) -> None:
+    """Give ``service_name`` ``count`` ready endpoints: a trigger of its ServiceLinks that changes no value."""
+    cluster.apply(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"poke-{service_name}",
+                "namespace": namespace,
+                "labels": {"kubernetes.io/service-name": service_name},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [f"10.255.0.{i}"], "conditions": {"ready": True}} for i in range(1, count + 1)],
+        }
+    )
+
+
+def test_a_rollout_waiting_for_another_servicelink_is_owed_across_a_sigkill_and_rolled_once_after(
+    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+) -> None:
+    """One Service change reaches both ConfigMaps of ``reader``: ``a`` leaves its share to ``b``, still queued.
+
+    ``b`` is kept queued by triggers that keep coming (within the 20-window cap of a 1 s window), so the
+    operator is killed while ``a``'s share waits, deterministically. After the restart ``b`` rolls nothing
+    (``reader`` does not read the key it changed): only ``a``'s status can say that ``reader`` is owed one.
+    """
+    first = start_operator_process(cluster.kubeconfig, tmp_path / "operator.log", SERVICELINK_COALESCE_SECONDS="1")
+    try:
+        reader_of_two(cluster, namespace)
+        before = generation(cluster, namespace, "reader")
+        set_port(cluster, namespace, "shared", 4001)
+        owed = [{"key": "SHARED_URL", "reason": "WaitingForConfigMaps"}]
+        for count in range(1, 40):  # 0.4 s apart: b stays queued; a is reconciled after its 1 s window
+            poke(cluster, namespace, "b-only", count)
+            held = sl(cluster, namespace, "a").get("status", {}).get("deferred") or []
+            if [{"key": d["key"], "reason": d["reason"]} for d in held] == owed:
+                break
+        else:
+            raise AssertionError("a's share was never held for b")
+        first.stop(signal.SIGKILL)
+    finally:
+        first.stop()
+    assert generation(cluster, namespace, "reader") == before
+    assert (cluster.get("configmap", "cfg-b", "-n", namespace)["data"]["SHARED_URL"]) == "http://shared:3001"
+
+    again = start_operator_process(cluster.kubeconfig, tmp_path / "again.log")
+    try:
+        wait_for(lambda: generation(cluster, namespace, "reader") > before, timeout=30, what="the owed rollout")
+        wait_for(lambda: not sl(cluster, namespace, "a")["status"].get("deferred"), timeout=30, what="a caught up")
+        assert generation(cluster, namespace, "reader") == before + 1
+        set_port(cluster, namespace, "shared", 5001)  # the next change: a sign this operator acted since, once
+        wait_for(lambda: generation(cluster, namespace, "reader") > before + 1, timeout=30, what="the next change")
+        wait_until_acted(cluster, namespace, ("a", "b"), "shared")
+        assert generation(cluster, namespace, "reader") == before + 2
+    finally:
+        again.stop()
