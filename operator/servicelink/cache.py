@@ -11,7 +11,7 @@ between the two can not linger).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -138,6 +138,14 @@ def stale_jobs_of(body: Mapping[str, Any]) -> set[ObjectKey]:
     }
 
 
+def ready_of(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The status and reason of a ServiceLink's Ready condition; ("Unknown", "") before its first status."""
+    for condition in (body.get("status") or {}).get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return str(condition.get("status", "Unknown")), str(condition.get("reason", ""))
+    return "Unknown", ""
+
+
 def endpoints_of(body: Mapping[str, Any]) -> Endpoints:
     """Ready and total endpoints of one EndpointSlice; an absent ``ready`` means unknown, counted as ready."""
     endpoints = body.get("endpoints") or []
@@ -185,6 +193,8 @@ class Cache:
     _job_secret_readers: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _stale: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)  # from each status.staleJobs
     _stale_in: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
+    _ready: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)  # each Ready (status, reason)
+    _ready_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Event order: each put or drop gets the next tick, so a relist can tell which objects
     # changed after its list began (the event is newer than the list) and leave those alone.
     _tick: int = 0
@@ -255,6 +265,8 @@ class Cache:
         self._stale[key] = stale_jobs_of(body)
         for job in self._stale[key]:
             self._stale_in[job].add(key)
+        self._ready[key] = ready_of(body)
+        self._ready_counts[self._ready[key]] += 1
         return self._sharing_configmap(key, body) if needs_reconcile(before, body) else []
 
     def drop_servicelink(self, namespace: str, name: str) -> list[ObjectKey]:
@@ -295,10 +307,20 @@ class Cache:
             self._stale_in[job].discard(key)
             if not self._stale_in[job]:
                 del self._stale_in[job]
+        ready = self._ready.pop(key, None)
+        if ready is not None:
+            self._ready_counts[ready] -= 1
+            if not self._ready_counts[ready]:
+                del self._ready_counts[ready]
         return body
 
     def servicelink(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._servicelinks.get((namespace, name))
+
+    def ready_counts(self) -> dict[tuple[str, str], int]:
+        """How many ServiceLinks hold each Ready (status, reason). Safe to call from another thread (the metrics
+        server's): one copy of a dict of a few entries, which CPython makes without letting the loop in."""
+        return dict(self._ready_counts)
 
     def servicelink_keys(self) -> list[ObjectKey]:
         """Every ServiceLink known."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from servicelink.workqueue import TRIGGERED_AT
 
@@ -38,6 +40,48 @@ PROPAGATION = Histogram(
     ["stage"],
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30),
 )
+
+ALERTS = Counter(
+    "servicelink_alerts_total",
+    "Alerts for the receiver in --alert-secret, by result: sent; retried (a try failed, another follows with "
+    "backoff); failed (every try failed, the alert is given up); dropped (the queue was full, the oldest went)",
+    ["result"],
+)
+# Counted at each scrape from what the watch holds (serve_ready_counts), so the gauge never lags the watch.
+SERVICELINKS = GaugeMetricFamily(
+    "servicelink_servicelinks",
+    "ServiceLinks the operator watches, by the status of their Ready condition (True, False, or Unknown before "
+    "the first status) and its reason",
+    labels=["ready", "reason"],
+)
+
+
+class _ReadyCollector(Collector):
+    """The gauge ``SERVICELINKS``, its samples read from ``counts()`` at each scrape."""
+
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(SERVICELINKS.name, SERVICELINKS.documentation, labels=["ready", "reason"])
+        for (ready, reason), count in sorted(self._counts().items()):
+            family.add_metric([ready, reason], count)
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield SERVICELINKS
+
+
+def serve_ready_counts(counts: Callable[[], Mapping[tuple[str, str], int]]) -> Callable[[], None]:
+    """Serve ``counts()`` (ServiceLinks by Ready status and reason) as a gauge; return what unregisters it."""
+    collector = _ReadyCollector(counts)
+    REGISTRY.register(collector)
+    return lambda: REGISTRY.unregister(collector)
+
+
+def record_alert(result: str) -> None:
+    """Count one alert's outcome: sent, retried, failed or dropped."""
+    ALERTS.labels(result=result).inc()
 
 
 def _observe_propagation(stage: str) -> None:

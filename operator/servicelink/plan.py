@@ -192,6 +192,9 @@ class Event:
     message: str
     warning: bool = False
     logged_as: str = ""  # what the operator's log calls it, when not its reason
+    # ValueChanged: each change as describe_change words it, and each workload rolled, uncut (alerts.py).
+    changes: tuple[str, ...] = ()
+    rolled: tuple[str, ...] = ()
 
 
 # --- Finalizer ---------------------------------------------------------------------------------
@@ -911,7 +914,15 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
         if secret is not None:
             old, new = secret.before, secret.after
             parts += [describe_change(k, old.get(k), new.get(k), secret=True) for k in secret_changed]
-        events.append(Event("ValueChanged", summarize([*parts, *rolled_part, *held_part]), logged_as="values changed"))
+        events.append(
+            Event(
+                "ValueChanged",
+                summarize([*parts, *rolled_part, *held_part]),
+                logged_as="values changed",
+                changes=tuple(parts),
+                rolled=tuple(rolled_now),
+            )
+        )
     elif rolled_now:
         # A rollout that waited (waitForEndpoints, a burst across ServiceLinks) or a hash catching up.
         events.append(

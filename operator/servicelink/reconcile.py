@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from servicelink.alerts import Alert, plan_alerts
 from servicelink.kube import (
     ApiError,
     Conflict,
@@ -108,6 +109,7 @@ class Reconciler:
     executor: Executor
     on_values_changed: Callable[[int], None] = lambda count: None
     on_rollout: Callable[[str], None] = lambda kind: None
+    alert: Callable[[Alert], None] = lambda alert: None  # queues it for the alert sink; never waits
     is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     # Reconcile a ServiceLink again soon: one whose rollout another's patch sent, so its status catches up.
     requeue: Callable[[tuple[str, str]], None] = lambda key: None
@@ -128,8 +130,16 @@ class Reconciler:
         except TransportError as error:
             raise TransientError(f"{fn.__name__}: API server unreachable: {error}") from error
 
-    async def _record(self, view: ServiceLinkView, events: Sequence[Event]) -> None:
-        """Record Events on the ServiceLink; one the API server refuses is logged and dropped."""
+    async def _record(
+        self, view: ServiceLinkView, events: Sequence[Event], *, status: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record Events on the ServiceLink; one the API server refuses is logged and dropped.
+
+        The alerts they call for, and the one for Ready turning False in ``status`` (the patch written),
+        are queued first: a queue, so no receiver delays the Events, the status or the next reconcile.
+        """
+        for alert in plan_alerts(view, events, status=status, at=utc_now()):
+            self.alert(alert)
         involved = servicelink_reference(namespace=view.namespace, name=view.name, uid=view.uid)
         for event in events:
             level = logging.WARNING if event.warning else logging.INFO
@@ -391,7 +401,7 @@ class Reconciler:
         await self._call(
             self.kube.patch_servicelink_status, namespace=view.namespace, name=view.name, status=write.patch
         )
-        await self._record(view, write.events)
+        await self._record(view, write.events, status=write.patch)
 
     async def _release(self, view: ServiceLinkView) -> None:
         """Withdraw our keys from the ConfigMap and the Secret we co-manage; those we created go with their owner."""

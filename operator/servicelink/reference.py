@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import Histogram, MetricWrapperBase
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -413,6 +414,10 @@ def render_metrics() -> str:
     """Return the table of the operator's metrics: every metric object that metrics.py declares."""
     rows = []
     for value in vars(metrics).values():
+        if isinstance(value, GaugeMetricFamily):  # a gauge read at each scrape by a collector of metrics.py
+            labels = ", ".join(f"`{label}`" for label in value._labelnames)
+            rows.append((f"`{value.name}`", value.type, labels, _cell(value.documentation)))
+            continue
         if not isinstance(value, MetricWrapperBase):
             continue
         (described,) = value.describe()

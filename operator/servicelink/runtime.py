@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import functools
 import logging
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from servicelink import metrics
+from servicelink.alerts import render_payload
 from servicelink.cache import Cache
 from servicelink.conditions import FORBIDDEN, KIND_NOT_SERVED, WATCH_FAILED
 from servicelink.informer import Informer, Keep
@@ -48,6 +50,7 @@ from servicelink.mapping import (
 from servicelink.model import WORKLOAD_RESOURCES, Condition, ListedKind, WorkloadResource
 from servicelink.reconcile import Reconciler, TransientError
 from servicelink.settings import Settings
+from servicelink.sink import AlertSink, SendFailed
 from servicelink.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,8 @@ class Runtime:
     mapping_queue: WorkQueue = field(init=False)
     # What the operator reads, each kind in each watched namespace kept by list and watch (informer.py).
     informers: dict[Source, Informer] = field(default_factory=dict)
+    sink: AlertSink | None = None  # with --alert-secret
+    unserve_ready: Callable[[], None] = lambda: None  # takes the gauge of ServiceLinks by Ready off /metrics
 
     def __post_init__(self) -> None:
         self.mapping_queue = WorkQueue(
@@ -345,6 +350,11 @@ async def start_runtime(config: Settings) -> Runtime:
     reconciler.is_waiting = queue.is_waiting
     reconciler.requeue = queue.add
     runtime = Runtime(settings=config, queue=queue, cache=cache, reconciler=reconciler, kube=kube, executor=executor)
+    runtime.unserve_ready = metrics.serve_ready_counts(cache.ready_counts)
+    if config.alert_secret:
+        runtime.sink = alert_sink(kube, config)
+        reconciler.alert = runtime.sink.offer
+        runtime.sink.start()
     if config.secrets:
         cache.keep_secrets()
     informers = runtime.inform()
@@ -363,6 +373,30 @@ async def start_runtime(config: Settings) -> Runtime:
     return runtime
 
 
+def alert_sink(kube: Kube, config: Settings) -> AlertSink:
+    """The sink of ``config.alert_secret``: its thread reads the URL from the key ``url`` of that Secret, in the
+    operator's namespace (``lease_namespace``: $POD_NAMESPACE), and POSTs each alert in ``alert_format``."""
+    namespace, name = config.lease_namespace, config.alert_secret
+
+    def read_url() -> str:
+        try:
+            secret = kube.get_secret(namespace=namespace, name=name)
+        except ApiError as error:
+            raise SendFailed(f"cannot read Secret {namespace}/{name}: HTTP {error.status} {error.reason}") from None
+        except TransportError as error:
+            raise SendFailed(f"cannot read Secret {namespace}/{name}: {type(error).__name__}") from None
+        encoded = ((secret or {}).get("data") or {}).get("url")
+        if secret is None or not encoded:
+            raise SendFailed(f"Secret {namespace}/{name} {'has no key url' if secret else 'does not exist'}")
+        return base64.b64decode(encoded).decode().strip()
+
+    return AlertSink(
+        read_url=read_url,
+        render=functools.partial(render_payload, format=config.alert_format),
+        record=metrics.record_alert,
+    )
+
+
 async def stop_runtime(runtime: Runtime) -> None:
     """Stop the resync timer, the election and the workers; reconciles in flight are cancelled."""
     for task in (runtime.resync, runtime.election):
@@ -372,6 +406,9 @@ async def stop_runtime(runtime: Runtime) -> None:
         informer.stop()
     await runtime.mapping_queue.stop()
     await runtime.queue.stop()
+    if runtime.sink is not None:
+        runtime.sink.stop()
+    runtime.unserve_ready()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KIND, WorkloadKind
 
 LogFormat = Literal["text", "json"]
+AlertFormat = Literal["webhook", "slack"]  # a JSON body of our own, or Slack's incoming-webhook body
 
 # The kubelet gives every container Docker-link variables for each Service of its
 # namespace: <SVC>_PORT=tcp://10.96.86.203:9090 for the Service servicelink-metrics
@@ -51,6 +52,10 @@ class Settings:
     # Off where WorkloadMappings may not be read: they are cluster-scoped, and the chart's rbac.namespaced grants
     # nothing cluster-wide. Only the built-in kinds are followed then.
     workload_mappings: bool = True
+    # Empty: no alert is sent. Else the Secret (in the operator's namespace, lease_namespace) whose key "url" holds
+    # the receiver's URL: a URL with a token in it is a credential, so it is neither a flag nor a chart value.
+    alert_secret: str = ""
+    alert_format: AlertFormat = "webhook"
 
     @property
     def reads_cluster_scope(self) -> bool:
@@ -128,6 +133,12 @@ def _kinds(raw: str) -> tuple[WorkloadKind, ...]:
     if not all(WORKLOAD_KIND.fullmatch(kind) for kind in kinds):
         raise ValueError(raw)
     return kinds
+
+
+def _secret_name(raw: str) -> str:
+    if len(raw) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in raw.split(".")):
+        raise ValueError(raw)
+    return raw
 
 
 def _domain(raw: str) -> str:
@@ -256,6 +267,21 @@ OPTIONS: tuple[Option, ...] = (
         "follow the kinds WorkloadMappings map; off, no WorkloadMapping is read and only the built-in kinds are"
         " followed (the chart's rbac.namespaced turns it off)",
         default_text="on",
+    ),
+    Option(
+        "alert_secret",
+        "--alert-secret",
+        Rule("a Secret name: dot-separated labels of a-z, 0-9 and '-', up to 253 characters", _secret_name),
+        "send alerts (ValueChanged, RolloutStalled, StaleJobs, a ServiceLink no longer Ready) to the URL in the key"
+        " url of this Secret, in the operator's namespace ($POD_NAMESPACE); needs RBAC to get it (the chart's"
+        " alerts.secretName)",
+        default_text="none: no alerts",
+    ),
+    Option(
+        "alert_format",
+        "--alert-format",
+        _choice("webhook", "slack"),
+        "the body alerts are POSTed in: webhook (servicelink's JSON) or slack (a Slack incoming webhook)",
     ),
 )
 

@@ -490,3 +490,21 @@ def test_a_workload_reading_a_servicelinks_secret_finds_that_servicelink_and_its
     cache.drop_servicelink("gallery", "shop")
     assert cache.secret_writers("gallery", "shop-secrets") == []
     assert cache.drop_secret("gallery", "pg") == []
+
+
+def with_ready(body: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    return {**body, "status": {"conditions": [{"type": "Ready", "status": status, "reason": reason}]}}
+
+
+def test_servicelinks_are_counted_by_ready_status_and_reason_as_they_come_and_go() -> None:
+    cache = Cache()
+    first, second = servicelink("a", "cm-a"), servicelink("b", "cm-b")
+    cache.put_servicelink(first)
+    assert cache.ready_counts() == {("Unknown", ""): 1}  # no status yet
+    cache.put_servicelink(with_ready(first, "True", "Reconciled"))
+    cache.put_servicelink(with_ready(second, "False", "ServiceNotFound"))
+    assert cache.ready_counts() == {("True", "Reconciled"): 1, ("False", "ServiceNotFound"): 1}
+    cache.put_servicelink(with_ready(second, "True", "Reconciled"))
+    assert cache.ready_counts() == {("True", "Reconciled"): 2}
+    cache.drop_servicelink("gallery", "a")
+    assert cache.ready_counts() == {("True", "Reconciled"): 1}

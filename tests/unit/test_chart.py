@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from servicelink import metrics
 from servicelink.kube import OPTIONAL_RBAC_RULES, RBAC_RULES, SECRET_RBAC_RULES
 from servicelink.model import (
     API_VERSION_NAME,
@@ -67,6 +69,8 @@ EVERYTHING: dict[str, Any] = {
     "extraArgs": ["--workers=32"],
     "extraEnv": [{"name": "SERVICELINK_CLUSTER_DOMAIN", "value": "corp.local"}],
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+    "alerts": {"secretName": "alert-hook", "format": "slack"},
+    "prometheusRule": {"enabled": True, "notReadyMinutes": 30, "labels": {"release": "prometheus"}},
 }
 
 Triple = tuple[str, str, str]
@@ -200,6 +204,8 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["ignoreKinds"] == list(defaults.ignore_kinds)
     assert values["workloadMappings"] == []
     assert values["rbac"] == {"namespaced": not defaults.workload_mappings}
+    assert values["alerts"] == {"secretName": defaults.alert_secret, "format": defaults.alert_format}
+    assert values["prometheusRule"]["enabled"] is False
     assert set(values) == set(EVERYTHING), "EVERYTHING sets every value"
 
 
@@ -226,6 +232,8 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_SECRETS": "true",
         "SERVICELINK_IGNORE_KINDS": "CronJob,CloneSet.apps.kruise.io",
         "SERVICELINK_CLUSTER_DOMAIN": "corp.local",
+        "SERVICELINK_ALERT_SECRET": "alert-hook",
+        "SERVICELINK_ALERT_FORMAT": "slack",
     }
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081, "metrics": 9091}
     assert pod["nodeSelector"] == EVERYTHING["nodeSelector"]
@@ -244,6 +252,44 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     (mapping,) = kinds["WorkloadMapping"]
     assert mapping["metadata"]["name"] == "clonesets.apps.kruise.io"
+    (rule,) = kinds["PrometheusRule"]
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    (not_ready,) = [r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "ServiceLinkNotReady"]
+    assert not_ready["for"] == "30m"
+
+
+def test_the_alert_secret_is_the_one_secret_granted_in_the_releases_namespace(helm: str, tmp_path: Path) -> None:
+    assert "SERVICELINK_ALERT_SECRET" not in env_of(container_of(render(helm)))
+    objects = render(helm, values={"alerts": {"secretName": "alert-hook"}}, tmp=tmp_path)
+    assert env_of(container_of(objects))["SERVICELINK_ALERT_SECRET"] == "alert-hook"
+    assert env_of(container_of(objects))["SERVICELINK_ALERT_FORMAT"] == "webhook"
+    (role,) = [r for r in by_kind(objects)["Role"] if r["metadata"]["name"] == "servicelink-alerts"]
+    assert role["metadata"]["namespace"] == "servicelink-system"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["alert-hook"], "verbs": ["get"]}
+    ]
+    (binding,) = [b for b in by_kind(objects)["RoleBinding"] if b["metadata"]["name"] == "servicelink-alerts"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "servicelink", "namespace": "servicelink-system"}]
+
+
+# Every metric the shipped rules read, by name as /metrics serves it.
+RULE_METRICS = {"servicelink_servicelinks", "servicelink_reconciles_total", "servicelink_alerts_total"}
+
+
+def test_the_prometheus_rules_are_off_by_default_and_read_only_metrics_the_operator_serves(helm: str) -> None:
+    assert "PrometheusRule" not in by_kind(render(helm, "--api-versions", "monitoring.coreos.com/v1"))
+    (rule,) = by_kind(render(helm, "--set", "prometheusRule.enabled=true"))["PrometheusRule"]
+    rules = rule["spec"]["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == [
+        "ServiceLinkRolloutStalled",
+        "ServiceLinkNotReady",
+        "ServiceLinkReconcilesFailing",
+        "ServiceLinkAlertsFailing",
+    ]
+    read = {name for r in rules for name in re.findall(r"servicelink_[a-z_]+", r["expr"])}
+    assert read == RULE_METRICS
+    served = {m.name + ("_total" if m.type == "counter" else "") for m in metrics.REGISTRY.collect()}
+    assert read <= served | {metrics.SERVICELINKS.name}
 
 
 def test_a_mapped_kind_renders_its_workload_mapping_and_is_granted_list_watch_patch(helm: str, tmp_path: Path) -> None:

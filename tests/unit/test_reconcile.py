@@ -18,6 +18,7 @@ import pytest
 from test_plan import AUTH, NS, apply_merge_patch, body, configmap, deployment, world
 
 from servicelink import conditions as c
+from servicelink.alerts import NOT_READY, Alert
 from servicelink.cache import Cache
 from servicelink.kube import ApiError, Conflict, Kube
 from servicelink.model import FIELD_MANAGER, FINALIZER, WORKLOAD_RESOURCES, WorkloadResource
@@ -333,3 +334,24 @@ def test_a_configmap_kubernetes_writes_itself_is_never_created(executor: ThreadP
     ready = next(cond for cond in status(kube)["conditions"] if cond["type"] == "Ready")
     assert (ready["reason"], ready["message"].split(": Value error, ")[0]) == (c.INVALID_SPEC, "spec.configMapName")
     assert "name a ConfigMap of your own" in ready["message"]
+
+
+def test_each_alert_is_queued_once_beside_its_event_and_a_lost_service_alerts_not_ready(
+    executor: ThreadPoolExecutor,
+) -> None:
+    kube, run = changed_after_first_reconcile(executor)
+    queued: list[Alert] = []
+    run.alert = queued.append
+    reconcile(run)
+    (changed,) = queued
+    assert (changed.reason, changed.namespace, changed.name) == ("ValueChanged", NS, "gateway")
+    assert changed.changes == (f"AUTH_URL: {AUTH} -> {AUTH}/v2",)
+    assert changed.rolled == (f"Deployment {NS}/web",)
+    queued.clear()
+    reconcile(run)  # nothing changed: no alert
+    assert queued == []
+    assert reason(kube, c.READY) == c.ROLLOUT_IN_PROGRESS  # on its way: a Service lost now still alerts
+    kube.cache.drop_service(NS, "auth-service")
+    reconcile(run)
+    (lost,) = queued
+    assert (lost.reason, lost.condition_reason) == (NOT_READY, c.SERVICE_NOT_FOUND)

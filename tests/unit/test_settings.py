@@ -30,6 +30,8 @@ EVERY_VARIABLE = {
     "SERVICELINK_SECRETS": "1",
     "SERVICELINK_IGNORE_KINDS": "CronJob, DaemonSet CloneSet.apps.kruise.io",
     "SERVICELINK_WORKLOAD_MAPPINGS": "off",
+    "SERVICELINK_ALERT_SECRET": "alert-hook",
+    "SERVICELINK_ALERT_FORMAT": "slack",
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
@@ -47,6 +49,8 @@ EVERY_SETTING = Settings(
     secrets=True,
     ignore_kinds=("CronJob", "DaemonSet", "CloneSet.apps.kruise.io"),
     workload_mappings=False,
+    alert_secret="alert-hook",
+    alert_format="slack",
 )
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
@@ -65,6 +69,8 @@ REFUSED = {
     "secrets": (["all", "2"], "one of 1, true"),
     "ignore_kinds": (["Job", "deployment", "CloneSet", "Deployment,Pod"], "workload kinds"),
     "workload_mappings": (["mapped", "2"], "one of 1, true"),
+    "alert_secret": (["Alert_Hook", "a..b", "x" * 254], "a Secret name"),
+    "alert_format": (["teams", "Slack"], "one of webhook, slack"),
 }
 CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
 ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
@@ -123,6 +129,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         "--secrets",
         *("--ignore-kinds", "CronJob,DaemonSet,CloneSet.apps.kruise.io"),
         "--no-workload-mappings",
+        *("--alert-secret", "alert-hook", "--alert-format", "slack"),
     ]
     flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}
