@@ -96,7 +96,7 @@ def gateway(cluster: Cluster, namespace: str) -> None:
     wait_for(lambda: data(cluster, namespace, "gateway-config") == {"AUTH_SERVICE_URL": "http://auth-service:3001"})
 
 
-def test_a_port_change_sends_its_value_changed_alert_to_the_receiver(
+def test_a_port_change_and_a_lost_service_send_their_alerts_to_the_receiver(
     cluster: Cluster, namespace: str, kubeconfig_env: Path, crd: Path, tmp_path: Path
 ) -> None:
     receiver = Receiver()
@@ -123,6 +123,15 @@ def test_a_port_change_sends_its_value_changed_alert_to_the_receiver(
             "rolled": [f"Deployment {namespace}/web"],
             "time": alert["time"],
         }
+        # The Service gone: Ready turns False, and the receiver hears why.
+        cluster.kubectl("delete", "service", "auth-service", "-n", namespace)
+        (lost,) = wait_for(
+            lambda: [body for body in list(receiver.bodies) if body["reason"] == "NotReady"] or None,
+            what="the NotReady alert of the Service deleted",
+        )
+        assert lost["severity"] == "warning"
+        assert lost["ready"]["reason"] == "ServiceNotFound"
+        assert lost["ready"]["message"].startswith(f"Service {namespace}/auth-service not found")
         assert "SECRETTOKEN" not in process.log()
 
 
