@@ -548,8 +548,11 @@ class Kube:
         annotation: str,
         value: str,
         resource_version: str,
+        stamp: Mapping[str, str] | None = None,
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
+
+        ``stamp``: annotations set on the workload's own metadata in the same patch (when it was rolled).
 
         A CronJob's pod template is its jobTemplate's: its next Jobs run it. An Argo
         Rollout's is its inline ``spec.template``: a new template is what makes Argo
@@ -559,8 +562,13 @@ class Kube:
         patch: dict[str, Any] = {"metadata": {"annotations": {annotation: value}}}
         for key in reversed(resource.template):
             patch = {key: patch}
+        metadata = patch.setdefault("metadata", {})
+        if stamp:
+            metadata["annotations"] = {**metadata.get("annotations", {}), **stamp}
         if resource_version:
-            patch["metadata"] = {"resourceVersion": resource_version}
+            metadata["resourceVersion"] = resource_version
+        if not metadata:
+            del patch["metadata"]
         try:
             with _conflict_raised():
                 _write(

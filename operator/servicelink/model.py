@@ -47,6 +47,11 @@ CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 # A workload owner's opt-out: with this value, no ServiceLink ever rolls the workload.
 ROLLOUT_ANNOTATION = f"{GROUP}/rollout"
 ROLLOUT_NEVER = "never"
+# A workload owner's cooldown: the least seconds between two rollouts of it, over the ServiceLinks' cooldownSeconds.
+COOLDOWN_ANNOTATION = f"{GROUP}/cooldown-seconds"
+# When servicelink last rolled a workload (RFC 3339, on its own metadata): what a cooldown counts from.
+ROLLED_AT_ANNOTATION = f"{GROUP}/rolled-at"
+MAX_COOLDOWN_SECONDS = 7 * 24 * 3600
 
 # Consent of a Secret's owner: the label lets the operator see the Secret at all (its watch selects it), the
 # annotation names the ServiceLinks (names, or "*") of the Secret's namespace that may read it.
@@ -238,6 +243,23 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         "no ServiceLink ever rolls it, even when its pods read a ConfigMap or Secret servicelink writes and a value"
         " changes; the ConfigMap is still written, and each ServiceLink it reads lists it in `status.skipped`"
         " with `WorkloadOptedOut`. Any other value, or none: rolled as usual",
+    ),
+    Annotation(
+        COOLDOWN_ANNOTATION,
+        "the workload's owner",
+        f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",
+        f"seconds, `0` to `{MAX_COOLDOWN_SECONDS}`",
+        "the least time between two rollouts of it, in place of the `spec.cooldownSeconds` of the ServiceLinks it"
+        " reads (`0`: none). A rollout due sooner waits, listed in `status.deferred` with `CoolingDown` and the"
+        " time it is due; a change meanwhile still makes one rollout. Any other value is ignored",
+    ),
+    Annotation(
+        ROLLED_AT_ANNOTATION,
+        "the operator",
+        f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",
+        "a time such as `2026-12-07T10:00:00Z`",
+        "when servicelink last rolled it, set in the same patch as the config hash: a cooldown counts from it, so"
+        " it holds across operator restarts",
     ),
     Annotation(
         CONFIG_HASH_ANNOTATION,
@@ -578,6 +600,17 @@ class ServiceLinkSpec(_Strict):
         " ConfigMap and roll nothing.",
         json_schema_extra={"default": "Rolling"},  # the one default the API server fills in too
     )
+    cooldown_seconds: int = Field(
+        default=0,
+        alias="cooldownSeconds",
+        ge=0,
+        le=MAX_COOLDOWN_SECONDS,
+        description="Default 0 (none). The least seconds between two rollouts of one consumer: a rollout due"
+        f" sooner after its last one ({ROLLED_AT_ANNOTATION} on the workload) waits until then, and a change made"
+        " meanwhile goes out in that same rollout. The ConfigMap is written at once. Meanwhile RolledOut is False"
+        " with reason CoolingDown, and status.deferred lists the keys held back and when they are due. A workload's"
+        f" own annotation {COOLDOWN_ANNOTATION} overrides it.",
+    )
     wait_for_endpoints: bool = Field(
         default=False,
         alias="waitForEndpoints",
@@ -685,9 +718,14 @@ class DeferredKey(_Strict):
     reason: str = Field(
         default="WaitingForEndpoints",
         description="Why its rollout is held: WaitingForEndpoints (spec.waitForEndpoints, and its Service has no"
-        " ready endpoint), WaitingForConfigMaps (a consumer also reads another servicelink ConfigMap about to be"
-        " written: both go out in one patch) or RolloutFailed (the API server refused a patch). The key stays here"
-        " until every consumer carries it, so a restart or a new leader still rolls them, once.",
+        " ready endpoint), CoolingDown (a consumer was rolled less than its cooldown ago), WaitingForConfigMaps (a"
+        " consumer also reads another servicelink ConfigMap about to be written: both go out in one patch) or"
+        " RolloutFailed (the API server refused a patch). The key stays here until every consumer carries it, so a"
+        " restart or a new leader still rolls them, once.",
+    )
+    due: str | None = Field(
+        default=None,
+        description="CoolingDown only: when the first consumer held back is rolled (RFC 3339).",
     )
 
 

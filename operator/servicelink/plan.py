@@ -48,11 +48,14 @@ from servicelink.render import (
 )
 from servicelink.resolve import digest_secret_value, resolve_links
 from servicelink.rollout import (
+    Cooling,
     Deferred,
     Rollout,
     SecretOutput,
     describe_workload,
     find_stale_jobs,
+    parse_time,
+    plan_cooldown,
     plan_deferral,
     plan_rollouts,
     progress_of,
@@ -544,9 +547,16 @@ def join_written(written: Written, secret: SecretWritten | None) -> Written:
     return Written(written.values, verdict, written.plan, conflicts, secret)
 
 
-def plan_recheck(written: Written) -> float | None:
-    """Seconds after which to look again when only time can tell (consent not given yet), else None."""
-    return CONSENT_RECHECK_SECONDS if written.verdict.reason == c.CONFIGMAP_NOT_SHARED else None
+def plan_recheck(written: Written, rolled: Rolled | None = None, *, now: str = "") -> float | None:
+    """Seconds after which to look again when only time can tell, else None: consent not given yet, or a
+    consumer cooling down (at its due time, a second late: the API's times are to the second)."""
+    waits: list[float] = []
+    if written.verdict.reason == c.CONFIGMAP_NOT_SHARED:
+        waits.append(CONSENT_RECHECK_SECONDS)
+    due, at = parse_time(rolled.due if rolled is not None else None), parse_time(now)
+    if due is not None and at is not None:
+        waits.append(max((due - at).total_seconds(), 0.0) + 1.0)
+    return min(waits) if waits else None
 
 
 @dataclass(frozen=True)
@@ -603,6 +613,8 @@ class Rolled:
     start_next: frozenset[WorkloadKind] = frozenset()
     # By Deployment rolled out, the Argo Rollouts whose spec.workloadRef names it: Events name them too.
     templated_by: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    due: str | None = None  # when the first consumer cooling down is rolled (RFC 3339): reconcile again then
+    cooling: tuple[str, ...] = ()  # the consumers cooling down, each with when it rolls, for the Event
 
 
 @dataclass(frozen=True)
@@ -615,6 +627,7 @@ class Roll:
     baseline: dict[str, str] = field(default_factory=dict)
     # The keys changed since the consumers were last rolled: kept in status.deferred while a rollout is held back.
     changed: list[Deferred] = field(default_factory=list)
+    cooling: list[Cooling] = field(default_factory=list)  # due, but their workload was rolled too recently
 
 
 def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
@@ -654,12 +667,14 @@ def plan_roll(
     written: Written,
     world: World,
     ignored_kinds: frozenset[WorkloadKind] = frozenset(),
+    now: str = "",
 ) -> Roll:
     """Decide which consumers to patch, or why none: rollout off, nothing written, endpoints awaited.
 
     A consumer opted out or of a kind in ``ignored_kinds`` is never patched
     (``consent.split_consumers``); when it would have been, its entry in
-    ``Roll.skipped`` carries the changed keys it reads, for the Event.
+    ``Roll.skipped`` carries the changed keys it reads, for the Event. One
+    rolled less than its cooldown before ``now`` waits (``rollout.plan_cooldown``).
     """
     rolled_out = view.rolled_out
     if spec.rollout == "None":
@@ -726,7 +741,13 @@ def plan_roll(
     )
     kept = {(r.kind, r.name): r.changed_keys for r in due if (r.kind, r.name) in held}
     skipped = [dataclasses.replace(s, keys=kept.get((s.kind, s.name), ())) for s in skipped]
-    return Roll(None, [r for r in due if (r.kind, r.name) not in held], skipped, baseline, changed)
+    go, cooling = plan_cooldown(
+        [r for r in due if (r.kind, r.name) not in held],
+        workloads={(w.kind, w.name): w for w, _ in consumers},
+        cooldown=spec.cooldown_seconds,
+        now=now,
+    )
+    return Roll(None, go, skipped, baseline, changed, cooling)
 
 
 def judge_roll(
@@ -784,11 +805,40 @@ def judge_roll(
         blocked=[],
         progress=progress,
         waiting=waiting,
+        cooling=[
+            (describe_workload(r.rollout.kind, r.rollout.namespace, r.rollout.name), r.due, r.seconds)
+            for r in roll.cooling
+        ],
     )
     start_next = frozenset(w.kind for w in views.values() if not w.resource.rolls)
-    held = c.ROLLOUT_FAILED if failures else c.WAITING_FOR_CONFIGMAPS if waiting else None
-    deferred = [dataclasses.replace(d, reason=held) for d in roll.changed] if held is not None else []
-    return Rolled(verdict, rolled_out, list(roll.skipped), deferred, start_next=start_next, templated_by=templated_by)
+    due = min((cooling.due for cooling in roll.cooling), default=None)
+    held = (
+        c.ROLLOUT_FAILED
+        if failures
+        else c.COOLING_DOWN
+        if roll.cooling
+        else c.WAITING_FOR_CONFIGMAPS
+        if waiting
+        else None
+    )
+    deferred = (
+        [dataclasses.replace(d, reason=held, due=due if held == c.COOLING_DOWN else None) for d in roll.changed]
+        if held is not None
+        else []
+    )
+    return Rolled(
+        verdict,
+        rolled_out,
+        list(roll.skipped),
+        deferred,
+        start_next=start_next,
+        templated_by=templated_by,
+        due=due,
+        cooling=tuple(
+            f"{describe_workload(r.rollout.kind, r.rollout.namespace, r.rollout.name)} until {r.due}"
+            for r in roll.cooling
+        ),
+    )
 
 
 # --- Jobs --------------------------------------------------------------------------------------
@@ -884,7 +934,8 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     rolls nothing, only the Jobs it starts next run it. A Deployment whose
     template Argo Rollouts run is named with them (``describe_workload``). A consumer that reads a
     changed key but is opted out or of an ignored kind is named as not rolled, with its reason. A value
-    another field manager changed and we took back gets a Warning of its own.
+    another field manager changed and we took back gets a Warning of its own. One cooling down is named
+    with when it rolls.
     """
     plan = written.plan
     before = view.rolled_out
@@ -908,6 +959,7 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     rolled_part = [f"rolled {', '.join(rolled_now)}"] if rolled_now else []
     held = [f"{describe_workload(s.kind, view.namespace, s.name)} ({s.reason})" for s in rolled.skipped if s.keys]
     held_part = [f"not rolled {', '.join(held)}"] if held else []
+    held_part += [f"cooling down {', '.join(rolled.cooling)}"] if rolled.cooling else []
     events: list[Event] = []
     if changed or secret_changed:
         parts = [describe_change(key, old, new) for key, old, new in changed]

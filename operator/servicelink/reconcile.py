@@ -29,7 +29,13 @@ from servicelink.kube import (
     servicelink_reference,
     utc_now,
 )
-from servicelink.model import CONFIG_HASH_ANNOTATION, ServiceLinkSpec, WorkloadKind, parse_spec
+from servicelink.model import (
+    CONFIG_HASH_ANNOTATION,
+    ROLLED_AT_ANNOTATION,
+    ServiceLinkSpec,
+    WorkloadKind,
+    parse_spec,
+)
 from servicelink.plan import (
     CONSENT_RECHECK_SECONDS as CONSENT_RECHECK_SECONDS,  # the integration tests wait on it
 )
@@ -201,6 +207,7 @@ class Reconciler:
                 written=written,
                 world=self.world,
                 ignored_kinds=frozenset(self.settings.ignore_kinds),
+                now=utc_now(),
             )
             if roll.done is not None:
                 rolled = roll.done
@@ -215,7 +222,7 @@ class Reconciler:
             self.on_values_changed(changes.values_changed)
         status = plan_status(view, values=values, written=written, rolled=rolled, now=utc_now(), stale_jobs=stale)
         await self._write_status(view, status)
-        return plan_recheck(written)
+        return plan_recheck(written, rolled, now=utc_now())
 
     async def _set_finalizers(self, view: ServiceLinkView, finalizers: list[str]) -> None:
         try:
@@ -375,6 +382,7 @@ class Reconciler:
                 annotation=CONFIG_HASH_ANNOTATION,
                 value=value,
                 resource_version=workload.resource_version,
+                stamp={ROLLED_AT_ANNOTATION: utc_now()},
             )
         except Conflict as error:
             raise TransientError(f"{workload.kind} {workload.namespace}/{workload.name} changed meanwhile") from error

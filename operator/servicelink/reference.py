@@ -242,7 +242,7 @@ def render_fields() -> str:
         + f"; only `{conditions.WORKLOAD_NOT_OPTED_IN}` makes `RolledOut` False.",
         "An entry of `status.deferred` carries one of "
         + ", ".join(f"`{r}`" for r in conditions.DEFERRED_REASONS)
-        + f"; only `{conditions.WAITING_FOR_ENDPOINTS}` and `{conditions.ROLLOUT_FAILED}` make `RolledOut` False.",
+        + f"; `{conditions.WAITING_FOR_CONFIGMAPS}` alone leaves `RolledOut` True.",
         *_columns(PLURAL, PRINTER_COLUMNS),
     ]
     return "\n\n".join(part for part in parts if part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import EllipsisType
@@ -381,6 +382,7 @@ class Deferred:
     service: str  # "namespace/name"
     previous: str | None  # the value the consumers' pods still carry; None when it was unset (or is a Secret's)
     reason: str = WAITING_FOR_ENDPOINTS
+    due: str | None = None  # CoolingDown: when the first consumer held back is rolled (RFC 3339)
 
 
 def restore_deferred(baseline: Mapping[str, str], deferred: Iterable[Deferred]) -> dict[str, str]:
@@ -430,3 +432,57 @@ def plan_deferral(
         if not _answers(result, services):
             blocked.append(entry)
     return changed, blocked
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    """Read an RFC 3339 time as the API writes it (``2026-12-07T10:00:00Z``); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
+def render_time(value: datetime.datetime) -> str:
+    """Write a time as the API does, to the second: ``2026-12-07T10:00:00Z``."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """A rollout due, held back until ``due``: its workload was rolled less than its cooldown ago."""
+
+    rollout: Rollout
+    due: str  # RFC 3339
+    seconds: int  # the cooldown that holds it
+
+
+def plan_cooldown(
+    rollouts: Iterable[Rollout],
+    *,
+    workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
+    cooldown: int,
+    now: str,
+) -> tuple[list[Rollout], list[Cooling]]:
+    """Split the rollouts due into those to patch now and those whose workload is still cooling down.
+
+    A workload's cooldown is its own annotation's (``WorkloadView.cooldown``),
+    else ``cooldown`` (the ServiceLink's spec.cooldownSeconds); it counts from
+    the workload's ``servicelink.dev/rolled-at``, which the operator sets in
+    each patch. A workload never rolled by servicelink (no such annotation),
+    or one whose cooldown has passed at ``now``, rolls now.
+    """
+    at = parse_time(now)
+    go: list[Rollout] = []
+    held: list[Cooling] = []
+    for rollout in rollouts:
+        workload = workloads.get((rollout.kind, rollout.name))
+        seconds = cooldown if workload is None or workload.cooldown is None else workload.cooldown
+        last = parse_time(workload.rolled_at) if workload is not None else None
+        if not seconds or last is None or at is None or at >= last + datetime.timedelta(seconds=seconds):
+            go.append(rollout)
+        else:
+            held.append(Cooling(rollout, render_time(last + datetime.timedelta(seconds=seconds)), seconds))
+    return go, held

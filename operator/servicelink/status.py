@@ -66,14 +66,17 @@ def judge_rollout(
     blocked: Sequence[Deferred],
     progress: Sequence[Progress],
     waiting: int = 0,
+    cooling: Sequence[tuple[str, str, int]] = (),
 ) -> Verdict:
     """RolledOut: True once every consumer this ServiceLink rolled runs its new pods available.
 
     Otherwise, in this order: a patch refused (``RolloutFailed``), a
     Deployment past its progress deadline (``RolloutStalled``, its message), a
     workload not opted in (``WorkloadNotOptedIn``), a rollout held until a
-    changed link's Service has a ready endpoint (``WaitingForEndpoints``), new
-    pods not yet available (``RolloutInProgress``). All are False: the pods do
+    changed link's Service has a ready endpoint (``WaitingForEndpoints``), a
+    consumer rolled less than its cooldown ago (``CoolingDown``; ``cooling``
+    names each, with when it is due and the cooldown), new pods not yet
+    available (``RolloutInProgress``). All are False: the pods do
     not carry the current values yet, so neither is the ServiceLink Ready.
     A workload opted out or of an ignored kind fails nothing: its owner or
     the operator's installer asked for it. True says how many there are.
@@ -94,6 +97,11 @@ def judge_rollout(
             c.WAITING_FOR_ENDPOINTS,
             truncate(f"consumers of {where} roll once these Services have a ready endpoint: {services}"),
         )
+    if cooling:
+        held = "; ".join(
+            f"{what} rolls at {due} ({seconds} s after its last rollout)" for what, due, seconds in cooling
+        )
+        return Verdict(False, c.COOLING_DOWN, truncate(f"cooling down: {held}"))
     rolling = [p.message for p in progress if p.state == "Progressing"]
     if rolling:
         return Verdict(False, c.ROLLOUT_IN_PROGRESS, truncate("; ".join(rolling)))
@@ -113,6 +121,7 @@ def parse_deferred(status: Mapping[str, Any]) -> list[Deferred]:
             service=str(e.get("service", "")),
             previous=e.get("previous"),
             reason=str(e.get("reason") or c.WAITING_FOR_ENDPOINTS),  # written before reasons: endpoints
+            due=e.get("due"),
         )
         for e in status.get("deferred") or ()
         if isinstance(e, Mapping) and e.get("key")
@@ -217,7 +226,9 @@ def render_status(
         endpoint_summary=f"{with_endpoints}/{len(results)}",
         rolled_out=list(rolled_out),
         skipped=[SkippedWorkload(kind=s.kind, name=s.name, reason=s.reason, message=s.message) for s in skipped],
-        deferred=[DeferredKey(key=d.key, service=d.service, previous=d.previous, reason=d.reason) for d in deferred],
+        deferred=[
+            DeferredKey(key=d.key, service=d.service, previous=d.previous, reason=d.reason, due=d.due) for d in deferred
+        ],
         stale_jobs=list(stale_jobs),
         conditions=c.merge_conditions(current_conditions, desired, now=now),
     )

@@ -11,10 +11,13 @@ from typing import Any, Literal, Protocol
 
 from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
+    COOLDOWN_ANNOTATION,
     EXPOSE_TO_ANNOTATION,
+    MAX_COOLDOWN_SECONDS,
     READABLE_BY_ANNOTATION,
     REPORTED_RESOURCES,
     ROLLABLE_BY_ANNOTATION,
+    ROLLED_AT_ANNOTATION,
     ROLLOUT_ANNOTATION,
     ROLLOUT_NEVER,
     WORKLOAD_RESOURCES,
@@ -363,6 +366,8 @@ class WorkloadView:
     workload_generation: str = ""
     # Whether it has a pod template where its kind holds one: a mapping whose spec.template misses says so.
     has_template: bool = True
+    rolled_at: str | None = None  # when servicelink last rolled it (ROLLED_AT_ANNOTATION), RFC 3339
+    cooldown: int | None = None  # its owner's cooldown in seconds (COOLDOWN_ANNOTATION), over the ServiceLinks'
 
     @property
     def kind(self) -> WorkloadKind:
@@ -391,7 +396,18 @@ class WorkloadView:
             generation=int(metadata.get("generation") or 0),
             workload_generation=str((body.get("status") or {}).get("workloadObservedGeneration") or ""),
             has_template=bool(template),
+            rolled_at=(metadata.get("annotations") or {}).get(ROLLED_AT_ANNOTATION),
+            cooldown=read_cooldown(metadata),
         )
+
+
+def read_cooldown(metadata: Mapping[str, Any]) -> int | None:
+    """A workload's own cooldown in seconds (``servicelink.dev/cooldown-seconds``); None when unset or not a number
+    from 0 to ``MAX_COOLDOWN_SECONDS``."""
+    value = str((metadata.get("annotations") or {}).get(COOLDOWN_ANNOTATION) or "").strip()
+    if not value.isdigit() or int(value) > MAX_COOLDOWN_SECONDS:
+        return None
+    return int(value)
 
 
 def read_opt_out(metadata: Mapping[str, Any]) -> bool:

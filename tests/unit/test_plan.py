@@ -15,8 +15,10 @@ from servicelink import plan as planner
 from servicelink.cache import Cache
 from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
+    COOLDOWN_ANNOTATION,
     FIELD_MANAGER,
     FINALIZER,
+    ROLLED_AT_ANNOTATION,
     ROLLOUT_ANNOTATION,
     WORKLOAD_RESOURCES,
     WRITABLE_BY_ANNOTATION,
@@ -499,6 +501,56 @@ def test_a_rollout_held_back_is_recorded_in_the_status_and_rolled_once_after_a_r
     cache.put_workload(WORKLOAD_RESOURCES["Deployment"], patched)
     again = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache)
     assert again.rollouts == []
+
+
+def rolled_at(name: str, at: str, *, cooldown: str | None = None) -> dict[str, Any]:
+    """Deployment ``name`` reading gw, last rolled by servicelink at ``at`` (with its own cooldown, if given)."""
+    workload = deployment(name, reads="gw", config_hash=render_hash({"AUTH_URL": "old"}))
+    workload["metadata"]["annotations"] = {ROLLED_AT_ANNOTATION: at} | (
+        {COOLDOWN_ANNOTATION: cooldown} if cooldown is not None else {}
+    )
+    return workload
+
+
+def test_a_consumer_rolled_less_than_its_cooldown_ago_waits_until_it_passes_then_rolls_once() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    sl["spec"]["cooldownSeconds"] = 300
+    cache = world(sl)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], rolled_at("web", "2026-12-07T10:00:00Z"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], rolled_at("own", "2026-12-07T10:00:00Z", cooldown="60"))
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], rolled_at("long-ago", "2026-12-07T09:00:00Z"))
+    current = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    view, values, written = written_for(sl, cache, current)
+    spec = parse_spec(sl["spec"])
+    at = "2026-12-07T10:02:00Z"  # two minutes after web and own were rolled
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now=at)
+    assert [r.name for r in roll.rollouts] == ["long-ago", "own"]  # own's 60 s passed; long-ago's 300 s too
+    assert [(h.rollout.name, h.due, h.seconds) for h in roll.cooling] == [("web", "2026-12-07T10:05:00Z", 300)]
+    outcomes = {("Deployment", NS, r.name): None for r in roll.rollouts}
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
+    assert rolled.verdict == Verdict(
+        False,
+        c.COOLING_DOWN,
+        f"cooling down: Deployment {NS}/web rolls at 2026-12-07T10:05:00Z (300 s after its last rollout)",
+    )
+    assert [(d.key, d.reason, d.due) for d in rolled.deferred] == [("AUTH_URL", c.COOLING_DOWN, "2026-12-07T10:05:00Z")]
+    assert planner.plan_recheck(written, rolled, now=at) == 181.0  # at the due time, a second late
+    (event,) = planner.plan_change_events(view, written=written, rolled=rolled).events
+    assert event.message.endswith(f"cooling down Deployment {NS}/web until 2026-12-07T10:05:00Z")
+    # The status says what is owed; another change meanwhile is planned from it, and still makes one rollout.
+    status = planner.plan_status(view, values=values, written=written, rolled=rolled, now=at)
+    assert status is not None
+    after = body(status={**sl["status"], **status.patch})
+    after["spec"]["cooldownSeconds"] = 300
+    view = planner.parse_servicelink(after)
+    view, values, written = written_for(
+        after, cache, configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
+    )
+    later = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now="2026-12-07T10:04:59Z")
+    assert [h.rollout.name for h in later.cooling] == ["web"]
+    due = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now="2026-12-07T10:05:00Z")
+    assert [(r.name, r.changed_keys) for r in due.rollouts if r.name == "web"] == [("web", ("AUTH_URL",))]
+    assert due.cooling == []
 
 
 def cronjob(name: str, *, reads: str) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class FakeKube:
         annotation: str,
         value: str,
         resource_version: str,
+        stamp: Mapping[str, str] | None = None,
     ) -> bool:
         self._call("set_workload_config_hash")
         workload = self.cache.workload("Deployment", namespace, name)
