@@ -9,16 +9,18 @@ import base64
 import contextlib
 import http.server
 import json
+import re
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from objects import data, deployment, generation, service, servicelink, set_port
 
-from servicelink.testing.fixtures import Cluster, running_operator, wait_for
+from servicelink.testing.fixtures import Cluster, OperatorProcess, running_operator, wait_for
 
 LINK = {"key": "AUTH_SERVICE_URL", "service": "auth-service"}
 SECRET = "alert-hook"
@@ -133,6 +135,20 @@ def test_a_port_change_and_a_lost_service_send_their_alerts_to_the_receiver(
         assert lost["ready"]["reason"] == "ServiceNotFound"
         assert lost["ready"]["message"].startswith(f"Service {namespace}/auth-service not found")
         assert "SECRETTOKEN" not in process.log()
+        # What Prometheus scrapes: the ServiceLink by its Ready, and the alerts sent.
+        wait_for(
+            lambda: 'servicelink_servicelinks{ready="False",reason="ServiceNotFound"} 1.0' in scrape(process),
+            what="the gauge of ServiceLinks not Ready",
+        )
+        sent = re.search(r'^servicelink_alerts_total\{result="sent"\} ([0-9.]+)$', scrape(process), re.M)
+        assert sent is not None
+        assert float(sent[1]) >= 3  # the first value, the port change, NotReady
+
+
+def scrape(process: OperatorProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{process.metrics_port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
 
 
 def rollout_seconds(cluster: Cluster, namespace: str, ports: tuple[int, ...]) -> list[float]:
