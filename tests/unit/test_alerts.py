@@ -179,6 +179,19 @@ def test_a_rollout_passing_through_does_not_alert_nor_hide_the_flip_after_it() -
     assert (alert.reason, alert.condition_reason) == (alerts.NOT_READY, c.ROLLOUT_STALLED)
 
 
+# The False reasons of RolledOut someone must act on; every other False one passes (alerts.PASSING_REASONS).
+ACTED_ON = {c.ROLLOUT_FAILED, c.ROLLOUT_STALLED, c.WORKLOAD_NOT_OPTED_IN}
+ROLLED_OUT_TRUE = {c.WORKLOADS_UPDATED, c.NO_CHANGE, c.ROLLOUT_DISABLED}
+
+
+def test_every_reason_rolled_out_holds_a_rollout_with_is_passing_or_acted_on() -> None:
+    """A new RolledOut reason fails here until it is sorted: a hold (a cooldown, a window) must not page anyone."""
+    assert set(c.REASONS[c.ROLLED_OUT]) - ROLLED_OUT_TRUE == ACTED_ON | alerts.PASSING_REASONS
+    assert not ACTED_ON & alerts.PASSING_REASONS
+    cooling = {"conditions": [ready("False", c.COOLING_DOWN, "cooling down: Deployment gallery/web rolls at ...")]}
+    assert plan_alerts(view({"conditions": [ready("True")]}), [], status=cooling, at=AT) == []
+
+
 def test_retries_wait_twice_as_long_each_time_up_to_the_cap() -> None:
     assert [retry_delay(n) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert sum(retry_delay(n) for n in range(1, alerts.SEND_ATTEMPTS)) == 15.0  # given up after 15 s of waits
