@@ -14,7 +14,9 @@ from the last resourceVersion it saw (bookmarks move it on); one the API
 server has forgotten (410 Gone) lists again. A list or watch that then fails
 is tried again after a second, then twice as late each time, up to
 ``RETRY_SECONDS[1]``. Each new failure is logged at WARNING; ``failure`` says
-it until events flow again.
+it until events flow again. What a namespace the settings do not serve holds
+(``Settings.serves``: ``--ignore-namespaces``) is passed over, in lists and
+events alike, so no kind of it reaches the cache.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Informer:
         due: Callable[[list[ObjectKey]], None],
         run: Callable[[Callable[[], Any]], Awaitable[Any]],
         inactivity: float = 70.0,
+        serves: Callable[[str], bool] = lambda namespace: True,
     ) -> None:
         self.source = source
         self.settled = asyncio.Event()
@@ -81,6 +84,7 @@ class Informer:
         self._due = due
         self._run = run
         self._inactivity = inactivity
+        self._serves = serves
         self._version = ""  # the resourceVersion to watch from; "" to list first
         self._watch: Watch | None = None
         self._task: asyncio.Task[None] | None = None
@@ -103,6 +107,8 @@ class Informer:
         if self._stopped:  # read from the watch as it was being closed
             return
         metadata = body.get("metadata") or {}
+        if not self._serves(str(metadata.get("namespace", ""))):
+            return
         if kind == "DELETED":
             self._due(self._keep.drop(str(metadata.get("namespace", "")), str(metadata.get("name", ""))))
         else:
@@ -131,6 +137,8 @@ class Informer:
                 items, token, version = await self._run(page)
                 for body in items:
                     metadata = body.get("metadata") or {}
+                    if not self._serves(str(metadata.get("namespace", ""))):
+                        continue  # an ignored namespace: never held, so a list forgets any held before
                     listed.add((str(metadata.get("namespace", "")), str(metadata.get("name", ""))))
                     due.update(self._keep.put(body))
                 if not token:

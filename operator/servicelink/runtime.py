@@ -216,7 +216,11 @@ class Runtime:
         return [item for page in pages for item in page]
 
     def _namespaces(self) -> list[str | None]:
-        return list(self.settings.namespaces) or [None]
+        """The namespaces to list and watch, each on its own (None: all at once; the informers then pass over
+        what ignored namespaces hold). A listed namespace that is also ignored is not watched at all."""
+        if not self.settings.namespaces:
+            return [None]
+        return [ns for ns in self.settings.namespaces if self.settings.serves(ns)]
 
     def _inform(self, source: Source, keep: Keep) -> Informer:
         """The informer of ``source``, started now if it was not running."""
@@ -228,6 +232,7 @@ class Runtime:
                 keep=keep,
                 due=self.queue.add_all,
                 run=self._run,
+                serves=self.settings.serves,
                 inactivity=self.settings.watch_inactivity_seconds,
             )
             self.informers[source] = informer
@@ -323,7 +328,9 @@ class Runtime:
             self.mapping_deleted(name)  # deleted while no watch saw it
         self.mappings.update(listed)
         since = self.cache.mark()
-        servicelinks = await self._list_watched(functools.partial(self.kube.list_objects, kind="ServiceLink"))
+        listed_links = await self._list_watched(functools.partial(self.kube.list_objects, kind="ServiceLink"))
+        serves = self.settings.serves
+        servicelinks = [link for link in listed_links if serves(str((link.get("metadata") or {}).get("namespace")))]
         self.cache.replace_servicelinks(servicelinks, since=since)
         return list(listed)
 

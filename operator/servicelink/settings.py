@@ -30,6 +30,8 @@ class Settings:
     """Everything a user can tune; defaults suit a cluster of a few thousand Services."""
 
     namespaces: tuple[str, ...] = ()  # empty: every namespace
+    # Never read, reconciled or written, even when listed in namespaces: the ignore list wins.
+    ignore_namespaces: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"
     resync_seconds: float = 300.0  # repairs drift such as a hand-edited key
     coalesce_seconds: float = 0.3  # triggers closer together than this reconcile once (one kubectl apply)
@@ -56,6 +58,11 @@ class Settings:
     # the receiver's URL: a URL with a token in it is a credential, so it is neither a flag nor a chart value.
     alert_secret: str = ""
     alert_format: AlertFormat = "webhook"
+
+    def serves(self, namespace: str) -> bool:
+        """Whether the operator reads and reconciles what ``namespace`` holds: it is in ``namespaces`` (when
+        they are given) and not in ``ignore_namespaces``."""
+        return namespace not in self.ignore_namespaces and (not self.namespaces or namespace in self.namespaces)
 
     @property
     def reads_cluster_scope(self) -> bool:
@@ -128,6 +135,10 @@ def _namespace(raw: str) -> str:
     return raw
 
 
+def _namespaces(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_namespace(name) for name in raw.replace(",", " ").split()))
+
+
 def _kinds(raw: str) -> tuple[WorkloadKind, ...]:
     kinds = tuple(dict.fromkeys(raw.replace(",", " ").split()))
     if not all(WORKLOAD_KIND.fullmatch(kind) for kind in kinds):
@@ -183,6 +194,17 @@ OPTIONS: tuple[Option, ...] = (
         ),
         "watch this namespace (repeatable; comma-separated in the variable)",
         default_text="all namespaces",
+    ),
+    Option(
+        "ignore_namespaces",
+        "--ignore-namespaces",
+        Rule(
+            "namespace names, comma-separated: up to 63 of a-z, 0-9 and '-' each, starting and ending alphanumeric",
+            _namespaces,
+        ),
+        "never read, reconcile or write anything in these namespaces, even those --namespace names; their"
+        " ServiceLinks are left as they are, status included",
+        default_text="none",
     ),
     Option(
         "cluster_domain",

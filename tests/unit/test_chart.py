@@ -51,6 +51,7 @@ EVERYTHING: dict[str, Any] = {
     "replicas": 3,
     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}},
     "watchNamespaces": ["gallery", "shop"],
+    "ignoreNamespaces": ["kube-system"],
     # The default: rbac.namespaced refuses workloadMappings, set here (test_namespaced_mode_* sets it).
     "rbac": {"namespaced": False},
     "logFormat": "json",
@@ -199,6 +200,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["coalesceSeconds"] == defaults.coalesce_seconds
     assert values["ports"] == {"health": defaults.health_port, "metrics": defaults.metrics_port}
     assert values["watchNamespaces"] == list(defaults.namespaces)
+    assert values["ignoreNamespaces"] == list(defaults.ignore_namespaces)
     assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
     assert values["secrets"] == {"enabled": defaults.secrets}
     assert values["ignoreKinds"] == list(defaults.ignore_kinds)
@@ -227,6 +229,7 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_HEALTH_PORT": "8081",
         "SERVICELINK_METRICS_PORT": "9091",
         "SERVICELINK_NAMESPACES": "gallery,shop",
+        "SERVICELINK_IGNORE_NAMESPACES": "kube-system",
         "SERVICELINK_LEADER_ELECT": "true",
         "SERVICELINK_ARGO_ROLLOUTS": "true",
         "SERVICELINK_SECRETS": "true",

@@ -16,6 +16,7 @@ from servicelink.settings import OPTIONS, Settings, SettingsError, is_service_li
 
 EVERY_VARIABLE = {
     "SERVICELINK_NAMESPACES": "gallery, shop  billing",
+    "SERVICELINK_IGNORE_NAMESPACES": "kube-system,shop",
     "SERVICELINK_CLUSTER_DOMAIN": "corp.internal",
     "SERVICELINK_RESYNC_SECONDS": "60",
     "SERVICELINK_COALESCE_SECONDS": "0.2",
@@ -35,6 +36,7 @@ EVERY_VARIABLE = {
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
+    ignore_namespaces=("kube-system", "shop"),
     cluster_domain="corp.internal",
     resync_seconds=60.0,
     coalesce_seconds=0.2,
@@ -55,6 +57,7 @@ EVERY_SETTING = Settings(
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
     "namespaces": (["Gallery", "a_b", "-x"], "namespace name"),
+    "ignore_namespaces": (["Kube-System", "a.b", "x,-y"], "namespace names"),
     "cluster_domain": (["corp..internal", "Corp.Internal", "a" * 254], "DNS domain"),
     "resync_seconds": (["0", "0.5", "-1", "abc", "5s", "nan", "inf", "86401"], "from 1 to 86400"),
     "coalesce_seconds": (["-0.1", "61", "nan", "x"], "from 0 to 60"),
@@ -121,7 +124,7 @@ def test_every_variable_is_read() -> None:
 def test_every_flag_is_read_and_wins_over_its_variable() -> None:
     argv = [
         "run",
-        *("-n", "gallery", "--namespace", "shop", "-n", "billing"),
+        *("-n", "gallery", "--namespace", "shop", "-n", "billing", "--ignore-namespaces", "kube-system,shop"),
         *("--cluster-domain", "corp.internal", "--resync-seconds", "60", "--coalesce-seconds", "0.2"),
         *("--workers", "4", "--watch-inactivity-seconds", "30", "--log-format", "json"),
         *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
@@ -265,3 +268,14 @@ def test_a_user_setting_next_to_a_service_link_is_still_read() -> None:
     assert is_service_link("tcp://[fd00::1]:9090")
     assert not is_service_link("9090")
     assert Settings.from_env({"SERVICELINK_METRICS_PORT": "9091"}).metrics_port == 9091
+
+
+def test_a_namespace_is_served_when_listed_if_a_list_is_given_and_never_when_ignored() -> None:
+    everywhere = Settings(ignore_namespaces=("kube-system",))
+    assert everywhere.serves("shop")
+    assert not everywhere.serves("kube-system")
+    listed = Settings(namespaces=("shop", "kube-system"), ignore_namespaces=("kube-system",))
+    assert listed.serves("shop")
+    assert not listed.serves("gallery")
+    assert not listed.serves("kube-system")  # the ignore list wins over the list
+    assert Settings().serves("kube-system")
