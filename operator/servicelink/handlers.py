@@ -60,8 +60,8 @@ async def servicelink_changed(
 ) -> None:
     """A ServiceLink changed: reconcile it, and the others sharing its ConfigMap (a freed key moves)."""
     runtime = _runtime(memo)
-    if not runtime.settings.serves(str(namespace)):
-        return  # an ignored namespace: left alone, its status included
+    if not runtime.serves(str(namespace)):
+        return  # an ignored or unselected namespace: left alone, its status included
     cache = runtime.cache
     due = cache.drop_servicelink(str(namespace), name) if type == "DELETED" else cache.put_servicelink(body)
     runtime.queue.add_all(due)

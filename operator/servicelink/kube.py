@@ -62,7 +62,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     *((r.group, r.plural, ("list", "watch", "patch")) for r in WORKLOAD_RESOURCES.values() if not r.optional),
     *((r.group, r.plural, ("list", "watch")) for r in REPORTED_RESOURCES.values()),  # Jobs: reported, never patched
     ("", "events", ("create", "patch")),  # patch: a repeated Event's count
-    ("", "namespaces", ("list", "watch")),  # kopf: namespace patterns in --namespace
+    ("", "namespaces", ("list", "watch")),  # --namespace-selector; kopf: namespace patterns in --namespace
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf: CRDs installed later
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # --leader-elect
 )
@@ -143,6 +143,9 @@ def listed_source(kind: ListedKind, namespace: str | None) -> Source:
 def workload_source(resource: WorkloadResource, namespace: str | None) -> Source:
     """Where the workloads of the kind ``resource`` in ``namespace`` (None: all) are listed and watched."""
     return Source(f"/apis/{resource.group}/{resource.version}", resource.plural, namespace)
+
+
+NAMESPACES = Source("/api/v1", "namespaces")  # cluster-scoped: their labels, for --namespace-selector
 
 
 def shared_secrets_source(namespace: str | None) -> Source:

@@ -22,6 +22,7 @@ from servicelink.cache import Cache
 from servicelink.conditions import FORBIDDEN, KIND_NOT_SERVED, WATCH_FAILED
 from servicelink.informer import Informer, Keep
 from servicelink.kube import (
+    NAMESPACES,
     ApiError,
     Conflict,
     Kube,
@@ -49,8 +50,10 @@ from servicelink.mapping import (
 )
 from servicelink.model import WORKLOAD_RESOURCES, Condition, ListedKind, WorkloadResource
 from servicelink.reconcile import Reconciler, TransientError
+from servicelink.scope import matches
 from servicelink.settings import Settings
 from servicelink.sink import AlertSink, SendFailed
+from servicelink.views import ObjectKey
 from servicelink.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,10 @@ class Runtime:
     # What the operator reads, each kind in each watched namespace kept by list and watch (informer.py).
     informers: dict[Source, Informer] = field(default_factory=dict)
     sink: AlertSink | None = None  # with --alert-secret
+    # With --namespace-selector: the namespaces whose labels match it, as the Namespace informer last saw them.
+    selected: set[str] = field(default_factory=set)
+    started: bool = False  # the namespaces were listed: one selected from now on lists its ServiceLinks
+    selecting: set[asyncio.Task[None]] = field(default_factory=set)  # those lists, held until done
     unserve_ready: Callable[[], None] = lambda: None  # takes the gauge of ServiceLinks by Ready off /metrics
 
     def __post_init__(self) -> None:
@@ -215,6 +222,50 @@ class Runtime:
         )
         return [item for page in pages for item in page]
 
+    def serves(self, namespace: str) -> bool:
+        """Whether the ServiceLinks of ``namespace`` are reconciled: the settings serve it
+        (``Settings.serves``), and its labels match ``--namespace-selector`` when one is given."""
+        return self.settings.serves(namespace) and (not self.settings.selector or namespace in self.selected)
+
+    def _put_namespace(self, body: Mapping[str, Any]) -> list[ObjectKey]:
+        metadata = body.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        self._select(name, matches(self.settings.selector, metadata.get("labels") or {}))
+        return []
+
+    def _drop_namespace(self, namespace: str, name: str) -> list[ObjectKey]:
+        self._select(name, False)
+        return []
+
+    def _select(self, namespace: str, selected: bool) -> None:
+        """Serve ``namespace`` from now on, or stop: a namespace that leaves has its ServiceLinks forgotten, nothing
+        written or deleted; one that comes in has them listed and reconciled."""
+        if selected == (namespace in self.selected):
+            return
+        if selected:
+            self.selected.add(namespace)
+            if self.started and self.settings.serves(namespace):
+                log.info("namespace %s matches --namespace-selector: serving it", namespace)
+                task = asyncio.create_task(self._list_servicelinks(namespace), name=f"servicelink-select-{namespace}")
+                self.selecting.add(task)
+                task.add_done_callback(self.selecting.discard)
+            return
+        self.selected.discard(namespace)
+        keys = [key for key in self.cache.servicelink_keys() if key[0] == namespace]
+        if keys:
+            log.info("namespace %s no longer matches --namespace-selector: %d ServiceLinks left", namespace, len(keys))
+        for key in keys:
+            self.cache.drop_servicelink(*key)  # its reconcile, if queued, finds it gone and writes nothing
+
+    async def _list_servicelinks(self, namespace: str) -> None:
+        try:
+            listed = await self._run(functools.partial(self.kube.list_objects, kind="ServiceLink", namespace=namespace))
+        except (ApiError, *TransportError) as error:  # the next resync lists them
+            log.warning("could not list the ServiceLinks of namespace %s: %s", namespace, error)
+            return
+        if namespace in self.selected:  # not unselected meanwhile
+            self.queue.add_all(sorted({key for body in listed for key in self.cache.put_servicelink(body)}))
+
     def _namespaces(self) -> list[str | None]:
         """The namespaces to list and watch, each on its own (None: all at once; the informers then pass over
         what ignored namespaces hold). A listed namespace that is also ignored is not watched at all."""
@@ -222,7 +273,7 @@ class Runtime:
             return [None]
         return [ns for ns in self.settings.namespaces if self.settings.serves(ns)]
 
-    def _inform(self, source: Source, keep: Keep) -> Informer:
+    def _inform(self, source: Source, keep: Keep, serves: Callable[[str], bool] | None = None) -> Informer:
         """The informer of ``source``, started now if it was not running."""
         informer = self.informers.get(source)
         if informer is None:
@@ -232,7 +283,7 @@ class Runtime:
                 keep=keep,
                 due=self.queue.add_all,
                 run=self._run,
-                serves=self.settings.serves,
+                serves=self.settings.serves if serves is None else serves,
                 inactivity=self.settings.watch_inactivity_seconds,
             )
             self.informers[source] = informer
@@ -242,6 +293,10 @@ class Runtime:
     def inform(self) -> list[Informer]:
         """Start keeping every kind the settings follow, in each watched namespace; return their informers."""
         cache = self.cache
+        informers: list[Informer] = []
+        if self.settings.selector:  # first: start-up waits for it before listing the ServiceLinks
+            keep = Keep(self._put_namespace, self._drop_namespace, lambda _: [("", ns) for ns in self.selected])
+            informers.append(self._inform(NAMESPACES, keep, serves=lambda _: True))
         kept: list[tuple[ListedKind, Keep]] = [
             (
                 "Service",
@@ -256,7 +311,7 @@ class Runtime:
                 Keep(cache.put_job, cache.drop_job, functools.partial(cache.held, "Job")),
             ),
         ]
-        informers = [self._inform(listed_source(kind, ns), keep) for kind, keep in kept for ns in self._namespaces()]
+        informers += [self._inform(listed_source(kind, ns), keep) for kind, keep in kept for ns in self._namespaces()]
         if self.settings.secrets:
             secrets = Keep(cache.put_secret, cache.drop_secret, functools.partial(cache.held, "Secret"))
             informers += [self._inform(shared_secrets_source(ns), secrets) for ns in self._namespaces()]
@@ -329,7 +384,7 @@ class Runtime:
         self.mappings.update(listed)
         since = self.cache.mark()
         listed_links = await self._list_watched(functools.partial(self.kube.list_objects, kind="ServiceLink"))
-        serves = self.settings.serves
+        serves = self.serves
         servicelinks = [link for link in listed_links if serves(str((link.get("metadata") or {}).get("namespace")))]
         self.cache.replace_servicelinks(servicelinks, since=since)
         return list(listed)
@@ -365,6 +420,9 @@ async def start_runtime(config: Settings) -> Runtime:
     if config.secrets:
         cache.keep_secrets()
     informers = runtime.inform()
+    if config.selector:  # which namespaces are served, before their ServiceLinks are listed
+        await runtime.informers[NAMESPACES].settled.wait()
+    runtime.started = True
     for name in await runtime.relist():  # each mapped kind followed before the first reconcile
         again_in = await runtime.reconcile_mapping(runtime.mappings[name])
         if again_in is not None:
@@ -411,6 +469,8 @@ async def stop_runtime(runtime: Runtime) -> None:
             task.cancel()
     for informer in runtime.informers.values():
         informer.stop()
+    for task in runtime.selecting:
+        task.cancel()
     await runtime.mapping_queue.stop()
     await runtime.queue.stop()
     if runtime.sink is not None:

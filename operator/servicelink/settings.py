@@ -7,12 +7,14 @@ flag or variable, the value, and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from servicelink.model import CORE_WORKLOAD_KINDS, WORKLOAD_KIND, WorkloadKind
+from servicelink.scope import Selector, parse_selector
 
 LogFormat = Literal["text", "json"]
 AlertFormat = Literal["webhook", "slack"]  # a JSON body of our own, or Slack's incoming-webhook body
@@ -32,6 +34,8 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     # Never read, reconciled or written, even when listed in namespaces: the ignore list wins.
     ignore_namespaces: tuple[str, ...] = ()
+    # Empty: every namespace. Else only the namespaces whose labels match are served, followed as they change.
+    namespace_selector: str = ""
     cluster_domain: str = "cluster.local"
     resync_seconds: float = 300.0  # repairs drift such as a hand-edited key
     coalesce_seconds: float = 0.3  # triggers closer together than this reconcile once (one kubectl apply)
@@ -64,10 +68,16 @@ class Settings:
         they are given) and not in ``ignore_namespaces``."""
         return namespace not in self.ignore_namespaces and (not self.namespaces or namespace in self.namespaces)
 
+    @functools.cached_property
+    def selector(self) -> Selector:
+        """``namespace_selector`` parsed; empty: no namespace's labels are read."""
+        return parse_selector(self.namespace_selector)
+
     @property
     def reads_cluster_scope(self) -> bool:
-        """Whether the operator reads anything cluster-scoped: every namespace, or the WorkloadMappings."""
-        return not self.namespaces or self.workload_mappings
+        """Whether the operator reads anything cluster-scoped: every namespace, the WorkloadMappings, or the
+        namespaces' labels."""
+        return not self.namespaces or self.workload_mappings or bool(self.namespace_selector)
 
     @property
     def workload_kinds(self) -> tuple[WorkloadKind, ...]:
@@ -139,6 +149,11 @@ def _namespaces(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_namespace(name) for name in raw.replace(",", " ").split()))
 
 
+def _selector(raw: str) -> str:
+    parse_selector(raw)
+    return raw.strip()
+
+
 def _kinds(raw: str) -> tuple[WorkloadKind, ...]:
     kinds = tuple(dict.fromkeys(raw.replace(",", " ").split()))
     if not all(WORKLOAD_KIND.fullmatch(kind) for kind in kinds):
@@ -205,6 +220,18 @@ OPTIONS: tuple[Option, ...] = (
         "never read, reconcile or write anything in these namespaces, even those --namespace names; their"
         " ServiceLinks are left as they are, status included",
         default_text="none",
+    ),
+    Option(
+        "namespace_selector",
+        "--namespace-selector",
+        Rule(
+            "a label selector as kubectl -l takes it: key=value, key!=value, key in (a,b), key notin (a,b), key and"
+            " !key, comma-separated",
+            _selector,
+        ),
+        "serve only the namespaces whose labels match, followed as labels change (a namespace must also be in"
+        " --namespace if given, and not ignored); needs list and watch on namespaces",
+        default_text="every namespace",
     ),
     Option(
         "cluster_domain",

@@ -52,6 +52,7 @@ EVERYTHING: dict[str, Any] = {
     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}},
     "watchNamespaces": ["gallery", "shop"],
     "ignoreNamespaces": ["kube-system"],
+    "namespaceSelector": "team in (payments,search),!legacy",
     # The default: rbac.namespaced refuses workloadMappings, set here (test_namespaced_mode_* sets it).
     "rbac": {"namespaced": False},
     "logFormat": "json",
@@ -201,6 +202,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["ports"] == {"health": defaults.health_port, "metrics": defaults.metrics_port}
     assert values["watchNamespaces"] == list(defaults.namespaces)
     assert values["ignoreNamespaces"] == list(defaults.ignore_namespaces)
+    assert values["namespaceSelector"] == defaults.namespace_selector
     assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
     assert values["secrets"] == {"enabled": defaults.secrets}
     assert values["ignoreKinds"] == list(defaults.ignore_kinds)
@@ -230,6 +232,7 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_METRICS_PORT": "9091",
         "SERVICELINK_NAMESPACES": "gallery,shop",
         "SERVICELINK_IGNORE_NAMESPACES": "kube-system",
+        "SERVICELINK_NAMESPACE_SELECTOR": "team in (payments,search),!legacy",
         "SERVICELINK_LEADER_ELECT": "true",
         "SERVICELINK_ARGO_ROLLOUTS": "true",
         "SERVICELINK_SECRETS": "true",
@@ -460,6 +463,7 @@ def test_namespaced_mode_grants_in_each_watched_namespace_what_the_cluster_role_
     [
         ({}, "rbac.namespaced: set watchNamespaces to the namespaces to watch"),
         ({"watchNamespaces": ["gallery"], "workloadMappings": [CLONESET]}, "rbac.namespaced: workloadMappings need"),
+        ({"watchNamespaces": ["gallery"], "namespaceSelector": "team=a"}, "rbac.namespaced: namespaceSelector needs"),
     ],
 )
 def test_namespaced_mode_without_a_namespace_or_with_a_mapping_fails_the_render_saying_why(

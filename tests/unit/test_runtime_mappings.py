@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
-from servicelink.cache import Cache
-from servicelink.kube import Kube
-from servicelink.reconcile import Reconciler
-from servicelink.runtime import MAPPING_RECHECK_FIRST, MAPPING_RECHECK_MAX, Runtime, recheck_delay
+from runtimes import bare_runtime
+
+from servicelink.runtime import MAPPING_RECHECK_FIRST, MAPPING_RECHECK_MAX, recheck_delay
 from servicelink.settings import Settings
-from servicelink.workqueue import WorkQueue
 
 
 def test_a_mapping_not_followed_yet_is_checked_after_two_seconds_then_twice_as_late_up_to_a_minute() -> None:
@@ -38,13 +36,6 @@ def test_with_workload_mappings_off_relist_reads_no_workload_mapping() -> None:
     kube = OnlyNamespaced()
     settings = Settings(namespaces=("gallery", "shop"), workload_mappings=False)
     with ThreadPoolExecutor(2) as executor:
-        runtime = Runtime(
-            settings=settings,
-            queue=cast(WorkQueue, None),
-            cache=Cache(),
-            reconciler=cast(Reconciler, None),
-            kube=cast(Kube, kube),
-            executor=executor,
-        )
+        runtime = bare_runtime(settings, kube=kube, executor=executor)
         assert asyncio.run(runtime.relist()) == []
     assert sorted(kube.listed) == [("ServiceLink", "gallery"), ("ServiceLink", "shop")]

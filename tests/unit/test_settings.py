@@ -17,6 +17,7 @@ from servicelink.settings import OPTIONS, Settings, SettingsError, is_service_li
 EVERY_VARIABLE = {
     "SERVICELINK_NAMESPACES": "gallery, shop  billing",
     "SERVICELINK_IGNORE_NAMESPACES": "kube-system,shop",
+    "SERVICELINK_NAMESPACE_SELECTOR": " team=payments,env!=dev ",
     "SERVICELINK_CLUSTER_DOMAIN": "corp.internal",
     "SERVICELINK_RESYNC_SECONDS": "60",
     "SERVICELINK_COALESCE_SECONDS": "0.2",
@@ -37,6 +38,7 @@ EVERY_VARIABLE = {
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
     ignore_namespaces=("kube-system", "shop"),
+    namespace_selector="team=payments,env!=dev",
     cluster_domain="corp.internal",
     resync_seconds=60.0,
     coalesce_seconds=0.2,
@@ -58,6 +60,7 @@ EVERY_SETTING = Settings(
 REFUSED = {
     "namespaces": (["Gallery", "a_b", "-x"], "namespace name"),
     "ignore_namespaces": (["Kube-System", "a.b", "x,-y"], "namespace names"),
+    "namespace_selector": (["=x", "team=a=b", "team in payments", "Team Payments", "a/b/c=x"], "a label selector"),
     "cluster_domain": (["corp..internal", "Corp.Internal", "a" * 254], "DNS domain"),
     "resync_seconds": (["0", "0.5", "-1", "abc", "5s", "nan", "inf", "86401"], "from 1 to 86400"),
     "coalesce_seconds": (["-0.1", "61", "nan", "x"], "from 0 to 60"),
@@ -125,6 +128,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
     argv = [
         "run",
         *("-n", "gallery", "--namespace", "shop", "-n", "billing", "--ignore-namespaces", "kube-system,shop"),
+        *("--namespace-selector", "team=payments,env!=dev"),
         *("--cluster-domain", "corp.internal", "--resync-seconds", "60", "--coalesce-seconds", "0.2"),
         *("--workers", "4", "--watch-inactivity-seconds", "30", "--log-format", "json"),
         *("--metrics-port", "0", "--health-port", "8081", "--leader-elect", "--lease-namespace", "servicelink-system"),
