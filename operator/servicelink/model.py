@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from servicelink.schedule import Window, parse_window
+
 GROUP = "servicelink.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -52,6 +54,9 @@ COOLDOWN_ANNOTATION = f"{GROUP}/cooldown-seconds"
 # When servicelink last rolled a workload (RFC 3339, on its own metadata): what a cooldown counts from.
 ROLLED_AT_ANNOTATION = f"{GROUP}/rolled-at"
 MAX_COOLDOWN_SECONDS = 7 * 24 * 3600
+# A workload owner's rollout windows, over the ServiceLinks' spec.rolloutWindows: "always", or windows.
+ROLLOUT_WINDOWS_ANNOTATION = f"{GROUP}/rollout-windows"
+MAX_WINDOWS = 16
 
 # Consent of a Secret's owner: the label lets the operator see the Secret at all (its watch selects it), the
 # annotation names the ServiceLinks (names, or "*") of the Secret's namespace that may read it.
@@ -252,6 +257,16 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         "the least time between two rollouts of it, in place of the `spec.cooldownSeconds` of the ServiceLinks it"
         " reads (`0`: none). A rollout due sooner waits, listed in `status.deferred` with `CoolingDown` and the"
         " time it is due; a change meanwhile still makes one rollout. Any other value is ignored",
+    ),
+    Annotation(
+        ROLLOUT_WINDOWS_ANNOTATION,
+        "the workload's owner",
+        f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",
+        "`always`, or windows separated by `;`, each `MIN HOUR DOM MONTH WEEKDAY DURATION [ZONE]` such as"
+        " `0 2 * * * 2h Europe/Berlin`",
+        "when it may be rolled, in place of the `spec.rolloutWindows` of the ServiceLinks it reads (`always`: at"
+        " any time). A rollout due outside them waits, listed in `status.deferred` with `OutsideWindow` and the time"
+        " the next window opens. A value it cannot read is ignored",
     ),
     Annotation(
         ROLLED_AT_ANNOTATION,
@@ -546,6 +561,36 @@ def _links_schema(schema: dict[str, Any]) -> None:
     schema["items"]["description"] = Link.__doc__
 
 
+class RolloutWindow(_Strict):
+    """A time when consumers may be rolled: an entry of ``spec.rolloutWindows``."""
+
+    schedule: str = Field(
+        description="When the window opens: a five-field cron schedule, minute hour day-of-month month weekday"
+        ' ("0 2 * * *": every day at 02:00; "0 22 * * FRI": Fridays at 22:00), read in timeZone.',
+        max_length=100,
+    )
+    duration: str = Field(
+        description='How long it stays open once opened: hours, minutes and seconds such as "2h", "90m" or'
+        ' "1h30m"; from 1s to 168h.',
+        max_length=20,
+    )
+    time_zone: str = Field(
+        default="UTC",
+        alias="timeZone",
+        description='The IANA time zone the schedule is read in, such as "Europe/Berlin". Default "UTC".',
+        max_length=64,
+    )
+
+    @model_validator(mode="after")
+    def _readable(self) -> RolloutWindow:
+        self.window()
+        return self
+
+    def window(self) -> Window:
+        """This entry as a ``schedule.Window``; raise ``ValueError`` naming what is wrong."""
+        return parse_window(self.schedule, self.duration, self.time_zone)
+
+
 class ServiceLinkSpec(_Strict):
     """Which ConfigMap (and Secret) holds which keys, and whom to roll when a value changes."""
 
@@ -611,6 +656,16 @@ class ServiceLinkSpec(_Strict):
         " with reason CoolingDown, and status.deferred lists the keys held back and when they are due. A workload's"
         f" own annotation {COOLDOWN_ANNOTATION} overrides it.",
     )
+    rollout_windows: list[RolloutWindow] = Field(
+        default_factory=list,
+        alias="rolloutWindows",
+        max_length=MAX_WINDOWS,
+        description="Default none: consumers roll at any time. Otherwise they roll only while one of these windows"
+        " is open; a rollout due outside them waits until the next one opens, and changes made meanwhile go out"
+        " in that same rollout. The ConfigMap is written at once. Meanwhile RolledOut is False with reason"
+        " OutsideWindow, and status.deferred lists the keys held back and when they are due. A workload's own"
+        f" annotation {ROLLOUT_WINDOWS_ANNOTATION} overrides them.",
+    )
     wait_for_endpoints: bool = Field(
         default=False,
         alias="waitForEndpoints",
@@ -619,6 +674,10 @@ class ServiceLinkSpec(_Strict):
         " ExternalName Service is never waited for); they roll as soon as one is ready. Meanwhile RolledOut is"
         " False with reason WaitingForEndpoints, and status.deferred lists the keys held back.",
     )
+
+    def windows(self) -> list[Window]:
+        """``rollout_windows`` as ``schedule.Window``s (each was read when the spec was)."""
+        return [entry.window() for entry in self.rollout_windows]
 
     @model_validator(mode="after")
     def _links(self) -> ServiceLinkSpec:
@@ -718,14 +777,15 @@ class DeferredKey(_Strict):
     reason: str = Field(
         default="WaitingForEndpoints",
         description="Why its rollout is held: WaitingForEndpoints (spec.waitForEndpoints, and its Service has no"
-        " ready endpoint), CoolingDown (a consumer was rolled less than its cooldown ago), WaitingForConfigMaps (a"
+        " ready endpoint), CoolingDown (a consumer was rolled less than its cooldown ago), OutsideWindow (no rollout"
+        " window of a consumer is open), WaitingForConfigMaps (a"
         " consumer also reads another servicelink ConfigMap about to be written: both go out in one patch) or"
         " RolloutFailed (the API server refused a patch). The key stays here until every consumer carries it, so a"
         " restart or a new leader still rolls them, once.",
     )
     due: str | None = Field(
         default=None,
-        description="CoolingDown only: when the first consumer held back is rolled (RFC 3339).",
+        description="CoolingDown and OutsideWindow: when the first consumer held back is rolled (RFC 3339).",
     )
 
 

@@ -48,16 +48,16 @@ from servicelink.render import (
 )
 from servicelink.resolve import digest_secret_value, resolve_links
 from servicelink.rollout import (
-    Cooling,
     Deferred,
+    Held,
     Rollout,
     SecretOutput,
     describe_workload,
     find_stale_jobs,
     parse_time,
-    plan_cooldown,
     plan_deferral,
     plan_rollouts,
+    plan_timing,
     progress_of,
     restore_deferred,
     select_consumers,
@@ -549,7 +549,8 @@ def join_written(written: Written, secret: SecretWritten | None) -> Written:
 
 def plan_recheck(written: Written, rolled: Rolled | None = None, *, now: str = "") -> float | None:
     """Seconds after which to look again when only time can tell, else None: consent not given yet, or a
-    consumer cooling down (at its due time, a second late: the API's times are to the second)."""
+    consumer held back by a cooldown or a window (at its due time, a second late: the API's times are to the
+    second)."""
     waits: list[float] = []
     if written.verdict.reason == c.CONFIGMAP_NOT_SHARED:
         waits.append(CONSENT_RECHECK_SECONDS)
@@ -613,8 +614,8 @@ class Rolled:
     start_next: frozenset[WorkloadKind] = frozenset()
     # By Deployment rolled out, the Argo Rollouts whose spec.workloadRef names it: Events name them too.
     templated_by: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    due: str | None = None  # when the first consumer cooling down is rolled (RFC 3339): reconcile again then
-    cooling: tuple[str, ...] = ()  # the consumers cooling down, each with when it rolls, for the Event
+    due: str | None = None  # when the first consumer held back by time is rolled (RFC 3339): reconcile again then
+    held: tuple[str, ...] = ()  # the consumers held back by time, each with why and until when, for the Event
 
 
 @dataclass(frozen=True)
@@ -627,7 +628,7 @@ class Roll:
     baseline: dict[str, str] = field(default_factory=dict)
     # The keys changed since the consumers were last rolled: kept in status.deferred while a rollout is held back.
     changed: list[Deferred] = field(default_factory=list)
-    cooling: list[Cooling] = field(default_factory=list)  # due, but their workload was rolled too recently
+    held: list[Held] = field(default_factory=list)  # due, but cooling down or outside their rollout windows
 
 
 def plan_baseline(view: ServiceLinkView, written: Written) -> dict[str, str]:
@@ -674,7 +675,7 @@ def plan_roll(
     A consumer opted out or of a kind in ``ignored_kinds`` is never patched
     (``consent.split_consumers``); when it would have been, its entry in
     ``Roll.skipped`` carries the changed keys it reads, for the Event. One
-    rolled less than its cooldown before ``now`` waits (``rollout.plan_cooldown``).
+    rolled less than its cooldown before ``now``, or outside its rollout windows, waits (``rollout.plan_timing``).
     """
     rolled_out = view.rolled_out
     if spec.rollout == "None":
@@ -741,13 +742,14 @@ def plan_roll(
     )
     kept = {(r.kind, r.name): r.changed_keys for r in due if (r.kind, r.name) in held}
     skipped = [dataclasses.replace(s, keys=kept.get((s.kind, s.name), ())) for s in skipped]
-    go, cooling = plan_cooldown(
+    go, timed = plan_timing(
         [r for r in due if (r.kind, r.name) not in held],
         workloads={(w.kind, w.name): w for w, _ in consumers},
         cooldown=spec.cooldown_seconds,
+        windows=spec.windows(),
         now=now,
     )
-    return Roll(None, go, skipped, baseline, changed, cooling)
+    return Roll(None, go, skipped, baseline, changed, timed)
 
 
 def judge_roll(
@@ -805,24 +807,26 @@ def judge_roll(
         blocked=[],
         progress=progress,
         waiting=waiting,
-        cooling=[
-            (describe_workload(r.rollout.kind, r.rollout.namespace, r.rollout.name), r.due, r.seconds)
-            for r in roll.cooling
+        held=[
+            (describe_workload(h.rollout.kind, h.rollout.namespace, h.rollout.name), h.due, h.reason, h.why)
+            for h in roll.held
         ],
     )
     start_next = frozenset(w.kind for w in views.values() if not w.resource.rolls)
-    due = min((cooling.due for cooling in roll.cooling), default=None)
+    first = min((h for h in roll.held if h.due is not None), key=lambda h: h.due or "", default=None)
+    due = first.due if first is not None else None
     held = (
         c.ROLLOUT_FAILED
         if failures
-        else c.COOLING_DOWN
-        if roll.cooling
+        else (first or roll.held[0]).reason
+        if roll.held
         else c.WAITING_FOR_CONFIGMAPS
         if waiting
         else None
     )
+    timed = held in (c.COOLING_DOWN, c.OUTSIDE_WINDOW)
     deferred = (
-        [dataclasses.replace(d, reason=held, due=due if held == c.COOLING_DOWN else None) for d in roll.changed]
+        [dataclasses.replace(d, reason=held, due=due if timed else None) for d in roll.changed]
         if held is not None
         else []
     )
@@ -834,9 +838,10 @@ def judge_roll(
         start_next=start_next,
         templated_by=templated_by,
         due=due,
-        cooling=tuple(
-            f"{describe_workload(r.rollout.kind, r.rollout.namespace, r.rollout.name)} until {r.due}"
-            for r in roll.cooling
+        held=tuple(
+            f"{describe_workload(h.rollout.kind, h.rollout.namespace, h.rollout.name)}"
+            f" until {h.due or 'a window opens'} ({h.reason})"
+            for h in roll.held
         ),
     )
 
@@ -934,8 +939,8 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     rolls nothing, only the Jobs it starts next run it. A Deployment whose
     template Argo Rollouts run is named with them (``describe_workload``). A consumer that reads a
     changed key but is opted out or of an ignored kind is named as not rolled, with its reason. A value
-    another field manager changed and we took back gets a Warning of its own. One cooling down is named
-    with when it rolls.
+    another field manager changed and we took back gets a Warning of its own. One held back by a cooldown
+    or a window is named with until when, and why.
     """
     plan = written.plan
     before = view.rolled_out
@@ -959,7 +964,7 @@ def plan_change_events(view: ServiceLinkView, *, written: Written, rolled: Rolle
     rolled_part = [f"rolled {', '.join(rolled_now)}"] if rolled_now else []
     held = [f"{describe_workload(s.kind, view.namespace, s.name)} ({s.reason})" for s in rolled.skipped if s.keys]
     held_part = [f"not rolled {', '.join(held)}"] if held else []
-    held_part += [f"cooling down {', '.join(rolled.cooling)}"] if rolled.cooling else []
+    held_part += [f"held back {', '.join(rolled.held)}"] if rolled.held else []
     events: list[Event] = []
     if changed or secret_changed:
         parts = [describe_change(key, old, new) for key, old, new in changed]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import EllipsisType
 
-from servicelink.conditions import WAITING_FOR_ENDPOINTS
+from servicelink.conditions import COOLING_DOWN, OUTSIDE_WINDOW, WAITING_FOR_ENDPOINTS
 from servicelink.model import (
     LabelSelector,
     RolledOut,
@@ -17,6 +17,7 @@ from servicelink.model import (
 )
 from servicelink.render import render_hash
 from servicelink.resolve import LinkResult
+from servicelink.schedule import Window, next_opening, parse_windows_annotation
 from servicelink.views import JobView, ObjectKey, Progress, Reads, ServiceView, WorkloadView, patched
 
 
@@ -451,38 +452,60 @@ def render_time(value: datetime.datetime) -> str:
 
 
 @dataclass(frozen=True)
-class Cooling:
-    """A rollout due, held back until ``due``: its workload was rolled less than its cooldown ago."""
+class Held:
+    """A rollout due, held back until ``due``: its workload cools down, or is outside its rollout windows."""
 
     rollout: Rollout
-    due: str  # RFC 3339
-    seconds: int  # the cooldown that holds it
+    due: str | None  # RFC 3339; None: no window of its ever opens
+    reason: str  # CoolingDown or OutsideWindow
+    why: str  # "300 s after its last rollout", "when its next rollout window opens"
 
 
-def plan_cooldown(
+def plan_timing(
     rollouts: Iterable[Rollout],
     *,
     workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
     cooldown: int,
+    windows: Sequence[Window],
     now: str,
-) -> tuple[list[Rollout], list[Cooling]]:
-    """Split the rollouts due into those to patch now and those whose workload is still cooling down.
+) -> tuple[list[Rollout], list[Held]]:
+    """Split the rollouts due into those to patch now and those held back: cooling down, or outside a window.
 
     A workload's cooldown is its own annotation's (``WorkloadView.cooldown``),
     else ``cooldown`` (the ServiceLink's spec.cooldownSeconds); it counts from
     the workload's ``servicelink.dev/rolled-at``, which the operator sets in
     each patch. A workload never rolled by servicelink (no such annotation),
-    or one whose cooldown has passed at ``now``, rolls now.
+    or one whose cooldown has passed at ``now``, is not cooling down. Then it
+    rolls only while one of its windows is open: its own annotation's
+    (``WorkloadView.windows``; ``always``: none), else ``windows`` (the
+    ServiceLink's spec.rolloutWindows); none at all means any time.
     """
     at = parse_time(now)
     go: list[Rollout] = []
-    held: list[Cooling] = []
+    held: list[Held] = []
     for rollout in rollouts:
         workload = workloads.get((rollout.kind, rollout.name))
         seconds = cooldown if workload is None or workload.cooldown is None else workload.cooldown
         last = parse_time(workload.rolled_at) if workload is not None else None
-        if not seconds or last is None or at is None or at >= last + datetime.timedelta(seconds=seconds):
+        if at is None:
             go.append(rollout)
+        elif seconds and last is not None and at < last + datetime.timedelta(seconds=seconds):
+            cooled = render_time(last + datetime.timedelta(seconds=seconds))
+            held.append(Held(rollout, cooled, COOLING_DOWN, f"{seconds} s after its last rollout"))
+        elif (opening := next_opening(_windows_of(workload, windows), at)) != at:
+            opens = render_time(opening) if opening is not None else None
+            held.append(Held(rollout, opens, OUTSIDE_WINDOW, "when its next rollout window opens"))
         else:
-            held.append(Cooling(rollout, render_time(last + datetime.timedelta(seconds=seconds)), seconds))
+            go.append(rollout)
     return go, held
+
+
+def _windows_of(workload: WorkloadView | None, windows: Sequence[Window]) -> list[Window]:
+    """The workload's own windows (``servicelink.dev/rollout-windows``) if it has readable ones, else ``windows``."""
+    if workload is None or workload.windows is None:
+        return list(windows)
+    try:
+        own = parse_windows_annotation(workload.windows)
+    except ValueError:
+        return list(windows)  # an owner's value it cannot read is ignored (docs/reference/annotations.md)
+    return own

@@ -66,7 +66,7 @@ def judge_rollout(
     blocked: Sequence[Deferred],
     progress: Sequence[Progress],
     waiting: int = 0,
-    cooling: Sequence[tuple[str, str, int]] = (),
+    held: Sequence[tuple[str, str | None, str, str]] = (),
 ) -> Verdict:
     """RolledOut: True once every consumer this ServiceLink rolled runs its new pods available.
 
@@ -74,9 +74,10 @@ def judge_rollout(
     Deployment past its progress deadline (``RolloutStalled``, its message), a
     workload not opted in (``WorkloadNotOptedIn``), a rollout held until a
     changed link's Service has a ready endpoint (``WaitingForEndpoints``), a
-    consumer rolled less than its cooldown ago (``CoolingDown``; ``cooling``
-    names each, with when it is due and the cooldown), new pods not yet
-    available (``RolloutInProgress``). All are False: the pods do
+    consumer rolled less than its cooldown ago (``CoolingDown``), one outside
+    its rollout windows (``OutsideWindow``; ``held`` names each, with when it
+    is due, the reason and why then), new pods not yet available
+    (``RolloutInProgress``). All are False: the pods do
     not carry the current values yet, so neither is the ServiceLink Ready.
     A workload opted out or of an ignored kind fails nothing: its owner or
     the operator's installer asked for it. True says how many there are.
@@ -97,11 +98,13 @@ def judge_rollout(
             c.WAITING_FOR_ENDPOINTS,
             truncate(f"consumers of {where} roll once these Services have a ready endpoint: {services}"),
         )
-    if cooling:
-        held = "; ".join(
-            f"{what} rolls at {due} ({seconds} s after its last rollout)" for what, due, seconds in cooling
+    if held:
+        reason = c.COOLING_DOWN if any(h[2] == c.COOLING_DOWN for h in held) else c.OUTSIDE_WINDOW
+        named = "; ".join(
+            f"{what} rolls at {due} ({why})" if due else f"{what} waits: no rollout window of its ever opens"
+            for what, due, _, why in held
         )
-        return Verdict(False, c.COOLING_DOWN, truncate(f"cooling down: {held}"))
+        return Verdict(False, reason, truncate(f"held back: {named}"))
     rolling = [p.message for p in progress if p.state == "Progressing"]
     if rolling:
         return Verdict(False, c.ROLLOUT_IN_PROGRESS, truncate("; ".join(rolling)))

@@ -20,6 +20,7 @@ from servicelink.model import (
     ROLLED_AT_ANNOTATION,
     ROLLOUT_ANNOTATION,
     ROLLOUT_NEVER,
+    ROLLOUT_WINDOWS_ANNOTATION,
     WORKLOAD_RESOURCES,
     WorkloadKind,
     WorkloadResource,
@@ -368,6 +369,7 @@ class WorkloadView:
     has_template: bool = True
     rolled_at: str | None = None  # when servicelink last rolled it (ROLLED_AT_ANNOTATION), RFC 3339
     cooldown: int | None = None  # its owner's cooldown in seconds (COOLDOWN_ANNOTATION), over the ServiceLinks'
+    windows: str | None = None  # its owner's rollout windows as written (ROLLOUT_WINDOWS_ANNOTATION)
 
     @property
     def kind(self) -> WorkloadKind:
@@ -398,6 +400,7 @@ class WorkloadView:
             has_template=bool(template),
             rolled_at=(metadata.get("annotations") or {}).get(ROLLED_AT_ANNOTATION),
             cooldown=read_cooldown(metadata),
+            windows=(metadata.get("annotations") or {}).get(ROLLOUT_WINDOWS_ANNOTATION),
         )
 
 

@@ -262,7 +262,7 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
     assert rule["metadata"]["labels"]["release"] == "prometheus"
     (not_ready,) = [r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "ServiceLinkNotReady"]
     assert not_ready["for"] == "30m"
-    assert not_ready["expr"] == 'sum(servicelink_servicelinks{ready="False",reason!="CoolingDown"}) > 0'
+    assert not_ready["expr"] == 'sum(servicelink_servicelinks{ready="False",reason!~"CoolingDown|OutsideWindow"}) > 0'
 
 
 def test_the_alert_secret_is_the_one_secret_granted_in_the_releases_namespace(helm: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from servicelink import conditions as c
 from servicelink import plan as planner
@@ -20,6 +21,7 @@ from servicelink.model import (
     FINALIZER,
     ROLLED_AT_ANNOTATION,
     ROLLOUT_ANNOTATION,
+    ROLLOUT_WINDOWS_ANNOTATION,
     WORKLOAD_RESOURCES,
     WRITABLE_BY_ANNOTATION,
     parse_spec,
@@ -525,18 +527,18 @@ def test_a_consumer_rolled_less_than_its_cooldown_ago_waits_until_it_passes_then
     at = "2026-12-07T10:02:00Z"  # two minutes after web and own were rolled
     roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now=at)
     assert [r.name for r in roll.rollouts] == ["long-ago", "own"]  # own's 60 s passed; long-ago's 300 s too
-    assert [(h.rollout.name, h.due, h.seconds) for h in roll.cooling] == [("web", "2026-12-07T10:05:00Z", 300)]
+    assert [(h.rollout.name, h.due, h.reason) for h in roll.held] == [("web", "2026-12-07T10:05:00Z", c.COOLING_DOWN)]
     outcomes = {("Deployment", NS, r.name): None for r in roll.rollouts}
     rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes=outcomes, world=cache)
     assert rolled.verdict == Verdict(
         False,
         c.COOLING_DOWN,
-        f"cooling down: Deployment {NS}/web rolls at 2026-12-07T10:05:00Z (300 s after its last rollout)",
+        f"held back: Deployment {NS}/web rolls at 2026-12-07T10:05:00Z (300 s after its last rollout)",
     )
     assert [(d.key, d.reason, d.due) for d in rolled.deferred] == [("AUTH_URL", c.COOLING_DOWN, "2026-12-07T10:05:00Z")]
     assert planner.plan_recheck(written, rolled, now=at) == 181.0  # at the due time, a second late
     (event,) = planner.plan_change_events(view, written=written, rolled=rolled).events
-    assert event.message.endswith(f"cooling down Deployment {NS}/web until 2026-12-07T10:05:00Z")
+    assert event.message.endswith(f"held back Deployment {NS}/web until 2026-12-07T10:05:00Z (CoolingDown)")
     # The status says what is owed; another change meanwhile is planned from it, and still makes one rollout.
     status = planner.plan_status(view, values=values, written=written, rolled=rolled, now=at)
     assert status is not None
@@ -547,10 +549,50 @@ def test_a_consumer_rolled_less_than_its_cooldown_ago_waits_until_it_passes_then
         after, cache, configmap({"AUTH_URL": AUTH}, ours=("AUTH_URL",), owner="uid-gateway")
     )
     later = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now="2026-12-07T10:04:59Z")
-    assert [h.rollout.name for h in later.cooling] == ["web"]
+    assert [h.rollout.name for h in later.held] == ["web"]
     due = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now="2026-12-07T10:05:00Z")
     assert [(r.name, r.changed_keys) for r in due.rollouts if r.name == "web"] == [("web", ("AUTH_URL",))]
-    assert due.cooling == []
+    assert due.held == []
+
+
+def test_a_consumer_outside_its_rollout_windows_waits_for_the_next_one_and_its_own_windows_win() -> None:
+    sl = body(status={"values": {"AUTH_URL": "old"}, "hash": render_hash({"AUTH_URL": "old"})})
+    sl["spec"]["rolloutWindows"] = [{"schedule": "0 2 * * *", "duration": "2h", "timeZone": "Europe/Berlin"}]
+    cache = world(sl)
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], deployment("web", reads="gw"))
+    anytime = deployment("anytime", reads="gw")
+    anytime["metadata"]["annotations"] = {ROLLOUT_WINDOWS_ANNOTATION: "always"}
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], anytime)
+    unreadable = deployment("typo", reads="gw")
+    unreadable["metadata"]["annotations"] = {ROLLOUT_WINDOWS_ANNOTATION: "nightly"}  # ignored: the spec's apply
+    cache.put_workload(WORKLOAD_RESOURCES["Deployment"], unreadable)
+    current = configmap({"AUTH_URL": "old"}, ours=("AUTH_URL",), owner="uid-gateway")
+    view, values, written = written_for(sl, cache, current)
+    spec = parse_spec(sl["spec"])
+    noon = "2026-12-07T12:00:00Z"
+    roll = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now=noon)
+    assert [r.name for r in roll.rollouts] == ["anytime"]
+    next_night = "2026-12-08T01:00:00Z"  # 02:00 in Berlin
+    assert [(h.rollout.name, h.due, h.reason) for h in roll.held] == [
+        ("typo", next_night, c.OUTSIDE_WINDOW),
+        ("web", next_night, c.OUTSIDE_WINDOW),
+    ]
+    rolled = planner.judge_roll(view, spec=spec, roll=roll, outcomes={("Deployment", NS, "anytime"): None}, world=cache)
+    assert rolled.verdict.reason == c.OUTSIDE_WINDOW
+    assert f"Deployment {NS}/web rolls at {next_night} (when its next rollout window opens)" in rolled.verdict.message
+    assert [(d.key, d.reason, d.due) for d in rolled.deferred] == [("AUTH_URL", c.OUTSIDE_WINDOW, next_night)]
+    assert planner.plan_recheck(written, rolled, now=noon) == 13 * 3600 + 1.0
+    night = planner.plan_roll(view, spec=spec, values=values, written=written, world=cache, now="2026-12-08T02:30:00Z")
+    assert [r.name for r in night.rollouts] == ["anytime", "typo", "web"]
+
+
+def test_a_window_the_spec_cannot_use_is_refused_naming_it() -> None:
+    spec = body()["spec"] | {"rolloutWindows": [{"schedule": "0 25 * * *", "duration": "2h"}]}
+    with pytest.raises(ValidationError, match="hour field"):
+        parse_spec(spec)
+    spec["rolloutWindows"] = [{"schedule": "0 2 * * *", "duration": "2h", "timeZone": "Mars/Olympus"}]
+    with pytest.raises(ValidationError, match="time zone"):
+        parse_spec(spec)
 
 
 def cronjob(name: str, *, reads: str) -> dict[str, Any]:
