@@ -186,7 +186,8 @@ class Recorder:
     ) -> Verdict:
         """Wait for the end state, then judge it: the pass criterion of every reliability scenario.
 
-        ``expected`` is what the ConfigMap must hold, from the Services as the scenario left them.
+        ``expected`` is what the ConfigMap must hold, from the Services as the scenario left them; it
+        holds servicelink's keys only (the operator hashes only those, so a foreign key would not count).
         Every consumer's config hash must become the hash of what it reads of that (the operator's
         ``render_hash(consumed(...))``) within ``timeout``; one that does not is stale. Then a
         reconcile after the last change (``wait_until_acted``, poking Service ``poke``), so a roll

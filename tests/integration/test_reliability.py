@@ -39,6 +39,7 @@ from objects import (
     sl,
     template_hash,
     wait_condition,
+    wait_until_acted,
 )
 
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
@@ -165,6 +166,7 @@ def leader(cluster: Cluster, namespace: str, replicas: list[OperatorProcess]) ->
 
 
 @pytest.mark.controller_manager
+@pytest.mark.timeout(2700 if FULL else 300)  # full: 50 hand-overs of 10-20 s each
 def test_sigkill_of_the_leader_during_a_stream_of_changes_leaves_no_consumer_stale_and_rolls_none_twice(
     cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
 ) -> None:
@@ -442,8 +444,12 @@ def test_silent_watches_are_reopened(cluster: Cluster, crd: Path, namespace: str
         SERVICELINK_WATCH_INACTIVITY_SECONDS="5",
         SERVICELINK_RESYNC_SECONDS="600",
     )
+    recorder: Recorder | None = None
     try:
+        cluster.apply(deployment("reads-gateway", namespace, env_from="gateway-config"))
         serve_one_link(cluster, namespace)
+        wait_until_acted(cluster, namespace, "gateway", "auth-service")  # the first write's roll, if any, is done
+        recorder = Recorder(cluster, namespace, "gateway-config", [Consumer("deployment", "reads-gateway")])
         proxy.freeze()
         frozen = time.monotonic()
         set_port(cluster, namespace, "auth-service", 4001)
@@ -453,12 +459,17 @@ def test_silent_watches_are_reopened(cluster: Cluster, crd: Path, namespace: str
             interval=0.5,
             what="the change seen through a reopened watch",
         )
+        arrived = time.monotonic() - frozen
+        verdict = recorder.check(servicelink="gateway", poke="auth-service", expected={"A": "http://auth-service:4001"})
         report(
-            f"silent watches: every connection frozen, the change arrived {time.monotonic() - frozen:.1f}s "
-            "later through reopened watches (inactivity timeout 5 s; resync out of reach at 600 s)"
+            f"silent watches: every connection frozen, the change arrived {arrived:.1f}s later through reopened "
+            f"watches (inactivity timeout 5 s; resync out of reach at 600 s); {verdict.summary()}"
         )
+        assert verdict.rollouts == {"reads-gateway": 1}
         assert process.popen.poll() is None
     finally:
+        if recorder is not None:
+            recorder.stop()
         process.stop()
         proxy.close()
 
