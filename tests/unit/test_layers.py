@@ -28,3 +28,10 @@ def test_import_linter_contracts_are_kept() -> None:
 
 def test_no_package_named_operator_shadows_the_standard_library() -> None:
     assert not (REPO / "operator" / "__init__.py").exists()
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """tests/ has no __init__.py, so pytest imports each test file by its bare name: two of one name, in unit and
+    integration say, make the whole run stop at collection."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
