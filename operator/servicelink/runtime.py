@@ -191,11 +191,15 @@ class Runtime:
         status = plan_mapping_status(
             body.get("status") or {}, ready, followed=count, generation=generation, now=utc_now()
         )
-        current = self.mappings.get(name)
-        if status is not None and current is not None:  # the spec as last seen (maybe newer), the status written
-            self.mappings[name] = {**current, "status": status}
-        if status is not None and self.queue.active.is_set():  # the leader writes; the others follow quietly
+        leading = self.queue.active.is_set()  # the leader writes; the others follow quietly
+        if status is not None and leading:
             await self._run(functools.partial(self.kube.patch_mapping_status, name=name, status=status))
+        # Kept only once written: after a refused write the retry compares with what the API server holds, and
+        # writes again. The spec as last seen (maybe newer than ``body``), with the status written.
+        current = self.mappings.get(name)
+        if status is not None and current is not None:
+            self.mappings[name] = {**current, "status": status}
+        if status is not None and leading:
             event = plan_mapping_event(body.get("status") or {}, ready)
             if event is not None:
                 record = functools.partial(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +360,45 @@ def wait_until_acted(
         interval=0.2,
         what=f"{', '.join(links)} reconciled: one more endpoint of {service_name} in the status",
     )
+
+
+@contextmanager
+def admission_refused(
+    cluster: Cluster,
+    name: str,
+    rule: dict[str, Any],
+    expression: str,
+    message: str,
+    *,
+    namespace: str | None = None,
+) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy ``name`` denying the requests ``rule`` matches unless ``expression`` holds.
+
+    ``namespace``: only there (a cluster-scoped object is matched wherever ``rule`` matches it). The
+    policy and its binding are deleted on leaving. The API server takes a moment to enforce a new
+    policy: probe it (a dry run) before relying on it.
+    """
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [rule]},
+            "validations": [{"expression": expression, "message": message}],
+        },
+    }
+    binding: dict[str, Any] = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    if namespace is not None:
+        selector = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        binding["spec"]["matchResources"] = {"namespaceSelector": selector}
+    cluster.apply([policy, binding])
+    try:
+        yield
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from objects import (
+    admission_refused,
     deployment,
     external_service,
     service,
@@ -41,46 +41,13 @@ def template_patch_refused(cluster: Cluster, namespace: str, name: str) -> bool:
     return done.returncode != 0
 
 
-@contextmanager
-def templates_frozen(cluster: Cluster, namespace: str) -> Iterator[None]:
+def templates_frozen(cluster: Cluster, namespace: str) -> AbstractContextManager[None]:
     """A ValidatingAdmissionPolicy that refuses any change of a Deployment's pod template in ``namespace``."""
-    name = f"freeze-templates-{namespace}"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": ["apps"],
-                        "apiVersions": ["v1"],
-                        "operations": ["UPDATE"],
-                        "resources": ["deployments"],
-                    }
-                ]
-            },
-            "validations": [
-                {"expression": "object.spec.template == oldObject.spec.template", "message": "templates are frozen"}
-            ],
-        },
-    }
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
-        },
-    }
-    cluster.apply([policy, binding])
-    try:
-        yield
-    finally:
-        cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name)
+    rule = {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["deployments"]}
+    unchanged = "object.spec.template == oldObject.spec.template"
+    return admission_refused(
+        cluster, f"freeze-templates-{namespace}", rule, unchanged, "templates are frozen", namespace=namespace
+    )
 
 
 def consumer_of_auth(cluster: Cluster, namespace: str, **spec: Any) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from objects import deployment, events, service, servicelink, wait_condition, wait_until_acted
+from objects import admission_refused, deployment, events, service, servicelink, wait_condition, wait_until_acted
 from widgets import GROUP, KIND, MAPPING, WIDGET_CRD, mapping, wait_ready, widget, widget_meta
 
 from servicelink.render import render_hash
@@ -237,5 +238,74 @@ def test_a_mapping_applied_before_its_crd_is_followed_once_the_crd_is_installed(
         print(f"\n[servicelink] mapping followed {time.monotonic() - started:.1f} s after its CRD was established")
         assert watching["status"] == "True"
         assert_a_new_widget_is_rolled(cluster, namespace, "web")
+    finally:
+        stop(process)
+
+
+def mapping_status_refused(cluster: Cluster) -> AbstractContextManager[None]:
+    """A ValidatingAdmissionPolicy refusing every write of the test mapping's status: the operator's only writes."""
+    rule = {
+        "apiGroups": ["servicelink.dev"],
+        "apiVersions": ["*"],
+        "operations": ["UPDATE"],
+        "resources": ["workloadmappings/status"],
+        "resourceNames": [MAPPING],
+    }
+    return admission_refused(cluster, "refuse-mapping-status", rule, "false", "the mapping's status is refused")
+
+
+def mapping_status_write_refused(cluster: Cluster) -> bool:
+    """Whether the API server refuses a write of the test mapping's status now (a dry run: nothing is kept)."""
+    patch = json.dumps({"status": {"workloads": 0}})
+    done = cluster.kubectl(
+        "patch",
+        "workloadmapping",
+        MAPPING,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+        "--dry-run=server",
+        check=False,
+    )
+    return done.returncode != 0
+
+
+def test_a_mapping_status_the_api_server_refused_is_written_within_10_s_of_the_refusal_ending(
+    cluster: Cluster, namespace: str, kubeconfig_env: Path, widgets: None, tmp_path: Path
+) -> None:
+    """The status write of a changed mapping is refused; the mappings' queue retries it with backoff. Lifted after
+    the first refusal (so no retry is yet more than a few seconds away), the status is right within 10 s.
+
+    A resync far away: only the queue's retry, not a relist, can write it in time."""
+    process = start_operator_process(kubeconfig_env, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="600")
+    retrying = f"WorkloadMapping/{MAPPING}: "
+    try:
+        cluster.apply([widget("web", namespace, {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}), mapping()])
+        wait_ready(cluster, "Watching")
+        with mapping_status_refused(cluster):
+            wait_for(lambda: mapping_status_write_refused(cluster), what="the policy in force")
+            assert retrying not in process.log()
+            cluster.apply(mapping(template=".spec.podTemplate"))  # generation 2: Ready False, TemplateNotFound
+            wait_for(lambda: retrying in process.log(), timeout=30, what="the status write refused")
+        lifted = time.monotonic()
+        missing = wait_ready(cluster, "TemplateNotFound", timeout=30)
+        seconds = time.monotonic() - lifted
+        print(f"\n[servicelink] a refused mapping status written {seconds:.1f} s after the refusal ended")
+        refusals = process.log().count(retrying)
+        assert seconds <= 10, f"written {seconds:.1f} s after the refusal ended"
+        assert missing["observedGeneration"] == 2
+        assert cluster.get("workloadmapping", MAPPING)["status"]["observedGeneration"] == 2
+        log = process.log()
+        assert "denied request" in log
+        assert "retrying in 0.5s" in log
+        wait_for(lambda: mapping_events(cluster, "TemplateNotFound"), what="a TemplateNotFound Event")
+
+        # Followed again: the refusals stopped nothing.
+        cluster.apply(mapping())
+        wait_ready(cluster, "Watching")
+        print(f"[servicelink] {refusals} refused writes of the mapping status")
+        assert process.popen.poll() is None
+        assert "Traceback" not in process.log()
     finally:
         stop(process)

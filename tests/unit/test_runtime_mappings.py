@@ -7,10 +7,14 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from runtimes import bare_runtime
 
+from servicelink.conditions import BUILT_IN_KIND
+from servicelink.kube import ApiError
 from servicelink.runtime import MAPPING_RECHECK_FIRST, MAPPING_RECHECK_MAX, recheck_delay
 from servicelink.settings import Settings
+from servicelink.workqueue import WorkQueue
 
 
 def test_a_mapping_not_followed_yet_is_checked_after_two_seconds_then_twice_as_late_up_to_a_minute() -> None:
@@ -39,3 +43,40 @@ def test_with_workload_mappings_off_relist_reads_no_workload_mapping() -> None:
         runtime = bare_runtime(settings, kube=kube, executor=executor)
         assert asyncio.run(runtime.relist()) == []
     assert sorted(kube.listed) == [("ServiceLink", "gallery"), ("ServiceLink", "shop")]
+
+
+def test_a_mapping_status_the_api_server_refused_is_written_by_the_retry() -> None:
+    """A refused status write raises (the mappings' queue retries it); the retry writes the status and its Event,
+    as the mapping's status on the API server still says nothing of it."""
+
+    class RefusesOnce:
+        def __init__(self) -> None:
+            self.written: list[dict[str, Any]] = []
+            self.events: list[str] = []
+
+        def patch_mapping_status(self, *, name: str, status: dict[str, Any]) -> None:
+            if not self.written and not self.events:
+                self.events.append("refused")
+                raise ApiError(status=403, reason="Forbidden")
+            self.written.append(status)
+
+        def record_event(self, *, involved: dict[str, str], reason: str, message: str, warning: bool) -> None:
+            self.events.append(reason)
+
+    kube = RefusesOnce()
+    queue = WorkQueue(reconcile=lambda key: asyncio.sleep(0, None), window=0.0, workers=1, is_transient=bool)
+    queue.active.set()
+    mapping = {"metadata": {"name": "deployments.apps", "generation": 1}, "spec": {"kind": "Deployment"}}
+    with ThreadPoolExecutor(2) as executor:
+        runtime = bare_runtime(Settings(), kube=kube, executor=executor, queue=queue)
+        runtime.mapping_changed(mapping)
+
+        async def check_twice() -> None:
+            with pytest.raises(ApiError):
+                await runtime.reconcile_mapping(runtime.mappings["deployments.apps"])
+            await runtime.reconcile_mapping(runtime.mappings["deployments.apps"])  # the retry, as the queue runs it
+
+        asyncio.run(check_twice())
+    assert [c["reason"] for s in kube.written for c in s["conditions"]] == [BUILT_IN_KIND]
+    assert kube.events == ["refused", BUILT_IN_KIND]
+    assert runtime.mappings["deployments.apps"]["status"] == kube.written[0]
