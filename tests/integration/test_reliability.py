@@ -29,6 +29,7 @@ import pytest
 import yaml
 from convergence import Consumer, Recorder
 from objects import (
+    condition,
     data,
     deployment,
     events,
@@ -41,7 +42,10 @@ from objects import (
     wait_condition,
     wait_until_acted,
 )
+from widgets import MAPPING, mapping, wait_ready, widget, widget_meta
 
+from servicelink import conditions as c
+from servicelink.render import render_hash
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 FULL = os.environ.get("SERVICELINK_FULL") == "1"
@@ -561,6 +565,7 @@ def invalid_spec(rng: random.Random) -> tuple[str, dict[str, Any], str]:
     spec_cases: list[tuple[str, dict[str, Any], str]] = [
         ("configMapName invalid", {"configMapName": rng.choice(["Bad_Name", "-x", "a" * 254])}, "spec.configMapName"),
         ("configMapName missing", {"configMapName": None}, "spec.configMapName"),
+        ("configMapName Kubernetes writes", {"configMapName": "kube-root-ca.crt"}, "spec.configMapName"),
         ("no links", {"links": []}, "spec.links"),
         ("257 links", {"links": [{**VALID_LINK, "key": f"K{n}"} for n in range(257)]}, "spec.links"),
         ("unknown rollout", {"rollout": word}, "spec.rollout"),
@@ -577,18 +582,131 @@ def invalid_spec(rng: random.Random) -> tuple[str, dict[str, Any], str]:
     return what, spec, f"{at}.{name}"
 
 
-def test_invalid_servicelinks_are_refused_while_a_valid_one_is_served(
-    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+@dataclass(frozen=True)
+class HostileMapping:
+    """A generated WorkloadMapping and what must come of it: refused naming ``field``, or stored with ``reason``."""
+
+    what: str
+    name: str
+    spec: dict[str, Any]
+    field: str | None = None  # refused by the API server, its message naming this
+    reason: str | None = None  # stored, and its Ready condition False with this reason
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "servicelink.dev/v1alpha1",
+            "kind": "WorkloadMapping",
+            "metadata": {"name": self.name},
+            "spec": self.spec,
+        }
+
+
+# Names a mapping may take that the API server serves: built into servicelink, served under another kind, or
+# served as the kind named but with no pod template in its objects. Each name is stored once.
+BUILT_IN_NAMES = ("deployments.apps", "statefulsets.apps", "daemonsets.apps", "jobs.batch", "cronjobs.batch")
+SERVED_AS_ANOTHER_KIND = ("replicasets.apps", "controllerrevisions.apps", "endpointslices.discovery.k8s.io")
+SERVED_WITHOUT_TEMPLATE = {
+    "leases.coordination.k8s.io": "Lease",
+    "clusterroles.rbac.authorization.k8s.io": "ClusterRole",
+    "priorityclasses.scheduling.k8s.io": "PriorityClass",
+}
+
+
+def hostile_mapping(rng: random.Random, index: int, taken: set[str]) -> HostileMapping:
+    """A random hostile WorkloadMapping: a spec or name the CRD refuses, or one stored that cannot be followed.
+
+    ``taken``: the names stored so far (a name is one object); the one returned is added when it is stored.
+    """
+    word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 8)))
+    name = f"{word}s{index}.{word}.example.com"  # unique, served by nothing
+    spec: dict[str, Any] = {"kind": "Gadget", "version": "v1", "template": ".spec.template"}
+    spec_cases: list[tuple[str, str, Any]] = [
+        ("kind lowercase", "kind", word),
+        ("kind starting with a digit", "kind", f"{rng.randint(0, 9)}{word.capitalize()}"),
+        ("kind with a dot", "kind", f"{word.capitalize()}.apps"),
+        ("kind too long", "kind", "K" + "k" * rng.randint(63, 400)),
+        ("kind empty", "kind", ""),
+        ("version not an API version", "version", rng.choice(["1", "v1.0", "V1", "latest", "v1gamma1", "v", ""])),
+        ("template without a dot first", "template", rng.choice(["spec.template", "template", "$.spec.template"])),
+        ("template with brackets or wildcards", "template", rng.choice([".spec[0]", ".spec.*", ".spec['t']"])),
+        ("template with an empty field", "template", rng.choice(["..spec", ".spec.", ".", ".spec..template"])),
+        ("template with a space", "template", f".spec.{word} {word}"),
+        ("template too long", "template", "".join(f".{word}" for _ in range(600 // (len(word) + 1) + 1))),
+        ("rolls not a boolean", "rolls", rng.choice(["yes", 1, "true", [True]])),
+        ("field unknown", word, True),
+    ]
+    name_cases: list[tuple[str, str]] = [
+        ("name without a group (a core kind)", rng.choice(["pods", "configmaps", "services", "secrets", word])),
+        ("name with capitals", f"{word.capitalize()}s.example.com"),
+        ("name with an underscore", f"{word}_s.example.com"),
+        ("name with a label ending in a dash", f"{word}-.example.com"),
+        ("name too long", ".".join(["n" * 63] * 4) + f".{word}"),
+    ]
+    limit = f"{word}{index}".ljust(63, "p") + "." + ".".join(["g" * 63, "h" * 63, "i" * 61])  # 253 characters
+    stored_cases: list[tuple[str, str, dict[str, Any], str]] = [
+        ("a kind served by nothing", name, spec, c.KIND_NOT_SERVED),
+        ("a 253-character name", limit, spec, c.KIND_NOT_SERVED),
+        ("a 512-character template", name, {**spec, "template": ("." + "t" * 127) * 4}, c.KIND_NOT_SERVED),
+        ("a core group spelled out", f"{rng.choice(['pods', 'configmaps'])}{index}.core", spec, c.KIND_NOT_SERVED),
+    ]
+    stored_cases += [
+        ("a built-in kind", n, {**spec, "kind": "Deployment"}, c.BUILT_IN_KIND)
+        for n in BUILT_IN_NAMES
+        if n not in taken
+    ]
+    stored_cases += [
+        ("served under another kind", n, spec, c.KIND_NOT_SERVED) for n in SERVED_AS_ANOTHER_KIND if n not in taken
+    ]
+    stored_cases += [
+        ("served, no pod template", n, {**spec, "kind": k}, c.TEMPLATE_NOT_FOUND)
+        for n, k in SERVED_WITHOUT_TEMPLATE.items()
+        if n not in taken
+    ]
+    pick = rng.random()
+    if pick < 0.45:
+        what, field, value = rng.choice(spec_cases)
+        return HostileMapping(what, name, {**spec, field: value}, field=f"spec.{field}")
+    if pick < 0.6:
+        what, bad = rng.choice(name_cases)
+        return HostileMapping(what, bad, spec, field="metadata.name")
+    what, stored_name, stored_spec, reason = rng.choice(stored_cases)
+    return HostileMapping(what, stored_name, stored_spec, reason=reason)
+
+
+def mapping_reasons(cluster: Cluster) -> dict[str, tuple[str | None, int | None]]:
+    """Every stored WorkloadMapping's Ready reason and the generation it observed, by name."""
+    found: dict[str, tuple[str | None, int | None]] = {}
+    for item in cluster.get("workloadmappings")["items"]:
+        ready = condition(item, "Ready")
+        found[item["metadata"]["name"]] = (ready.get("reason"), ready.get("observedGeneration"))
+    return found
+
+
+@pytest.mark.timeout(2400 if FULL else 300)
+def test_invalid_servicelinks_and_workloadmappings_are_refused_while_valid_ones_are_served(
+    cluster: Cluster, crd: Path, namespace: str, widgets: None, tmp_path: Path
 ) -> None:
-    count = 200 if FULL else 40
+    """Generated hostile ServiceLinks and WorkloadMappings, in batches; after each batch a port change, which the
+    valid ServiceLink writes and rolls into a Widget, a kind the valid WorkloadMapping maps. Each ServiceLink is
+    refused naming its field; each mapping refused naming its field, or stored and reported in its status."""
+    count = 1000 if FULL else 40
     rng = random.Random(SEED)
     cluster.apply(
         [
             service("auth-service", namespace, 3001),
             servicelink("good", namespace, "good-config", {"key": "AUTH_SERVICE_URL", "service": "auth-service"}),
+            mapping(),
+            widget("reader", namespace, {"AUTH_URL": ("good-config", "AUTH_SERVICE_URL")}),
         ]
     )
     cases = [invalid_spec(rng) for _ in range(count)]
+    taken: set[str] = set()
+    hostile: list[HostileMapping] = []
+    for index in range(count):
+        generated = hostile_mapping(rng, index, taken)
+        if generated.reason is not None:
+            taken.add(generated.name)
+        hostile.append(generated)
 
     def apply(index: int) -> tuple[int, subprocess.CompletedProcess[str]]:
         _, spec, _ = cases[index]
@@ -600,41 +718,80 @@ def test_invalid_servicelinks_are_refused_while_a_valid_one_is_served(
         }
         return index, cluster.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
 
-    with operator_running(cluster, tmp_path / "operator.log") as process:
+    def apply_mapping(index: int) -> tuple[int, subprocess.CompletedProcess[str]]:
+        return index, cluster.kubectl("apply", "-f", "-", input=json.dumps(hostile[index].body()), check=False)
+
+    # A resync checks every mapping again at once: at the tests' 3 s, a thousand that cannot be followed would be
+    # checked back to back throughout; 30 s keeps the mappings' own rechecks (2 s, doubling to 60 s) in charge.
+    with operator_running(cluster, tmp_path / "operator.log", SERVICELINK_RESYNC_SECONDS="30") as process:
         wait_for(lambda: data(cluster, namespace, "good-config"), timeout=60, what="the valid ServiceLink served")
+        wait_ready(cluster, c.WATCHING)
         started = time.monotonic()
         port = 3001
         failures: list[str] = []
         kinds: Counter[str] = Counter()
+        mapping_kinds: Counter[str] = Counter()
         with ThreadPoolExecutor(4) as pool:
             for batch in range(0, count, 10):
-                for index, refused in pool.map(apply, range(batch, min(count, batch + 10))):
+                indexes = range(batch, min(count, batch + 10))
+                for index, refused in pool.map(apply, indexes):
                     what, _, field = cases[index]
                     kinds[what] += 1
                     if refused.returncode == 0 or field not in refused.stderr or "spec." not in refused.stderr:
                         failures.append(
                             f"bad-{index} ({what}, expected {field}): rc {refused.returncode} {refused.stderr}"
                         )
+                for index, applied in pool.map(apply_mapping, indexes):
+                    case = hostile[index]
+                    mapping_kinds[case.what] += 1
+                    if case.field is not None and (applied.returncode == 0 or case.field not in applied.stderr):
+                        failures.append(f"{case.name} ({case.what}, expected {case.field} refused): {applied.stderr}")
+                    if case.reason is not None and applied.returncode != 0:
+                        failures.append(f"{case.name} ({case.what}, expected stored): {applied.stderr}")
                 port += 1
                 set_port(cluster, namespace, "auth-service", port)
+                url = f"http://auth-service:{port}"
                 wait_for(
-                    lambda port=port: (
-                        (data(cluster, namespace, "good-config") or {}).get("AUTH_SERVICE_URL")
-                        == f"http://auth-service:{port}"
-                    ),
+                    lambda url=url: (data(cluster, namespace, "good-config") or {}).get("AUTH_SERVICE_URL") == url,
                     timeout=60,
                     what=f"the valid ServiceLink following port {port}",
                 )
-        elapsed = time.monotonic() - started
+                wait_for(
+                    lambda url=url: (
+                        widget_meta(cluster, namespace, "reader")[2] == render_hash({"AUTH_SERVICE_URL": url})
+                    ),
+                    timeout=60,
+                    what=f"the mapped Widget rolled to port {port}",
+                )
+        applied_seconds = time.monotonic() - started
+        expected = {case.name: case.reason for case in hostile if case.reason is not None}
+        expected[MAPPING] = c.WATCHING
+
+        def reported() -> dict[str, str | None]:
+            return {name: reason for name, (reason, generation) in mapping_reasons(cluster).items() if generation == 1}
+
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: reported() == expected, timeout=60 + count * 0.3, what="every stored mapping reported")
+        reported_seconds = time.monotonic() - started
+        found = mapping_reasons(cluster)
+        wrong = {
+            name: (found.get(name), reason) for name, reason in expected.items() if found.get(name, (0,))[0] != reason
+        }
         stored = [item["metadata"]["name"] for item in cluster.get("servicelinks", "-n", namespace)["items"]]
+        reasons = Counter(case.reason for case in hostile if case.reason is not None)
         report(
-            f"bad input: seed {SEED}, {count} invalid ServiceLinks refused in {elapsed:.0f}s "
-            f"({len(kinds)} kinds), {len(failures)} not refused by field; stored: {stored}; "
-            f"the valid one followed {port - 3001} port changes"
+            f"bad input: seed {SEED}, {count} invalid ServiceLinks ({len(kinds)} kinds) and {count} hostile "
+            f"WorkloadMappings ({len(mapping_kinds)} kinds) applied in {applied_seconds:.0f}s; "
+            f"{count - reasons.total()} mappings refused, {reasons.total()} stored, each reported by "
+            f"{reported_seconds:.0f}s ({dict(reasons)}); {len(failures)} not as expected, {len(wrong)} reported "
+            f"wrong; ServiceLinks stored: {stored}; the valid ones followed {port - 3001} port changes"
         )
         assert not failures, "\n".join(failures)
+        assert not wrong, wrong
         assert stored == ["good"]
+        assert set(found) == set(expected)
         assert process.popen.poll() is None
+        assert process.log().count("servicelink started") == 1  # the same process throughout
         wait_condition(cluster, namespace, "good", "Ready", "True")
         assert "Traceback" not in process.log()
 
