@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from convergence import Consumer, Recorder
+from convergence import Consumer, Recorder, revision
 from objects import (
     condition,
     data,
@@ -46,6 +46,7 @@ from widgets import MAPPING, mapping, wait_ready, widget, widget_meta
 
 from servicelink import conditions as c
 from servicelink.render import render_hash
+from servicelink.rollout import consumed
 from servicelink.testing.fixtures import Cluster, OperatorProcess, start_operator_process, wait_for
 
 FULL = os.environ.get("SERVICELINK_FULL") == "1"
@@ -93,6 +94,12 @@ class Stream:
     and recreate under the same name (with a new port or the same one: the latter changes no value),
     or an ExternalName flip (the Service made ExternalName, or back). Every Service exists between
     changes, so the values at the end follow from the Services alone.
+
+    A change may also edit the WorkloadMapping of Widgets (``widgets.MAPPING``), whose Widget reads
+    ALPHA_URL and BETA_URL: deleted (the kind no longer followed), applied again (followed, listed
+    anew), or its ``rolls`` flipped (followed throughout, its watches started again). A change of
+    what the Widget reads while the kind is not followed is one it may skip (``skips_possible``):
+    once followed again it rolls once, to the values of then.
     """
 
     KEYS = ("ALPHA", "BETA", "GAMMA")
@@ -106,6 +113,15 @@ class Stream:
         }
         self.linked = {key: key.lower() for key in self.KEYS}
         self.made: Counter[str] = Counter()
+        self.mapped, self.rolls = True, True
+        self.skips_possible = 0  # changes made while the Widgets are not followed, and one per unmapping
+
+    def remap(self) -> None:
+        """Follow Widgets again, if the stream left them unfollowed."""
+        if not self.mapped:
+            self.cluster.apply(mapping(rolls=self.rolls))
+            self.mapped = True
+            self.made["mapped again"] += 1
 
     def objects(self) -> list[dict[str, Any]]:
         links = [{"key": f"{key}_URL", "service": service} for key, service in self.linked.items()]
@@ -124,11 +140,26 @@ class Stream:
 
     def change(self) -> str:
         """Make one random change; return its kind."""
-        kind = self.rng.choices(("port", "rename", "recreate", "flip"), weights=(5, 2, 2, 2))[0]
+        kind = self.rng.choices(("port", "rename", "recreate", "flip", "mapping"), weights=(5, 2, 2, 2, 2))[0]
         name = self.rng.choice(sorted(self.backends))
         backend = self.backends[name]
         namespace = self.namespace
-        if kind == "port":
+        if not self.mapped:
+            self.skips_possible += 1
+        if kind == "mapping":
+            if not self.mapped:
+                self.remap()
+                return "mapped again"
+            if self.rng.random() < 0.5:
+                self.cluster.kubectl("delete", "workloadmapping", MAPPING)
+                self.mapped = False
+                self.skips_possible += 1  # a change just before may be written only now: not followed then
+                kind = "unmapped"
+            else:
+                self.rolls = not self.rolls
+                self.cluster.apply(mapping(rolls=self.rolls))
+                kind = "rolls flipped"
+        elif kind == "port":
             backend.port = self._new_port(name)
             set_port(self.cluster, namespace, name, backend.port)
         elif kind == "rename":
@@ -172,11 +203,11 @@ def leader(cluster: Cluster, namespace: str, replicas: list[OperatorProcess]) ->
 @pytest.mark.controller_manager
 @pytest.mark.timeout(2700 if FULL else 300)  # full: 50 hand-overs of 10-20 s each
 def test_sigkill_of_the_leader_during_a_stream_of_changes_leaves_no_consumer_stale_and_rolls_none_twice(
-    cluster: Cluster, crd: Path, namespace: str, tmp_path: Path
+    cluster: Cluster, crd: Path, namespace: str, widgets: None, tmp_path: Path
 ) -> None:
     """Two replicas with leader election; whichever leads is SIGKILLed at random moments of a stream of mixed
     changes and started again, so leadership hands over. The end: every consumer on what it reads, rolled once
-    per change (``Recorder.check``)."""
+    per change (``Recorder.check``), the Widget of a mapped kind among them."""
     changes, kills = (1000, 50) if FULL else (30, 1)
     report(f"crash: seed {SEED} (SERVICELINK_SEED={SEED} repeats this run)")
     rng = random.Random(SEED)
@@ -186,10 +217,15 @@ def test_sigkill_of_the_leader_during_a_stream_of_changes_leaves_no_consumer_sta
         Consumer("deployment", "reads-alpha", frozenset({"ALPHA_URL"})),
         Consumer("statefulset", "reads-beta", frozenset({"BETA_URL"})),
         Consumer("daemonset", "reads-gamma", frozenset({"GAMMA_URL", "STEADY_URL"})),
+        Consumer("widget", "reads-alpha-beta", frozenset({"ALPHA_URL", "BETA_URL"})),
     ]
     cluster.apply(
         [
             *stream.objects(),
+            mapping(),
+            widget(
+                "reads-alpha-beta", namespace, {"A": ("crash-config", "ALPHA_URL"), "B": ("crash-config", "BETA_URL")}
+            ),
             deployment("reads-all", namespace, env_from="crash-config"),
             deployment("reads-alpha", namespace, key_refs={"A": ("crash-config", "ALPHA_URL")}),
             deployment("reads-beta", namespace, key_refs={"B": ("crash-config", "BETA_URL")}, kind="StatefulSet"),
@@ -212,6 +248,21 @@ def test_sigkill_of_the_leader_during_a_stream_of_changes_leaves_no_consumer_sta
         assert first is not None
         assert "values changed:" in replicas[first].log()
         assert "values changed:" not in replicas[1 - first].log()  # exactly one acts
+        # One change first, so each consumer of ALPHA_URL carries a hash: one that carries none is rolled only
+        # for a change made while it is followed, and the stream may unmap the Widget's kind at any change.
+        wait_ready(cluster, c.WATCHING)
+        stream.backends["alpha"].port = 3009
+        set_port(cluster, namespace, "alpha", 3009)
+        of_alpha = [each for each in consumers if each.reads is None or "ALPHA_URL" in each.reads]
+        want = {each.name: render_hash(consumed(stream.expected(), each.reads)) for each in of_alpha}
+        wait_for(
+            lambda: (
+                {each.name: revision(cluster.get(each.kind, each.name, "-n", namespace))[1] for each in of_alpha}
+                == want
+            ),
+            timeout=60,
+            what="every consumer of ALPHA_URL rolled once",
+        )
         recorder = Recorder(cluster, namespace, "crash-config", consumers)
         # Kills spread over the stream; one whose moment finds no live leader (the Lease not yet
         # taken over after the last kill) waits for the next change that finds one.
@@ -231,14 +282,16 @@ def test_sigkill_of_the_leader_during_a_stream_of_changes_leaves_no_consumer_sta
                 restarts.append(time.monotonic() - begun)
             else:
                 time.sleep(rng.uniform(0, 2 * pause))
+        stream.remap()
         stream_seconds = time.monotonic() - started
 
         verdict = recorder.check(
             servicelink="crash",
             poke="steady",
             expected=stream.expected(),
-            # A kill between the ConfigMap's write and the patch lets one roll cover two changes.
-            skips_allowed=kills * len(consumers),
+            # A kill between the ConfigMap's write and the patch lets one roll cover two changes; so does the
+            # Widget's kind not followed for a while.
+            skips_allowed=kills * len(consumers) + stream.skips_possible,
         )
         wait_condition(cluster, namespace, "crash", "Ready", "True")
         lease = cluster.get("lease", ELECTION_LEASE, "-n", namespace)["spec"]
