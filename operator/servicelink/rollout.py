@@ -132,20 +132,17 @@ def sources_of(workload: WorkloadView, *, configmap: str, managed_configmaps: fr
     return frozenset(name for name in workload.reads if name in managed_configmaps) | {configmap}
 
 
-def carried_hash(value: str | None, *, configmap: str, sources: frozenset[str], digest: str | None) -> str | None:
+def carried_hash(value: str | None, *, configmap: str, sources: frozenset[str]) -> str | None:
     """Return the hash the annotation ``value`` carries for ``configmap``, or None when it carries none.
 
     A bare hash belongs to the only source. With several sources (an annotation
-    written before they were told apart) it belongs to ``configmap`` only if it
-    equals ``digest``, so an upgrade rolls nothing already up to date; pass
-    None when what the workload reads of ``configmap`` just changed, as the
-    bare hash then matches another ConfigMap's values, not ours.
+    written before they were told apart) whose it is cannot be told: none.
     """
     entries = parse_config_hash(value)
     if configmap in entries:
         return entries[configmap]
     bare = entries.get("")
-    if bare is not None and (len(sources) == 1 or bare == digest):
+    if bare is not None and len(sources) == 1:
         return bare
     return None
 
@@ -195,10 +192,13 @@ def plan_rollouts(
     ``managed_configmaps`` are the namespace's ConfigMaps that servicelink
     writes: a workload reading several carries one entry per ConfigMap, and
     each ServiceLink compares and sets only its own, so two ServiceLinks never
-    undo each other. A consumer that carries an entry for ``configmap`` is due
-    when it differs. One without (never rolled for it) is due only when a key
-    it reads changed between ``baseline`` (the values its pods were last rolled
-    to) and ``desired``; so a consumer created after the fact is not rolled.
+    undo each other. A consumer is due when a key it reads changed between
+    ``baseline`` (the values its pods were last rolled to, by the status) and
+    ``desired``, and its entry is not already the hash of what it reads. So a
+    consumer created after the fact is not rolled, nor one whose pod template
+    its owner changed since (``kubectl rollout undo`` to an older entry, or
+    reading one more key): that change started pods that read the values of
+    the moment, and rolling them again would restart them for nothing.
     """
     changed = {k for k in desired.keys() | baseline.keys() if desired.get(k) != baseline.get(k)}
     plans: list[Rollout] = []
@@ -206,10 +206,7 @@ def plan_rollouts(
         target = render_hash(consumed(managed, reads))
         sources = sources_of(workload, configmap=configmap, managed_configmaps=managed_configmaps)
         touched = tuple(sorted(k for k in changed if reads is None or k in reads))
-        carried = carried_hash(
-            workload.config_hash, configmap=configmap, sources=sources, digest=None if touched else target
-        )
-        due = carried != target if carried is not None else bool(touched)
+        due = bool(touched) and carried_hash(workload.config_hash, configmap=configmap, sources=sources) != target
         if due:
             plans.append(
                 Rollout(

@@ -286,6 +286,50 @@ def test_a_consumer_created_after_the_fact_is_not_rolled(cluster: Cluster, names
     }
 
 
+def wait_replicaset(cluster: Cluster, namespace: str, app: str, config_hash: str) -> None:
+    """Wait until kube-controller-manager made the ReplicaSet of the pod template with ``config_hash``."""
+    wait_for(
+        lambda: any(
+            (rs["spec"]["template"]["metadata"].get("annotations") or {}).get(HASH) == config_hash
+            for rs in replicasets(cluster, namespace, app)
+        ),
+        what=f"the ReplicaSet of {app} at {config_hash}",
+    )
+
+
+def test_kubectl_rollout_undo_is_kept_until_a_value_the_workload_reads_changes(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    before = gateway(cluster, namespace)
+    second, third = render_hash(gateway_values(4001, 3002)), render_hash(gateway_values(5001, 3002))
+    for port, config_hash in ((4001, second), (5001, third)):
+        cluster.apply(service("auth-service", namespace, port))
+        wait_hashes(cluster, namespace, {"gateway-service": config_hash})
+        wait_replicaset(cluster, namespace, "gateway-service", config_hash)
+    undo = ("rollout", "undo", "deployment/gateway-service", "-n", namespace)
+    # Back to the template of the second hash; the pods it starts read the ConfigMap as it is now.
+    cluster.kubectl(*undo)
+    wait_hashes(cluster, namespace, {"gateway-service": second})
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, *GATEWAY_APPS) == raised(before, *["gateway-service"] * 3)
+    assert template_hash(cluster, "deployment", namespace, "gateway-service") == second
+    # Back to the template from before servicelink rolled it, which carries no hash: kept too.
+    cluster.kubectl(*undo, "--to-revision=1")
+    wait_hashes(cluster, namespace, {"gateway-service": None})
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, *GATEWAY_APPS) == raised(before, *["gateway-service"] * 4)
+    # The next change of a value it reads rolls it once, onto every current value.
+    cluster.apply(service("app-service", namespace, 4002))
+    latest = render_hash(gateway_values(5001, 4002))
+    wait_hashes(
+        cluster,
+        namespace,
+        {"gateway-service": latest, "app-reader": render_hash({"APP_SERVICE_URL": "http://app-service:4002"})},
+    )
+    wait_until_acted(cluster, namespace, "gateway-service", "auth-service")
+    assert generations(cluster, namespace, *GATEWAY_APPS) == raised(before, *["gateway-service"] * 5, "app-reader")
+
+
 def test_a_paused_deployment_is_patched_not_resumed(cluster: Cluster, namespace: str, operator: Any) -> None:
     gateway(cluster, namespace)
     wait_for(lambda: len(replicasets(cluster, namespace, "gateway-service")) == 1, what="the first ReplicaSet")

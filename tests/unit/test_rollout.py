@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -618,7 +619,7 @@ def test_parse_config_hash_reads_a_bare_hash_and_entries() -> None:
 def test_one_source_keeps_the_bare_hash_of_the_last_release() -> None:
     value = render_config_hash(None, sources=frozenset({CM}), updates={CM: "1234abcd"})
     assert value == "1234abcd"
-    assert carried_hash(value, configmap=CM, sources=frozenset({CM}), digest="ffffffff") == "1234abcd"
+    assert carried_hash(value, configmap=CM, sources=frozenset({CM})) == "1234abcd"
 
 
 def test_several_sources_carry_one_entry_each_and_an_update_keeps_the_others() -> None:
@@ -628,9 +629,8 @@ def test_several_sources_carry_one_entry_each_and_an_update_keeps_the_others() -
     assert value == "a=11111111,b=44444444"
 
 
-def test_a_bare_hash_among_several_sources_belongs_to_the_one_it_equals() -> None:
-    assert carried_hash("1234abcd", configmap=CM, sources=BOTH, digest="1234abcd") == "1234abcd"
-    assert carried_hash("1234abcd", configmap=OTHER, sources=BOTH, digest="ffffffff") is None
+def test_a_bare_hash_among_several_sources_is_nobodys_entry() -> None:
+    assert carried_hash("1234abcd", configmap=CM, sources=BOTH) is None
     assert render_config_hash("1234abcd", sources=BOTH, updates={OTHER: "ffffffff"}) == f"{OTHER}=ffffffff"
 
 
@@ -657,6 +657,26 @@ def test_shares_of_two_servicelinks_go_out_in_one_value() -> None:
     a = Rollout("Deployment", "gallery", "edge", CM, "33333333", BOTH, ("A",))
     b = Rollout("Deployment", "gallery", "edge", OTHER, "44444444", BOTH, ("B",))
     assert merge_rollouts(w.config_hash, [a, b]) == f"{OTHER}=44444444,{CM}=33333333"
+
+
+def test_an_undo_to_an_older_hash_is_kept_until_a_value_it_reads_changes() -> None:
+    old, new, newer = ({"AUTH_URL": f"http://auth:{port}"} for port in (3001, 4001, 5001))
+    # kubectl rollout undo brought back the template servicelink rolled away from: its new pods read `new` already.
+    back = view("edge", {"containers": [container(envFrom=[env_from()])]}, config_hash=render_hash(old))
+    assert plan([(back, None)], managed=new, baseline=new, desired=new) == []
+    # The next change of a value it reads rolls it, once, onto the current values.
+    (rollout,) = plan([(back, None)], managed=newer, baseline=new, desired=newer)
+    assert rollout.hash == render_hash(newer)
+    # Pods behind a value written since they were last rolled (the status still says `old`): rolled.
+    assert [r.hash for r in plan([(back, None)], managed=new, baseline=old, desired=new)] == [render_hash(new)]
+
+
+def test_a_consumer_whose_owner_made_it_read_another_key_is_not_rolled_again() -> None:
+    values = {"AUTH_URL": "http://auth:3001", "APP_URL": "http://app:3002"}
+    # It read AUTH_URL alone when servicelink last rolled it; its owner's edit (a rollout of its own) added APP_URL.
+    w = view("edge", {"containers": [container(env=[key_ref("AUTH_URL"), key_ref("APP_URL")])]})
+    w = dataclasses.replace(w, config_hash=render_hash({"AUTH_URL": values["AUTH_URL"]}))
+    assert plan([(w, frozenset({"AUTH_URL", "APP_URL"}))], managed=values, baseline=values, desired=values) == []
 
 
 # --- rollout progress -------------------------------------------------------------------------------
