@@ -41,6 +41,7 @@ from servicelink.model import (
     ListedKind,
     WorkloadResource,
 )
+from servicelink.rollout import render_time
 from servicelink.views import slim
 
 # Re-exported so callers handle API errors without importing the client themselves.
@@ -329,7 +330,7 @@ def _server_side_apply(body: Mapping[str, Any], plural: str, *, force: bool) -> 
 
 def utc_now() -> str:
     """Return the time now as the API's timestamps are written, to the second (``2026-11-26T14:00:00Z``)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return render_time(datetime.datetime.now(datetime.UTC))
 
 
 def instance_name() -> str:
