@@ -25,7 +25,9 @@ ALERTED_REASONS = frozenset({VALUE_CHANGED, c.ROLLOUT_STALLED, STALE_JOBS})
 # Ready is False with these on the way of a rollout (RolledOut's new pods not yet available; a rollout held
 # for an endpoint as spec.waitForEndpoints asks, or for a cooldown): no one needs to act, so they alert
 # neither going in nor as where Ready was. One that stalls turns RolloutStalled, and alerts then.
-PASSING_REASONS = frozenset({c.ROLLOUT_IN_PROGRESS, c.WAITING_FOR_ENDPOINTS, c.COOLING_DOWN, c.OUTSIDE_WINDOW})
+PASSING_REASONS = frozenset(
+    {c.ROLLOUT_IN_PROGRESS, c.WAITING_FOR_ENDPOINTS, c.COOLING_DOWN, c.OUTSIDE_WINDOW, c.WAITING_FOR_ROLLOUT_SLOT}
+)
 PAYLOAD_VERSION = 1  # the "version" of a webhook body; raised only when a field changes meaning or goes
 SLACK_TEXT_LIMIT = 3000  # the most a Slack section block's text holds
 # A send is tried this many times, waiting retry_delay(1), retry_delay(2), ... between tries.

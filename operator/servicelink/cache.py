@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from servicelink.model import WorkloadKind, WorkloadResource
-from servicelink.rollout import follow_rollouts, rollout_settled
+from servicelink.rollout import WorkloadKey, follow_rollouts, rollout_settled
 from servicelink.views import (
     Claim,
     Endpoints,
@@ -30,7 +30,6 @@ from servicelink.views import (
     slim,
 )
 
-WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 Reader = TypeVar("Reader", WorkloadKey, ObjectKey)
 
@@ -179,6 +178,8 @@ class Cache:
     _slices: dict[ObjectKey, tuple[ObjectKey, Endpoints]] = field(default_factory=dict)
     _slices_by_service: defaultdict[ObjectKey, set[ObjectKey]] = field(default_factory=lambda: defaultdict(set))
     _workloads: dict[WorkloadKey, WorkloadView] = field(default_factory=dict)
+    # The workloads servicelink rolled (a rolled-at annotation) whose rollout is in progress: rollout slots taken.
+    _rolling: dict[WorkloadKey, str] = field(default_factory=dict)
     # (namespace, ConfigMap) and (namespace, Secret) -> the workloads whose pods read it; two indexes, as a
     # ConfigMap and a Secret may share a name.
     _readers: defaultdict[ObjectKey, set[WorkloadKey]] = field(default_factory=lambda: defaultdict(set))
@@ -458,6 +459,8 @@ class Cache:
         before = {k: self._progress(k) for k in following}
         self._forget_workload(key)
         self._workloads[key] = view
+        if view.rolled_at is not None and view.progress.state == "Progressing":
+            self._rolling[key] = view.rolled_at
         self._by_namespace[namespace].add(key)
         _index(self._readers, namespace, view.reads, key)
         _index(self._secret_readers, namespace, view.secret_reads, key)
@@ -471,8 +474,10 @@ class Cache:
         key: WorkloadKey = (kind, namespace, name)
         following = [k for k in self._following(key, self._workloads.get(key), None) if k != key]
         before = {k: self._progress(k) for k in following}
+        # A rollout in flight that goes frees its slot: its ServiceLinks' reconcile hands it on.
+        freed = self.servicelinks_rolling(key) if key in self._rolling else []
         self._forget_workload(key)
-        return self._settled(before)
+        return [*freed, *self._settled(before)]
 
     @staticmethod
     def _following(key: WorkloadKey, old: WorkloadView | None, new: WorkloadView | None) -> list[WorkloadKey]:
@@ -502,6 +507,7 @@ class Cache:
         return found
 
     def _forget_workload(self, key: WorkloadKey) -> WorkloadView | None:
+        self._rolling.pop(key, None)
         view = self._workloads.pop(key, None)
         if view is not None:
             self._by_namespace[key[1]].discard(key)
@@ -528,6 +534,9 @@ class Cache:
 
     def workload(self, kind: WorkloadKind, namespace: str, name: str) -> WorkloadView | None:
         return self._workloads.get((kind, namespace, name))
+
+    def rollouts_in_flight(self) -> dict[WorkloadKey, str]:
+        return dict(self._rolling)
 
     def rollouts_templated_by(self, namespace: str, deployment: str) -> list[str]:
         return sorted(self._templated_by.get((namespace, deployment), ()))

@@ -41,6 +41,7 @@ ROLLOUT_STALLED = "RolloutStalled"
 WAITING_FOR_ENDPOINTS = "WaitingForEndpoints"
 COOLING_DOWN = "CoolingDown"
 OUTSIDE_WINDOW = "OutsideWindow"
+WAITING_FOR_ROLLOUT_SLOT = "WaitingForRolloutSlot"
 # A WorkloadMapping's Ready (and INVALID_SPEC, shared with a ServiceLink's)
 WATCHING = "Watching"
 KIND_NOT_SERVED = "KindNotServed"
@@ -89,6 +90,7 @@ REASONS: dict[str, tuple[str, ...]] = {
         WAITING_FOR_ENDPOINTS,
         COOLING_DOWN,
         OUTSIDE_WINDOW,
+        WAITING_FOR_ROLLOUT_SLOT,
     ),
 }
 # A WorkloadMapping's one condition type and its reasons; docs/reference/workloadmapping-fields.md is
@@ -103,12 +105,14 @@ LINK_REASONS: tuple[str, ...] = (*UNRESOLVED, KEY_CONFLICT)
 # what the workload's owner or the operator's installer asked for.
 SKIPPED_REASONS: tuple[str, ...] = (WORKLOAD_NOT_OPTED_IN, WORKLOAD_OPTED_OUT, KIND_IGNORED)
 # The reasons of an entry of status.deferred: the Service has no ready endpoint (spec.waitForEndpoints), a consumer
-# was rolled less than its cooldown ago or is outside its rollout windows, another
+# was rolled less than its cooldown ago or is outside its rollout windows, or waits for a slot under
+# --max-rollouts-in-flight, another
 # servicelink ConfigMap a consumer reads is about to be written (one patch for both), or a patch was refused.
 DEFERRED_REASONS: tuple[str, ...] = (
     WAITING_FOR_ENDPOINTS,
     COOLING_DOWN,
     OUTSIDE_WINDOW,
+    WAITING_FOR_ROLLOUT_SLOT,
     WAITING_FOR_CONFIGMAPS,
     ROLLOUT_FAILED,
 )

@@ -10,7 +10,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -39,6 +39,15 @@ PROPAGATION = Histogram(
     "and to each consumer's pod template patched (stage=workload)",
     ["stage"],
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30),
+)
+ROLLOUTS_IN_FLIGHT = Gauge(
+    "servicelink_rollouts_in_flight",
+    "With --max-rollouts-in-flight: rollouts servicelink started that hold a slot, neither complete, stalled nor "
+    "timed out (--rollout-timeout-seconds)",
+)
+ROLLOUTS_WAITING = Gauge(
+    "servicelink_rollouts_waiting",
+    "With --max-rollouts-in-flight: workloads whose rollout is due but waits for a slot (WaitingForRolloutSlot)",
 )
 
 ALERTS = Counter(
@@ -100,6 +109,12 @@ def record_rollout(kind: str) -> None:
     """Count one workload rolled, and how long the change took to reach its pod template."""
     ROLLOUTS.labels(kind=kind).inc()
     _observe_propagation("workload")
+
+
+def record_pacing(in_flight: int, waiting: int) -> None:
+    """Set the rollouts holding a slot and the workloads waiting for one, as last counted."""
+    ROLLOUTS_IN_FLIGHT.set(in_flight)
+    ROLLOUTS_WAITING.set(waiting)
 
 
 def timed(

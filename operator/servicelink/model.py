@@ -778,7 +778,8 @@ class DeferredKey(_Strict):
         default="WaitingForEndpoints",
         description="Why its rollout is held: WaitingForEndpoints (spec.waitForEndpoints, and its Service has no"
         " ready endpoint), CoolingDown (a consumer was rolled less than its cooldown ago), OutsideWindow (no rollout"
-        " window of a consumer is open), WaitingForConfigMaps (a"
+        " window of a consumer is open), WaitingForRolloutSlot (--max-rollouts-in-flight rollouts are in flight;"
+        " a consumer rolls when a slot frees), WaitingForConfigMaps (a"
         " consumer also reads another servicelink ConfigMap about to be written: both go out in one patch) or"
         " RolloutFailed (the API server refused a patch). The key stays here until every consumer carries it, so a"
         " restart or a new leader still rolls them, once.",

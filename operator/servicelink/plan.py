@@ -52,11 +52,14 @@ from servicelink.rollout import (
     Held,
     Rollout,
     SecretOutput,
+    WorkloadKey,
     describe_workload,
     find_stale_jobs,
+    needs_slot,
     parse_time,
     plan_deferral,
     plan_rollouts,
+    plan_slots,
     plan_timing,
     progress_of,
     restore_deferred,
@@ -125,6 +128,10 @@ class World(Protocol):
 
     def rollouts_templated_by(self, namespace: str, deployment: str) -> list[str]:
         """The names of the Argo Rollouts whose ``spec.workloadRef`` names the Deployment, sorted; none: []."""
+
+    def rollouts_in_flight(self) -> Mapping[WorkloadKey, str]:
+        """The workloads servicelink rolled whose rollout neither completed nor stalled yet, in every namespace,
+        each with when servicelink rolled it (its servicelink.dev/rolled-at)."""
 
     def jobs(self, namespace: str, *, reading: str) -> list[JobView]:
         """The running Jobs of a namespace whose pods read the ConfigMap ``reading``."""
@@ -752,6 +759,32 @@ def plan_roll(
     return Roll(None, go, skipped, baseline, changed, timed)
 
 
+def plan_slot_takers(roll: Roll, *, world: World, in_flight: Mapping[WorkloadKey, str]) -> list[WorkloadKey]:
+    """The workloads of ``roll`` whose patch would take a rollout slot (``rollout.needs_slot``): those that
+    wait in line for one until they get it."""
+    workloads = _views_of(roll, world)
+    return [
+        (r.kind, r.namespace, r.name) for r in roll.rollouts if needs_slot(r, workloads=workloads, in_flight=in_flight)
+    ]
+
+
+def _views_of(roll: Roll, world: World) -> dict[tuple[WorkloadKind, str], WorkloadView]:
+    return {(r.kind, r.name): w for r in roll.rollouts if (w := world.workload(r.kind, r.namespace, r.name))}
+
+
+def plan_pacing(
+    roll: Roll, *, world: World, in_flight: Mapping[WorkloadKey, str], waiting: Sequence[WorkloadKey], cap: int
+) -> Roll:
+    """``roll`` with the rollouts that must wait for a slot under ``--max-rollouts-in-flight`` held back
+    (``rollout.plan_slots``): they wait as a cooldown's do, their keys kept in ``status.deferred``."""
+    if roll.done is not None or not cap:
+        return roll
+    go, held = plan_slots(
+        roll.rollouts, workloads=_views_of(roll, world), in_flight=in_flight, waiting=waiting, cap=cap
+    )
+    return dataclasses.replace(roll, rollouts=go, held=[*roll.held, *held])
+
+
 def judge_roll(
     view: ServiceLinkView,
     *,
@@ -824,6 +857,7 @@ def judge_roll(
         if waiting
         else None
     )
+    # A slot's due time is only when one frees at the latest: the status does not carry it, so it stays put.
     timed = held in (c.COOLING_DOWN, c.OUTSIDE_WINDOW)
     deferred = (
         [dataclasses.replace(d, reason=held, due=due if timed else None) for d in roll.changed]
@@ -840,7 +874,7 @@ def judge_roll(
         due=due,
         held=tuple(
             f"{describe_workload(h.rollout.kind, h.rollout.namespace, h.rollout.name)}"
-            f" until {h.due or 'a window opens'} ({h.reason})"
+            f" until {(h.due or 'a window opens') if h.timed else 'a rollout slot frees'} ({h.reason})"
             for h in roll.held
         ),
     )

@@ -36,12 +36,14 @@ from servicelink.model import (
     WorkloadKind,
     parse_spec,
 )
+from servicelink.pacing import Pacer
 from servicelink.plan import (
     CONSENT_RECHECK_SECONDS as CONSENT_RECHECK_SECONDS,  # the integration tests wait on it
 )
 from servicelink.plan import (
     Event,
     Release,
+    Roll,
     SecretWritten,
     ServiceLinkView,
     StatusWrite,
@@ -54,6 +56,7 @@ from servicelink.plan import (
     parse_servicelink,
     plan_change_events,
     plan_invalid_status,
+    plan_pacing,
     plan_recheck,
     plan_release,
     plan_release_finalizers,
@@ -61,6 +64,7 @@ from servicelink.plan import (
     plan_secret_release,
     plan_secret_write,
     plan_secret_write_failed,
+    plan_slot_takers,
     plan_stale_job_events,
     plan_stale_jobs,
     plan_status,
@@ -69,7 +73,7 @@ from servicelink.plan import (
     plan_write_failed,
     plan_write_over_seen,
 )
-from servicelink.rollout import Rollout, merge_rollouts
+from servicelink.rollout import Rollout, WorkloadKey, merge_rollouts
 from servicelink.settings import Settings
 from servicelink.status import describe_invalid_spec
 from servicelink.values import Values
@@ -119,12 +123,18 @@ class Reconciler:
     is_waiting: Callable[[tuple[str, str]], bool] = lambda key: False  # queued to reconcile soon
     # Reconcile a ServiceLink again soon: one whose rollout another's patch sent, so its status catches up.
     requeue: Callable[[tuple[str, str]], None] = lambda key: None
+    # With --max-rollouts-in-flight: how many rollouts hold a slot and how many workloads wait for one.
+    on_pacing: Callable[[int, int], None] = lambda in_flight, waiting: None
     _configmap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Each ConfigMap as our last apply (or read) returned it. A change then writes without
     # reading first, guarded by that resourceVersion: one round trip less (docs/explanation/performance.md).
     _configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _writing: set[tuple[str, str]] = field(default_factory=set)  # reconciling, ConfigMap not yet written
     _owed: dict[tuple[WorkloadKind, str, str], list[_Share]] = field(default_factory=dict)
+    _pacer: Pacer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._pacer = Pacer(self.settings.max_rollouts_in_flight, self.settings.rollout_timeout_seconds)
 
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         try:
@@ -175,11 +185,13 @@ class Reconciler:
         finally:
             self._writing.discard((namespace, name))
         await self._flush(namespace, by=(namespace, name))  # rollouts that waited for us, if we left before rolling
+        self._hand_on_slots(by=(namespace, name))
         return again
 
     async def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.world.servicelink(namespace, name)
         if body is None:
+            self._pacer.leave((namespace, name))
             for gone in [key for key in self._configmaps if not self.world.claims(*key)]:
                 del self._configmaps[gone]
             return None
@@ -209,6 +221,7 @@ class Reconciler:
                 ignored_kinds=frozenset(self.settings.ignore_kinds),
                 now=utc_now(),
             )
+            roll = self._pace(view, roll)
             if roll.done is not None:
                 rolled = roll.done
             else:
@@ -320,8 +333,49 @@ class Reconciler:
         return await self._flush(view.namespace, by=(view.namespace, view.name))
 
     def stand_down(self) -> None:
-        """Drop the rollouts held for other ServiceLinks: another replica leads now and rolls by comparing."""
+        """Drop the rollouts held for other ServiceLinks, and the line for rollout slots: another replica leads
+        now, rolls by comparing, and counts the slots from what its watches show."""
         self._owed.clear()
+        self._pacer.clear()
+
+    def _in_flight(self, now: str) -> dict[WorkloadKey, str]:
+        """The rollouts holding a slot now: those the watch shows, and those just patched that it does not yet."""
+        return self._pacer.in_flight(
+            self.world.rollouts_in_flight(), workload=lambda key: self.world.workload(*key), now=now
+        )
+
+    def _pace(self, view: ServiceLinkView, roll: Roll) -> Roll:
+        """Hold back the rollouts that must wait for a slot (``plan.plan_pacing``) and take one for each that goes.
+
+        No await in here: counting the slots and taking them is one step, whichever reconciles run at once.
+        """
+        cap, key = self.settings.max_rollouts_in_flight, (view.namespace, view.name)
+        if not cap:
+            return roll
+        if roll.done is not None:
+            self._pacer.leave(key)  # nothing to roll now (a write refused, endpoints awaited): back in line later
+            return roll
+        now = utc_now()
+        in_flight = self._in_flight(now)
+        self._pacer.line_up(key, plan_slot_takers(roll, world=self.world, in_flight=in_flight))
+        paced = plan_pacing(roll, world=self.world, in_flight=in_flight, waiting=self._pacer.waiting(), cap=cap)
+        for taker in plan_slot_takers(paced, world=self.world, in_flight=in_flight):
+            workload = self.world.workload(*taker)
+            self._pacer.take(taker, generation=workload.generation if workload is not None else 0, now=now)
+        self.on_pacing(len(self._in_flight(now)), len(self._pacer.waiting()))
+        return paced
+
+    def _hand_on_slots(self, *, by: tuple[str, str]) -> None:
+        """Reconcile the ServiceLinks first in line for the slots free now: a rollout completed, stalled, timed
+        out or went, and its ServiceLink's reconcile (this one) hands its slot on."""
+        cap = self.settings.max_rollouts_in_flight
+        if not cap:
+            return
+        in_flight = self._in_flight(utc_now())
+        self.on_pacing(len(in_flight), len(self._pacer.waiting()))
+        for servicelink in self._pacer.first_in_line(cap - len(in_flight)):
+            if servicelink != by:
+                self.requeue(servicelink)
 
     def _blocked(self, namespace: str, shares: list[_Share]) -> bool:
         """Whether a ServiceLink of one of the workload's ConfigMaps is about to write it: then it rolls."""
@@ -359,6 +413,8 @@ class Reconciler:
                 except ApiError as error:
                     outcomes[key] = f"cannot patch {key[0]} {key[1]}/{key[2]}: HTTP {error.status} {error.reason}"
             outcomes.setdefault(key, None)
+            if not found:
+                self._pacer.release(key)  # refused or gone: its slot was not used
             for other in sorted({(s.view.namespace, s.view.name) for s in shares} - {by}):
                 self.requeue(other)
             if found:  # one Event per change: a sibling on the same ConfigMap adds none

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import EllipsisType
 
-from servicelink.conditions import COOLING_DOWN, OUTSIDE_WINDOW, WAITING_FOR_ENDPOINTS
+from servicelink.conditions import COOLING_DOWN, OUTSIDE_WINDOW, WAITING_FOR_ENDPOINTS, WAITING_FOR_ROLLOUT_SLOT
 from servicelink.model import (
     LabelSelector,
     RolledOut,
@@ -450,12 +450,89 @@ def render_time(value: datetime.datetime) -> str:
 
 @dataclass(frozen=True)
 class Held:
-    """A rollout due, held back until ``due``: its workload cools down, or is outside its rollout windows."""
+    """A rollout due, held back until ``due``: its workload cools down, is outside its rollout windows, or waits
+    for a rollout slot (then ``due`` is when one frees at the latest, the first rollout in flight timing out)."""
 
     rollout: Rollout
-    due: str | None  # RFC 3339; None: no window of its ever opens
-    reason: str  # CoolingDown or OutsideWindow
-    why: str  # "300 s after its last rollout", "when its next rollout window opens"
+    due: str | None  # RFC 3339; None: no window of its ever opens (or no rollout in flight may time out)
+    reason: str  # CoolingDown, OutsideWindow or WaitingForRolloutSlot
+    why: str  # "300 s after its last rollout", "when its next rollout window opens", "at most 10 in flight"
+
+    @property
+    def timed(self) -> bool:
+        """Whether it rolls at ``due`` exactly: a cooldown or a window; a slot may free sooner."""
+        return self.reason != WAITING_FOR_ROLLOUT_SLOT
+
+
+WorkloadKey = tuple[WorkloadKind, str, str]  # (kind, namespace, name)
+
+
+def count_in_flight(in_flight: Mapping[WorkloadKey, str], *, timeout: float, now: str) -> dict[WorkloadKey, str]:
+    """Return the rollouts of ``in_flight`` (by workload, the time servicelink rolled it) that still hold a slot
+    at ``now``, each with when it times out: those rolled less than ``timeout`` seconds ago.
+
+    ``in_flight`` holds the workloads servicelink rolled whose rollout has neither completed nor stalled; a
+    time that cannot be read counts as rolled now, so it holds its slot rather than free it early.
+    """
+    at = parse_time(now)
+    held: dict[WorkloadKey, str] = {}
+    for key, since in in_flight.items():
+        start = parse_time(since) or at
+        if at is None or start is None:
+            continue
+        ends = start + datetime.timedelta(seconds=timeout)
+        if at < ends:
+            held[key] = render_time(ends)
+    return held
+
+
+def needs_slot(
+    rollout: Rollout,
+    *,
+    workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
+    in_flight: Mapping[WorkloadKey, str],
+) -> bool:
+    """Whether patching ``rollout``'s workload takes a rollout slot: it is not in flight already (its rollout is
+    replaced, not added), and its patch starts a rollout (a CronJob's does not)."""
+    workload = workloads.get((rollout.kind, rollout.name))
+    rolls = workload is None or workload.resource.rolls
+    return rolls and (rollout.kind, rollout.namespace, rollout.name) not in in_flight
+
+
+def plan_slots(
+    rollouts: Iterable[Rollout],
+    *,
+    workloads: Mapping[tuple[WorkloadKind, str], WorkloadView],
+    in_flight: Mapping[WorkloadKey, str],
+    waiting: Sequence[WorkloadKey],
+    cap: int,
+) -> tuple[list[Rollout], list[Held]]:
+    """Split the rollouts due into those that go now and those that wait for a rollout slot.
+
+    ``in_flight`` are the rollouts holding a slot, each with when it times
+    out (``count_in_flight``); ``waiting`` every workload, of any
+    ServiceLink, waiting for a slot, oldest first. With ``cap`` 0 there is no
+    cap. Otherwise a rollout that needs no slot (``needs_slot``) goes, and one
+    that does goes when its workload is among the first ``cap`` minus those
+    in flight of the waiting: slots go oldest waiting first, so no
+    ServiceLink starves, and a slot kept for an older waiter elsewhere is
+    not taken. A rollout held is due when the first in flight times out: a
+    slot frees then at the latest.
+    """
+    plans = list(rollouts)
+    if not cap:
+        return plans, []
+    first = [key for key in waiting if key not in in_flight][: max(cap - len(in_flight), 0)]
+    due = min(in_flight.values(), default=None)
+    go: list[Rollout] = []
+    held: list[Held] = []
+    for rollout in plans:
+        key = (rollout.kind, rollout.namespace, rollout.name)
+        if not needs_slot(rollout, workloads=workloads, in_flight=in_flight) or key in first:
+            go.append(rollout)
+        else:
+            held.append(Held(rollout, due, WAITING_FOR_ROLLOUT_SLOT, f"at most {cap} in flight"))
+    return go, held
 
 
 def plan_timing(

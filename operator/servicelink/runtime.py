@@ -406,6 +406,7 @@ async def start_runtime(config: Settings) -> Runtime:
         executor=executor,
         on_values_changed=metrics.record_values_changed,
         on_rollout=metrics.record_rollout,
+        on_pacing=metrics.record_pacing,
     )
     queue = WorkQueue(
         reconcile=metrics.timed(reconciler.reconcile),

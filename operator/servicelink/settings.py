@@ -62,6 +62,12 @@ class Settings:
     # the receiver's URL: a URL with a token in it is a credential, so it is neither a flag nor a chart value.
     alert_secret: str = ""
     alert_format: AlertFormat = "webhook"
+    # 0: no cap. Else at most this many rollouts servicelink started are in flight at once, cluster-wide; the
+    # rest wait their turn (WaitingForRolloutSlot), so a Service read by 500 workloads does not restart them all.
+    max_rollouts_in_flight: int = 0
+    # A rollout in flight this long frees its slot even if it neither completed nor stalled: a StatefulSet or
+    # DaemonSet has no progress deadline. 600 s is a Deployment's default progressDeadlineSeconds.
+    rollout_timeout_seconds: float = 600.0
 
     def serves(self, namespace: str) -> bool:
         """Whether the operator reads and reconciles what ``namespace`` holds: it is in ``namespaces`` (when
@@ -331,6 +337,20 @@ OPTIONS: tuple[Option, ...] = (
         "--alert-format",
         _choice("webhook", "slack"),
         "the body alerts are POSTed in: webhook (servicelink's JSON) or slack (a Slack incoming webhook)",
+    ),
+    Option(
+        "max_rollouts_in_flight",
+        "--max-rollouts-in-flight",
+        _integer(0, 100000, "a whole number (0: no cap)"),
+        "at most this many rollouts servicelink started run at once, cluster-wide; a due rollout waits for a slot"
+        " (RolledOut False, WaitingForRolloutSlot) and goes when one completes, stalls or times out",
+        default_text="0: no cap",
+    ),
+    Option(
+        "rollout_timeout_seconds",
+        "--rollout-timeout-seconds",
+        _seconds(1, 86400),
+        "with --max-rollouts-in-flight: a rollout neither complete nor stalled after this long frees its slot",
     ),
 )
 

@@ -76,7 +76,8 @@ def judge_rollout(
     changed link's Service has a ready endpoint (``WaitingForEndpoints``), a
     consumer rolled less than its cooldown ago (``CoolingDown``), one outside
     its rollout windows (``OutsideWindow``; ``held`` names each, with when it
-    is due, the reason and why then), new pods not yet available
+    is due, the reason and why then), one waiting for a rollout slot under
+    ``--max-rollouts-in-flight`` (``WaitingForRolloutSlot``), new pods not yet available
     (``RolloutInProgress``). All are False: the pods do
     not carry the current values yet, so neither is the ServiceLink Ready.
     A workload opted out or of an ignored kind fails nothing: its owner or
@@ -99,10 +100,15 @@ def judge_rollout(
             truncate(f"consumers of {where} roll once these Services have a ready endpoint: {services}"),
         )
     if held:
-        reason = c.COOLING_DOWN if any(h[2] == c.COOLING_DOWN for h in held) else c.OUTSIDE_WINDOW
+        reasons = {h[2] for h in held}
+        reason = next(r for r in (c.COOLING_DOWN, c.OUTSIDE_WINDOW, c.WAITING_FOR_ROLLOUT_SLOT) if r in reasons)
         named = "; ".join(
-            f"{what} rolls at {due} ({why})" if due else f"{what} waits: no rollout window of its ever opens"
-            for what, due, _, why in held
+            f"{what} waits for a rollout slot ({why})"
+            if held_for == c.WAITING_FOR_ROLLOUT_SLOT
+            else f"{what} rolls at {due} ({why})"
+            if due
+            else f"{what} waits: no rollout window of its ever opens"
+            for what, due, held_for, why in held
         )
         return Verdict(False, reason, truncate(f"held back: {named}"))
     rolling = [p.message for p in progress if p.state == "Progressing"]

@@ -62,6 +62,7 @@ EVERYTHING: dict[str, Any] = {
     "argoRollouts": {"enabled": True},
     "secrets": {"enabled": True},
     "ignoreKinds": ["CronJob", "CloneSet.apps.kruise.io"],
+    "rolloutPacing": {"maxInFlight": 10, "timeoutSeconds": 900},
     "workloadMappings": [CLONESET],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -206,6 +207,10 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     assert values["argoRollouts"] == {"enabled": defaults.argo_rollouts}
     assert values["secrets"] == {"enabled": defaults.secrets}
     assert values["ignoreKinds"] == list(defaults.ignore_kinds)
+    assert values["rolloutPacing"] == {
+        "maxInFlight": defaults.max_rollouts_in_flight,
+        "timeoutSeconds": defaults.rollout_timeout_seconds,
+    }
     assert values["workloadMappings"] == []
     assert values["rbac"] == {"namespaced": not defaults.workload_mappings}
     assert values["alerts"] == {"secretName": defaults.alert_secret, "format": defaults.alert_format}
@@ -237,6 +242,8 @@ def test_every_value_reaches_the_rendering(helm: str, tmp_path: Path) -> None:
         "SERVICELINK_ARGO_ROLLOUTS": "true",
         "SERVICELINK_SECRETS": "true",
         "SERVICELINK_IGNORE_KINDS": "CronJob,CloneSet.apps.kruise.io",
+        "SERVICELINK_MAX_ROLLOUTS_IN_FLIGHT": "10",
+        "SERVICELINK_ROLLOUT_TIMEOUT_SECONDS": "900",
         "SERVICELINK_CLUSTER_DOMAIN": "corp.local",
         "SERVICELINK_ALERT_SECRET": "alert-hook",
         "SERVICELINK_ALERT_FORMAT": "slack",

@@ -34,6 +34,8 @@ EVERY_VARIABLE = {
     "SERVICELINK_WORKLOAD_MAPPINGS": "off",
     "SERVICELINK_ALERT_SECRET": "alert-hook",
     "SERVICELINK_ALERT_FORMAT": "slack",
+    "SERVICELINK_MAX_ROLLOUTS_IN_FLIGHT": "10",
+    "SERVICELINK_ROLLOUT_TIMEOUT_SECONDS": "900",
 }
 EVERY_SETTING = Settings(
     namespaces=("gallery", "shop", "billing"),
@@ -55,6 +57,8 @@ EVERY_SETTING = Settings(
     workload_mappings=False,
     alert_secret="alert-hook",
     alert_format="slack",
+    max_rollouts_in_flight=10,
+    rollout_timeout_seconds=900.0,
 )
 # For each setting, values it refuses and what the message says is allowed.
 REFUSED = {
@@ -77,6 +81,8 @@ REFUSED = {
     "workload_mappings": (["mapped", "2"], "one of 1, true"),
     "alert_secret": (["Alert_Hook", "a..b", "x" * 254], "a Secret name"),
     "alert_format": (["teams", "Slack"], "one of webhook, slack"),
+    "max_rollouts_in_flight": (["-1", "2.5", "many", "100001"], "from 0 to 100000"),
+    "rollout_timeout_seconds": (["0", "86401", "nan"], "from 1 to 86400"),
 }
 CASES = [(field, raw, allowed) for field, (values, allowed) in REFUSED.items() for raw in values]
 ENV_CASES = [case for case in CASES if case[1] != ""]  # an empty variable means unset
@@ -137,6 +143,7 @@ def test_every_flag_is_read_and_wins_over_its_variable() -> None:
         *("--ignore-kinds", "CronJob,DaemonSet,CloneSet.apps.kruise.io"),
         "--no-workload-mappings",
         *("--alert-secret", "alert-hook", "--alert-format", "slack"),
+        *("--max-rollouts-in-flight", "10", "--rollout-timeout-seconds", "900"),
     ]
     flags = cli._flags(cli.build_parser().parse_args(argv))
     environ = {env: "junk" for _, env in map(option, REFUSED)}
