@@ -553,10 +553,11 @@ class Kube:
         value: str,
         resource_version: str,
         stamp: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
-        ``stamp``: annotations set on the workload's own metadata in the same patch (when it was rolled).
+        ``stamp`` and ``labels``: annotations and labels set on the workload's own metadata in the same patch.
 
         A CronJob's pod template is its jobTemplate's: its next Jobs run it. An Argo
         Rollout's is its inline ``spec.template``: a new template is what makes Argo
@@ -569,6 +570,8 @@ class Kube:
         metadata = patch.setdefault("metadata", {})
         if stamp:
             metadata["annotations"] = {**metadata.get("annotations", {}), **stamp}
+        if labels:
+            metadata["labels"] = dict(labels)
         if resource_version:
             metadata["resourceVersion"] = resource_version
         if not metadata:

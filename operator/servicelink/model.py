@@ -53,6 +53,9 @@ ROLLOUT_NEVER = "never"
 COOLDOWN_ANNOTATION = f"{GROUP}/cooldown-seconds"
 # When servicelink last rolled a workload (RFC 3339, on its own metadata): what a cooldown counts from.
 ROLLED_AT_ANNOTATION = f"{GROUP}/rolled-at"
+# A label on a rolled workload's own metadata: the digest of the pod template as servicelink's last patch left it.
+# A label, because `kubectl rollout undo` of a Deployment restores its annotations with its old template.
+ROLLED_TEMPLATE_LABEL = f"{GROUP}/rolled-template"
 MAX_COOLDOWN_SECONDS = 7 * 24 * 3600
 # A workload owner's rollout windows, over the ServiceLinks' spec.rolloutWindows: "always", or windows.
 ROLLOUT_WINDOWS_ANNOTATION = f"{GROUP}/rollout-windows"
@@ -275,6 +278,18 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         "a time such as `2026-12-07T10:00:00Z`",
         "when servicelink last rolled it, set in the same patch as the config hash: a cooldown counts from it, so"
         " it holds across operator restarts",
+    ),
+    Annotation(
+        ROLLED_TEMPLATE_LABEL,
+        "the operator",
+        f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata; a label,"
+        " which `kubectl rollout undo` leaves as it is)",
+        "8 hex digits",
+        "the digest of its pod template as servicelink's last rollout left it, set in the same patch. A pod"
+        " template that no longer matches it was changed since by its owner (`kubectl rollout undo`, an edit),"
+        " which restarted its pods on the values of that moment: it is rolled again only when a value it reads"
+        " changes. One that matches and carries an old config hash (rolled while it was opted out, or its kind"
+        " not followed) is rolled onto the current values",
     ),
     Annotation(
         CONFIG_HASH_ANNOTATION,

@@ -32,6 +32,7 @@ from servicelink.kube import (
 from servicelink.model import (
     CONFIG_HASH_ANNOTATION,
     ROLLED_AT_ANNOTATION,
+    ROLLED_TEMPLATE_LABEL,
     ServiceLinkSpec,
     WorkloadKind,
     parse_spec,
@@ -77,7 +78,7 @@ from servicelink.rollout import Rollout, WorkloadKey, merge_rollouts
 from servicelink.settings import Settings
 from servicelink.status import describe_invalid_spec
 from servicelink.values import Values
-from servicelink.views import WorkloadView
+from servicelink.views import WorkloadView, template_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -439,6 +440,7 @@ class Reconciler:
                 value=value,
                 resource_version=workload.resource_version,
                 stamp={ROLLED_AT_ANNOTATION: utc_now()},
+                labels={ROLLED_TEMPLATE_LABEL: template_record(workload.template_digest, value)},
             )
         except Conflict as error:
             raise TransientError(f"{workload.kind} {workload.namespace}/{workload.name} changed meanwhile") from error

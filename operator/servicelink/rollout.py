@@ -192,13 +192,15 @@ def plan_rollouts(
     ``managed_configmaps`` are the namespace's ConfigMaps that servicelink
     writes: a workload reading several carries one entry per ConfigMap, and
     each ServiceLink compares and sets only its own, so two ServiceLinks never
-    undo each other. A consumer is due when a key it reads changed between
-    ``baseline`` (the values its pods were last rolled to, by the status) and
-    ``desired``, and its entry is not already the hash of what it reads. So a
-    consumer created after the fact is not rolled, nor one whose pod template
-    its owner changed since (``kubectl rollout undo`` to an older entry, or
-    reading one more key): that change started pods that read the values of
-    the moment, and rolling them again would restart them for nothing.
+    undo each other. A consumer that carries an entry for ``configmap`` is due
+    when it differs. One without (never rolled for it) is due only when a key
+    it reads changed between ``baseline`` (the values its pods were last rolled
+    to) and ``desired``; so a consumer created after the fact is not rolled.
+    So is one whose owner changed its pod template since servicelink last
+    rolled it (``WorkloadView.changed_since_rolled``: ``kubectl rollout undo``
+    to an older entry, or reading one more key): that change started pods
+    that read the values of the moment, and rolling them again would restart
+    them for nothing.
     """
     changed = {k for k in desired.keys() | baseline.keys() if desired.get(k) != baseline.get(k)}
     plans: list[Rollout] = []
@@ -206,7 +208,11 @@ def plan_rollouts(
         target = render_hash(consumed(managed, reads))
         sources = sources_of(workload, configmap=configmap, managed_configmaps=managed_configmaps)
         touched = tuple(sorted(k for k in changed if reads is None or k in reads))
-        due = bool(touched) and carried_hash(workload.config_hash, configmap=configmap, sources=sources) != target
+        carried = carried_hash(workload.config_hash, configmap=configmap, sources=sources)
+        if carried is None or workload.changed_since_rolled:
+            due = bool(touched) and carried != target  # its pods started on the values of then
+        else:
+            due = carried != target
         if due:
             plans.append(
                 Rollout(

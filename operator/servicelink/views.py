@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +20,7 @@ from servicelink.model import (
     REPORTED_RESOURCES,
     ROLLABLE_BY_ANNOTATION,
     ROLLED_AT_ANNOTATION,
+    ROLLED_TEMPLATE_LABEL,
     ROLLOUT_ANNOTATION,
     ROLLOUT_NEVER,
     ROLLOUT_WINDOWS_ANNOTATION,
@@ -368,6 +371,10 @@ class WorkloadView:
     # Whether it has a pod template where its kind holds one: a mapping whose spec.template misses says so.
     has_template: bool = True
     rolled_at: str | None = None  # when servicelink last rolled it (ROLLED_AT_ANNOTATION), RFC 3339
+    # The digest of its pod template but the config hash (``template_digest``), and the record servicelink's last
+    # patch left (ROLLED_TEMPLATE_LABEL): see ``template_record``.
+    template_digest: str = ""
+    rolled_template: str | None = None
     cooldown: int | None = None  # its owner's cooldown in seconds (COOLDOWN_ANNOTATION), over the ServiceLinks'
     windows: str | None = None  # its owner's rollout windows as written (ROLLOUT_WINDOWS_ANNOTATION)
 
@@ -375,6 +382,14 @@ class WorkloadView:
     def kind(self) -> WorkloadKind:
         """Its kind, as spec.workloads.names and status name it."""
         return self.resource.kind
+
+    @property
+    def changed_since_rolled(self) -> bool:
+        """Whether its owner changed its pod template since servicelink's last rollout (``kubectl rollout undo``,
+        an edit); False when servicelink never left its record (ROLLED_TEMPLATE_LABEL)."""
+        return self.rolled_template is not None and self.rolled_template != template_record(
+            self.template_digest, self.config_hash
+        )
 
     @classmethod
     def from_body(cls, resource: WorkloadResource, body: Mapping[str, Any]) -> WorkloadView:
@@ -399,9 +414,26 @@ class WorkloadView:
             workload_generation=str((body.get("status") or {}).get("workloadObservedGeneration") or ""),
             has_template=bool(template),
             rolled_at=(metadata.get("annotations") or {}).get(ROLLED_AT_ANNOTATION),
+            template_digest=template_digest(template),
+            rolled_template=(metadata.get("labels") or {}).get(ROLLED_TEMPLATE_LABEL),
             cooldown=read_cooldown(metadata),
             windows=(metadata.get("annotations") or {}).get(ROLLOUT_WINDOWS_ANNOTATION),
         )
+
+
+def template_digest(template: Mapping[str, Any]) -> str:
+    """The digest of a pod template, its config-hash annotation left out: what its owner, not servicelink, wrote."""
+    metadata = dict(template.get("metadata") or {})
+    metadata["annotations"] = {
+        k: v for k, v in (metadata.get("annotations") or {}).items() if k != CONFIG_HASH_ANNOTATION
+    }
+    text = json.dumps({**template, "metadata": metadata}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def template_record(digest: str, config_hash: str | None) -> str:
+    """The ROLLED_TEMPLATE_LABEL of a pod template of ``digest`` (``template_digest``) carrying ``config_hash``."""
+    return hashlib.sha256(f"{digest}\n{config_hash or ''}".encode()).hexdigest()[:8]
 
 
 def read_cooldown(metadata: Mapping[str, Any]) -> int | None:

@@ -306,6 +306,8 @@ def test_kubectl_rollout_undo_is_kept_until_a_value_the_workload_reads_changes(
         cluster.apply(service("auth-service", namespace, port))
         wait_hashes(cluster, namespace, {"gateway-service": config_hash})
         wait_replicaset(cluster, namespace, "gateway-service", config_hash)
+    labels = cluster.get("deployment", "gateway-service", "-n", namespace)["metadata"]["labels"]
+    assert len(labels["servicelink.dev/rolled-template"]) == 8  # the record that tells an undo from a rollout
     undo = ("rollout", "undo", "deployment/gateway-service", "-n", namespace)
     # Back to the template of the second hash; the pods it starts read the ConfigMap as it is now.
     cluster.kubectl(*undo)

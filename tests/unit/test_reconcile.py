@@ -101,6 +101,7 @@ class FakeKube:
         value: str,
         resource_version: str,
         stamp: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> bool:
         self._call("set_workload_config_hash")
         workload = self.cache.workload("Deployment", namespace, name)

@@ -42,6 +42,7 @@ from servicelink.views import (
     read_progress,
     read_secrets,
     read_workload_ref,
+    template_record,
 )
 
 CM = "gateway-service-config"
@@ -659,24 +660,61 @@ def test_shares_of_two_servicelinks_go_out_in_one_value() -> None:
     assert merge_rollouts(w.config_hash, [a, b]) == f"{OTHER}=44444444,{CM}=33333333"
 
 
+def rolled(w: WorkloadView, config_hash: str) -> WorkloadView:
+    """``w`` as servicelink's patch to ``config_hash`` leaves it: the hash on its template, the record on itself."""
+    return dataclasses.replace(
+        w, config_hash=config_hash, rolled_template=template_record(w.template_digest, config_hash)
+    )
+
+
 def test_an_undo_to_an_older_hash_is_kept_until_a_value_it_reads_changes() -> None:
     old, new, newer = ({"AUTH_URL": f"http://auth:{port}"} for port in (3001, 4001, 5001))
+    w = rolled(view("edge", {"containers": [container(envFrom=[env_from()])]}), render_hash(new))
+    assert not w.changed_since_rolled
     # kubectl rollout undo brought back the template servicelink rolled away from: its new pods read `new` already.
-    back = view("edge", {"containers": [container(envFrom=[env_from()])]}, config_hash=render_hash(old))
+    back = dataclasses.replace(w, config_hash=render_hash(old))
+    assert back.changed_since_rolled
     assert plan([(back, None)], managed=new, baseline=new, desired=new) == []
     # The next change of a value it reads rolls it, once, onto the current values.
     (rollout,) = plan([(back, None)], managed=newer, baseline=new, desired=newer)
     assert rollout.hash == render_hash(newer)
-    # Pods behind a value written since they were last rolled (the status still says `old`): rolled.
-    assert [r.hash for r in plan([(back, None)], managed=new, baseline=old, desired=new)] == [render_hash(new)]
+
+
+def test_a_template_as_servicelink_left_it_with_an_old_hash_is_rolled_onto_the_current_values() -> None:
+    # Rolled to `old`, then opted out (or its kind not followed) while the value became `new`; now rolled again.
+    old, new = {"AUTH_URL": "http://auth:3001"}, {"AUTH_URL": "http://auth:4001"}
+    w = rolled(view("edge", {"containers": [container(envFrom=[env_from()])]}), render_hash(old))
+    assert [r.hash for r in plan([(w, None)], managed=new, baseline=new, desired=new)] == [render_hash(new)]
+    # Rolled by a release that left no record: its entry is compared, as before.
+    unrecorded = dataclasses.replace(w, rolled_template=None)
+    assert [r.hash for r in plan([(unrecorded, None)], managed=new, baseline=new, desired=new)] == [render_hash(new)]
 
 
 def test_a_consumer_whose_owner_made_it_read_another_key_is_not_rolled_again() -> None:
     values = {"AUTH_URL": "http://auth:3001", "APP_URL": "http://app:3002"}
-    # It read AUTH_URL alone when servicelink last rolled it; its owner's edit (a rollout of its own) added APP_URL.
-    w = view("edge", {"containers": [container(env=[key_ref("AUTH_URL"), key_ref("APP_URL")])]})
-    w = dataclasses.replace(w, config_hash=render_hash({"AUTH_URL": values["AUTH_URL"]}))
-    assert plan([(w, frozenset({"AUTH_URL", "APP_URL"}))], managed=values, baseline=values, desired=values) == []
+    before = rolled(
+        view("edge", {"containers": [container(env=[key_ref("AUTH_URL")])]}),
+        render_hash({"AUTH_URL": values["AUTH_URL"]}),
+    )
+    # Its owner's edit (a rollout of its own) added APP_URL; the record on its metadata stayed.
+    edited = dataclasses.replace(
+        view("edge", {"containers": [container(env=[key_ref("AUTH_URL"), key_ref("APP_URL")])]}),
+        config_hash=before.config_hash,
+        rolled_template=before.rolled_template,
+    )
+    assert edited.changed_since_rolled
+    assert plan([(edited, frozenset({"AUTH_URL", "APP_URL"}))], managed=values, baseline=values, desired=values) == []
+
+
+def test_the_template_digest_leaves_the_config_hash_out_and_the_view_reads_the_record_label() -> None:
+    body = workload_body("edge", {"containers": [container(envFrom=[env_from()])]}, config_hash="22222222")
+    body["metadata"]["labels"] = {"servicelink.dev/rolled-template": "33333333"}
+    w = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], body)
+    assert w.rolled_template == "33333333"
+    other_hash = view("edge", {"containers": [container(envFrom=[env_from()])]}, config_hash="44444444")
+    assert w.template_digest == other_hash.template_digest
+    other_spec = view("edge", {"containers": [container(envFrom=[env_from("x")])]}, config_hash="22222222")
+    assert w.template_digest != other_spec.template_digest
 
 
 # --- rollout progress -------------------------------------------------------------------------------
