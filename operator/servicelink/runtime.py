@@ -95,6 +95,8 @@ class Runtime:
     mappings: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # How long a mapping not followed yet waited last before its check again (``_recheck_in``), by name.
     recheck_delays: dict[str, float] = field(default_factory=dict)
+    # The generation of each mapping's spec when its last check began, by name (``check_mapping``).
+    checked_generations: dict[str, int] = field(default_factory=dict)
     # Mappings are reconciled by a queue of their own, one at a time, on every replica (each follows the kinds
     # mapped): a failed check is retried with backoff, and one not followed yet is checked again later.
     mapping_queue: WorkQueue = field(init=False)
@@ -116,16 +118,32 @@ class Runtime:
         )
 
     def mapping_changed(self, body: Mapping[str, Any]) -> None:
-        """A WorkloadMapping was created or changed: check it now (a changed one waits its shortest again)."""
+        """A WorkloadMapping was created or changed, or kopf saw it again: keep it and check it (``check_mapping``)."""
         name = str((body.get("metadata") or {}).get("name", ""))
         self.mappings[name] = body
-        self.recheck_delays.pop(name, None)
-        self.mapping_queue.add((MAPPING, name))
+        self.check_mapping(name)
+
+    def check_mapping(self, name: str) -> None:
+        """Queue a check of the mapping ``name``: at once if its spec is new since its last check (a new generation:
+        it waits its shortest again), else unless a check is queued already.
+
+        A mapping not followed yet keeps its pending recheck (``_recheck_in``): a resync, or the watch event of a
+        status just written, must not cut its backoff short, or each resync would read discovery once for every
+        such mapping at the same moment. A CRD installed meanwhile is found by that recheck.
+        """
+        key = (MAPPING, name)
+        metadata = (self.mappings.get(name) or {}).get("metadata") or {}
+        if self.checked_generations.get(name) != int(metadata.get("generation") or 0):
+            self.recheck_delays.pop(name, None)
+            self.mapping_queue.add(key)
+        elif not self.mapping_queue.is_queued(key):
+            self.mapping_queue.add(key)
 
     def mapping_deleted(self, name: str) -> None:
         """A WorkloadMapping was deleted: stop following its kind (its queued check finds it gone)."""
         self.mappings.pop(name, None)
         self.recheck_delays.pop(name, None)
+        self.checked_generations.pop(name, None)
         self._set_mapped(name, None)
 
     async def _reconcile_mapping_key(self, key: tuple[str, str]) -> float | None:
@@ -149,6 +167,8 @@ class Runtime:
         """
         metadata = body.get("metadata") or {}
         name, generation = str(metadata.get("name", "")), int(metadata.get("generation") or 0)
+        # At the start: a check that fails is retried by the queue's backoff, which a resync leaves alone too.
+        self.checked_generations[name] = generation
         spec = body.get("spec") or {}
         parsed = parse_or_refuse(name, spec, generation=generation)
         followed: WorkloadResource | None = None
@@ -435,6 +455,8 @@ async def start_runtime(config: Settings) -> Runtime:
     await asyncio.gather(*(informer.settled.wait() for informer in informers))
     runtime.mapping_queue.start()
     queue.start(active=not config.leader_elect)
+    if not config.leader_elect:  # leading from now on: each mapping checked again at once, to write its status
+        runtime.mapping_queue.add_all((MAPPING, name) for name in runtime.mappings)
     queue.add_all(cache.servicelink_keys())
     runtime.resync = asyncio.create_task(_resync(runtime), name="servicelink-resync")
     if config.leader_elect:
@@ -489,7 +511,8 @@ async def _resync(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
         try:
-            runtime.mapping_queue.add_all((MAPPING, name) for name in await runtime.relist())
+            for name in await runtime.relist():
+                runtime.check_mapping(name)  # a recheck pending keeps its time
         except Exception as error:  # the API server may be away; the watches keep the cache meanwhile
             log.warning("resync could not list the cluster: %s", error)
         await runtime.queue.add_gradually(runtime.cache.servicelink_keys())
@@ -530,7 +553,8 @@ async def _elect(runtime: Runtime, identity: str) -> None:
             now_leading = False
         if now_leading and not leading:
             log.info("leading as %s (Lease %s/%s)", identity, namespace, LEASE_NAME)
-            runtime.mapping_queue.add_all((MAPPING, name) for name in await runtime.relist())  # their statuses
+            # Each checked at once, once per takeover: the statuses no one wrote while no replica led.
+            runtime.mapping_queue.add_all((MAPPING, name) for name in await runtime.relist())
             runtime.queue.active.set()
             runtime.queue.add_all(runtime.cache.servicelink_keys())
         elif leading and not now_leading:

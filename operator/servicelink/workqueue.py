@@ -113,6 +113,10 @@ class WorkQueue:
                 await self._finished.wait()
             self.add(key, delay=0.0)
 
+    def is_queued(self, key: ObjectKey) -> bool:
+        """Whether ``key`` is waiting (within its window, a retry backoff or a requeue delay) or being reconciled."""
+        return key in self._pending or key in self._running
+
     def is_waiting(self, key: ObjectKey) -> bool:
         """Whether ``key`` is queued to run within its window (not waiting out a retry backoff)."""
         return key in self._pending and key not in self._failures

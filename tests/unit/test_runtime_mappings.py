@@ -4,6 +4,8 @@ none is read when they are off."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,7 +14,7 @@ from runtimes import bare_runtime
 
 from servicelink.conditions import BUILT_IN_KIND
 from servicelink.kube import ApiError
-from servicelink.runtime import MAPPING_RECHECK_FIRST, MAPPING_RECHECK_MAX, recheck_delay
+from servicelink.runtime import MAPPING_RECHECK_FIRST, MAPPING_RECHECK_MAX, _resync, recheck_delay
 from servicelink.settings import Settings
 from servicelink.workqueue import WorkQueue
 
@@ -80,3 +82,69 @@ def test_a_mapping_status_the_api_server_refused_is_written_by_the_retry() -> No
     assert [c["reason"] for s in kube.written for c in s["conditions"]] == [BUILT_IN_KIND]
     assert kube.events == ["refused", BUILT_IN_KIND]
     assert runtime.mappings["deployments.apps"]["status"] == kube.written[0]
+
+
+class NotServed:
+    """A cluster that serves no widgets: it counts the discovery reads of the mapping's checks."""
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self.mapping = mapping
+        self.reads = 0
+
+    def list_mappings(self) -> list[dict[str, Any]]:
+        return [self.mapping]
+
+    def list_objects(self, *, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        return []
+
+    def served_kind(self, *, group: str, version: str, plural: str) -> str | None:
+        self.reads += 1
+        return None
+
+    def patch_mapping_status(self, *, name: str, status: dict[str, Any]) -> None:
+        self.mapping = {**self.mapping, "status": status}
+
+    def record_event(self, *, involved: dict[str, str], reason: str, message: str, warning: bool) -> None:
+        pass
+
+
+def widgets(generation: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "widgets.example.com", "generation": generation},
+        "spec": {"kind": "Widget", "version": "v1", "template": ".spec.template"},
+    }
+
+
+def test_resyncs_leave_a_mapping_not_followed_to_its_backoff_and_a_new_generation_is_checked_at_once() -> None:
+    """Five resyncs, and the watch event of the status just written, within the 2 s before its first recheck read
+    discovery no more: the mapping is checked once. A new generation of its spec is checked at once."""
+    kube = NotServed(widgets(1))
+    queue = WorkQueue(reconcile=lambda key: asyncio.sleep(0, None), window=0.0, workers=1, is_transient=bool)
+    queue.active.set()
+    with ThreadPoolExecutor(4) as executor:
+        runtime = bare_runtime(Settings(resync_seconds=0.2), kube=kube, executor=executor, queue=queue)
+
+        async def resync_five_times() -> None:
+            runtime.mapping_queue.start()
+            runtime.mapping_changed(kube.mapping)
+            await wait_for(lambda: kube.reads == 1 and "status" in kube.mapping)
+            runtime.mapping_changed(kube.mapping)  # kopf's event of the status written
+            resync = asyncio.create_task(_resync(runtime))
+            await asyncio.sleep(1.1)  # five resyncs; the first recheck is due 2 s after the first check
+            resync.cancel()
+            assert kube.reads == 1
+            assert runtime.recheck_delays == {"widgets.example.com": MAPPING_RECHECK_FIRST}
+            kube.mapping = widgets(2)
+            runtime.mapping_changed(kube.mapping)
+            await wait_for(lambda: kube.reads == 2)
+            await runtime.mapping_queue.stop()
+
+        asyncio.run(asyncio.wait_for(resync_five_times(), 5.0))
+    assert runtime.recheck_delays == {"widgets.example.com": MAPPING_RECHECK_FIRST}  # a new spec waits its shortest
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 1.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
