@@ -554,10 +554,13 @@ class Kube:
         resource_version: str,
         stamp: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        restart_at: str | None = None,
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
         ``stamp`` and ``labels``: annotations and labels set on the workload's own metadata in the same patch.
+        ``restart_at``: an Argo Rollout restarted in place: the annotation goes on its own metadata, and
+        ``spec.restartAt`` makes its controller restart its pods, with no new revision.
 
         A CronJob's pod template is its jobTemplate's: its next Jobs run it. An Argo
         Rollout's is its inline ``spec.template``: a new template is what makes Argo
@@ -565,8 +568,11 @@ class Kube:
         Returns False when the workload no longer exists (404); a 409 raises ``Conflict``.
         """
         patch: dict[str, Any] = {"metadata": {"annotations": {annotation: value}}}
-        for key in reversed(resource.template):
-            patch = {key: patch}
+        if restart_at is not None:
+            patch["spec"] = {"restartAt": restart_at}
+        else:
+            for key in reversed(resource.template):
+                patch = {key: patch}
         metadata = patch.setdefault("metadata", {})
         if stamp:
             metadata["annotations"] = {**metadata.get("annotations", {}), **stamp}

@@ -430,6 +430,7 @@ class Reconciler:
         Guarded by the resourceVersion last seen, so an entry another ServiceLink
         set meanwhile is never overwritten: a lost race is retried.
         """
+        now = utc_now()
         try:
             found = await self._call(
                 self.kube.set_workload_config_hash,
@@ -439,8 +440,9 @@ class Reconciler:
                 annotation=CONFIG_HASH_ANNOTATION,
                 value=value,
                 resource_version=workload.resource_version,
-                stamp={ROLLED_AT_ANNOTATION: utc_now()},
+                stamp={ROLLED_AT_ANNOTATION: now},
                 labels={ROLLED_TEMPLATE_LABEL: template_record(workload.template_digest, value)},
+                restart_at=now if workload.restart else None,
             )
         except Conflict as error:
             raise TransientError(f"{workload.kind} {workload.namespace}/{workload.name} changed meanwhile") from error

@@ -23,6 +23,7 @@ from servicelink.model import (
     ROLLED_TEMPLATE_LABEL,
     ROLLOUT_ANNOTATION,
     ROLLOUT_NEVER,
+    ROLLOUT_RESTART,
     ROLLOUT_WINDOWS_ANNOTATION,
     WORKLOAD_RESOURCES,
     WorkloadKind,
@@ -270,7 +271,7 @@ def read_progress(resource: WorkloadResource, body: Mapping[str, Any]) -> Progre
     what = f"{kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
     waiting = rolling(kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
     if kind == "Rollout":
-        return read_argo_progress(what, waiting=waiting, metadata=metadata, status=status)
+        return read_argo_progress(what, waiting=waiting, metadata=metadata, spec=spec, status=status)
     if kind not in WORKLOAD_RESOURCES:
         return read_mapped_progress(what, waiting=waiting, metadata=metadata, spec=spec, status=status)
     if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
@@ -325,7 +326,7 @@ def read_mapped_progress(
 
 
 def read_argo_progress(
-    what: str, *, waiting: Progress, metadata: Mapping[str, Any], status: Mapping[str, Any]
+    what: str, *, waiting: Progress, metadata: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
 ) -> Progress:
     """Return an Argo Rollout's progress from the phase its controller reports, once it saw the generation.
 
@@ -334,10 +335,15 @@ def read_argo_progress(
     deadline passed) is ``Stalled`` with its ``status.message``; ``Paused`` (a
     pause step, or one waiting for a promotion) and ``Progressing`` are
     ``Progressing``. Until ``status.observedGeneration`` (a string there) equals
-    the generation, the phase is the old revision's: ``Progressing``.
+    the generation, the phase is the old revision's: ``Progressing``. A restart
+    asked for (``spec.restartAt``) is ``Progressing`` until the controller says
+    it restarted every pod (``status.restartedAt`` at that time).
     """
     if str(status.get("observedGeneration") or "") != str(metadata.get("generation") or ""):
         return waiting
+    asked, restarted = str(spec.get("restartAt") or ""), str(status.get("restartedAt") or "")
+    if asked and restarted < asked:
+        return Progress("Progressing", f"{what}: restarting its pods")
     phase = status.get("phase")
     if phase == "Healthy":
         return Progress("Complete")
@@ -375,6 +381,9 @@ class WorkloadView:
     # patch left (ROLLED_TEMPLATE_LABEL): see ``template_record``.
     template_digest: str = ""
     rolled_template: str | None = None
+    # An Argo Rollout whose owner asks for restarts (ROLLOUT_ANNOTATION: restart): spec.restartAt is set, not the
+    # template, and ``config_hash`` is the one on its own metadata.
+    restart: bool = False
     cooldown: int | None = None  # its owner's cooldown in seconds (COOLDOWN_ANNOTATION), over the ServiceLinks'
     windows: str | None = None  # its owner's rollout windows as written (ROLLOUT_WINDOWS_ANNOTATION)
 
@@ -396,7 +405,9 @@ class WorkloadView:
         """Build a view from a workload of the kind ``resource`` as the API returns it."""
         metadata = body.get("metadata") or {}
         template = resource.pod_template(body)
-        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        restart = read_restart(resource, body)
+        # Restarted in place, its pods' hash is on its own metadata: its template stays the owner's.
+        annotations = (metadata if restart else template.get("metadata") or {}).get("annotations") or {}
         return cls(
             resource=resource,
             namespace=str(metadata.get("namespace", "")),
@@ -415,6 +426,7 @@ class WorkloadView:
             has_template=bool(template),
             rolled_at=(metadata.get("annotations") or {}).get(ROLLED_AT_ANNOTATION),
             template_digest=template_digest(template),
+            restart=restart,
             rolled_template=(metadata.get("labels") or {}).get(ROLLED_TEMPLATE_LABEL),
             cooldown=read_cooldown(metadata),
             windows=(metadata.get("annotations") or {}).get(ROLLOUT_WINDOWS_ANNOTATION),
@@ -452,6 +464,15 @@ def read_opt_out(metadata: Mapping[str, Any]) -> bool:
     """
     value = (metadata.get("annotations") or {}).get(ROLLOUT_ANNOTATION)
     return str(value or "").strip().lower() == ROLLOUT_NEVER
+
+
+def read_restart(resource: WorkloadResource, body: Mapping[str, Any]) -> bool:
+    """Whether an Argo Rollout with an inline template asks to be restarted, not given a new revision
+    (``servicelink.dev/rollout: restart``, in any case); any other kind, or a Rollout with a workloadRef: False."""
+    if resource.kind != "Rollout" or read_workload_ref(resource, body) is not None:
+        return False
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(ROLLOUT_ANNOTATION)
+    return str(value or "").strip().lower() == ROLLOUT_RESTART
 
 
 def read_workload_ref(resource: WorkloadResource, body: Mapping[str, Any]) -> str | None:

@@ -255,3 +255,58 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
         assert versions(cluster, namespace) == after
     finally:
         stop(again)
+
+
+def test_a_rollout_in_restart_mode_gets_restart_at_not_a_new_template_and_keeps_its_hash_across_a_restart(
+    cluster: Cluster, namespace: str, kubeconfig_env: Path, crd: Path, tmp_path: Path
+) -> None:
+    install_argo_crd(cluster)
+    restarted = argo_rollout("restarted", namespace, key_refs={"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")})
+    restarted["metadata"]["annotations"] = {"servicelink.dev/rollout": "restart"}
+    process = start_with_argo(kubeconfig_env, tmp_path / "operator.log")
+    try:
+        cluster.apply(
+            [service("auth-service", namespace, 3001), restarted, servicelink("links", namespace, CONFIGMAP, LINKS[0])]
+        )
+        wait_condition(cluster, namespace, "links", "Ready", "True")
+        before = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
+
+        cluster.apply(service("auth-service", namespace, 4001))
+        expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
+
+        def restarted_for() -> str | None:
+            body = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
+            value: str | None = (body["metadata"].get("annotations") or {}).get(HASH)
+            return value
+
+        assert wait_for(restarted_for, what="the hash it restarted for, on the Rollout") == expected
+        after = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
+        # Its template, and so its revision and its canary steps, are the owner's; spec.restartAt asks the restart.
+        assert after["spec"]["template"] == before["spec"]["template"]
+        assert after["spec"]["restartAt"]
+        assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+        waiting = wait_condition(cluster, namespace, "links", "RolledOut", "False", "RolloutInProgress")
+        assert f"Rollout {namespace}/restarted: restarting its pods" in waiting["message"]
+        # What Argo Rollouts' controller writes once every pod older than restartAt was replaced.
+        status = {
+            "observedGeneration": str(after["metadata"]["generation"]),
+            "phase": "Healthy",
+            "restartedAt": after["spec"]["restartAt"],
+        }
+        cluster.kubectl(
+            "patch", "rollout.argoproj.io", "restarted", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": status}),
+        )  # fmt: skip
+        wait_condition(cluster, namespace, "links", "RolledOut", "True", "WorkloadsUpdated")
+    finally:
+        stop(process)
+
+    # The hash on the Rollout is the record: a new operator (a failover) restarts nothing again.
+    again = start_with_argo(kubeconfig_env, tmp_path / "again.log")
+    try:
+        wait_until_acted(cluster, namespace, "links", "auth-service")
+        body = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
+        assert body["metadata"]["generation"] == after["metadata"]["generation"]
+        assert body["spec"]["restartAt"] == after["spec"]["restartAt"]
+    finally:
+        stop(again)

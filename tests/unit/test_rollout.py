@@ -890,6 +890,46 @@ def test_an_argo_rollouts_progress_is_its_phase_once_its_generation_is_observed(
     assert WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], body).progress == expected
 
 
+def restarting_rollout(restart_at: str | None, restarted_at: str | None, **metadata: Any) -> dict[str, Any]:
+    """An Argo Rollout whose owner asks servicelink for restarts, with its spec and status as the controller saw."""
+    status = {"observedGeneration": "2", "phase": "Healthy"} | ({"restartedAt": restarted_at} if restarted_at else {})
+    body = argo_rollout_body("web", {"containers": [container(**env_from())]}, config_hash="11111111", status=status)
+    body["metadata"]["annotations"] = {"servicelink.dev/rollout": " Restart ", **metadata}
+    if restart_at:
+        body["spec"]["restartAt"] = restart_at
+    return body
+
+
+def test_a_rollout_in_restart_mode_carries_the_hash_it_restarted_for_on_its_own_metadata() -> None:
+    body = restarting_rollout(None, None, **{"servicelink.dev/config-hash": "22222222"})
+    w = WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], body)
+    assert (w.restart, w.config_hash) == (True, "22222222")  # not the template's 11111111
+    # Only an inline template is restarted in place; any other value of the annotation rolls as usual.
+    assert not WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], argo_rollout_body("web", None)).restart
+    body["metadata"]["annotations"]["servicelink.dev/rollout"] = "revision"
+    assert WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], body).config_hash == "11111111"
+    # Due as any consumer: its entry (on its metadata) differs from what it reads.
+    values = {"AUTH_URL": "http://auth:4001"}
+    (rollout,) = plan([(w, None)], managed=values, baseline={"AUTH_URL": "http://auth:3001"}, desired=values)
+    assert rollout.hash == render_hash(values)
+
+
+@pytest.mark.parametrize(
+    ("restart_at", "restarted_at", "expected"),
+    [
+        ("2026-12-07T10:00:00Z", None, Progress("Progressing", f"{ARGO}: restarting its pods")),
+        ("2026-12-07T10:00:00Z", "2026-12-07T09:00:00Z", Progress("Progressing", f"{ARGO}: restarting its pods")),
+        ("2026-12-07T10:00:00Z", "2026-12-07T10:00:00Z", Progress("Complete")),
+        (None, None, Progress("Complete")),
+    ],
+)
+def test_a_restart_asked_of_an_argo_rollout_is_in_progress_until_its_controller_says_it_restarted(
+    restart_at: str | None, restarted_at: str | None, expected: Progress
+) -> None:
+    body = restarting_rollout(restart_at, restarted_at)
+    assert read_progress(WORKLOAD_RESOURCES["Rollout"], body) == expected
+
+
 def test_an_argo_rollout_patched_just_now_is_rolling() -> None:
     healthy = argo_rollout_body("web", {"containers": []}, status={"observedGeneration": "2", "phase": "Healthy"})
     views = {("Rollout", "web"): WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], healthy)}
