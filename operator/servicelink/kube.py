@@ -554,13 +554,15 @@ class Kube:
         resource_version: str,
         stamp: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        in_place: bool = False,
         restart_at: str | None = None,
     ) -> bool:
         """Set one pod-template annotation, guarded by ``resource_version`` if given; its controller rolls the pods.
 
         ``stamp`` and ``labels``: annotations and labels set on the workload's own metadata in the same patch.
-        ``restart_at``: an Argo Rollout restarted in place: the annotation goes on its own metadata, and
-        ``spec.restartAt`` makes its controller restart its pods, with no new revision.
+        ``in_place``: a workload restarted, not given a new template (an Argo Rollout, or the Deployment whose
+        template Rollouts run): the annotation goes on its own metadata; ``restart_at`` also sets an Argo
+        Rollout's ``spec.restartAt``, which makes its controller restart its pods, with no new revision.
 
         A CronJob's pod template is its jobTemplate's: its next Jobs run it. An Argo
         Rollout's is its inline ``spec.template``: a new template is what makes Argo
@@ -570,7 +572,7 @@ class Kube:
         patch: dict[str, Any] = {"metadata": {"annotations": {annotation: value}}}
         if restart_at is not None:
             patch["spec"] = {"restartAt": restart_at}
-        else:
+        if not in_place:
             for key in reversed(resource.template):
                 patch = {key: patch}
         metadata = patch.setdefault("metadata", {})
@@ -592,6 +594,25 @@ class Kube:
                     body=patch,
                     content_type=_MERGE_PATCH,
                 )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def restart_rollout(self, *, namespace: str, name: str, at: str) -> bool:
+        """Set an Argo Rollout's ``spec.restartAt``: its controller restarts its pods, with no new revision.
+        Returns False when it no longer exists."""
+        resource = WORKLOAD_RESOURCES["Rollout"]
+        try:
+            _write(
+                self._api,
+                "PATCH",
+                f"/apis/{resource.group}/{resource.version}/namespaces/{namespace}/{resource.plural}/{name}",
+                query={"fieldManager": FIELD_MANAGER},
+                body={"spec": {"restartAt": at}},
+                content_type=_MERGE_PATCH,
+            )
         except ApiException as error:
             if error.status == 404:
                 return False

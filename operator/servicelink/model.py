@@ -49,7 +49,7 @@ CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 # A workload owner's opt-out: with this value, no ServiceLink ever rolls the workload.
 ROLLOUT_ANNOTATION = f"{GROUP}/rollout"
 ROLLOUT_NEVER = "never"
-# On an Argo Rollout with an inline template: restart its pods (spec.restartAt) instead of starting a new revision.
+# On an Argo Rollout: restart its pods (spec.restartAt) instead of starting a new revision.
 ROLLOUT_RESTART = "restart"
 # A workload owner's cooldown: the least seconds between two rollouts of it, over the ServiceLinks' cooldownSeconds.
 COOLDOWN_ANNOTATION = f"{GROUP}/cooldown-seconds"
@@ -249,13 +249,14 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         ROLLOUT_ANNOTATION,
         "the workload's owner",
         f"a {_WORKLOAD_KINDS_TEXT}, or an object of a kind a WorkloadMapping maps (its own metadata)",
-        f"`{ROLLOUT_NEVER}`; on an Argo Rollout with an inline template, also `{ROLLOUT_RESTART}`",
+        f"`{ROLLOUT_NEVER}`; on an Argo Rollout, also `{ROLLOUT_RESTART}`",
         f"`{ROLLOUT_NEVER}`: no ServiceLink ever rolls it, even when its pods read a ConfigMap or Secret servicelink"
         " writes and a value changes; the ConfigMap is still written, and each ServiceLink it reads lists it in"
         f" `status.skipped` with `WorkloadOptedOut`. `{ROLLOUT_RESTART}`: a change restarts the Rollout's pods"
         f" (`spec.restartAt`) instead of patching its template, so no new revision and none of its steps run; the"
-        f" hash it restarted for goes in `{CONFIG_HASH_ANNOTATION}` on the Rollout's own metadata. Any other value,"
-        " or none: rolled as usual",
+        f" hash it restarted for goes in `{CONFIG_HASH_ANNOTATION}` on the Rollout's own metadata (with"
+        " `spec.workloadRef`: on the Deployment's, once every Rollout of that Deployment asks for restarts). Any other"
+        " value, or none: rolled as usual",
     ),
     Annotation(
         COOLDOWN_ANNOTATION,

@@ -667,6 +667,19 @@ def _values_before(view: ServiceLinkView, written: Written) -> dict[str, str]:
     return baseline
 
 
+def with_restarts(workload: WorkloadView, world: World) -> WorkloadView:
+    """``workload``, restarted through Argo Rollouts if it is a Deployment whose template Rollouts run
+    (``spec.workloadRef``) and each of them asks for restarts: then its template stays, each Rollout's
+    ``spec.restartAt`` is set, and the hash they restarted for is on the Deployment's own metadata."""
+    if workload.kind != "Deployment":
+        return workload
+    names = world.rollouts_templated_by(workload.namespace, workload.name)
+    rollouts = [world.workload("Rollout", workload.namespace, name) for name in names]
+    if not names or not all(r is not None and r.asks_restart for r in rollouts):
+        return workload
+    return dataclasses.replace(workload, restart=True, restarts=tuple(names), config_hash=workload.own_config_hash)
+
+
 def plan_roll(
     view: ServiceLinkView,
     *,
@@ -694,7 +707,9 @@ def plan_roll(
     configmap = spec.config_map_name
     # The index by ConfigMap answers auto-detection alone; names and selectors need the namespace.
     everyone = bool(spec.workloads.names) or spec.workloads.selector is not None
-    candidates = world.workloads(view.namespace, reading=None if everyone else configmap)
+    candidates = [
+        with_restarts(w, world) for w in world.workloads(view.namespace, reading=None if everyone else configmap)
+    ]
     secret = None
     if written.secret is not None:
         secret = SecretOutput(written.secret.name, frozenset(written.secret.after) | frozenset(written.secret.before))

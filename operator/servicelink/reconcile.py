@@ -73,6 +73,7 @@ from servicelink.plan import (
     plan_write,
     plan_write_failed,
     plan_write_over_seen,
+    with_restarts,
 )
 from servicelink.rollout import Rollout, WorkloadKey, merge_rollouts
 from servicelink.settings import Settings
@@ -403,6 +404,7 @@ class Reconciler:
                 continue
             del self._owed[key]
             workload = self.world.workload(*key)
+            workload = with_restarts(workload, self.world) if workload is not None else None
             found = False  # patched, and it still exists
             if workload is not None:
                 rollouts = [share.rollout for share in shares]
@@ -428,9 +430,14 @@ class Reconciler:
         """Set the workload's config-hash annotation; return False when it no longer exists.
 
         Guarded by the resourceVersion last seen, so an entry another ServiceLink
-        set meanwhile is never overwritten: a lost race is retried.
+        set meanwhile is never overwritten: a lost race is retried. A workload
+        restarted in place gets the annotation on its own metadata; a Deployment
+        whose template Argo Rollouts run in restart mode has those Rollouts
+        restarted first, so a restart is never recorded without being asked for.
         """
         now = utc_now()
+        for rollout in workload.restarts:
+            await self._call(self.kube.restart_rollout, namespace=workload.namespace, name=rollout, at=now)
         try:
             found = await self._call(
                 self.kube.set_workload_config_hash,
@@ -442,7 +449,8 @@ class Reconciler:
                 resource_version=workload.resource_version,
                 stamp={ROLLED_AT_ANNOTATION: now},
                 labels={ROLLED_TEMPLATE_LABEL: template_record(workload.template_digest, value)},
-                restart_at=now if workload.restart else None,
+                in_place=workload.restart,
+                restart_at=now if workload.restart and workload.kind == "Rollout" else None,
             )
         except Conflict as error:
             raise TransientError(f"{workload.kind} {workload.namespace}/{workload.name} changed meanwhile") from error

@@ -274,13 +274,19 @@ def follow_rollouts(
     phase (``views.read_argo_progress``: ``Degraded`` is ``Stalled``). Of
     several Rollouts, the first stalled one, else the first progressing one,
     else ``Complete``; the Deployment's own after theirs. With no Rollout, the Deployment's own progress.
+    Rollouts that each ask for restarts were restarted instead (``plan.with_restarts``): the template stayed,
+    so their progress is their restart's.
     """
-    own = patched(deployment) if patched_now else deployment.progress
+    restarting = bool(rollouts) and all(r.asks_restart for r in rollouts)  # its template was left as it was
+    own = patched(deployment) if patched_now and not restarting else deployment.progress
     if not rollouts:
         return own
     found: list[Progress] = []
     for rollout in sorted(rollouts, key=lambda r: r.name):
-        if patched_now or rollout.workload_generation != str(deployment.generation):
+        if restarting:
+            restart = Progress("Progressing", f"Rollout {rollout.namespace}/{rollout.name}: restarting its pods")
+            found.append(restart if patched_now else rollout.progress)
+        elif patched_now or rollout.workload_generation != str(deployment.generation):
             what = f"Rollout {rollout.namespace}/{rollout.name}"
             unseen = (
                 f"Argo Rollouts has not yet seen the new template of Deployment {rollout.namespace}/{deployment.name}"

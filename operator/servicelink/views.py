@@ -381,9 +381,13 @@ class WorkloadView:
     # patch left (ROLLED_TEMPLATE_LABEL): see ``template_record``.
     template_digest: str = ""
     rolled_template: str | None = None
-    # An Argo Rollout whose owner asks for restarts (ROLLOUT_ANNOTATION: restart): spec.restartAt is set, not the
-    # template, and ``config_hash`` is the one on its own metadata.
+    # Restarted in place, not given a new template: an Argo Rollout with an inline template whose owner asks for
+    # restarts (ROLLOUT_ANNOTATION: restart), or a Deployment whose template such Rollouts run (``restarts``
+    # names them; ``plan.with_restarts``). ``config_hash`` is then the one on its own metadata.
     restart: bool = False
+    restarts: tuple[str, ...] = ()
+    asks_restart: bool = False  # an Argo Rollout whose owner asks for restarts, inline template or workloadRef
+    own_config_hash: str | None = None  # CONFIG_HASH_ANNOTATION on its own metadata: the hash it restarted for
     cooldown: int | None = None  # its owner's cooldown in seconds (COOLDOWN_ANNOTATION), over the ServiceLinks'
     windows: str | None = None  # its owner's rollout windows as written (ROLLOUT_WINDOWS_ANNOTATION)
 
@@ -405,16 +409,18 @@ class WorkloadView:
         """Build a view from a workload of the kind ``resource`` as the API returns it."""
         metadata = body.get("metadata") or {}
         template = resource.pod_template(body)
-        restart = read_restart(resource, body)
+        asks_restart = read_asks_restart(resource, body)
+        restart = asks_restart and read_workload_ref(resource, body) is None
+        own_hash = (metadata.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
         # Restarted in place, its pods' hash is on its own metadata: its template stays the owner's.
-        annotations = (metadata if restart else template.get("metadata") or {}).get("annotations") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
         return cls(
             resource=resource,
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),
             labels=dict(metadata.get("labels") or {}),
             reads=read_configmaps(template.get("spec") or {}),
-            config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+            config_hash=own_hash if restart else annotations.get(CONFIG_HASH_ANNOTATION),
             secret_reads=read_secrets(template.get("spec") or {}) or NO_READS,
             rollable_by=parse_name_list((metadata.get("annotations") or {}).get(ROLLABLE_BY_ANNOTATION)),
             opted_out=read_opt_out(metadata),
@@ -427,6 +433,8 @@ class WorkloadView:
             rolled_at=(metadata.get("annotations") or {}).get(ROLLED_AT_ANNOTATION),
             template_digest=template_digest(template),
             restart=restart,
+            asks_restart=asks_restart,
+            own_config_hash=own_hash,
             rolled_template=(metadata.get("labels") or {}).get(ROLLED_TEMPLATE_LABEL),
             cooldown=read_cooldown(metadata),
             windows=(metadata.get("annotations") or {}).get(ROLLOUT_WINDOWS_ANNOTATION),
@@ -466,10 +474,10 @@ def read_opt_out(metadata: Mapping[str, Any]) -> bool:
     return str(value or "").strip().lower() == ROLLOUT_NEVER
 
 
-def read_restart(resource: WorkloadResource, body: Mapping[str, Any]) -> bool:
-    """Whether an Argo Rollout with an inline template asks to be restarted, not given a new revision
-    (``servicelink.dev/rollout: restart``, in any case); any other kind, or a Rollout with a workloadRef: False."""
-    if resource.kind != "Rollout" or read_workload_ref(resource, body) is not None:
+def read_asks_restart(resource: WorkloadResource, body: Mapping[str, Any]) -> bool:
+    """Whether an Argo Rollout's owner asks for restarts, not new revisions (``servicelink.dev/rollout: restart``,
+    in any case); any other kind: False."""
+    if resource.kind != "Rollout":
         return False
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(ROLLOUT_ANNOTATION)
     return str(value or "").strip().lower() == ROLLOUT_RESTART

@@ -257,56 +257,91 @@ def test_a_port_change_patches_the_inline_rollout_reading_it_and_the_deployment_
         stop(again)
 
 
-def test_a_rollout_in_restart_mode_gets_restart_at_not_a_new_template_and_keeps_its_hash_across_a_restart(
+def own_hash(cluster: Cluster, kind: str, namespace: str, name: str) -> str | None:
+    """The hash a workload restarted in place was restarted for: on its own metadata."""
+    value: str | None = (cluster.get(kind, name, "-n", namespace)["metadata"].get("annotations") or {}).get(HASH)
+    return value
+
+
+def restarted(cluster: Cluster, namespace: str, name: str, *, workload: str | None = None) -> None:
+    """Write what Argo Rollouts' controller would once every pod older than spec.restartAt was replaced."""
+    body = cluster.get("rollout.argoproj.io", name, "-n", namespace)
+    status = {
+        "observedGeneration": str(body["metadata"]["generation"]),
+        "phase": "Healthy",
+        "restartedAt": body["spec"]["restartAt"],
+    }
+    if workload is not None:
+        status["workloadObservedGeneration"] = str(
+            cluster.get("deployment", workload, "-n", namespace)["metadata"]["generation"]
+        )
+    cluster.kubectl(
+        "patch", "rollout.argoproj.io", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def test_rollouts_in_restart_mode_get_restart_at_not_a_new_template_and_keep_their_hash_across_a_failover(
     cluster: Cluster, namespace: str, kubeconfig_env: Path, crd: Path, tmp_path: Path
 ) -> None:
     install_argo_crd(cluster)
-    restarted = argo_rollout("restarted", namespace, key_refs={"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")})
-    restarted["metadata"]["annotations"] = {"servicelink.dev/rollout": "restart"}
+    reads = {"AUTH_URL": (CONFIGMAP, "AUTH_SERVICE_URL")}
+    inline = argo_rollout("inline", namespace, key_refs=reads)
+    by_ref = argo_rollout("by-ref", namespace, workload_ref="by-ref-template")
+    for rollout in (inline, by_ref):
+        rollout["metadata"]["annotations"] = {"servicelink.dev/rollout": "restart"}
     process = start_with_argo(kubeconfig_env, tmp_path / "operator.log")
     try:
         cluster.apply(
-            [service("auth-service", namespace, 3001), restarted, servicelink("links", namespace, CONFIGMAP, LINKS[0])]
+            [
+                service("auth-service", namespace, 3001),
+                inline,
+                deployment("by-ref-template", namespace, key_refs=reads),
+                by_ref,
+                servicelink("links", namespace, CONFIGMAP, LINKS[0]),
+            ]
         )
         wait_condition(cluster, namespace, "links", "Ready", "True")
-        before = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
+        before = {
+            name: cluster.get(kind, name, "-n", namespace)
+            for kind, name in (("rollout.argoproj.io", "inline"), ("rollout.argoproj.io", "by-ref"),
+                               ("deployment", "by-ref-template"))
+        }  # fmt: skip
 
         cluster.apply(service("auth-service", namespace, 4001))
         expected = render_hash({"AUTH_SERVICE_URL": "http://auth-service:4001"})
-
-        def restarted_for() -> str | None:
-            body = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
-            value: str | None = (body["metadata"].get("annotations") or {}).get(HASH)
-            return value
-
-        assert wait_for(restarted_for, what="the hash it restarted for, on the Rollout") == expected
-        after = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
-        # Its template, and so its revision and its canary steps, are the owner's; spec.restartAt asks the restart.
-        assert after["spec"]["template"] == before["spec"]["template"]
-        assert after["spec"]["restartAt"]
-        assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+        got = wait_for(lambda: own_hash(cluster, "rollout.argoproj.io", namespace, "inline"), what="inline restarted")
+        assert got == expected
+        # workloadRef: the Deployment holds the template and the record; the Rollout gets the restart.
+        got = wait_for(lambda: own_hash(cluster, "deployment", namespace, "by-ref-template"), what="by-ref restarted")
+        assert got == expected
+        after = {
+            name: cluster.get(kind, name, "-n", namespace)
+            for kind, name in (("rollout.argoproj.io", "inline"), ("rollout.argoproj.io", "by-ref"),
+                               ("deployment", "by-ref-template"))
+        }  # fmt: skip
+        # Templates, and so revisions and canary steps, stay the owners'; spec.restartAt asks each restart.
+        for name in ("inline", "by-ref-template"):
+            assert after[name]["spec"]["template"] == before[name]["spec"]["template"]
+        assert after["by-ref-template"]["metadata"]["generation"] == before["by-ref-template"]["metadata"]["generation"]
+        for name in ("inline", "by-ref"):
+            assert after[name]["spec"]["restartAt"]
+            assert after[name]["metadata"]["generation"] == before[name]["metadata"]["generation"] + 1
         waiting = wait_condition(cluster, namespace, "links", "RolledOut", "False", "RolloutInProgress")
-        assert f"Rollout {namespace}/restarted: restarting its pods" in waiting["message"]
-        # What Argo Rollouts' controller writes once every pod older than restartAt was replaced.
-        status = {
-            "observedGeneration": str(after["metadata"]["generation"]),
-            "phase": "Healthy",
-            "restartedAt": after["spec"]["restartAt"],
-        }
-        cluster.kubectl(
-            "patch", "rollout.argoproj.io", "restarted", "-n", namespace, "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": status}),
-        )  # fmt: skip
+        assert ": restarting its pods" in waiting["message"]
+        restarted(cluster, namespace, "inline")
+        restarted(cluster, namespace, "by-ref", workload="by-ref-template")
         wait_condition(cluster, namespace, "links", "RolledOut", "True", "WorkloadsUpdated")
     finally:
         stop(process)
 
-    # The hash on the Rollout is the record: a new operator (a failover) restarts nothing again.
+    # The hashes on the restarted objects are the record: a new operator (a failover) restarts nothing again.
     again = start_with_argo(kubeconfig_env, tmp_path / "again.log")
     try:
         wait_until_acted(cluster, namespace, "links", "auth-service")
-        body = cluster.get("rollout.argoproj.io", "restarted", "-n", namespace)
-        assert body["metadata"]["generation"] == after["metadata"]["generation"]
-        assert body["spec"]["restartAt"] == after["spec"]["restartAt"]
+        for name in ("inline", "by-ref"):
+            body = cluster.get("rollout.argoproj.io", name, "-n", namespace)
+            assert body["metadata"]["generation"] == after[name]["metadata"]["generation"]
+            assert body["spec"]["restartAt"] == after[name]["spec"]["restartAt"]
     finally:
         stop(again)

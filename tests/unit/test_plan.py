@@ -1121,3 +1121,32 @@ def test_no_empty_secret_is_created_while_no_value_resolves() -> None:
     cache.keep_secrets()  # the Secret pg is not shared: nothing resolves
     step = secret_step(sl, cache, None)
     assert (step.apply, step.outcome.changed, step.outcome.verdict) == (None, [], None)
+
+
+def test_a_deployment_whose_template_rollouts_run_is_restarted_through_them_when_each_asks_for_it() -> None:
+    cache = Cache()
+    template = {"metadata": {"annotations": {"servicelink.dev/config-hash": "11111111"}}, "spec": {"containers": []}}
+    cache.put_workload(
+        WORKLOAD_RESOURCES["Deployment"],
+        {
+            "metadata": {"name": "web", "namespace": "ns", "annotations": {"servicelink.dev/config-hash": "22222222"}},
+            "spec": {"template": template},
+        },
+    )
+
+    def rollout(name: str, mode: str) -> None:
+        body = {
+            "metadata": {"name": name, "namespace": "ns", "annotations": {"servicelink.dev/rollout": mode}},
+            "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+        }
+        cache.put_workload(WORKLOAD_RESOURCES["Rollout"], body)
+
+    rollout("canary", "restart")
+    web = cache.workload("Deployment", "ns", "web")
+    assert web is not None
+    assert web.config_hash == "11111111"
+    restarted = planner.with_restarts(web, cache)
+    assert (restarted.restart, restarted.restarts, restarted.config_hash) == (True, ("canary",), "22222222")
+    # One Rollout of it that wants new revisions: its template is patched, as before.
+    rollout("blue-green", "")
+    assert planner.with_restarts(web, cache) == web

@@ -100,6 +100,7 @@ def requested() -> set[tuple[str, str, str]]:
             value="v",
             resource_version="",
         )
+    kube.restart_rollout(namespace="ns", name="n", at="2026-12-07T10:00:00Z")
     for _ in range(2):  # the second one patches the first one's count
         kube.record_event(involved={"namespace": "ns", "name": "n"}, reason="R", message="m")
     return set().union(*(authorized_as(*request) for request in recorder.requests))

@@ -102,6 +102,7 @@ class FakeKube:
         resource_version: str,
         stamp: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        in_place: bool = False,
         restart_at: str | None = None,
     ) -> bool:
         self._call("set_workload_config_hash")

@@ -1025,6 +1025,29 @@ def test_a_deployment_argo_rollouts_run_the_template_of_follows_their_phase_once
     assert follow_rollouts(deployment, [rollout_of_gateway(**status)]) == expected
 
 
+def test_a_deployment_whose_rollouts_ask_for_restarts_follows_their_restart_not_a_new_revision() -> None:
+    deployment = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=2))
+    asking = {"servicelink.dev/rollout": "restart"}
+
+    def restarting(restart_at: str | None, restarted_at: str | None) -> WorkloadView:
+        status = {"workloadObservedGeneration": "2", "observedGeneration": "2", "phase": "Healthy"}
+        body = argo_rollout_body("gw", None, status=status | ({"restartedAt": restarted_at} if restarted_at else {}))
+        body["spec"]["workloadRef"]["name"] = "gateway"
+        body["metadata"]["annotations"] = asking
+        if restart_at:
+            body["spec"]["restartAt"] = restart_at
+        return WorkloadView.from_body(WORKLOAD_RESOURCES["Rollout"], body)
+
+    asked = restarting("2026-12-07T10:00:00Z", None)
+    assert (asked.asks_restart, asked.restart) == (True, False)  # its Deployment is what servicelink records on
+    # Just now: the Rollout restarts; its template was not touched, so nothing waits for a new revision.
+    just = follow_rollouts(deployment, [restarting(None, None)], patched_now=True)
+    assert just == Progress("Progressing", f"{GW}: restarting its pods")
+    assert follow_rollouts(deployment, [asked]) == Progress("Progressing", f"{GW}: restarting its pods")
+    done = restarting("2026-12-07T10:00:00Z", "2026-12-07T10:00:00Z")
+    assert follow_rollouts(deployment, [done]) == Progress("Complete")
+
+
 def test_a_deployment_patched_just_now_waits_for_its_rollouts_to_see_it_and_one_without_any_for_itself() -> None:
     deployment = WorkloadView.from_body(WORKLOAD_RESOURCES["Deployment"], deployment_status(generation=2))
     healthy = rollout_of_gateway(workloadObservedGeneration="2", observedGeneration="2", phase="Healthy")
