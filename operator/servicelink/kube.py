@@ -584,33 +584,26 @@ class Kube:
             metadata["resourceVersion"] = resource_version
         if not metadata:
             del patch["metadata"]
-        try:
-            with _conflict_raised():
-                _write(
-                    self._api,
-                    "PATCH",
-                    f"/apis/{resource.group}/{resource.version}/namespaces/{namespace}/{resource.plural}/{name}",
-                    query={"fieldManager": FIELD_MANAGER},
-                    body=patch,
-                    content_type=_MERGE_PATCH,
-                )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
+        with _conflict_raised():
+            return self._merge_patch_workload(resource, namespace=namespace, name=name, patch=patch)
 
     def restart_rollout(self, *, namespace: str, name: str, at: str) -> bool:
         """Set an Argo Rollout's ``spec.restartAt``: its controller restarts its pods, with no new revision.
         Returns False when it no longer exists."""
-        resource = WORKLOAD_RESOURCES["Rollout"]
+        patch = {"spec": {"restartAt": at}}
+        return self._merge_patch_workload(WORKLOAD_RESOURCES["Rollout"], namespace=namespace, name=name, patch=patch)
+
+    def _merge_patch_workload(
+        self, resource: WorkloadResource, *, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> bool:
+        """Merge-patch a workload as servicelink's field manager; False when it no longer exists (404)."""
         try:
             _write(
                 self._api,
                 "PATCH",
                 f"/apis/{resource.group}/{resource.version}/namespaces/{namespace}/{resource.plural}/{name}",
                 query={"fieldManager": FIELD_MANAGER},
-                body={"spec": {"restartAt": at}},
+                body=patch,
                 content_type=_MERGE_PATCH,
             )
         except ApiException as error:
