@@ -320,10 +320,10 @@ def test_rollouts_in_restart_mode_get_restart_at_not_a_new_template_and_keep_the
             for kind, name in (("rollout.argoproj.io", "inline"), ("rollout.argoproj.io", "by-ref"),
                                ("deployment", "by-ref-template"))
         }  # fmt: skip
-        # Templates, and so revisions and canary steps, stay the owners'; spec.restartAt asks each restart.
+        # Templates, and so revisions and canary steps, stay the owners'; spec.restartAt asks each restart. (The
+        # Deployment's generation may rise: the API server counts a change of its annotations as one.)
         for name in ("inline", "by-ref-template"):
             assert after[name]["spec"]["template"] == before[name]["spec"]["template"]
-        assert after["by-ref-template"]["metadata"]["generation"] == before["by-ref-template"]["metadata"]["generation"]
         for name in ("inline", "by-ref"):
             assert after[name]["spec"]["restartAt"]
             assert after[name]["metadata"]["generation"] == before[name]["metadata"]["generation"] + 1
