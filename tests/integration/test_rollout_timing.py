@@ -97,7 +97,7 @@ def test_a_change_outside_the_windows_waits_for_the_next_and_rolls_once(
     cluster: Cluster, namespace: str, operator_process: OperatorProcess
 ) -> None:
     before = gateway(cluster, namespace, rolloutWindows=[WINDOW])
-    wait_for(lambda: 8 <= datetime.datetime.now(datetime.UTC).second < 50, timeout=15, what="the window closed")
+    wait_for(lambda: 8 <= datetime.datetime.now(datetime.UTC).second < 50, timeout=20, what="the window closed")
 
     set_port(cluster, namespace, "auth-service", 4001)
     held = wait_condition(cluster, namespace, "gateway", "RolledOut", "False", "OutsideWindow")
