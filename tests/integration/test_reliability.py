@@ -98,8 +98,9 @@ class Stream:
     ALPHA_URL and BETA_URL: deleted (the kind no longer followed), applied again (followed, listed
     anew), or its ``rolls`` flipped (followed throughout, its watches started again). A change of
     what the Widget reads while the kind is not followed is one it may skip (``skips_possible``):
-    followed again, it is rolled at the next change of what it reads (as a consumer new to the
-    operator is), so ``settle`` ends the stream with one.
+    followed again, it is rolled onto the current values if its pod template is as servicelink's
+    last rollout left it, and at the next change of what it reads if it was never rolled (as a
+    consumer new to the operator is), so ``settle`` ends the stream with such a change.
     """
 
     KEYS = ("ALPHA", "BETA", "GAMMA")
