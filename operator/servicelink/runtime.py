@@ -63,6 +63,13 @@ MAPPING_RECHECK_FIRST = 2.0
 MAPPING_RECHECK_MAX = 60.0
 RECHECKED_REASONS = frozenset({KIND_NOT_SERVED, FORBIDDEN, WATCH_FAILED})
 MAPPING = "WorkloadMapping"  # the first part of a mapping's key in its work queue (they are cluster-scoped)
+OwnerVersion = tuple[int, tuple[tuple[str, str], ...]]
+
+
+def _owner_version(metadata: Mapping[str, Any]) -> OwnerVersion:
+    """What a mapping's owner changes, not the operator: its spec's generation, and its annotations."""
+    annotations = metadata.get("annotations") or {}
+    return int(metadata.get("generation") or 0), tuple(sorted((str(k), str(v)) for k, v in annotations.items()))
 
 
 _T = TypeVar("_T")
@@ -95,8 +102,8 @@ class Runtime:
     mappings: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # How long a mapping not followed yet waited last before its check again (``_recheck_in``), by name.
     recheck_delays: dict[str, float] = field(default_factory=dict)
-    # The generation of each mapping's spec when its last check began, by name (``check_mapping``).
-    checked_generations: dict[str, int] = field(default_factory=dict)
+    # What its owner last changed of each mapping when its last check began (``_owner_version``), by name.
+    checked_versions: dict[str, OwnerVersion] = field(default_factory=dict)
     # Mappings are reconciled by a queue of their own, one at a time, on every replica (each follows the kinds
     # mapped): a failed check is retried with backoff, and one not followed yet is checked again later.
     mapping_queue: WorkQueue = field(init=False)
@@ -124,8 +131,9 @@ class Runtime:
         self.check_mapping(name)
 
     def check_mapping(self, name: str) -> None:
-        """Queue a check of the mapping ``name``: at once if its spec is new since its last check (a new generation:
-        it waits its shortest again), else unless a check is queued already.
+        """Queue a check of the mapping ``name``: at once if its owner changed it since its last check (a new
+        generation, or annotations: ``kubectl annotate`` asks a check now; it waits its shortest again), else unless
+        a check is queued already.
 
         A mapping not followed yet keeps its pending recheck (``_recheck_in``): a resync, or the watch event of a
         status just written, must not cut its backoff short, or each resync would read discovery once for every
@@ -133,7 +141,7 @@ class Runtime:
         """
         key = (MAPPING, name)
         metadata = (self.mappings.get(name) or {}).get("metadata") or {}
-        if self.checked_generations.get(name) != int(metadata.get("generation") or 0):
+        if self.checked_versions.get(name) != _owner_version(metadata):
             self.recheck_delays.pop(name, None)
             self.mapping_queue.add(key)
         elif not self.mapping_queue.is_queued(key):
@@ -143,7 +151,7 @@ class Runtime:
         """A WorkloadMapping was deleted: stop following its kind (its queued check finds it gone)."""
         self.mappings.pop(name, None)
         self.recheck_delays.pop(name, None)
-        self.checked_generations.pop(name, None)
+        self.checked_versions.pop(name, None)
         self._set_mapped(name, None)
 
     async def _reconcile_mapping_key(self, key: tuple[str, str]) -> float | None:
@@ -168,7 +176,7 @@ class Runtime:
         metadata = body.get("metadata") or {}
         name, generation = str(metadata.get("name", "")), int(metadata.get("generation") or 0)
         # At the start: a check that fails is retried by the queue's backoff, which a resync leaves alone too.
-        self.checked_generations[name] = generation
+        self.checked_versions[name] = _owner_version(metadata)
         spec = body.get("spec") or {}
         parsed = parse_or_refuse(name, spec, generation=generation)
         followed: WorkloadResource | None = None

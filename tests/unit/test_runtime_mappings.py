@@ -117,7 +117,8 @@ def widgets(generation: int) -> dict[str, Any]:
 
 def test_resyncs_leave_a_mapping_not_followed_to_its_backoff_and_a_new_generation_is_checked_at_once() -> None:
     """Five resyncs, and the watch event of the status just written, within the 2 s before its first recheck read
-    discovery no more: the mapping is checked once. A new generation of its spec is checked at once."""
+    discovery no more: the mapping is checked once. An annotation its owner sets, and a new generation of its
+    spec, are checked at once."""
     kube = NotServed(widgets(1))
     queue = WorkQueue(reconcile=lambda key: asyncio.sleep(0, None), window=0.0, workers=1, is_transient=bool)
     queue.active.set()
@@ -134,9 +135,15 @@ def test_resyncs_leave_a_mapping_not_followed_to_its_backoff_and_a_new_generatio
             resync.cancel()
             assert kube.reads == 1
             assert runtime.recheck_delays == {"widgets.example.com": MAPPING_RECHECK_FIRST}
-            kube.mapping = widgets(2)
+            # Touched by its owner (as docs/how-to/follow-any-kind.md says to): checked at once.
+            touched = widgets(1)
+            touched["metadata"]["annotations"] = {"servicelink.dev/checked": "1"}
+            kube.mapping = touched
             runtime.mapping_changed(kube.mapping)
             await wait_for(lambda: kube.reads == 2)
+            kube.mapping = widgets(2)
+            runtime.mapping_changed(kube.mapping)
+            await wait_for(lambda: kube.reads == 3)
             await runtime.mapping_queue.stop()
 
         asyncio.run(asyncio.wait_for(resync_five_times(), 5.0))
